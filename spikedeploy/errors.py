@@ -1,0 +1,38 @@
+"""One exception hierarchy. The CLI prints the message of any SpikeDeployError and exits 1.
+
+Messages say what went wrong, where (file, node, layer, core), the limit, the value, and what to do.
+"""
+
+from __future__ import annotations
+
+
+class SpikeDeployError(Exception):
+    """Base class of every error spikedeploy reports to a user."""
+
+
+class FileFormatError(SpikeDeployError):
+    """A file is missing, unreadable, corrupt, or in a format spikedeploy does not know."""
+
+
+class GraphError(SpikeDeployError):
+    """The graph is malformed: unknown node type, bad edges, unreachable nodes, illegal cycles."""
+
+
+class ParameterError(GraphError):
+    """A node parameter is invalid (NaN, tau <= 0, wrong shape)."""
+
+
+class ShapeError(GraphError):
+    """Shapes of connected nodes disagree."""
+
+
+class UnsupportedError(SpikeDeployError):
+    """Something valid in the source cannot be represented faithfully by the destination."""
+
+
+class TargetLimitError(SpikeDeployError):
+    """A hardware limit of the target is exceeded (bit width, core capacity, axons)."""
+
+
+class BackendError(SpikeDeployError):
+    """A simulation backend (Lava, emulator) failed or is not installed."""

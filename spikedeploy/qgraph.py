@@ -1,0 +1,37 @@
+"""QGraph: a Graph with integer parameters for one target.
+
+The structure (nodes, edges, shapes, metadata) is the float Graph's. Integer parameters live per node in
+`q[node_name]`, with these keys (all numpy integer arrays or Python ints):
+
+synapse nodes (Affine, Linear, Conv2d, Conv1d, Scale, pooling folded by the quantizer):
+    weight          integer mantissas, same layout as the float weight
+    weight_exp      int; the *sum* is shifted by it (left if > 0, floored right if < 0)
+    num_weight_bits int (Loihi 2: 8)
+    sign_mode       "mixed" | "exc" | "inh" | None (None: derived from the weights, as Lava does)
+    delay           optional int array (out, in) of per-synapse delays in steps (DelayDense)
+neuron nodes (LIF, IF, CubaLIF, LI, CubaLI, Threshold):
+    du, dv          int (or per-neuron int arrays); 12-bit decays, 4096 = full decay
+    vth             int (threshold mantissa; the comparison is v > vth << 6)
+    bias_mant       int array (per neuron), stored as int16 on Loihi 2
+    bias_exp        int
+
+`scale[node_name]` is λ for each neuron node: v_int = 64·λ·v_float (see lava-fixed-point.md §2).
+`deviations` lists every approximation the quantizer recorded (with --allow-approximate).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .graph import Graph
+
+
+@dataclass
+class QGraph:
+    graph: Graph
+    target: str
+    q: dict[str, dict[str, Any]] = field(default_factory=dict)
+    scale: dict[str, float] = field(default_factory=dict)
+    deviations: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,25 @@
+"""Shared fixtures. Note: lava-dl installs a top-level `tests` package into site-packages; this
+directory has no __init__.py and pytest runs with --import-mode=importlib, so it is never shadowed.
+Shared test helpers live in tests/helpers/ (on sys.path through pytest's `pythonpath`)."""
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    d = SHARED / "fixtures"
+    if not d.exists():
+        pytest.skip(f"shared fixtures not found at {d}")
+    return d
+
+
+@pytest.fixture(scope="session")
+def lavadl_netx_dir() -> Path:
+    from spikedeploy.lavadl_assets import netx_test_dir
+
+    return netx_test_dir()
