@@ -1,0 +1,90 @@
+"""TargetSpec: what a target chip can hold and what its events cost, each constant with its source.
+
+A target is one module or package in `targets/` exposing `SPEC` (a TargetSpec) and, for targets that
+can simulate, a backend. `get_target(name)` finds it; adding a target means adding one module.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field, fields
+
+from spikedeploy.errors import SpikeDeployError
+
+
+@dataclass(frozen=True)
+class Value:
+    """A number and where it comes from. `estimate=True` marks figures nobody has published."""
+
+    value: float
+    unit: str
+    source: str
+    estimate: bool = False
+
+
+@dataclass(frozen=True)
+class NumericFormat:
+    """Fixed-point widths of a Loihi-style CUBA neuron target."""
+
+    weight_bits: int = 8  # synaptic weight mantissa, sign included
+    weight_exp_min: int = -8
+    weight_exp_max: int = 7
+    mixed_sign_drops_lsb: bool = True  # Loihi 2 / Lava: MIXED sign keeps only even 8-bit values
+    state_bits: int = 24  # u and v; u wraps, v saturates
+    vth_bits: int = 17  # threshold mantissa (unsigned); compared as v > vth << 6
+    decay_bits: int = 12  # du, dv in 1/4096 units
+    bias_mant_bits: int = 13  # signed
+    bias_exp_min: int = 0
+    bias_exp_max: int = 7
+    act_shift: int = 6  # a_in << 6 into u
+    conv_acc_bits: int = 24  # Conv's accumulator wraps at this width
+    max_delay: int = 62
+    rounding: str = "trunc"  # decay rounding: "trunc" toward zero (Loihi 2) or "nearest"
+
+
+@dataclass(frozen=True)
+class CoreLimits:
+    neurons: int  # neuron compartments per core
+    synapse_memory_bits: int  # synaptic memory per core
+    input_axons: int
+    output_axons: int
+    sources: dict[str, str] = field(default_factory=dict)
+    estimate: bool = False
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    name: str
+    description: str
+    numeric: NumericFormat
+    core: CoreLimits
+    cores_per_chip: int
+    max_chips: int
+    energy: dict[str, Value]  # per-event energies (J) and static power (W)
+    timing: dict[str, Value]  # per-event times (s), barrier
+    host: dict[str, Value] = field(default_factory=dict)  # host-side constants (J per MAC etc.)
+    simulators: tuple[str, ...] = ()  # backends that can run a QGraph for this target
+
+    def as_dict(self) -> dict:
+        def conv(x):
+            if isinstance(x, Value):
+                return {"value": x.value, "unit": x.unit, "source": x.source, "estimate": x.estimate}
+            if isinstance(x, dict):
+                return {k: conv(v) for k, v in x.items()}
+            if hasattr(x, "__dataclass_fields__"):
+                return {f.name: conv(getattr(x, f.name)) for f in fields(x)}
+            if isinstance(x, tuple):
+                return list(x)
+            return x
+
+        return conv(self)
+
+
+BUILTIN = ("loihi2", "loihi1", "fixedpoint")
+
+
+def get_target(name: str) -> TargetSpec:
+    if name not in BUILTIN:
+        raise SpikeDeployError(f"unknown target '{name}'; available: {', '.join(BUILTIN)}")
+    mod = importlib.import_module(f"spikedeploy.targets.{name}")
+    return mod.SPEC
