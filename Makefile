@@ -4,6 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
+SYSDEPS := $(VENV)/.system-deps
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: venv demo test lint bench clean
@@ -22,7 +23,14 @@ demo: $(STAMP)
 	$(VENV)/bin/spikedeploy doctor
 	$(VENV)/bin/spikedeploy inspect examples/graphs/two_modality.nir
 
-test: $(STAMP)
+# Headless Chromium renders the HTML report in a test; Debian's package, installed once when we are root.
+$(SYSDEPS): | $(STAMP)
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || \
+		echo "warning: chromium could not be installed; the HTML screenshot test needs it"
+	@touch $(SYSDEPS)
+
+test: $(STAMP) $(SYSDEPS)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)

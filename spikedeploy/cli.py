@@ -1,0 +1,174 @@
+"""The `spikedeploy` command line: thin click wrappers over the Python API.
+
+Every command takes --json. Errors print one line and exit 1 (2 for usage errors); a traceback is a bug
+(set SPIKEDEPLOY_DEBUG=1 to see one anyway).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .errors import SpikeDeployError
+from .jsonout import dumps
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _emit_json(obj) -> None:
+    click.echo(dumps(obj))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="spikedeploy")
+def cli() -> None:
+    """spikedeploy: take trained (multimodal) spiking neural networks to neuromorphic hardware.
+
+    \b
+    Pipeline:  export → quantize → partition → simulate → report
+    Files:     NIR (.nir), lava-dl netx (.net), spikedeploy quantized graphs (.sdq)
+    Start with `spikedeploy doctor`, then `spikedeploy inspect FILE`.
+    """
+
+
+# ---- inspect --------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of tables.")
+def inspect(file: str, as_json: bool) -> None:
+    """Show the nodes of a NIR, netx (.net) or quantized graph FILE: shapes, neurons, synapses,
+    parameters, and whether each node runs on the chip or the host."""
+    from .inspect_graph import inspect_file
+
+    info = inspect_file(file)
+    if as_json:
+        _emit_json(info)
+        return
+    t = Table(title=f"{file}  ({info['format']})", show_lines=False)
+    for col in ("node", "op", "shape", "neurons", "synapses", "params", "fan-in", "where", "modality"):
+        t.add_column(col, justify="right" if col in ("neurons", "synapses", "params", "fan-in") else "left")
+    for name, r in info["nodes"].items():
+        where = "[yellow]host[/]" if r["placement"] == "host" else "chip"
+        t.add_row(name, r["op"], "×".join(map(str, r["shape"])) or "-", f"{r['neurons']:,}", f"{r['synapses']:,}",
+                  f"{r['parameters']:,}", str(r["fan_in"] or ""), where, r["modality"] or "")
+    tot = info["total"]
+    t.add_section()
+    t.add_row("total", f"{tot['nodes']} nodes", "", f"{tot['neurons']:,}", f"{tot['synapses']:,}",
+              f"{tot['parameters']:,}", "", f"{tot['host_nodes']} host", "")
+    console.print(t)
+    console.print(f"inputs: {', '.join(info['inputs'])}   outputs: {', '.join(info['outputs'])}   "
+                  f"dt: {info['dt'] if info['dt'] is not None else 'not recorded'}   reset: {info['reset']}")
+    for r in info.get("repairs", []):
+        console.print(f"[yellow]repaired:[/] {r}")
+
+
+# ---- targets --------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def targets(as_json: bool) -> None:
+    """List the hardware targets with their limits and the source of each figure."""
+    from .targets.spec import BUILTIN, get_target
+
+    specs = {n: get_target(n).as_dict() for n in BUILTIN}
+    if as_json:
+        _emit_json(specs)
+        return
+    t = Table(title="targets")
+    for col in ("target", "weight bits", "state bits", "neurons/core", "syn. memory/core", "axons in/out",
+                "cores/chip", "simulators"):
+        t.add_column(col)
+    for n, s in specs.items():
+        c = s["core"]
+        t.add_row(n, str(s["numeric"]["weight_bits"]), str(s["numeric"]["state_bits"]), f"{c['neurons']:,}",
+                  f"{c['synapse_memory_bits'] // 8 // 1024} KiB", f"{c['input_axons']}/{c['output_axons']}",
+                  str(s["cores_per_chip"]), ", ".join(s["simulators"]) or "-")
+    console.print(t)
+    console.print("Constants marked as estimates are listed with their sources in `spikedeploy targets --json`.")
+
+
+# ---- doctor ---------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def doctor(as_json: bool) -> None:
+    """Check the installation: package versions, whether Lava runs a 3-layer network, whether netx imports."""
+    from .doctor import doctor as run_doctor
+
+    with console.status("running a 3-layer Lava network…") if not as_json else _null():
+        rep = run_doctor()
+    if as_json:
+        _emit_json(rep)
+    else:
+        t = Table(title="spikedeploy doctor")
+        t.add_column("check")
+        t.add_column("result")
+        t.add_row("python", rep["python"])
+        for k, v in rep["versions"].items():
+            t.add_row(k, v or "[red]not installed[/]")
+        lr = rep["lava_runs"]
+        t.add_row("Lava runs (Loihi2SimCfg fixed_pt)",
+                  f"[green]yes[/] ({lr['layers']} layers, {lr['steps']} steps, {lr['output_spikes']} output spikes, "
+                  f"{lr['seconds']} s)" if lr["ok"] else f"[red]no[/]: {lr['error']}")
+        nx = rep["netx_imports"]
+        t.add_row("lava-dl netx imports", "[green]yes[/]" if nx["ok"] else f"[red]no[/]: {nx['error']}")
+        console.print(t)
+    if not (rep["lava_runs"]["ok"] and rep["netx_imports"]["ok"]):
+        sys.exit(1)
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+# ---- commands whose issues have not landed ----------------------------------------------------------
+def _not_yet(name: str, what: str):
+    @cli.command(name=name, context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+                 help=f"{what} (not available in this version).")
+    @click.pass_context
+    def _cmd(ctx) -> None:
+        raise SpikeDeployError(f"`spikedeploy {name}` is not available in this version yet: {what.lower()}.")
+
+    return _cmd
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except click.exceptions.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except SpikeDeployError as e:
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+    except Exception as e:
+        if os.environ.get("SPIKEDEPLOY_DEBUG"):
+            raise
+        err_console.print(f"[bold red]internal error:[/] {type(e).__name__}: {e} (this is a bug in spikedeploy; "
+                          "rerun with SPIKEDEPLOY_DEBUG=1 for the traceback)", highlight=False, soft_wrap=True)
+        sys.exit(3)
+    sys.exit(0)
+
+
+for _name, _what in (
+    ("export", "Export a trained torch/snnTorch model to NIR with a host-side ONNX part"),
+    ("quantize", "Quantize a graph for a target with a fidelity report"),
+    ("partition", "Place a graph onto cores and chips"),
+    ("simulate", "Simulate a graph (float, emulator, Lava)"),
+    ("report", "Core usage, traffic, energy and latency report"),
+):
+    _not_yet(_name, _what)

@@ -1,0 +1,39 @@
+"""What `spikedeploy inspect` shows: a graph file's nodes, counts and chip/host split, as a dict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .graph import Graph
+
+
+def describe(graph: Graph, *, fmt: str, path: str | None = None) -> dict[str, Any]:
+    graph.validate()
+    st = graph.stats()
+    return {
+        "file": path,
+        "format": fmt,
+        "inputs": graph.inputs,
+        "outputs": graph.outputs,
+        "dt": graph.dt,
+        "reset": graph.reset,
+        "nodes": st["nodes"],
+        "total": st["total"],
+        "chip_nodes": [n for n, v in graph.nodes.items() if v.placement == "chip"],
+        "host_nodes": [n for n, v in graph.nodes.items() if v.placement == "host"],
+        "repairs": list(graph.meta.get("repairs", [])),
+        "provenance": graph.meta.get("provenance"),
+    }
+
+
+def inspect_file(path: str | Path) -> dict[str, Any]:
+    from .io import load_graph
+    from .qgraph import QGraph
+
+    obj = load_graph(path)
+    if isinstance(obj, QGraph):
+        info = describe(obj.graph, fmt=obj.meta.get("format", f"quantized ({obj.target})"), path=str(path))
+        info["target"] = obj.target
+        return info
+    return describe(obj, fmt=obj.meta.get("format", "nir"), path=str(path))

@@ -1,0 +1,100 @@
+"""The CLI as a user meets it: exit codes, one-line errors naming the file, --json everywhere."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import SHARED
+
+NIR_FIXTURES = sorted((SHARED / "fixtures" / "nir-paper").glob("*.nir"))
+
+
+def sd(*args, check=None):
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("SPIKEDEPLOY_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", "spikedeploy", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def _one_error_line(r, *needles):
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_version_and_help():
+    r = sd("--version")
+    assert r.returncode == 0 and "spikedeploy" in r.stdout
+    r = sd("--help")
+    for cmd in ("export", "quantize", "partition", "simulate", "report", "inspect", "targets", "doctor"):
+        assert cmd in r.stdout
+
+
+def test_usage_error_exits_2():
+    r = sd("inspect", "--no-such-option")
+    assert r.returncode == 2
+
+
+def test_missing_file(tmp_path):
+    p = tmp_path / "nope.nir"
+    _one_error_line(sd("inspect", p), "nope.nir")
+
+
+def test_random_bytes(tmp_path):
+    p = tmp_path / "noise.nir"
+    p.write_bytes(os.urandom(4096))
+    _one_error_line(sd("inspect", p), "noise.nir")
+
+
+def test_truncated_nir(tmp_path):
+    src = SHARED / "fixtures" / "nir-paper" / "cnn_sinabs.nir"
+    p = tmp_path / "cut.nir"
+    data = src.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    _one_error_line(sd("inspect", p), "cut.nir")
+
+
+def test_hdf5_neither_nir_nor_netx(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    p = tmp_path / "other.h5"
+    with h5py.File(p, "w") as f:
+        f["something"] = [1, 2, 3]
+    _one_error_line(sd("inspect", p), "other.h5")
+
+
+@pytest.mark.parametrize("path", NIR_FIXTURES, ids=lambda p: p.name)
+def test_inspect_json_every_nir_fixture(path):
+    r = sd("inspect", path, "--json")
+    if r.returncode == 0:
+        info = json.loads(r.stdout)
+        assert info["total"]["neurons"] > 0
+        assert info["inputs"] and info["outputs"]
+    else:
+        _one_error_line(r, path.name)
+
+
+def test_inspect_table_shows_chip_host_split():
+    r = sd("inspect", SHARED / "fixtures" / "nir-paper" / "two_lif_neurons.nir")
+    assert r.returncode == 0, r.stderr
+    assert "chip" in r.stdout and "total" in r.stdout
+
+
+def test_targets_json_has_sources():
+    r = sd("targets", "--json")
+    assert r.returncode == 0, r.stderr
+    t = json.loads(r.stdout)
+    assert t["loihi2"]["numeric"]["weight_bits"] == 8
+    assert all(v["source"] for v in t["loihi2"]["energy"].values())
+
+
+def test_doctor_reports_lava_runs_and_netx_imports():
+    r = sd("doctor", "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["lava_runs"]["ok"] and d["lava_runs"]["output_spikes"] > 0
+    assert d["netx_imports"]["ok"]
