@@ -25,3 +25,52 @@ class Run:
 
     def spikes_per_node(self) -> dict[str, int]:
         return {k: int(v.sum()) for k, v in self.counts.items()}
+
+
+RUN_FORMAT = "spikedeploy-run"
+RUN_VERSION = 1
+
+
+def save_run(run: Run, path) -> None:
+    """RUN.npz: `out/<output>` [T,B,...], `counts/<node>` [T,B], `trace/<node>/<var>`, and a JSON header."""
+    import json
+
+    from .atomic import atomic_write
+    from .jsonout import jsonable
+
+    arrays = {f"out/{k}": v for k, v in run.outputs.items()}
+    arrays.update({f"counts/{k}": v for k, v in run.counts.items()})
+    for node, tr in run.traces.items():
+        arrays.update({f"trace/{node}/{var}": v for var, v in tr.items()})
+    header = {"format": RUN_FORMAT, "version": RUN_VERSION, "backend": run.backend, "steps": run.steps,
+              "batch": run.batch, "meta": jsonable(run.meta)}
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    with atomic_write(path, "wb") as f:
+        np.savez_compressed(f, **arrays)
+
+
+def load_run(path) -> Run:
+    import json
+    import zipfile
+
+    from .errors import FileFormatError
+
+    try:
+        z = np.load(path, allow_pickle=False)
+        header = json.loads(bytes(z["header"]).decode())
+    except FileNotFoundError as e:
+        raise FileFormatError(f"{path}: run file not found; create one with `spikedeploy simulate ... -o RUN.npz`") from e
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+        raise FileFormatError(f"{path}: not a spikedeploy run file ({e}); create one with `spikedeploy simulate`") from e
+    if header.get("format") != RUN_FORMAT:
+        raise FileFormatError(f"{path}: not a spikedeploy run file (format {header.get('format')!r})")
+    run = Run(header["backend"], int(header["steps"]), int(header["batch"]), meta=header.get("meta", {}))
+    for key in z.files:
+        parts = key.split("/")
+        if parts[0] == "out":
+            run.outputs["/".join(parts[1:])] = z[key]
+        elif parts[0] == "counts":
+            run.counts["/".join(parts[1:])] = z[key]
+        elif parts[0] == "trace":
+            run.traces.setdefault("/".join(parts[1:-1]), {})[parts[-1]] = z[key]
+    return run

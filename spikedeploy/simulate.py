@@ -1,0 +1,108 @@
+"""One entry point for every simulation backend: `simulate(graph_or_qgraph, inputs, backend=...)`.
+
+Backends:
+- float:    the float reference (torch), on the float Graph.
+- emulator: the batched fixed-point emulator, bit-exact with Lava in Loihi 2 mode, on a QGraph.
+- lava:     Lava's Loihi2SimCfg(select_tag="fixed_pt"), on a QGraph, one sample at a time.
+
+A float Graph given to a fixed-point backend is quantized first (max-abs per layer) and the Run says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from .errors import SpikeDeployError
+from .graph import Graph
+from .qgraph import QGraph
+from .run import Run
+
+BACKENDS = ("float", "emulator", "lava")
+
+
+def simulate(model: Graph | QGraph, inputs: Mapping[str, np.ndarray], *, backend: str = "emulator",
+             target: str = "loihi2", steps: int | None = None, probes=()) -> Run:
+    if backend not in BACKENDS:
+        raise SpikeDeployError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
+    graph = model.graph if isinstance(model, QGraph) else model
+    inputs = check_inputs(graph, inputs)
+    if backend == "float":
+        from .simulate_float import simulate_float
+
+        return simulate_float(graph, inputs, steps=steps, probes=probes)
+    qg = model
+    note = None
+    if not isinstance(model, QGraph):
+        from .quantize import quantize
+
+        qg = quantize(model, target)
+        note = f"float graph quantized for {target} with max-abs scaling before simulation"
+    if backend == "emulator":
+        from .targets.loihi2_emulator import simulate_emulator
+
+        run = simulate_emulator(qg, inputs, steps=steps, probes=probes)
+    else:
+        from .targets.lava_backend import simulate_lava
+
+        run = simulate_lava(qg, inputs, steps=steps, probes=probes)
+    if note:
+        run.meta.setdefault("notes", []).append(note)
+    return run
+
+
+def check_inputs(graph: Graph, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Inputs are time-major [T, B, *shape], one per Input node; name mismatches and shapes are errors."""
+    names = graph.inputs
+    missing = [n for n in names if n not in inputs]
+    extra = [n for n in inputs if n not in names]
+    if missing or extra:
+        raise SpikeDeployError(
+            f"inputs do not match the graph: missing {missing or '-'}, unknown {extra or '-'}; the graph's inputs are "
+            f"{names} (give --input NAME=FILE.npy for each)"
+        )
+    graph.infer_shapes()
+    out = {}
+    T = None
+    for n in names:
+        x = np.asarray(inputs[n])
+        shape = graph.nodes[n].out_shape
+        if x.ndim != len(shape) + 2 or tuple(x.shape[2:]) != tuple(shape):
+            raise SpikeDeployError(
+                f"input '{n}': expected an array [T, B, {', '.join(map(str, shape))}], got shape {list(x.shape)}"
+            )
+        if T is not None and x.shape[0] != T:
+            raise SpikeDeployError(f"input '{n}' has {x.shape[0]} time steps, other inputs have {T}")
+        T = x.shape[0]
+        out[n] = x
+    return out
+
+
+def parse_input_args(graph: Graph, specs: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """`X.npy` for a single-input graph, or `NAME=X.npy` per input."""
+    res: dict[str, np.ndarray] = {}
+    for s in specs:
+        if "=" in s:
+            name, path = s.split("=", 1)
+        elif len(graph.inputs) == 1:
+            name, path = graph.inputs[0], s
+        else:
+            raise SpikeDeployError(f"--input {s}: the graph has several inputs {graph.inputs}; write NAME={s}")
+        p = Path(path)
+        if not p.is_file():
+            raise SpikeDeployError(f"--input {s}: file {p} not found")
+        try:
+            res[name] = np.load(p, allow_pickle=False)
+        except ValueError as e:
+            raise SpikeDeployError(f"--input {s}: {p} is not a .npy array file ({e})") from e
+    return res
+
+
+def random_inputs(graph: Graph, *, steps: int, batch: int, density: float = 0.15, seed: int = 0) -> dict[str, np.ndarray]:
+    """Bernoulli spike inputs for each Input node, deterministic under the seed."""
+    graph.infer_shapes()
+    rng = np.random.default_rng(seed)
+    return {n: (rng.random((steps, batch, *graph.nodes[n].out_shape)) < density).astype(np.float32)
+            for n in graph.inputs}
