@@ -1,0 +1,329 @@
+"""Float reference simulator: a Graph run step by step in torch (float64 by default), forward Euler.
+
+Semantics (NIR, with the metadata NIR lacks taken from the Graph):
+
+- Time is discrete with step `graph.dt`; arrays are time-major `[T, B, ...]`.
+- Several edges into one node are summed. A back edge (closing a cycle, see `Graph.order`) carries the
+  value its source produced in the previous step; at step 0 that value is zero.
+- LIF:      v += dt/tau · (v_leak − v + r·x);  s = v > v_th;  reset.
+- CubaLIF:  u += dt/tau_syn · (−u + w_in·x);  v += dt/tau_mem · (v_leak − v + r·u);  s = v > v_th; reset.
+  (v uses the new u, as Lava's CUBA neuron does.)
+- IF:       v += dt · r·x;  I: v += dt · r·x (output v);  LI / CubaLI: as LIF / CubaLIF without spikes.
+- Threshold: s = x > threshold. Spikes fire on strictly greater, as snnTorch (`mem > threshold`) and
+  Lava (`v > vth << 6`) do.
+- Reset: `graph.reset == "zero"` sets v to v_reset on a spike; `"subtract"` subtracts v_th (snnTorch's
+  default `reset_mechanism="subtract"` with `reset_delay=False`).
+- Delay: y[t] = x[t − delay/dt] (NIR gives the delay in the same time unit as tau and dt).
+
+`synapse_delay=True` reproduces the one step of latency that every synapse process (Dense, Conv,
+DelayDense) adds in Lava/Loihi: the value a chain of synapse ops (Affine, Linear, Conv, Scale, pooling,
+Delay, with Flatten passing through) delivers to a neuron, Output or host node at step t is the one it
+computed at step t−1. A recurrent loop through a synapse then has exactly that one step, as on chip.
+This is the float reference a fixed-point run is compared with bin for bin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import GraphError, ParameterError, ShapeError, UnsupportedError
+from .graph import Graph
+from .ops import OPS, _pair
+from .run import Run
+
+_SPIKING = ("LIF", "IF", "CubaLIF", "Threshold")
+_NEEDS_DT = ("LIF", "IF", "CubaLIF", "LI", "CubaLI", "I", "Delay")
+_CHAIN_FAMILIES = ("synapse", "shape")
+
+
+def simulate_float(
+    graph: Graph,
+    inputs: Mapping[str, np.ndarray | torch.Tensor],
+    *,
+    steps: int | None = None,
+    probes: Iterable[str] | str = (),
+    synapse_delay: bool = False,
+    dtype: torch.dtype = torch.float64,
+) -> Run:
+    """Run `graph` on `inputs` (name of each Input node -> array `[T, B, *shape]`).
+
+    steps: number of steps (default: the inputs' T); inputs are zero-padded past their end, so a
+        delayed run can be given T + L steps to let the last inputs through.
+    probes: node names whose full state is recorded in `run.traces` (`"*"` for every node): neurons
+        give `v` (and `u` for Cuba nodes) and `s` for spiking ones; other nodes give `out`.
+    Returns a Run with `outputs` for every Output node and per-step spike `counts` for every spiking and
+    Input node (Input counts are non-zero entries: events, binary or graded).
+    """
+    g = graph.copy()
+    g.infer_shapes()
+    feeds, T, B = _check_inputs(g, inputs, steps)
+    for name, node in g.nodes.items():
+        if node.spec.family == "host":
+            raise UnsupportedError(
+                f"node '{name}' ({node.op}): the float backend does not run host-side ops; "
+                "run the host part separately (ONNX export) and feed its output as an Input"
+            )
+        if node.op in _NEEDS_DT and g.dt is None:
+            raise ParameterError(
+                f"node '{name}' ({node.op}) needs the time step, but graph.dt is None; set graph.dt "
+                "(snnTorch exports assume dt=1e-4)"
+            )
+    order, delayed = _schedule(g, synapse_delay)
+    probe_set = set(g.nodes) if probes == "*" else set([probes] if isinstance(probes, str) else probes)
+    unknown = probe_set - set(g.nodes)
+    if unknown:
+        raise GraphError(f"probe(s) {sorted(unknown)} name no node of the graph")
+
+    layers = {n: _Layer(g, n, dtype, B) for n in order}
+    zero = {n: torch.zeros((B, *g.nodes[n].out_shape), dtype=dtype) for n in order}
+    preds = {n: [(p, (p, n) in delayed) for p, q in g.edges if q == n] for n in order}
+    prev: dict[str, torch.Tensor] = dict(zero)
+    outputs = {n: [] for n in g.outputs}
+    counts = {n: [] for n in order if g.nodes[n].op in _SPIKING or g.nodes[n].op == "Input"}
+    traces: dict[str, dict[str, list]] = {n: {} for n in probe_set}
+    feeds_t = {k: torch.as_tensor(v, dtype=dtype) for k, v in feeds.items()}
+
+    for t in range(T):
+        cur: dict[str, torch.Tensor] = {}
+        for n in order:
+            node = g.nodes[n]
+            if node.op == "Input":
+                x = feeds_t[n][t] if t < feeds_t[n].shape[0] else zero[n]
+                y = x
+            else:
+                x = None
+                in_shape = (B, *node.in_shape)
+                for p, late in preds[n]:
+                    v = (prev[p] if late else cur[p]).reshape(in_shape)
+                    x = v if x is None else x + v
+                y = layers[n].step(x)
+            cur[n] = y
+            if n in counts:
+                c = (y != 0).sum(dim=tuple(range(1, y.dim()))) if node.op == "Input" else y.sum(
+                    dim=tuple(range(1, y.dim())))
+                counts[n].append(c)
+            if n in outputs:
+                outputs[n].append(y)
+            if n in traces:
+                for k, v in layers[n].probe(y).items():
+                    traces[n].setdefault(k, []).append(v.clone())
+        prev = cur
+
+    def stack(xs, shape):
+        return torch.stack(xs).numpy() if xs else np.zeros((0, B, *shape))
+
+    return Run(
+        backend="float",
+        steps=T,
+        batch=B,
+        outputs={n: stack(v, g.nodes[n].out_shape) for n, v in outputs.items()},
+        counts={n: stack(v, ()).astype(np.int64) for n, v in counts.items()},
+        traces={n: {k: torch.stack(v).numpy() for k, v in d.items()} for n, d in traces.items()},
+        meta={"dt": g.dt, "dtype": str(dtype).replace("torch.", ""), "synapse_delay": bool(synapse_delay),
+              "reset": g.reset, "order": order},
+    )
+
+
+def synaptic_nodes(graph: Graph) -> set[str]:
+    """Nodes that belong to a chain of synapse ops: synapse nodes, and shape nodes fed by one.
+
+    On chip such a chain becomes one synapse process (Dense, Conv, DelayDense), which adds one step.
+    """
+    syn: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for n, node in graph.nodes.items():
+            if n in syn:
+                continue
+            fam = node.spec.family
+            if fam == "synapse" or (fam == "shape" and any(p in syn for p in graph.predecessors(n))):
+                syn.add(n)
+                changed = True
+    return syn
+
+
+def _schedule(g: Graph, synapse_delay: bool) -> tuple[list[str], set[tuple[str, str]]]:
+    """Evaluation order and the edges that deliver the previous step's value."""
+    if not synapse_delay:
+        order, back = g.order()
+        return order, set(back)
+    syn = synaptic_nodes(g)
+    late = {(a, b) for a, b in g.edges if a in syn and g.nodes[b].spec.family not in _CHAIN_FAMILIES}
+    same_step = Graph(nodes=g.nodes, edges=[e for e in g.edges if e not in late])
+    order, back = same_step.order()
+    return order, late | set(back)
+
+
+def _check_inputs(g: Graph, inputs, steps):
+    names = g.inputs
+    missing = [n for n in names if n not in inputs]
+    if missing:
+        raise GraphError(f"no data given for Input node(s) {missing}; inputs given: {sorted(inputs)}")
+    extra = [k for k in inputs if k not in names]
+    if extra:
+        raise GraphError(f"inputs {extra} name no Input node; the graph's inputs are {names}")
+    feeds, Ts, Bs = {}, set(), set()
+    for n in names:
+        a = inputs[n]
+        a = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+        shape = g.nodes[n].out_shape
+        if a.ndim < 2 or int(np.prod(a.shape[2:])) != int(np.prod(shape)):
+            raise ShapeError(
+                f"input '{n}': expected an array [T, B, {', '.join(map(str, shape))}], got shape {list(a.shape)}"
+            )
+        feeds[n] = a.reshape(a.shape[0], a.shape[1], *shape)
+        Ts.add(a.shape[0])
+        Bs.add(a.shape[1])
+    if len(Bs) > 1:
+        raise ShapeError(f"inputs disagree on the batch size: {sorted(Bs)}")
+    T = steps if steps is not None else max(Ts)
+    if T < 0:
+        raise GraphError(f"steps must be >= 0, got {T}")
+    return feeds, int(T), int(Bs.pop())
+
+
+class _Layer:
+    """Per-node parameters as broadcastable tensors, and its state."""
+
+    def __init__(self, g: Graph, name: str, dtype, B: int):
+        self.node = node = g.nodes[name]
+        self.op = node.op
+        self.dt = g.dt
+        self.subtract = g.reset == "subtract"
+        self.dtype = dtype
+        self.out_shape = tuple(node.out_shape)
+        p = node.params
+
+        def param(key, default=None):
+            v = p.get(key, default)
+            if v is None:
+                return None
+            a = np.asarray(v, dtype=np.float64)
+            if a.size == int(np.prod(self.out_shape)) and a.size > 1:
+                a = a.reshape(self.out_shape)
+            elif a.size == 1:
+                a = a.reshape(())
+            else:
+                raise ParameterError(
+                    f"node '{name}' ({node.op}): parameter '{key}' has {a.size} values for {list(self.out_shape)} neurons"
+                )
+            return torch.as_tensor(a, dtype=dtype)
+
+        self.v = self.u = None
+        op = self.op
+        if op in ("Affine", "Linear"):
+            self.w = torch.as_tensor(np.asarray(p["weight"], dtype=np.float64), dtype=dtype)
+            b = p.get("bias")
+            self.b = torch.as_tensor(np.asarray(b, dtype=np.float64), dtype=dtype) if op == "Affine" and b is not None else None
+        elif op in ("Conv1d", "Conv2d"):
+            nd = 1 if op == "Conv1d" else 2
+            self.w = torch.as_tensor(np.asarray(p["weight"], dtype=np.float64), dtype=dtype)
+            b = p.get("bias")
+            self.b = None if b is None else torch.as_tensor(np.asarray(b, dtype=np.float64).ravel(), dtype=dtype)
+            pad = p.get("padding", 0)
+            self.conv_kw = {
+                "stride": _pair(p.get("stride", 1), nd),
+                "padding": str(pad) if isinstance(pad, str) or (isinstance(pad, np.ndarray) and pad.dtype.kind in "US")
+                else _pair(pad, nd),
+                "dilation": _pair(p.get("dilation", 1), nd),
+                "groups": int(p.get("groups", 1)),
+            }
+            self.conv = F.conv1d if nd == 1 else F.conv2d
+        elif op in ("SumPool2d", "AvgPool2d"):
+            k = _pair(p["kernel_size"], 2)
+            s = p.get("stride")
+            self.pool_kw = {"kernel_size": k, "stride": _pair(s, 2) if s is not None else k,
+                            "padding": _pair(p.get("padding", 0), 2), "count_include_pad": True,
+                            "divisor_override": 1 if op == "SumPool2d" else None}
+        elif op == "Scale":
+            self.scale = param("scale")
+        elif op == "Delay":
+            d = np.asarray(p["delay"], dtype=np.float64) / self.dt
+            steps = np.rint(d)
+            if np.any(np.abs(d - steps) > 1e-6 * np.maximum(1, np.abs(d))) or np.any(steps < 0):
+                raise ParameterError(
+                    f"node '{name}' (Delay): delays must be non-negative multiples of dt={self.dt:g}; "
+                    f"got delay/dt = {d.ravel()[:4].tolist()}...; round them or change dt"
+                )
+            steps = steps.astype(np.int64)
+            self.delay_steps = steps.reshape(self.out_shape) if steps.size > 1 else steps.reshape(())
+            D = int(steps.max(initial=0))
+            self.hist = torch.zeros((D + 1, B, *self.out_shape), dtype=dtype)
+            self.hist_t = 0
+        elif op == "Threshold":
+            self.vth = param("threshold")
+        elif op in OPS and OPS[op].family == "neuron":
+            self.r = param("r")
+            self.v = torch.zeros((B, *self.out_shape), dtype=dtype)
+            if op in ("LIF", "LI", "CubaLIF", "CubaLI"):
+                self.v_leak = param("v_leak")
+            if op in ("LIF", "LI"):
+                self.k = self.dt / param("tau")
+            if op in ("CubaLIF", "CubaLI"):
+                self.k = self.dt / param("tau_mem")
+                self.k_syn = self.dt / param("tau_syn")
+                self.w_in = param("w_in", 1.0)
+                self.u = torch.zeros((B, *self.out_shape), dtype=dtype)
+            if op in ("LIF", "IF", "CubaLIF"):
+                self.vth = param("v_threshold")
+                self.v_reset = param("v_reset", 0.0)
+            if op in ("IF", "I"):
+                self.r_dt = self.r * self.dt
+
+    def step(self, x: torch.Tensor) -> torch.Tensor:
+        op = self.op
+        B = x.shape[0]
+        if op in ("Output", "Flatten"):
+            return x.reshape(B, *self.out_shape)
+        if op in ("Affine", "Linear"):
+            y = x.reshape(B, -1) @ self.w.T
+            return y + self.b if self.b is not None else y
+        if op in ("Conv1d", "Conv2d"):
+            return self.conv(x, self.w, self.b, **self.conv_kw)
+        if op in ("SumPool2d", "AvgPool2d"):
+            return F.avg_pool2d(x, **self.pool_kw)
+        if op == "Scale":
+            return x * self.scale
+        if op == "Delay":
+            D1 = self.hist.shape[0]
+            self.hist[self.hist_t % D1] = x
+            if self.delay_steps.ndim == 0:
+                y = self.hist[(self.hist_t - int(self.delay_steps)) % D1].clone()
+            else:
+                idx = torch.as_tensor((self.hist_t - self.delay_steps) % D1)
+                y = torch.gather(self.hist, 0, idx.expand(B, *self.out_shape).unsqueeze(0))[0]
+            self.hist_t += 1
+            return y
+        if op == "Threshold":
+            return (x > self.vth).to(self.dtype)
+        # neurons
+        if op in ("IF", "I"):
+            self.v = self.v + self.r_dt * x
+        elif op in ("LIF", "LI"):
+            self.v = self.v + self.k * (self.v_leak - self.v + self.r * x)
+        else:  # CubaLIF, CubaLI
+            self.u = self.u + self.k_syn * (-self.u + self.w_in * x)
+            self.v = self.v + self.k * (self.v_leak - self.v + self.r * self.u)
+        if op in ("I", "LI", "CubaLI"):
+            return self.v
+        s = self.v > self.vth
+        if self.subtract:
+            self.v = self.v - s * self.vth
+        else:
+            self.v = torch.where(s, self.v_reset.expand_as(self.v), self.v)
+        return s.to(self.dtype)
+
+    def probe(self, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.v is None:
+            return {"out": y}
+        d = {"v": self.v}
+        if self.u is not None:
+            d["u"] = self.u
+        if self.op in _SPIKING:
+            d["s"] = y
+        return d
