@@ -117,7 +117,7 @@ def _pool(node, s: Shape) -> Shape:
     if len(s) != 3:
         raise ShapeError(f"node '{node.name}' ({node.op}): expects input (C, H, W), got {list(s)}")
     k = _pair(node.params["kernel_size"], 2)
-    st = _pair(node.params.get("stride", k), 2)
+    st = _pair(node.params["stride"] if node.params.get("stride") is not None else k, 2)
     pd = _pair(node.params.get("padding", 0), 2)
     out = tuple(conv_out(s[1 + i], k[i], st[i], pd[i]) for i in range(2))
     if min(out) <= 0:
