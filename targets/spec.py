@@ -50,6 +50,9 @@ class CoreLimits:
     output_axons: int
     sources: dict[str, str] = field(default_factory=dict)
     estimate: bool = False
+    # A convolution stores its kernel once per core (per group of output channels) instead of one weight
+    # per synapse; see spikedeploy/partition_model.py for the memory model this switches.
+    conv_weight_sharing: bool = True
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,24 @@ BUILTIN = ("loihi2", "loihi1", "fixedpoint")
 
 
 def get_target(name: str) -> TargetSpec:
+    """A built-in target by name, or a parametric `fixedpoint` target read from a TOML/JSON file.
+
+    File forms: `fixedpoint:path/to/chip.toml`, or a path ending in .toml/.json.
+    """
+    name = str(name)
+    path = None
+    if name.startswith("fixedpoint:"):
+        path = name.split(":", 1)[1]
+    elif name.lower().endswith((".toml", ".json")):
+        path = name
+    if path is not None:
+        from .fixedpoint import load_fixedpoint_target
+
+        return load_fixedpoint_target(path)
     if name not in BUILTIN:
-        raise SpikeDeployError(f"unknown target '{name}'; available: {', '.join(BUILTIN)}")
+        raise SpikeDeployError(
+            f"unknown target '{name}'; available: {', '.join(BUILTIN)}, or a chip file "
+            "'fixedpoint:chip.toml' (see spikedeploy.targets.fixedpoint)"
+        )
     mod = importlib.import_module(f"spikedeploy.targets.{name}")
     return mod.SPEC

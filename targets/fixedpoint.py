@@ -1,0 +1,185 @@
+"""A parametric fixed-point neuromorphic target for feasibility studies of chips that do not exist yet.
+
+Every number can be set from a TOML or JSON file; what the file leaves out keeps the default below. The
+defaults are Loihi-1-sized (nengo-loihi limits, Davies et al. 2018 energies) and are all marked as
+estimates, because they describe no real "fixedpoint" chip. Example `chip.toml`:
+
+    name = "edge-chip"
+    description = "4-bit weights, 256 neurons per core"
+    cores_per_chip = 64
+    max_chips = 4
+
+    [numeric]               # any NumericFormat field
+    weight_bits = 4
+
+    [core]                  # per-core limits
+    neurons = 256
+    synapse_memory_bits = 262144
+    input_axons = 1024
+    output_axons = 1024
+    conv_weight_sharing = true
+
+    [energy]                # joules per event; static power in watts
+    synop = 5e-12
+    static_power_chip = { value = 0.01, source = "vendor datasheet rev 2" }
+
+    [timing]                # seconds per event
+    barrier = 2e-7
+
+    [host]
+    mac = 4.6e-12
+
+A value is a number (its source becomes "<file>: user value") or a table {value, source, estimate}.
+Use it with `get_target("fixedpoint:chip.toml")` or `load_fixedpoint_target("chip.toml")`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields, replace
+from pathlib import Path
+
+from spikedeploy.errors import FileFormatError, SpikeDeployError
+
+from .spec import CoreLimits, NumericFormat, TargetSpec, Value
+
+_D18 = "default (Loihi 1 figure, Davies et al. 2018 Table 2)"
+_NL = "default (Loihi 1 limit, nengo-loihi block.py)"
+
+DEFAULT_ENERGY = {
+    "synop": Value(23.6e-12, "J", _D18 + ": synaptic op", estimate=True),
+    "neuron_update": Value(52e-12, "J", _D18 + ": neuron update, inactive", estimate=True),
+    "neuron_spike_update": Value(81e-12, "J", _D18 + ": neuron update, active", estimate=True),
+    "spike_in_core": Value(1.7e-12, "J", _D18 + ": within-tile spike", estimate=True),
+    "spike_between_cores": Value(3.5e-12, "J", _D18 + ": tile hop", estimate=True),
+    "spike_between_chips": Value(100e-12, "J", "default estimate: off-chip link", estimate=True),
+    "static_power_chip": Value(0.104, "W", "default (Loihi 1, Frady et al. 2020: 3.34 W / 32 chips)", estimate=True),
+}
+DEFAULT_TIMING = {
+    "synop": Value(3.5e-9, "s", _D18 + ": synaptic op", estimate=True),
+    "neuron_update": Value(5e-9, "s", "default estimate", estimate=True),
+    "spike_in_core": Value(2.1e-9, "s", _D18 + ": within-tile spike", estimate=True),
+    "spike_between_cores": Value(5.3e-9, "s", _D18 + ": tile hop", estimate=True),
+    "spike_between_chips": Value(100e-9, "s", "default estimate: chip-to-chip link", estimate=True),
+    "barrier": Value(465e-9, "s", _D18 + ": barrier sync (upper value)", estimate=True),
+}
+DEFAULT_HOST = {
+    "mac": Value(4.6e-12, "J", "Horowitz ISSCC 2014, 45 nm fp32 mult 3.7 + add 0.9 pJ"),
+    "add": Value(0.9e-12, "J", "Horowitz ISSCC 2014, 45 nm fp32 add"),
+    "mac_time": Value(1e-10, "s", "default estimate: 10 GMAC/s single host core", estimate=True),
+}
+
+SPEC = TargetSpec(
+    name="fixedpoint",
+    description="Parametric fixed-point target (defaults: Loihi-1-sized cores; load a chip file to change them)",
+    numeric=NumericFormat(),
+    core=CoreLimits(
+        neurons=1024,
+        synapse_memory_bits=16384 * 64,
+        input_axons=4096,
+        output_axons=4096,
+        sources={k: _NL for k in ("neurons", "synapse_memory_bits", "input_axons", "output_axons")},
+        estimate=True,
+    ),
+    cores_per_chip=128,
+    max_chips=32,
+    energy=dict(DEFAULT_ENERGY),
+    timing=dict(DEFAULT_TIMING),
+    host=dict(DEFAULT_HOST),
+    simulators=("emulator",),
+)
+
+_TOP = {"name", "description", "cores_per_chip", "max_chips", "numeric", "core", "energy", "timing", "host"}
+_UNITS = {"energy": "J", "timing": "s", "host": None}
+
+
+def load_fixedpoint_target(path: str | Path) -> TargetSpec:
+    """Read a chip description (TOML or JSON) and return its TargetSpec; defaults fill what it omits."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileFormatError(f"target file '{path}' not found; give the path of a .toml or .json chip file")
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(path.read_text())
+        else:
+            import tomllib
+
+            data = tomllib.loads(path.read_text())
+    except Exception as e:  # noqa: BLE001 - any parse error becomes one clear message
+        raise FileFormatError(f"target file '{path}': cannot parse ({e})") from e
+    if not isinstance(data, dict):
+        raise FileFormatError(f"target file '{path}': top level must be a table/object")
+    unknown = set(data) - _TOP
+    if unknown:
+        raise FileFormatError(f"target file '{path}': unknown keys {sorted(unknown)}; allowed: {sorted(_TOP)}")
+    src = f"{path.name}: user value"
+
+    def _int(section: str, key: str, v, minimum: int = 1) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+            raise FileFormatError(f"target file '{path}': [{section}] {key} must be an integer >= {minimum}, got {v!r}")
+        return v
+
+    numeric = SPEC.numeric
+    if "numeric" in data:
+        known = {f.name: f for f in fields(NumericFormat)}
+        kw = {}
+        for k, v in data["numeric"].items():
+            if k not in known:
+                raise FileFormatError(f"target file '{path}': [numeric] unknown key '{k}'; allowed: {sorted(known)}")
+            kw[k] = v
+        numeric = replace(numeric, **kw)
+        if numeric.weight_bits < 1 or numeric.weight_bits > 32:
+            raise FileFormatError(f"target file '{path}': [numeric] weight_bits must be 1..32, got {numeric.weight_bits}")
+
+    core = SPEC.core
+    if "core" in data:
+        kw, sources = {}, dict(core.sources)
+        for k, v in data["core"].items():
+            if k in ("neurons", "synapse_memory_bits", "input_axons", "output_axons"):
+                kw[k] = _int("core", k, v)
+                sources[k] = src
+            elif k == "conv_weight_sharing":
+                kw[k] = bool(v)
+                sources[k] = src
+            else:
+                raise FileFormatError(
+                    f"target file '{path}': [core] unknown key '{k}'; allowed: neurons, synapse_memory_bits, "
+                    "input_axons, output_axons, conv_weight_sharing"
+                )
+        core = replace(core, sources=sources, **kw)
+
+    tables = {}
+    for section, defaults in (("energy", DEFAULT_ENERGY), ("timing", DEFAULT_TIMING), ("host", DEFAULT_HOST)):
+        out = dict(defaults)
+        for k, v in data.get(section, {}).items():
+            unit = _UNITS[section] or (defaults[k].unit if k in defaults else "J")
+            if section == "energy" and k.startswith("static"):
+                unit = "W"
+            if isinstance(v, dict):
+                if "value" not in v:
+                    raise FileFormatError(f"target file '{path}': [{section}] {k} table needs a 'value'")
+                val = Value(float(v["value"]), v.get("unit", unit), str(v.get("source", src)), bool(v.get("estimate", False)))
+            elif isinstance(v, int | float) and not isinstance(v, bool):
+                val = Value(float(v), unit, src)
+            else:
+                raise FileFormatError(f"target file '{path}': [{section}] {k} must be a number or a table, got {v!r}")
+            if not val.value >= 0:
+                raise FileFormatError(f"target file '{path}': [{section}] {k} must be >= 0, got {val.value}")
+            out[k] = val
+        tables[section] = out
+
+    try:
+        return TargetSpec(
+            name=str(data.get("name", "fixedpoint")),
+            description=str(data.get("description", f"fixed-point target from {path.name}")),
+            numeric=numeric,
+            core=core,
+            cores_per_chip=_int("top", "cores_per_chip", data.get("cores_per_chip", SPEC.cores_per_chip)),
+            max_chips=_int("top", "max_chips", data.get("max_chips", SPEC.max_chips)),
+            energy=tables["energy"],
+            timing=tables["timing"],
+            host=tables["host"],
+            simulators=SPEC.simulators,
+        )
+    except TypeError as e:
+        raise SpikeDeployError(f"target file '{path}': {e}") from e
