@@ -36,3 +36,7 @@ class TargetLimitError(SpikeDeployError):
 
 class BackendError(SpikeDeployError):
     """A simulation backend (Lava, emulator) failed or is not installed."""
+
+
+class RepairWarning(UserWarning):
+    """A reader repaired a known quirk of a file written by another tool (also listed in graph.meta["repairs"])."""

@@ -1,0 +1,180 @@
+"""Loading and saving graphs: the one place that decides what format a file is in.
+
+`load_graph` sniffs the file (never trusting the extension alone) and hands it to the converter that
+owns the format; every failure is a FileFormatError (or another SpikeDeployError) whose one-line
+message names the file and says what to do. Formats:
+
+    nir      HDF5 with a `node` group (and usually a `version` string)     -> Graph
+    netx     HDF5 with a `layer` group (lava-dl `.net`)                     -> QGraph (target loihi2)
+
+Other modules may add a format with `register_format` (e.g. a quantized-graph file); detection
+stays here, in registration order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import FileFormatError, SpikeDeployError
+from .graph import Graph
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+# HDF5 allows a user block before the superblock; the signature then sits at 512, 1024, 2048, ...
+_HDF5_OFFSETS = (0, 512, 1024, 2048, 4096, 8192)
+
+
+@dataclass(frozen=True)
+class FileFormat:
+    name: str
+    sniff: Callable[[Any], bool]  # given an open h5py.File, True when the file is in this format
+    load: Callable[[Path], Any]
+    describe: str  # shown in "neither ... nor ..." messages
+
+
+_FORMATS: list[FileFormat] = []
+
+
+def register_format(fmt: FileFormat, first: bool = False) -> None:
+    """Add an HDF5-based format to `load_graph`'s detection (replacing one of the same name)."""
+    _FORMATS[:] = [f for f in _FORMATS if f.name != fmt.name]
+    _FORMATS.insert(0 if first else len(_FORMATS), fmt)
+
+
+def check_readable(path: str | os.PathLike) -> Path:
+    """The path as a Path, or a FileFormatError saying why it cannot be read."""
+    p = Path(path)
+    if not p.exists():
+        raise FileFormatError(f"{p}: no such file; check the path")
+    if p.is_dir():
+        raise FileFormatError(f"{p}: is a directory, not a graph file; give a .nir or .net file")
+    if not os.access(p, os.R_OK):
+        raise FileFormatError(f"{p}: permission denied; make the file readable")
+    return p
+
+
+def is_hdf5(path: Path) -> bool:
+    with open(path, "rb") as f:
+        for off in _HDF5_OFFSETS:
+            f.seek(off)
+            if f.read(8) == HDF5_SIGNATURE:
+                return True
+    return False
+
+
+@contextlib.contextmanager
+def open_hdf5(path: str | os.PathLike, what: str = "a NIR (.nir) or lava-dl netx (.net) file") -> Iterator[Any]:
+    """Open an HDF5 file for reading; missing, non-HDF5 and corrupt files become FileFormatError."""
+    import h5py
+
+    p = check_readable(path)
+    if p.stat().st_size == 0:
+        raise FileFormatError(f"{p}: file is empty; expected {what}")
+    if not is_hdf5(p):
+        raise FileFormatError(f"{p}: not an HDF5 file (no HDF5 signature); expected {what}")
+    try:
+        f = h5py.File(p, "r")
+    except OSError as e:
+        raise FileFormatError(
+            f"{p}: HDF5 file is truncated or corrupt ({_first_line(e)}); re-export or re-copy it"
+        ) from e
+    try:
+        yield f
+    finally:
+        with contextlib.suppress(Exception):
+            f.close()
+
+
+def corrupt_error(path: Path, e: BaseException) -> FileFormatError:
+    """h5py raises OSError/KeyError/RuntimeError from deep inside when a truncated file is read lazily."""
+    return FileFormatError(f"{path}: HDF5 file is truncated or corrupt ({_first_line(e)}); re-export or re-copy it")
+
+
+def _first_line(e: BaseException) -> str:
+    s = str(e).strip().splitlines()
+    return (s[0] if s else type(e).__name__)[:200]
+
+
+def sniff(path: str | os.PathLike) -> str:
+    """The registered format name of `path`, or a FileFormatError saying what it is not."""
+    _register_builtin()
+    p = Path(path)
+    with open_hdf5(p) as f:
+        try:
+            for fmt in _FORMATS:
+                if fmt.sniff(f):
+                    return fmt.name
+            keys = sorted(f.keys())
+        except (OSError, KeyError, RuntimeError, ValueError) as e:
+            raise corrupt_error(p, e) from e
+    names = " nor ".join(x.describe for x in _FORMATS)
+    top = ", ".join(keys[:8]) if keys else "nothing"
+    raise FileFormatError(
+        f"{p}: HDF5 file is neither {names} (top level holds: {top}); "
+        "export the network with nir.write or lava-dl's export_hdf5"
+    )
+
+
+def load_graph(path: str | os.PathLike):
+    """Read a graph file: NIR -> Graph, netx -> QGraph (target loihi2), or a registered format."""
+    name = sniff(path)
+    fmt = next(f for f in _FORMATS if f.name == name)
+    p = Path(path)
+    try:
+        return fmt.load(p)
+    except SpikeDeployError:
+        raise
+    except (OSError, KeyError, RuntimeError) as e:  # lazy h5py reads of damaged data
+        raise corrupt_error(p, e) from e
+
+
+def load_any(path: str | os.PathLike) -> Graph:
+    """The float Graph of any graph file (a QGraph's `.graph`), e.g. for `inspect`."""
+    obj = load_graph(path)
+    return obj if isinstance(obj, Graph) else obj.graph
+
+
+def save_graph(graph: Graph, path: str | os.PathLike) -> None:
+    """Write a Graph atomically; the format follows the extension (.nir)."""
+    p = Path(path)
+    if p.suffix.lower() != ".nir":
+        raise FileFormatError(f"{p}: cannot save a Graph as '{p.suffix or '(no extension)'}'; use a .nir path")
+    from .converters.nir import write_nir
+
+    write_nir(graph, p)
+
+
+def _is_nir(f) -> bool:
+    import h5py
+
+    return isinstance(f.get("node"), h5py.Group)
+
+
+def _is_netx(f) -> bool:
+    import h5py
+
+    return isinstance(f.get("layer"), h5py.Group)
+
+
+def _load_nir(p: Path):
+    from .converters.nir import read_nir
+
+    return read_nir(p)
+
+
+def _load_netx(p: Path):
+    from .converters.netx import read_netx
+
+    return read_netx(p)
+
+
+def _register_builtin() -> None:
+    have = {f.name for f in _FORMATS}
+    if "nir" not in have:
+        register_format(FileFormat("nir", _is_nir, _load_nir, "NIR (no 'node' group)"))
+    if "netx" not in have:
+        register_format(FileFormat("netx", _is_netx, _load_netx, "lava-dl netx (no 'layer' group)"))
