@@ -1,0 +1,488 @@
+"""lava-dl netx `.net` files (HDF5) <-> QGraph for the loihi2 target.
+
+Reading (`read_netx`) reproduces what `lava.lib.dl.netx.hdf5.Network` builds (lava-dl 0.6.0,
+hdf5.py / blocks/process.py / utils.py), without importing Lava:
+
+    layer types   input, dense, dense_rec, conv, flatten; anything else (pool, average, concat, convT,
+                  unpool, dense_comp) is refused, as netx itself raises NotImplementedError for them.
+                  `num_layers` reads only the first layers, like Network(num_layers=...).
+    neurons       CUBA / LOIHI -> Lava LIF: du = iDecay - 1, dv = vDecay, vth = vThMant,
+                  bias_mant = int(bias) (per neuron; conv bias per channel), bias_exp = 6.
+                  A dense layer with no neuron group gets netx's default (iDecay 0 -> du = -1,
+                  vDecay 4096, vThMant 1 << 17). SDNN (sigma-delta) and RF neurons are refused.
+    weights       read as netx does (`.astype(int)`: floats are truncated). Dense weights go through
+                  netx's `optimize_weight_bits` (reimplemented below, lossless unless netx clips), so
+                  q holds the shifted mantissas, num_weight_bits, weight_exp and sign_mode Lava's
+                  Dense gets. Conv weights pass unchanged (weight_exp 0, 8 bits; Lava's Conv ignores both).
+    delays        dense `delay` (scalar, per output, per input or per synapse; clamped to 62 with a
+                  warning as netx does) -> q[synapse]["delay"] (out, in), the DelayDense delays.
+
+The integer parameters are in `QGraph.q` (contract: spikedeploy/qgraph.py), in the Graph's CHW layout
+(Lava's neurons are WHC: transpose when building Lava processes).
+
+The float Graph (`QGraph.graph`, dt = 1, reset to zero) is a *view* of the same network, with
+v_float = v_int / 64 (so QGraph.scale = 1 for every neuron):
+
+    input layer        Input "input" (shape as stored, CHW)
+    input with neuron  Input -> Scale "0.transform" (the layer's transform weight) -> CubaLIF "0.neuron".
+                       Lava never connects this neuron's input port: it is driven only by bias_mant,
+                       which the user sets per sample (q["0.neuron"]["input_mode"] = "bias",
+                       q[...]["input_transform"] = {"weight", "bias"} as stored in the file).
+    dense / conv       Linear "<i>.dense" / Conv2d "<i>.conv" (weight = mantissa * 2**weight_exp)
+                       -> CubaLIF "<i>.neuron" with k_s = du/4096, k_m = dv/4096:
+                       tau_syn = 1/k_s, w_in = 1/k_s, tau_mem = 1/k_m, r = 1/k_m,
+                       v_leak = bias_mant * 2**(bias_exp-6) / k_m, v_threshold = vth, v_reset = 0.
+                       du <= 0 or dv == 0 (no decay) use k = 2**-30 (recorded in meta["view_notes"]).
+    dense_rec          also Linear "<i>.rec" from the neuron back to itself (same exponent as netx uses)
+    delays             a Delay node ("<i>.delay") before (per-input) or after (per-output) the Linear;
+                       q["<i>.delay"] = {"folded_into": "<i>.dense"}: backends that use q take the delay
+                       from the synapse's q and skip the node; float backends simulate the node.
+    flatten            Flatten "<i>.flatten" (CHW order, as netx's transpose([2, 1, 0]).flatten()).
+
+A writer (`write_netx`) belongs below the reader, in its own section.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import FileFormatError, RepairWarning, SpikeDeployError, UnsupportedError
+from ..graph import Graph, Node
+from ..qgraph import QGraph
+
+# netx defaults and constants (lava-dl 0.6.0).
+NETX_BIAS_EXP = 6  # hdf5.py get_neuron_params: 'bias_exp': 6
+NETX_MAX_DELAY = 62  # hdf5.py create_dense: delays clamped to 62 (DelayDense max_delay=62)
+NETX_INPUT_WEIGHT = 64  # hdf5.py create_input: transform weight default
+# hdf5.py create_dense: a dense layer without a neuron group is a non-leaky integrator.
+NETX_DEFAULT_NEURON = {"type": "CUBA", "iDecay": 0, "vDecay": 4096, "vThMant": 1 << 18 - 1}
+_NO_DECAY_K = 2.0**-30  # float-view stand-in for "no decay" (tau would be infinite)
+
+SUPPORTED_LAYERS = ("input", "dense", "dense_rec", "conv", "flatten")
+_REFUSED_LAYERS = {
+    "pool": "pooling", "average": "average readout", "concat": "concatenation", "convT": "transposed convolution",
+    "unpool": "unpooling", "dense_comp": "complex dense, resonate-and-fire",
+}
+_SIGN_MODES = {1: "mixed", 2: "exc", 3: "inh"}
+
+
+# ================================================================================================
+# netx's weight optimisation (lava/lib/dl/netx/utils.py optimize_weight_bits), without Lava.
+# ================================================================================================
+def optimize_weight_bits(weight: np.ndarray) -> tuple[np.ndarray, int, int, str, list[str]]:
+    """(weight mantissas, num_weight_bits, weight_exp, sign_mode, notes), exactly as netx computes them.
+
+    netx shifts the weights left as far as 8 bits allow and sets a negative exponent, so the product
+    mantissa * 2**weight_exp equals the stored weight unless netx had to clip (noted).
+    """
+    w = np.asarray(weight).astype(np.int64)
+    notes: list[str] = []
+    max_w, min_w = int(w.max(initial=0)), int(w.min(initial=0))
+    if max_w > 254 and min_w < 0:
+        notes.append(f"weights above 254 (max {max_w}) clipped to [-256, 254] as netx does")
+        w = np.clip(w, -256, 254)
+        max_w = int(w.max())
+    if min_w < -256 and max_w > 0:
+        notes.append(f"weights below -256 (min {min_w}) clipped to [-256, 254] as netx does")
+        w = np.clip(w, -256, 254)
+        min_w = int(w.min())
+    if max_w == 0 and min_w == 0:
+        # netx divides by zero here (and fails); an all-zero matrix needs no optimisation.
+        return w, 8, 0, "exc", ["all weights are zero"]
+    if max_w < 0:
+        sign, is_signed, scale = 3, 0, -256 / min_w
+    elif min_w >= 0:
+        sign, is_signed, scale = 2, 0, 255 / max_w
+    else:
+        sign, is_signed = 1, 1
+        scale = min(127 / max_w, -128 / min_w)
+    scale_bits = int(np.floor(np.log2(scale))) + is_signed
+    n = 8
+    while n > 0:
+        if np.sum(np.abs(w / (2**n) - np.round(w / (2**n)))) == 0:
+            break
+        n -= 1
+    n -= is_signed
+    num_weight_bits = 8 - scale_bits - n
+    weight_exp = -scale_bits
+    shifted = np.left_shift(w.astype(np.int32), scale_bits).astype(np.int64)
+    return shifted, int(num_weight_bits), int(weight_exp), _SIGN_MODES[sign], notes
+
+
+# ================================================================================================
+# Reader
+# ================================================================================================
+def read_netx(path: str | Path, *, num_layers: int | None = None,
+              input_shape: tuple[int, ...] | None = None) -> QGraph:
+    """QGraph (target "loihi2") of a lava-dl netx .net file; see the module docstring for the mapping.
+
+    `num_layers` reads only the first layers and `input_shape` (C, H, W) or (N,) gives the input of a
+    file without an input layer, as the same arguments of lava-dl's `netx.hdf5.Network` do (a file
+    starting with a dense layer takes its input size from the weights).
+    """
+    from ..io import corrupt_error, open_hdf5
+
+    path = Path(path)
+    with open_hdf5(path, what="a lava-dl netx (.net) file") as f:
+        try:
+            if "layer" not in f:
+                raise FileFormatError(f"{path}: HDF5 file has no 'layer' group, so it is not a netx file; "
+                                      "export it with lava-dl's export_hdf5")
+            layers = _read_layers(f["layer"], path)
+            sim = {k: _plain(v[()]) for k, v in f["simulation"].items()} if "simulation" in f else {}
+        except SpikeDeployError:
+            raise
+        except (OSError, KeyError, RuntimeError, ValueError, TypeError) as e:
+            raise corrupt_error(path, e) from e
+    if num_layers is not None:
+        layers = layers[: int(num_layers)]
+    return _Builder(path, sim, input_shape).build(layers)
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, bytes):
+        return v.decode("ascii", "replace")
+    if isinstance(v, np.ndarray) and v.dtype.kind == "S":
+        return [x.decode("ascii", "replace") for x in v.ravel()]
+    return v
+
+
+def _read_layers(group, path: Path) -> list[dict]:
+    import h5py
+
+    idx = []
+    for k in group.keys():
+        if not k.isdigit():
+            raise FileFormatError(f"{path}: netx layer group '{k}' is not a layer index")
+        idx.append(int(k))
+    if sorted(idx) != list(range(len(idx))):
+        raise FileFormatError(f"{path}: netx layers are {sorted(idx)}, expected 0..{len(idx) - 1}")
+
+    def read(g) -> dict:
+        out = {}
+        for k, item in g.items():
+            out[k] = read(item) if isinstance(item, h5py.Group) else item[()]
+        return out
+
+    return [read(group[str(i)]) for i in range(len(idx))]
+
+
+def _str(v: Any) -> str:
+    """netx's NetDict: 'type' is a (1,) bytes array (value[0]) or a scalar."""
+    if isinstance(v, np.ndarray):
+        v = v.ravel()[0] if v.size else b""
+    return v.decode("ascii", "replace") if isinstance(v, bytes) else str(v)
+
+
+class _Builder:
+    def __init__(self, path: Path, sim: dict, input_shape: tuple[int, ...] | None = None) -> None:
+        self.path = path
+        self.input_shape = input_shape
+        self.g = Graph(dt=1.0, reset="zero", reset_delay=False)
+        self.q: dict[str, dict[str, Any]] = {}
+        self.scale: dict[str, float] = {}
+        self.deviations: list[str] = []
+        self.notes: list[str] = []
+        self.sim = sim
+        self.prev: str | None = None  # node whose output feeds the next layer
+        self.flatten_next = False
+
+    # ---- helpers -----------------------------------------------------------------------------
+    def err(self, i: int, kind: str, msg: str, cls=FileFormatError) -> SpikeDeployError:
+        return cls(f"{self.path}: layer {i} ({kind}): {msg}")
+
+    def add(self, node: Node, src: str | None = None) -> str:
+        self.g.add(node)
+        if src is not None:
+            self.g.connect(src, node.name)
+        return node.name
+
+    def out_shape(self, name: str) -> tuple[int, ...]:
+        self.g.infer_shapes()
+        return tuple(self.g.nodes[name].out_shape)
+
+    # ---- layers -------------------------------------------------------------------------------
+    def build(self, layers: list[dict]) -> QGraph:
+        if not layers:
+            raise FileFormatError(f"{self.path}: netx file has no layers")
+        if _str(layers[0].get("type", b"?")) != "input":
+            shape = self.input_shape
+            if shape is None and _str(layers[0].get("type", b"?")) in ("dense", "dense_rec") and "weight" in layers[0]:
+                w = np.asarray(layers[0]["weight"])
+                n = int(np.prod(np.asarray(layers[0].get("shape", w.shape[:1]))))
+                shape = (int(w.size // n),)
+            if shape is None:
+                raise FileFormatError(f"{self.path}: netx file has no input layer and the input shape cannot be "
+                                      "inferred; pass input_shape=(C, H, W) to read_netx")
+            self.add(Node("input", "Input", params={"shape": np.asarray(shape, dtype=np.int64)}))
+            self.prev = "input"
+        for i, lc in enumerate(layers):
+            kind = _str(lc.get("type", b"?"))
+            if kind in _REFUSED_LAYERS:
+                hint = (f"; read the first {i} layers with read_netx(path, num_layers={i}) "
+                        "(lava-dl's own tests do the same)") if i > 1 else ""
+                raise self.err(i, kind, f"'{kind}' layers ({_REFUSED_LAYERS[kind]}) are not supported (lava-dl netx "
+                                        f"itself raises NotImplementedError for them){hint}", UnsupportedError)
+            if kind not in SUPPORTED_LAYERS:
+                raise self.err(i, kind, f"unknown netx layer type; supported: {', '.join(SUPPORTED_LAYERS)}")
+            if "neuron" in lc:
+                self.check_neuron(i, kind, lc["neuron"])
+            try:
+                getattr(self, f"layer_{kind}")(i, lc)
+            except KeyError as e:
+                raise self.err(i, kind, f"missing dataset {e}; the file is incomplete") from e
+        if self.prev is None or self.prev == "input" and len(self.g.nodes) == 1:
+            raise FileFormatError(f"{self.path}: netx file has only an input layer; nothing to run")
+        self.add(Node("output", "Output"), self.prev)
+        try:
+            self.g.validate()
+        except SpikeDeployError as e:
+            raise type(e)(f"{self.path}: {e}") from e
+        self.g.meta.update({"format": "netx", "source_file": str(self.path),
+                            "provenance": {"format": "netx", "file": self.path.name, "tool": "lava-dl"}})
+        if self.notes:
+            self.g.meta["view_notes"] = list(self.notes)
+        if self.sim:
+            self.g.meta["netx_simulation"] = {k: (int(v) if np.isscalar(v) else v) for k, v in self.sim.items()}
+        for d in self.deviations:
+            warnings.warn(d, RepairWarning, stacklevel=3)
+        return QGraph(graph=self.g, target="loihi2", q=self.q, scale=self.scale, deviations=list(self.deviations),
+                      meta={"format": "netx", "source_file": str(self.path), "weights": "netx-optimized"})
+
+    def check_neuron(self, i: int, kind: str, nc: dict) -> None:
+        t = _str(nc.get("type", b"?"))
+        if t in ("CUBA", "LOIHI"):
+            for k in ("iDecay", "vDecay", "vThMant"):
+                if k not in nc:
+                    raise self.err(i, kind, f"neuron group lacks '{k}'")
+            return
+        what = "sigma-delta (SDNN)" if t == "SDNN" else "resonate-and-fire (RF)" if "RF" in t else f"'{t}'"
+        raise self.err(i, kind, f"neuron type {what} is not supported; spikedeploy maps CUBA/LOIHI spiking "
+                                "neurons (Lava LIF) only", UnsupportedError)
+
+    def layer_input(self, i: int, lc: dict) -> None:
+        if self.prev is not None:
+            raise self.err(i, "input", "an input layer after other layers is not supported")
+        shape = tuple(int(x) for x in np.asarray(lc["shape"]).ravel())
+        self.add(Node("input", "Input", params={"shape": np.asarray(shape, dtype=np.int64)}))
+        self.prev = "input"
+        if "neuron" not in lc:
+            return
+        # Lava builds an Input block: a LIF whose input port is never connected; its drive is bias_mant.
+        w = int(np.asarray(lc["weight"]).ravel()[0]) if "weight" in lc else NETX_INPUT_WEIGHT
+        b = int(np.asarray(lc["bias"]).ravel()[0]) if "bias" in lc else 0
+        tname = self.add(Node(f"{i}.transform", "Scale", params={"scale": np.full(shape, float(w), np.float32)}),
+                         "input")
+        self.q[tname] = {"weight": np.full(shape, w, np.int64), "weight_exp": 0, "num_weight_bits": 8,
+                         "sign_mode": None}
+        nq = self.neuron_q(i, "input", lc["neuron"], shape, bias=None)
+        nq["input_mode"] = "bias"
+        nq["input_transform"] = {"weight": w, "bias": b}
+        self.neuron(i, shape, nq, tname, view_bias=np.full(shape, b, np.int64))
+
+    def layer_flatten(self, i: int, lc: dict) -> None:
+        if self.prev is None:
+            raise self.err(i, "flatten", "flatten before any input or layer")
+        self.flatten_next = True
+
+    def _flatten_if_needed(self, i: int) -> None:
+        shp = self.out_shape(self.prev)
+        if self.flatten_next or len(shp) > 1:
+            if len(shp) > 1:
+                self.prev = self.add(Node(f"{i - 1 if self.flatten_next else i}.flatten", "Flatten",
+                                          params={"start_dim": 0, "end_dim": -1}), self.prev)
+            self.flatten_next = False
+
+    def layer_dense(self, i: int, lc: dict, rec: bool = False) -> None:
+        kind = "dense_rec" if rec else "dense"
+        if self.prev is None:
+            raise self.err(i, kind, "a dense layer needs an input layer before it (give the input shape)")
+        n = int(np.prod(np.asarray(lc["shape"])))
+        w = _int_weights(lc["weight"])
+        if w.ndim == 1:
+            w = w.reshape(n, -1)
+        if w.ndim != 2 or w.shape[0] != n:
+            raise self.err(i, kind, f"weight shape {list(w.shape)} does not match the layer's {n} neurons")
+        self._flatten_if_needed(i)
+        n_in = int(np.prod(self.out_shape(self.prev)))
+        if w.shape[1] != n_in:
+            raise self.err(i, kind, f"weight expects {w.shape[1]} inputs but the previous layer gives {n_in}",
+                           cls=FileFormatError)
+        if rec:
+            wr = _int_weights(lc["weight_rec"])
+            wr = wr.reshape(n, -1) if wr.ndim == 1 else wr
+            if wr.shape != (n, n):
+                raise self.err(i, kind, f"weight_rec shape {list(wr.shape)} is not ({n}, {n})")
+            qw, nwb, wexp, sign, notes = optimize_weight_bits(np.hstack((w, wr)))
+            qw, qwr = qw[:, : w.shape[1]], qw[:, w.shape[1]:]
+        else:
+            qw, nwb, wexp, sign, notes = optimize_weight_bits(w)
+        self.deviations += [f"{self.path.name}: layer {i} ({kind}): {s}" for s in notes if "clipped" in s]
+
+        delay_q = None
+        pre_delay = post_delay = None
+        if "delay" in lc:
+            delay_q, pre_delay, post_delay = self.delays(i, kind, lc["delay"], qw.shape)
+        src = self.prev
+        syn = f"{i}.dense"
+        if pre_delay is not None:
+            src = self.add(Node(f"{i}.delay", "Delay", params={"delay": pre_delay.astype(np.float64)}), src)
+        self.add(Node(syn, "Linear", params={"weight": _view_weight(qw, wexp)}), src)
+        self.q[syn] = {"weight": qw, "weight_exp": wexp, "num_weight_bits": nwb, "sign_mode": sign}
+        if delay_q is not None:
+            self.q[syn]["delay"] = delay_q
+            self.q[f"{i}.delay"] = {"folded_into": syn}
+        last = syn
+        if post_delay is not None:
+            last = self.add(Node(f"{i}.delay", "Delay", params={"delay": post_delay.astype(np.float64)}), syn)
+        nc = lc.get("neuron", NETX_DEFAULT_NEURON)
+        if "neuron" not in lc:
+            self.notes.append(f"layer {i} ({kind}) has no neuron group: netx's default non-leaky integrator "
+                              "(iDecay 0 -> du = -1, vDecay 4096, vThMant 2**17)")
+        bias = self.bias(i, kind, lc, (n,))
+        nq = self.neuron_q(i, kind, nc, (n,), bias)
+        neuron = self.neuron(i, (n,), nq, last)
+        if rec:
+            r = self.add(Node(f"{i}.rec", "Linear", params={"weight": _view_weight(qwr, wexp)}), neuron)
+            self.g.connect(r, neuron)
+            self.q[r] = {"weight": qwr, "weight_exp": wexp, "num_weight_bits": nwb, "sign_mode": sign}
+
+    def layer_dense_rec(self, i: int, lc: dict) -> None:
+        self.layer_dense(i, lc, rec=True)
+
+    def layer_conv(self, i: int, lc: dict) -> None:
+        if self.prev is None:
+            raise self.err(i, "conv", "a conv layer needs an input layer before it (give the input shape)")
+        if self.flatten_next:
+            raise self.err(i, "conv", "conv after flatten is not supported", UnsupportedError)
+        w = _int_weights(lc["weight"])
+        if w.ndim == 5:
+            if w.shape[4] != 1:
+                raise self.err(i, "conv", f"3-D kernels (weight {list(w.shape)}) are not supported", UnsupportedError)
+            w = w.reshape(w.shape[:4])
+        if w.ndim != 4:
+            raise self.err(i, "conv", f"weight has shape {list(w.shape)}; expected (out, in/groups, kH, kW)")
+        params = {"weight": w.astype(np.float32)}
+        for k, d in (("stride", 1), ("padding", 0), ("dilation", 1)):
+            v = np.asarray(lc.get(k, d), dtype=np.int64).ravel()
+            params[k] = np.repeat(v, 2) if v.size == 1 else v[:2]
+        params["groups"] = np.asarray(int(np.asarray(lc.get("groups", 1)).ravel()[0]), dtype=np.int64)
+        name = self.add(Node(f"{i}.conv", "Conv2d", params=params), self.prev)
+        try:
+            got = self.out_shape(name)
+        except SpikeDeployError as e:
+            raise self.err(i, "conv", str(e)) from e
+        want = tuple(int(x) for x in np.asarray(lc["shape"]).ravel())
+        if got != want:
+            raise self.err(i, "conv", f"stored output shape {list(want)} differs from the computed {list(got)}")
+        self.q[name] = {"weight": w, "weight_exp": 0, "num_weight_bits": 8, "sign_mode": None}
+        bias = self.bias(i, "conv", lc, got)
+        nq = self.neuron_q(i, "conv", lc["neuron"], got, bias)
+        self.neuron(i, got, nq, name)
+
+    def bias(self, i: int, kind: str, lc: dict, shape: tuple[int, ...]) -> np.ndarray | None:
+        try:
+            return _bias(lc, shape)
+        except ValueError as e:
+            raise self.err(i, kind, str(e)) from e
+
+    # ---- neurons ------------------------------------------------------------------------------
+    def neuron_q(self, i: int, kind: str, nc: dict, shape: tuple[int, ...], bias: np.ndarray | None) -> dict:
+        du = int(np.asarray(nc["iDecay"]).ravel()[0]) - 1
+        dv = int(np.asarray(nc["vDecay"]).ravel()[0])
+        vth = int(np.asarray(nc["vThMant"]).ravel()[0])
+        bm = np.zeros(shape, np.int64) if bias is None else bias
+        return {"du": du, "dv": dv, "vth": vth, "bias_mant": bm, "bias_exp": NETX_BIAS_EXP}
+
+    def neuron(self, i: int, shape: tuple[int, ...], nq: dict, src: str, view_bias: np.ndarray | None = None) -> str:
+        du, dv, vth = nq["du"], nq["dv"], nq["vth"]
+        ks = du / 4096 if du > 0 else _NO_DECAY_K
+        km = dv / 4096 if dv > 0 else _NO_DECAY_K
+        if du <= 0:
+            self.notes.append(f"layer {i}: du = {du} (no current decay) shown as tau_syn = 2**30 steps")
+        if dv <= 0:
+            self.notes.append(f"layer {i}: dv = {dv} (no voltage decay) shown as tau_mem = 2**30 steps")
+        bias = nq["bias_mant"] if view_bias is None else view_bias
+        full = np.ones(shape, np.float64)
+        params = {
+            "tau_syn": full / ks, "tau_mem": full / km, "r": full / km, "w_in": full / ks,
+            "v_leak": bias.astype(np.float64) * 2.0 ** (nq["bias_exp"] - 6) / km,
+            "v_threshold": full * float(vth), "v_reset": np.zeros(shape, np.float64),
+        }
+        name = self.add(Node(f"{i}.neuron", "CubaLIF", params=params), src)
+        self.q[name] = nq
+        self.scale[name] = 1.0
+        self.prev = name
+        return name
+
+    def delays(self, i: int, kind: str, d: Any, wshape: tuple[int, int]):
+        """DelayDense delays (out, in) as netx builds them, and the elementwise view (before or after)."""
+        d = np.asarray(d)
+        if d.size and d.max() > NETX_MAX_DELAY:
+            self.deviations.append(f"{self.path.name}: layer {i} ({kind}): delays up to {d.max():g} clamped to "
+                                   f"{NETX_MAX_DELAY} as netx does")
+            d = np.clip(d, 0, NETX_MAX_DELAY)
+        if np.any(d < 0):
+            raise self.err(i, kind, f"negative delay {d.min():g}")
+        out, inp = wshape
+        pre = post = None
+        if d.ndim == 0:
+            full = np.full(wshape, d[()])
+            post = np.full(out, d[()])
+        elif d.ndim == 1 and d.size == out:  # netx checks the axonal case first
+            full = np.repeat(d.reshape(-1, 1), inp, axis=1)
+            post = d
+        elif d.ndim == 1 and d.size == inp:
+            full = np.repeat(d.reshape(1, -1), out, axis=0)
+            pre = d
+        elif d.shape == wshape:
+            full = d
+            if np.all(d == d[:, :1]):
+                post = d[:, 0]
+            elif np.all(d == d[:1, :]):
+                pre = d[0, :]
+            else:
+                raise self.err(i, kind, "per-synapse delays that differ within rows and columns cannot be shown in "
+                                        "the float graph (NIR Delay is elementwise)", UnsupportedError)
+        else:
+            raise self.err(i, kind, f"delay of shape {list(d.shape)} is incompatible with weight {list(wshape)}")
+        if not np.array_equal(full, np.trunc(full)):
+            self.deviations.append(f"{self.path.name}: layer {i} ({kind}): fractional delays truncated as netx does")
+        def steps(a):
+            return None if a is None else np.trunc(a).astype(np.int64)
+
+        return full.astype(np.int64), steps(pre), steps(post)
+
+
+def _int_weights(w: Any) -> np.ndarray:
+    # netx NetDict: weight[()].astype(int) -> truncation toward zero
+    return np.asarray(w).astype(np.int64)
+
+
+def _view_weight(qw: np.ndarray, wexp: int) -> np.ndarray:
+    return (qw.astype(np.float64) * 2.0**wexp).astype(np.float32)
+
+
+def _bias(lc: dict, shape: tuple[int, ...]) -> np.ndarray | None:
+    """netx's bias_mant: per neuron for dense, per channel (broadcast over H, W) for conv, cast to int32."""
+    if "bias" not in lc:
+        return None
+    b = np.asarray(lc["bias"]).astype(np.int64)
+    if len(shape) == 1 or b.size == 1 and b.ndim == 0:
+        out = np.broadcast_to(b.reshape(-1) if b.size == shape[0] else b, shape)
+    elif b.shape == shape:
+        out = b
+    elif b.size == shape[0]:
+        out = np.broadcast_to(b.reshape(-1, 1, 1), shape)
+    else:
+        raise ValueError(f"bias of shape {list(b.shape)} cannot be broadcast to neurons {list(shape)}")
+    return np.asarray(out).astype(np.int32).astype(np.int64)
+
+
+# ================================================================================================
+# Writer: to be added here (write_netx), sharing the constants above.
+# ================================================================================================
