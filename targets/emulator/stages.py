@@ -1,0 +1,276 @@
+"""One stage per graph node: how the emulator computes that node over a chunk of time steps.
+
+Values flow between stages as arrays `[Tc, B, *shape]` (a chunk of Tc steps for the whole batch).
+Synapse stages keep a buffer of pending outputs: what they compute from their input at step t is
+delivered at step t + 1 (+ delay), because every Lava synapse process sends the buffer it computed in
+the previous step (lava-fixed-point.md §1, "Time step and ordering").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from spikedeploy.errors import ParameterError, UnsupportedError
+from spikedeploy.ops import _pair
+
+from .arith import (
+    EXACT_F32,
+    EXACT_F64,
+    Arith,
+    NeuronArith,
+    prepare_weights,
+    shift_bound,
+    shift_sum,
+    wrap,
+)
+
+
+def expand_param(p, shape: tuple[int, ...], what: str) -> np.ndarray:
+    """A neuron parameter as one value or one per neuron (flat, CHW order); per-channel values broadcast."""
+    a = np.asarray(p).reshape(-1)
+    n = int(np.prod(shape)) if shape else 1
+    if a.size in (1, n):
+        return a
+    if len(shape) >= 2 and a.size == shape[0]:
+        return np.repeat(a, n // shape[0])
+    raise ParameterError(f"{what}: {a.size} values for a layer of shape {list(shape)} ({n} neurons)")
+
+
+class SynapseStage:
+    """Common buffer handling of Dense/Sparse/DelayDense/Conv-like synapses."""
+
+    n_slots = 1  # delays 0..n_slots-1 (+1 step each)
+
+    def __init__(self, name: str, out_shape: tuple[int, ...], dtype):
+        self.name = name
+        self.out_shape = tuple(out_shape)
+        self.dtype = dtype
+        self.carry = None
+        self.buf = None
+
+    def reset(self, batch: int) -> None:
+        self.carry = np.zeros((self.n_slots, batch, *self.out_shape), self.dtype)
+
+    def begin(self, tc: int) -> None:
+        b = self.carry.shape[1]
+        self.buf = np.zeros((tc + self.n_slots, b, *self.out_shape), self.dtype)
+        self.buf[: self.n_slots] = self.carry
+        self.tc = tc
+
+    def emitted(self) -> np.ndarray:
+        return self.buf[: self.tc]
+
+    def end(self) -> None:
+        self.carry = self.buf[self.tc : self.tc + self.n_slots].copy()
+        self.buf = None
+
+    def accumulate(self, x: np.ndarray) -> None:
+        raise NotImplementedError
+
+
+class DenseStage(SynapseStage):
+    """Dense / Sparse / DelayDense (dense/models.py:57-114, 290-352; sparse/models.py:58-114)."""
+
+    def __init__(self, name, w_int, weight_exp, delay, ar: Arith, x_bound: float, graded: bool):
+        n_out, n_in = w_int.shape
+        self.exp = int(weight_exp)
+        self.ar = ar
+        self.graded = graded
+        w = w_int.astype(np.int64)
+        if delay is None:
+            groups = [(0, w)]
+        else:
+            d = np.broadcast_to(np.asarray(delay, dtype=np.int64), w.shape)
+            if d.min() < 0 or d.max() > ar.max_delay:
+                raise ParameterError(
+                    f"node '{name}': delays must be in 0..{ar.max_delay} steps, got {int(d.min())}..{int(d.max())}"
+                )
+            groups = [(int(k), np.where(d == k, w, 0)) for k in np.unique(d[w != 0])] or [(0, w * 0)]
+        acc_bound = [float(np.abs(m).sum(axis=1).max(initial=0)) * x_bound for _, m in groups]
+        shifted = [shift_bound(b, self.exp) for b in acc_bound]
+        self.bound = float(sum(shifted))
+        big = max(acc_bound, default=0.0)
+        reg = 2.0 ** (ar.reg_bits - 1)
+        self.reg_wrap = self.bound >= reg
+        if big < EXACT_F32 and self.bound < EXACT_F32:
+            self.mode, ft = "f32", np.float32
+        elif big < EXACT_F64 / 2:
+            self.mode, ft = "f64", np.float64
+        else:
+            self.mode, ft = "i64", np.int64
+        self.groups = [(k, np.ascontiguousarray(m.T.astype(ft))) for k, m in groups]
+        self.n_slots = 1 + max(k for k, _ in groups)
+        buf_t = np.float32 if (self.mode == "f32" and self.exp >= 0) else np.float64
+        super().__init__(name, (n_out,), buf_t)
+        if self.reg_wrap:
+            self.bound = reg
+
+    def accumulate(self, x: np.ndarray) -> None:
+        tc, b = x.shape[0], x.shape[1]
+        x2 = x.reshape(tc * b, -1)
+        if not self.graded:
+            x2 = x2 != 0
+        for k, wt in self.groups:
+            dst = self.buf[1 + k : 1 + k + tc].reshape(tc * b, -1)
+            if self.mode == "i64":
+                acc = x2.astype(np.int64) @ wt
+                acc = (acc << self.exp) if self.exp > 0 else (acc >> -self.exp)
+                acc = ((acc + (1 << 31)) % (1 << 32)) - (1 << 31)
+                dst += acc.astype(np.float64)
+                continue
+            xx = x2.astype(wt.dtype, copy=False)
+            if self.exp == 0 and len(self.groups) == 1 and dst.dtype == wt.dtype:
+                np.matmul(xx, wt, out=dst)
+            else:
+                dst += shift_sum(xx @ wt, self.exp)
+        if self.reg_wrap and self.mode != "i64":
+            seg = self.buf[1 : 1 + tc + self.n_slots - 1]
+            seg[...] = wrap(seg, self.ar.reg_bits)
+
+
+class ScaleStage(SynapseStage):
+    """Elementwise weights (a diagonal Dense/Sparse in Lava), same weight preparation as Dense."""
+
+    def __init__(self, name, w_int, weight_exp, shape, ar: Arith, x_bound: float, graded: bool):
+        self.w = np.asarray(w_int, dtype=np.float64).reshape(-1)
+        self.exp = int(weight_exp)
+        self.graded = graded
+        self.ar = ar
+        self.bound = shift_bound(float(np.abs(self.w).max(initial=0)) * x_bound, self.exp)
+        if self.bound >= EXACT_F64 / 2:
+            raise UnsupportedError(f"node '{name}' (Scale): values too large for exact emulation")
+        n = int(np.prod(shape))
+        super().__init__(name, (n,), np.float64)
+
+    def accumulate(self, x):
+        tc = x.shape[0]
+        xx = x.reshape(tc, x.shape[1], -1).astype(np.float64)
+        if not self.graded:
+            xx = (xx != 0).astype(np.float64)
+        y = shift_sum(xx * self.w, self.exp)
+        if self.bound >= 2.0 ** (self.ar.reg_bits - 1):
+            y = wrap(y, self.ar.reg_bits)
+        self.buf[1 : 1 + tc] += y
+
+
+class ConvStage(SynapseStage):
+    """Lava Conv fixed point (conv/models.py:68-79): exact integer convolution, then a 24-bit wrap.
+
+    weight_exp and num_weight_bits are ignored, as Lava ignores them; weights are not clipped.
+    """
+
+    def __init__(self, name, w_int, params, in_shape, out_shape, ar: Arith, x_bound: float, graded: bool,
+                 nd: int = 2):
+        w = np.asarray(w_int)
+        if w.dtype.kind == "f":
+            w = np.trunc(w)
+        w = w.astype(np.int64)
+        self.nd = nd
+        self.graded = graded
+        self.ar = ar
+        self.stride = _pair(params.get("stride", 1) if params.get("stride") is not None else 1, nd)
+        self.padding = _pair(params.get("padding", 0), nd)
+        self.dilation = _pair(params.get("dilation", 1), nd)
+        self.groups = int(params.get("groups", 1))
+        bound = float(np.abs(w).reshape(w.shape[0], -1).sum(axis=1).max(initial=0)) * x_bound
+        if bound < EXACT_F32:
+            self.tdtype = torch.float32
+        elif bound < EXACT_F64 / 2:
+            self.tdtype = torch.float64
+        else:
+            raise UnsupportedError(f"node '{name}' (conv): sums up to {bound:g} cannot be emulated exactly")
+        self.wrap_needed = bound >= 2.0 ** (ar.conv_acc_bits - 1)
+        self.bound = min(bound, 2.0 ** (ar.conv_acc_bits - 1))
+        self.w = torch.from_numpy(w.astype(np.float64)).to(self.tdtype)
+        self.in_shape = tuple(in_shape)
+        super().__init__(name, tuple(out_shape), np.float32 if self.tdtype == torch.float32 else np.float64)
+
+    def accumulate(self, x):
+        tc, b = x.shape[0], x.shape[1]
+        xx = x.reshape(tc * b, *self.in_shape)
+        if not self.graded:
+            xx = xx != 0
+        xt = torch.from_numpy(np.ascontiguousarray(xx, dtype=np.float32 if self.tdtype == torch.float32 else np.float64))
+        conv = F.conv2d if self.nd == 2 else F.conv1d
+        with torch.no_grad():
+            y = conv(xt, self.w, stride=self.stride, padding=self.padding, dilation=self.dilation,
+                     groups=self.groups).numpy()
+        if self.wrap_needed:
+            y = wrap(y.astype(np.float64), self.ar.conv_acc_bits)
+        self.buf[1 : 1 + tc] += y.reshape(tc, b, *self.out_shape)
+
+
+class NeuronStage:
+    """A layer of CUBA compartments (Lava LIF, PyLifModelBitAcc)."""
+
+    def __init__(self, name, q, shape, ar: Arith, bound_in: float, spiking: bool, probe: bool):
+        self.name = name
+        self.shape = tuple(shape)
+        self.n = int(np.prod(shape)) if shape else 1
+        where = f"node '{name}'"
+        for k in ("du", "dv", "vth"):
+            if k not in q:
+                raise ParameterError(f"{where}: quantized parameter '{k}' missing from the QGraph")
+        self.na = NeuronArith(
+            expand_param(q["du"], self.shape, f"{where} du"),
+            expand_param(q["dv"], self.shape, f"{where} dv"),
+            expand_param(q["vth"], self.shape, f"{where} vth"),
+            expand_param(q.get("bias_mant", 0), self.shape, f"{where} bias_mant"),
+            expand_param(q.get("bias_exp", 0), self.shape, f"{where} bias_exp"),
+            self.n, ar, bound_in, where,
+        )
+        self.spiking = spiking
+        self.probe = probe
+        self.u = self.v = None
+
+    def reset(self, batch: int) -> None:
+        self.u = np.zeros((batch, self.n))
+        self.v = np.zeros((batch, self.n))
+
+    def run(self, a: np.ndarray | None, tc: int, want_v: bool):
+        """Advance tc steps. Returns spikes [tc,B,n] float32, and v (and u) [tc,B,n] when asked."""
+        b = self.u.shape[0]
+        s_out = np.empty((tc, b, self.n), np.float32)
+        v_out = np.empty((tc, b, self.n)) if (want_v or self.probe) else None
+        u_out = np.empty((tc, b, self.n)) if self.probe else None
+        if a is not None:
+            a = a.reshape(tc, b, self.n)
+        step = self.na.step
+        for t in range(tc):
+            s = step(self.u, self.v, None if a is None else a[t])
+            s_out[t] = s
+            if v_out is not None:
+                v_out[t] = self.v
+            if u_out is not None:
+                u_out[t] = self.u
+        return s_out, v_out, u_out
+
+
+def prepare_synapse(name, node, q, ar: Arith, x_bound: float, graded: bool):
+    """The stage for a synapse node, with its weights prepared as the matching Lava process does."""
+    op = node.op
+    where = f"node '{name}' ({op})"
+    if op in ("Affine", "Linear", "Scale"):
+        if "weight" not in q:
+            raise ParameterError(f"{where}: quantized 'weight' missing from the QGraph")
+        w = prepare_weights(q["weight"], q.get("sign_mode"), q.get("num_weight_bits"), ar, where)
+        if op == "Scale":
+            return ScaleStage(name, w, q.get("weight_exp", 0), node.out_shape, ar, x_bound, graded)
+        return DenseStage(name, w, q.get("weight_exp", 0), q.get("delay"), ar, x_bound, graded)
+    if op in ("Conv2d", "Conv1d"):
+        if "weight" not in q:
+            raise ParameterError(f"{where}: quantized 'weight' missing from the QGraph")
+        return ConvStage(name, q["weight"], node.params, node.in_shape, node.out_shape, ar, x_bound, graded,
+                         nd=2 if op == "Conv2d" else 1)
+    if op == "SumPool2d":
+        c = node.in_shape[0]
+        k = _pair(node.params["kernel_size"], 2)
+        st = node.params.get("stride")
+        params = {"stride": k if st is None else st, "padding": node.params.get("padding", 0), "groups": c}
+        w = q.get("weight", np.ones((c, 1, *k), np.int64))
+        return ConvStage(name, w, params, node.in_shape, node.out_shape, ar, x_bound, graded)
+    raise UnsupportedError(
+        f"{where}: the fixed-point emulator has no model for {op}; fold it into a neighbouring layer when quantizing"
+    )
