@@ -1,0 +1,826 @@
+"""torch / snnTorch modules -> spikedeploy Graph, through torch.fx (no nirtorch, no snnTorch exporter).
+
+A model is turned into a *step function*: one call processes one time step, neurons keep their state in
+their own buffers (snnTorch does that whether or not `init_hidden` is set). Two model forms are read:
+
+- a model with a single-step `forward(x_a, x_b, ...)`: traced symbolically with snnTorch neurons, the
+  known chip/host layers and every other torch.nn module as leaves. Each forward argument becomes one
+  Input (one modality). Membrane arguments threaded by the caller (`spk, mem = lif(cur, mem)`) are state,
+  not inputs.
+- a model without `forward` whose children are chains (an nn.Sequential, or a module holding one as
+  `.net`), as the reference retrieval model's encoders are: each chain is one modality.
+
+Each fx node becomes a chip node (Affine/Linear, Conv, AvgPool2d, Flatten, Scale, LIF/IF/CubaLIF, fan-in
+for `+`), a host node (Mul, MatMul, LayerNorm, Softmax, MaxPool2d, Embedding, CosineSimilarity, Concat),
+a pass-through (Dropout, Identity, shape glue next to host ops), or a refusal naming the module path.
+BatchNorm is folded into the Conv/Linear before it; a torch.cat consumed by a Linear is split into one
+Linear per part summed into the same target (exact, and on chip).
+"""
+
+from __future__ import annotations
+
+import inspect
+import operator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import UnsupportedError
+from ..graph import Graph, Node
+
+try:  # snnTorch is a dependency, but keep the plain-torch path importable without it
+    import snntorch as snn
+    from snntorch._neurons.neurons import SpikingNeuron
+    from snntorch._neurons.rleaky import RecurrentOneToOne
+except ImportError:  # pragma: no cover
+    snn = None
+    SpikingNeuron = ()
+    RecurrentOneToOne = ()
+
+CHIP_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.AvgPool2d, nn.Flatten, nn.BatchNorm1d, nn.BatchNorm2d)
+PASS_MODULES = (nn.Dropout, nn.Identity)
+HOST_MODULES = {
+    nn.LayerNorm: "LayerNorm",
+    nn.Softmax: "Softmax",
+    nn.MaxPool2d: "MaxPool2d",
+    nn.Embedding: "Embedding",
+    nn.CosineSimilarity: "CosineSimilarity",
+}
+HOST_FUNCTIONS = {
+    operator.matmul: "MatMul", torch.matmul: "MatMul", torch.bmm: "MatMul", torch.mm: "MatMul",
+    torch.einsum: "MatMul",
+    F.softmax: "Softmax", torch.softmax: "Softmax", F.layer_norm: "LayerNorm", F.max_pool2d: "MaxPool2d",
+    F.embedding: "Embedding", F.cosine_similarity: "CosineSimilarity", F.normalize: "CosineSimilarity",
+}
+HOST_METHODS = {"matmul": "MatMul", "bmm": "MatMul", "mm": "MatMul", "softmax": "Softmax"}
+ADD = (operator.add, operator.iadd, torch.add)
+MUL = (operator.mul, operator.imul, torch.mul)
+DIV = (operator.truediv, operator.itruediv, torch.div)
+CAT = (torch.cat, torch.concat)
+# Pure tensor functions that are harmless next to host ops (they end up in the ONNX host part).
+GLUE_METHODS = {
+    "transpose", "permute", "reshape", "view", "unsqueeze", "squeeze", "contiguous", "sum", "mean", "t",
+    "flatten", "exp", "norm", "float", "to", "clamp", "expand", "repeat", "size", "max", "argmax", "mul",
+    "div", "add", "sub", "neg", "pow", "sqrt", "abs", "unflatten", "chunk", "split",
+}
+GLUE_FUNCTIONS = {
+    torch.transpose, torch.permute, torch.reshape, torch.unsqueeze, torch.squeeze, torch.sum, torch.mean,
+    torch.exp, torch.flatten, torch.clamp, torch.sqrt, torch.abs, operator.sub, torch.sub, operator.neg,
+    operator.getitem, operator.truediv, operator.mul, operator.add, torch.stack, torch.max, torch.argmax,
+    torch.norm, getattr, torch.logsumexp, torch.amax, torch.chunk, torch.split,
+}
+
+
+def is_neuron(m: nn.Module) -> bool:
+    return bool(SpikingNeuron) and isinstance(m, SpikingNeuron)
+
+
+class _Tracer(fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        if is_neuron(m) or isinstance(m, CHIP_MODULES + PASS_MODULES + tuple(HOST_MODULES)):
+            return True
+        return super().is_leaf_module(m, qualname)
+
+
+@dataclass
+class Traced:
+    """The step function of a model and what its placeholders mean."""
+
+    gm: fx.GraphModule
+    inputs: dict[str, str]  # fx placeholder name -> Input node name (modality)
+    state: list[str]  # fx placeholders that only carry neuron state
+    mode: str  # "forward" | "chains"
+    output_names: list[str]
+
+
+def _chains(model: nn.Module) -> dict[str, nn.Sequential]:
+    out = {}
+    for name, child in model.named_children():
+        seq = child if isinstance(child, nn.Sequential) else getattr(child, "net", None)
+        if isinstance(seq, nn.Sequential):
+            out[name] = seq
+    return out
+
+
+def trace_model(model: nn.Module, input_names: list[str] | None = None) -> Traced:
+    """Build the fx step function of `model` (see the module docstring for the accepted forms)."""
+    has_forward = type(model).forward is not nn.Module.forward
+    if not has_forward:
+        chains = _chains(model)
+        if not chains:
+            raise UnsupportedError(
+                f"model {type(model).__name__} has no forward() and no chain children (nn.Sequential or a "
+                "module with a .net nn.Sequential); give it a single-step forward(x_t, ...)"
+            )
+        g = fx.Graph()
+        names = list(chains)
+        if input_names is not None:
+            if len(input_names) != len(names):
+                raise UnsupportedError(f"input_names has {len(input_names)} names, the model has {len(names)} "
+                                       f"modalities ({names})")
+        else:
+            input_names = names
+        outs = []
+        prefixes = {}
+        for name, seq in chains.items():
+            prefixes[name] = next(q for q, m in model.named_modules() if m is seq)
+        inputs = {}
+        for name, iname in zip(names, input_names, strict=True):
+            x = g.placeholder(iname)
+            inputs[x.name] = iname
+            for i, _ in enumerate(chains[name]):
+                x = g.call_module(f"{prefixes[name]}.{i}", (x,))
+            outs.append(x)
+        g.output(tuple(outs))
+        gm = fx.GraphModule(model, g)
+        return Traced(gm, inputs, [], "chains", [f"{n}_output" for n in input_names])
+
+    try:
+        graph = _Tracer().trace(model)
+    except Exception as e:  # fx raises plain TypeErrors on data-dependent control flow
+        raise UnsupportedError(
+            f"cannot trace {type(model).__name__}.forward with torch.fx ({type(e).__name__}: {e}); the "
+            "forward must process one time step without data-dependent control flow"
+        ) from e
+    gm = fx.GraphModule(model, graph)
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    state = []
+    real = []
+    for p in placeholders:
+        uses = list(p.users)
+        if uses and all(u.op == "call_module" and is_neuron(gm.get_submodule(u.target)) and
+                        (p in u.args[1:] or p in u.kwargs.values()) and u.args[0] is not p for u in uses):
+            state.append(p.name)
+        else:
+            real.append(p)
+    if input_names is not None and len(input_names) != len(real):
+        raise UnsupportedError(
+            f"input_names has {len(input_names)} names but forward takes {len(real)} inputs "
+            f"({[p.target for p in real]})"
+        )
+    names = input_names or [str(p.target) for p in real]
+    inputs = {p.name: n for p, n in zip(real, names, strict=True)}
+    _check_single_use(gm)
+    return Traced(gm, inputs, state, "forward", [])
+
+
+def _check_single_use(gm: fx.GraphModule) -> None:
+    seen: dict[str, int] = {}
+    for n in gm.graph.nodes:
+        if n.op == "call_module" and is_neuron(gm.get_submodule(n.target)):
+            seen[n.target] = seen.get(n.target, 0) + 1
+    again = [k for k, v in seen.items() if v > 1]
+    if again:
+        raise UnsupportedError(
+            f"neuron module(s) {again} are called more than once per forward; the forward must process "
+            "ONE time step (move the time loop out of forward) and use each neuron layer once"
+        )
+
+
+# ---- running the step function -------------------------------------------------------------------
+
+
+def reset_neurons(model: nn.Module) -> None:
+    for m in model.modules():
+        if is_neuron(m):
+            for buf in ("mem", "syn", "spk"):
+                if hasattr(m, buf):
+                    setattr(m, buf, torch.zeros(0, dtype=getattr(m, buf).dtype))
+
+
+class _StepInterpreter(fx.Interpreter):
+    """Runs the step function once, recording every node's value; neurons keep their own state."""
+
+    def __init__(self, gm: fx.GraphModule, state: list[str]):
+        super().__init__(gm)
+        self.state_names = set(state)
+        self.values: dict[str, Any] = {}
+
+    def run_node(self, n: fx.Node) -> Any:
+        self._current = n
+        out = super().run_node(n)
+        self.values[n.name] = out
+        return out
+
+    def call_module(self, target, args, kwargs):
+        m = self.fetch_attr(target)
+        if is_neuron(m):
+            out = m(args[0])  # state lives in the neuron; the caller's state arguments are its own copy
+            node = self._current
+            if isinstance(out, tuple) and not all(u.op == "call_function" and u.target is operator.getitem
+                                                  for u in node.users):
+                out = out[0]
+            return out
+        return super().call_module(target, args, kwargs)
+
+
+def run_steps(traced: Traced, inputs: dict[str, torch.Tensor], steps: int) -> list[dict[str, Any]]:
+    """Run the step function over `steps` steps from rest; inputs are time-major `[T, B, ...]` per Input
+    name (T == 1 repeats the one frame every step). Returns each step's fx node values."""
+    gm = traced.gm
+    reset_neurons(gm)
+    ph = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    records = []
+    with torch.no_grad():
+        for t in range(steps):
+            it = _StepInterpreter(gm, traced.state)
+            args = []
+            for p in ph:
+                if p.name in traced.state:
+                    args.append(None)
+                else:
+                    x = inputs[traced.inputs[p.name]]
+                    args.append(x[min(t, x.shape[0] - 1)])
+            it.run(*args)
+            records.append(it.values)
+    reset_neurons(gm)
+    return records
+
+
+# ---- building the Graph ----------------------------------------------------------------------------
+
+
+@dataclass
+class Val:
+    """What an fx value is in the Graph: the sum of `srcs` (chip or host nodes), a constant, a membrane
+    (not a signal NIR carries), or a lazy concatenation that a following Linear may split."""
+
+    kind: str  # "sig" | "const" | "mem" | "cat" | "tuple"
+    srcs: list[str] = field(default_factory=list)
+    host: bool = False
+    parts: list[tuple[Val, int]] = field(default_factory=list)
+    fx_name: str = ""
+
+
+@dataclass
+class Plan:
+    """How the Graph relates to the fx step function (used by the export check and the ONNX writer)."""
+
+    spikes: dict[str, str] = field(default_factory=dict)  # spiking graph node -> fx node with its spikes
+    membranes: dict[str, str] = field(default_factory=dict)  # neuron graph node -> neuron module path
+    host_fx: list[str] = field(default_factory=list)  # fx nodes run on the host
+    to_host: dict[str, str] = field(default_factory=dict)  # fx value (chip) used by host -> chip Output name
+    from_host: dict[str, str] = field(default_factory=dict)  # host graph node feeding chip -> fx value name
+    outputs: dict[str, str] = field(default_factory=dict)  # Output node -> fx value
+    deviations: list[str] = field(default_factory=list)
+    rewrites: list[str] = field(default_factory=list)
+    dropped_outputs: list[str] = field(default_factory=list)
+
+
+def _f64(t) -> np.ndarray:
+    return t.detach().to(torch.float64).cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t, np.float64)
+
+
+def _where(gm, n: fx.Node) -> str:
+    if n.op == "call_module":
+        return f"module '{n.target}' ({type(gm.get_submodule(n.target)).__name__})"
+    tgt = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", str(n.target))
+    return f"'{tgt}' (fx node '{n.name}')"
+
+
+class _Builder:
+    def __init__(self, traced: Traced, rec0: dict[str, Any], dt: float, allow_approximate: bool):
+        self.t = traced
+        self.gm = traced.gm
+        self.rec = rec0
+        self.dt = float(dt)
+        self.allow = allow_approximate
+        self.g = Graph(dt=self.dt, reset="zero", reset_delay=False)
+        self.plan = Plan()
+        self.vals: dict[str, Val] = {}
+        self.resets: set[str] = set()
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def shape(self, n: fx.Node) -> tuple[int, ...]:
+        v = self.rec.get(n.name)
+        if isinstance(v, tuple):
+            v = v[0]
+        return tuple(int(s) for s in v.shape[1:])
+
+    def new(self, name: str, op: str, params: dict, src: Val | list[str] | None, **kw) -> str:
+        base, k = name, 1
+        while name in self.g.nodes:
+            name = f"{base}_{k}"
+            k += 1
+        self.g.add(Node(name, op, params, **kw))
+        srcs = src.srcs if isinstance(src, Val) else (src or [])
+        for s in srcs:
+            self.g.connect(s, name)
+        return name
+
+    def refuse(self, n: fx.Node, why: str, fix: str) -> None:
+        msg = f"{_where(self.gm, n)}: {why}"
+        if not self.allow:
+            raise UnsupportedError(f"{msg}; {fix} (or export with allow_approximate=True to record it as a "
+                                   "deviation)")
+        self.plan.deviations.append(msg)
+
+    def tensor_args(self, n: fx.Node) -> list[fx.Node]:
+        out = []
+        fx.node.map_arg((n.args, n.kwargs), lambda a: out.append(a))
+        return [a for a in out if self.vals.get(a.name) is not None and self.vals[a.name].kind != "const"]
+
+    def sig(self, a: fx.Node, user: fx.Node) -> Val:
+        v = self.vals[a.name]
+        if v.kind == "mem":
+            raise UnsupportedError(
+                f"{_where(self.gm, user)} uses a membrane potential ({a.name}); NIR and the chip pass spikes "
+                "only; use the spike output, or read the membrane on the host"
+            )
+        if v.kind == "cat":
+            return self.materialize_cat(a)
+        if v.kind == "tuple":
+            raise UnsupportedError(f"{_where(self.gm, user)} takes a tuple ({a.name}); index it first")
+        return v
+
+    def materialize_cat(self, a: fx.Node) -> Val:
+        v = self.vals[a.name]
+        if v.kind != "cat":
+            return v
+        srcs = [s for p, _ in v.parts for s in p.srcs]
+        name = self.new(a.name, "Concat", {"out_shape": np.asarray(self.shape(a))}, srcs)
+        self.g.nodes[name].meta["operands"] = [list(p.srcs) for p, _ in v.parts]
+        self.plan.host_fx.append(a.name)
+        nv = Val("sig", [name], host=True, fx_name=a.name)
+        self.vals[a.name] = nv
+        return nv
+
+    # -- main loop -------------------------------------------------------------------------------
+    def build(self) -> tuple[Graph, Plan]:
+        nodes = list(self.gm.graph.nodes)
+        host_glue = self._host_glue(nodes)
+        for n in nodes:
+            if n.op == "placeholder":
+                if n.name in self.t.state:
+                    self.vals[n.name] = Val("const")
+                    continue
+                iname = self.t.inputs[n.name]
+                x = self.rec[n.name]
+                kind = "int" if not torch.is_floating_point(x) else "float"
+                name = self.new(iname, "Input", {"shape": np.asarray(self.shape(n), dtype=np.int64)}, None,
+                                modality=iname)
+                self.g.nodes[name].meta["dtype"] = kind
+                self.vals[n.name] = Val("sig", [name], fx_name=n.name)
+            elif n.op == "get_attr":
+                self.vals[n.name] = Val("const")
+            elif n.op == "output":
+                self._outputs(n)
+            elif n.op == "call_module":
+                self._module(n)
+            else:
+                self._function(n, host_glue)
+        self._mark_boundaries()
+        g = self.g
+        g.meta["rewrites"] = list(self.plan.rewrites)
+        g.meta["deviations"] = list(self.plan.deviations)
+        return g, self.plan
+
+    def _host_glue(self, nodes: list[fx.Node]) -> set[str]:
+        """Shape glue on chip values that only feeds host ops (e.g. k.transpose before q @ k^T)."""
+        host_like = set()
+        for n in reversed(nodes):
+            if n.op not in ("call_function", "call_method") or not n.users:
+                continue
+            if all(u.name in host_like or self._is_host_op(u) for u in n.users):
+                if n.op == "call_method" and n.target in GLUE_METHODS or n.target in GLUE_FUNCTIONS:
+                    host_like.add(n.name)
+        return host_like
+
+    def _is_host_op(self, n: fx.Node) -> bool:
+        if n.op == "call_module":
+            return isinstance(self.gm.get_submodule(n.target), tuple(HOST_MODULES))
+        if n.op == "call_function":
+            if n.target in HOST_FUNCTIONS:
+                return True
+            if n.target in MUL:
+                return sum(isinstance(a, fx.Node) and self.vals.get(a.name, Val("sig")).kind != "const"
+                           for a in n.args) == 2
+            return False
+        return n.op == "call_method" and n.target in HOST_METHODS
+
+    # -- modules ---------------------------------------------------------------------------------
+    def _module(self, n: fx.Node) -> None:
+        m = self.gm.get_submodule(n.target)
+        path = str(n.target)
+        if is_neuron(m):
+            self._neuron(n, m, path)
+            return
+        if isinstance(m, PASS_MODULES):
+            self.vals[n.name] = self.vals[n.args[0].name]
+            return
+        ins = self.tensor_args(n)
+        any_host = any(self.vals[a.name].host for a in ins)
+        if isinstance(m, tuple(HOST_MODULES)):
+            self._host_node(n, HOST_MODULES[type(m)], ins)
+            return
+        if isinstance(m, nn.Linear):
+            x = self.vals[n.args[0].name]
+            if x.kind == "cat":
+                self._split_linear(n, m, x)
+                return
+            x = self.sig(n.args[0], n)
+            w = _f64(m.weight)
+            if m.bias is not None:
+                name = self.new(path, "Affine", {"weight": w, "bias": _f64(m.bias)}, x)
+            else:
+                name = self.new(path, "Linear", {"weight": w}, x)
+            self.vals[n.name] = Val("sig", [name], fx_name=n.name)
+            return
+        if isinstance(m, nn.Conv1d | nn.Conv2d):
+            x = self.sig(n.args[0], n)
+            nd = 1 if isinstance(m, nn.Conv1d) else 2
+            if m.padding_mode != "zeros":
+                self.refuse(n, f"padding_mode='{m.padding_mode}' is not zero padding", "use padding_mode='zeros'")
+            params = {
+                "weight": _f64(m.weight), "bias": None if m.bias is None else _f64(m.bias),
+                "stride": np.asarray(m.stride), "dilation": np.asarray(m.dilation), "groups": int(m.groups),
+                "padding": m.padding if isinstance(m.padding, str) else np.asarray(m.padding),
+                "input_shape": np.asarray(self.shape(n.args[0])[1:]),
+            }
+            name = self.new(path, f"Conv{nd}d", params, x)
+            self.vals[n.name] = Val("sig", [name], fx_name=n.name)
+            return
+        if isinstance(m, nn.AvgPool2d):
+            x = self.sig(n.args[0], n)
+            pad = np.asarray(torch.nn.modules.utils._pair(m.padding))
+            if m.ceil_mode or m.divisor_override is not None or (not m.count_include_pad and pad.any()):
+                self.refuse(n, "ceil_mode, divisor_override or count_include_pad=False with padding change "
+                               "the average", "use AvgPool2d(k, stride, padding) with the defaults")
+            k = np.asarray(torch.nn.modules.utils._pair(m.kernel_size))
+            st = np.asarray(torch.nn.modules.utils._pair(m.stride if m.stride is not None else m.kernel_size))
+            name = self.new(path, "AvgPool2d", {"kernel_size": k, "stride": st, "padding": pad}, x)
+            self.vals[n.name] = Val("sig", [name], fx_name=n.name)
+            return
+        if isinstance(m, nn.Flatten):
+            self._flatten(n, path, int(m.start_dim), int(m.end_dim))
+            return
+        if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
+            self._batchnorm(n, m, path)
+            return
+        if any_host:  # an unknown module applied to host values is part of the host program
+            self._host_node(n, "HostOp", ins)
+            return
+        self.refuse(n, "this layer has no NIR or chip equivalent and spikedeploy has no host op for it",
+                    "replace it by supported layers (Linear, Conv, AvgPool2d, Flatten, BatchNorm, snnTorch "
+                    "Leaky/Synaptic/RLeaky) or move it out of the exported model")
+        self._host_node(n, "HostOp", ins)
+
+    def _split_linear(self, n: fx.Node, m: nn.Linear, x: Val) -> None:
+        w = _f64(m.weight)
+        names, off = [], 0
+        for i, (part, size) in enumerate(x.parts):
+            sub = w[:, off:off + size]
+            off += size
+            if i == 0 and m.bias is not None:
+                names.append(self.new(f"{n.target}.part{i}", "Affine", {"weight": sub, "bias": _f64(m.bias)}, part))
+            else:
+                names.append(self.new(f"{n.target}.part{i}", "Linear", {"weight": sub}, part))
+        self.plan.rewrites.append(
+            f"torch.cat '{x.fx_name}' into Linear '{n.target}': split into {len(names)} Linear nodes "
+            f"({', '.join(names)}) summed into the same target (exact; the concatenation stays on chip)")
+        self.vals[n.name] = Val("sig", names, fx_name=n.name)
+
+    def _flatten(self, n: fx.Node, path: str, start: int, end: int) -> None:
+        x = self.sig(n.args[0], n)
+        if x.host:
+            self.vals[n.name] = Val("sig", list(x.srcs), host=True, fx_name=n.name)
+            return
+        if start == 0:
+            self.refuse(n, "flattens the batch dimension", "flatten from dim 1")
+        in_shape = self.shape(n.args[0])
+        nd = len(in_shape)
+        end_g = end - 1 if end > 0 else end
+        start_g = max(start - 1, 0) if start > 0 else start + nd + 1 - 1
+        name = self.new(path, "Flatten", {"start_dim": start_g, "end_dim": end_g,
+                                          "input_shape": np.asarray(in_shape)}, x)
+        self.vals[n.name] = Val("sig", [name], fx_name=n.name)
+
+    def _batchnorm(self, n: fx.Node, m, path: str) -> None:
+        prev = n.args[0]
+        pm = self.gm.get_submodule(prev.target) if prev.op == "call_module" else None
+        foldable = isinstance(pm, nn.Linear | nn.Conv1d | nn.Conv2d) and len(prev.users) == 1
+        pv = self.vals[prev.name]
+        if not foldable or len(pv.srcs) != 1:
+            self.refuse(n, "BatchNorm can only be folded into a Conv/Linear that feeds it alone",
+                        "put the BatchNorm directly after a Conv2d/Conv1d/Linear")
+            self.vals[n.name] = pv
+            return
+        if m.training or m.running_mean is None:
+            self.refuse(n, "BatchNorm without running statistics (track_running_stats=False) uses batch "
+                           "statistics", "train with track_running_stats=True")
+        mean, var = _f64(m.running_mean), _f64(m.running_var)
+        gamma = _f64(m.weight) if m.affine else np.ones_like(mean)
+        beta = _f64(m.bias) if m.affine else np.zeros_like(mean)
+        scale = gamma / np.sqrt(var + float(m.eps))
+        shift = beta - mean * scale
+        node = self.g.nodes[pv.srcs[0]]
+        w = node.params["weight"]
+        node.params["weight"] = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
+        b = node.params.get("bias")
+        b = np.zeros_like(mean) if b is None else b
+        node.params["bias"] = b * scale + shift
+        if node.op == "Linear":
+            node.op = "Affine"
+        node.meta["folded_batchnorm"] = path
+        self.plan.rewrites.append(f"BatchNorm '{path}' folded into '{node.name}' (exact: w·γ/√(σ²+ε), "
+                                  "(b−μ)·γ/√(σ²+ε)+β)")
+        self.vals[n.name] = Val("sig", [node.name], fx_name=n.name)
+
+    # -- neurons ---------------------------------------------------------------------------------
+    def _neuron(self, n: fx.Node, m, path: str) -> None:
+        kind = type(m).__name__
+        if not isinstance(m, snn.Leaky | snn.Synaptic | snn.RLeaky):
+            self.refuse(n, f"snnTorch neuron {kind} is not supported", "use Leaky, Synaptic or RLeaky")
+            self._host_node(n, "HostOp", self.tensor_args(n)[:1])
+            return
+        x = self.sig(n.args[0], n)
+        shape = self.shape(n)
+        size = int(np.prod(shape))
+
+        def per_neuron(t, what):
+            a = _f64(t)
+            if a.size not in (1, size):
+                raise UnsupportedError(f"module '{path}' ({kind}): {what} has {a.size} values for {size} neurons")
+            return np.broadcast_to(a.reshape(a.shape if a.size == size else ()), shape).reshape(shape).copy()
+
+        rm = m.reset_mechanism
+        if rm != "zero":
+            self.refuse(n, f"reset_mechanism='{rm}'; NIR neurons reset to v_reset, so {rm} would change the "
+                           "spikes", "retrain or fine-tune with reset_mechanism='zero'")
+        self.resets.add(rm)
+        if getattr(m, "reset_delay", False):
+            self.refuse(n, "reset_delay=True (the membrane keeps its value above threshold for one step); "
+                           "NIR resets in the step of the spike", "build the neuron with reset_delay=False")
+        gsf = _f64(getattr(m, "graded_spikes_factor", 1.0))
+        if np.any(gsf != 1.0):
+            self.refuse(n, f"graded_spikes_factor={gsf.ravel()[:4].tolist()} scales spikes; NIR spikes are 1",
+                        "set graded_spikes_factor=1 and fold the factor into the next layer's weights")
+        if m.state_quant:
+            self.refuse(n, "state_quant quantizes the membrane in the forward pass; NIR has no such state",
+                        "export without state_quant (quantization is spikedeploy's own step)")
+        if m.inhibition:
+            self.refuse(n, "inhibition=True (winner-take-all) has no NIR equivalent", "train without inhibition")
+        beta32 = m.beta.detach().clamp(0, 1)
+        beta = per_neuron(beta32, "beta")
+        if np.any(_f64(m.beta) != _f64(beta32)):
+            self.plan.rewrites.append(f"'{path}': beta clipped to [0, 1] as snnTorch does in its forward")
+        thr = per_neuron(m.threshold, "threshold")
+        meta = {"source_module": kind, "beta": per_neuron(beta32, "beta").astype(np.float32)}
+        dt = self.dt
+        v_leak = np.zeros(shape)
+        rec = None
+        if isinstance(m, snn.RLeaky):
+            rec = m.recurrent
+            rb = getattr(rec, "bias", None)
+            if isinstance(rec, nn.Linear | nn.Conv2d) and rb is not None:
+                # snnTorch adds the recurrent bias from the first step on, before any spike has travelled
+                # round the loop; as a constant input current it is exact: v_leak = r·b
+                b = _f64(rb)
+                b = np.broadcast_to(b.reshape((-1,) + (1,) * (len(shape) - 1)), shape) if isinstance(rec, nn.Conv2d) else b
+                if np.any(beta >= 1):
+                    raise UnsupportedError(f"module '{path}' (RLeaky): beta=1 with a recurrent bias has no NIR "
+                                           "equivalent; use recurrent bias=False or beta<1")
+                v_leak = b / (1.0 - beta)
+        if isinstance(m, snn.Synaptic):
+            alpha32 = m.alpha.detach().clamp(0, 1)
+            alpha = per_neuron(alpha32, "alpha")
+            if np.any(alpha >= 1) or np.any(beta >= 1):
+                raise UnsupportedError(f"module '{path}' (Synaptic): alpha=1 or beta=1 (no decay) has no "
+                                       "CubaLIF equivalent (tau would be infinite); use values below 1")
+            meta["alpha"] = alpha.astype(np.float32)
+            params = {"tau_syn": dt / (1 - alpha), "tau_mem": dt / (1 - beta), "r": 1 / (1 - beta),
+                      "v_leak": v_leak, "w_in": 1 / (1 - alpha), "v_threshold": thr, "v_reset": np.zeros(shape)}
+            op = "CubaLIF"
+        elif np.all(beta == 1.0):
+            params = {"r": np.full(shape, 1.0 / dt), "v_threshold": thr, "v_reset": np.zeros(shape)}
+            op = "IF"
+        elif np.any(beta == 1.0):
+            raise UnsupportedError(f"module '{path}' ({kind}): some neurons have beta=1 (no leak) and others "
+                                   "beta<1; NIR has no per-neuron LIF/IF mix; split the layer or use beta<1")
+        else:
+            params = {"tau": dt / (1 - beta), "r": 1 / (1 - beta), "v_leak": v_leak, "v_threshold": thr,
+                      "v_reset": np.zeros(shape)}
+            op = "LIF"
+            back = (1.0 - dt / params["tau"]).astype(np.float32)
+            if not np.array_equal(back, meta["beta"]):
+                bad = int((back != meta["beta"]).sum())
+                self.plan.deviations.append(f"'{path}': beta -> tau -> beta changes {bad} float32 values")
+        name = self.new(path, op, params, x)
+        self.g.nodes[name].meta.update(meta)
+        if rec is not None:
+            self._recurrent(name, path, rec, shape)
+        self.plan.spikes[name] = n.name
+        self.plan.membranes[name] = path
+        self.vals[n.name] = Val("tuple", [name], fx_name=n.name)
+        has_tuple_users = any(u.op == "call_function" and u.target is operator.getitem for u in n.users)
+        if not has_tuple_users:
+            self.vals[n.name] = Val("sig", [name], fx_name=n.name)
+
+    def _recurrent(self, lif: str, path: str, rec: nn.Module, shape) -> None:
+        wname = f"{path}.w_rec"
+        if isinstance(rec, nn.Linear):
+            self.new(wname, "Linear", {"weight": _f64(rec.weight)}, [lif])
+        elif isinstance(rec, nn.Conv2d):
+            self.new(wname, "Conv2d", {"weight": _f64(rec.weight), "bias": None,
+                                       "stride": np.asarray(rec.stride), "padding": np.asarray(rec.padding),
+                                       "dilation": np.asarray(rec.dilation), "groups": int(rec.groups),
+                                       "input_shape": np.asarray(shape[1:])}, [lif])
+        elif isinstance(rec, RecurrentOneToOne):
+            v = _f64(rec.V)
+            self.new(wname, "Scale", {"scale": np.broadcast_to(v, shape).copy() if v.size > 1 else v.reshape(())},
+                     [lif])
+        else:
+            raise UnsupportedError(f"module '{path}' (RLeaky): recurrent module {type(rec).__name__} unknown")
+        self.g.connect(wname, lif)
+
+    # -- functions and methods -------------------------------------------------------------------
+    def _function(self, n: fx.Node, host_glue: set[str]) -> None:
+        tgt = n.target
+        ins = self.tensor_args(n)
+        vals = [self.vals[a.name] for a in ins]
+        if not ins:  # constant folding: sizes, parameters, python arithmetic
+            self.vals[n.name] = Val("const")
+            return
+        if n.op == "call_function" and tgt is operator.getitem and vals[0].kind == "tuple":
+            idx = n.args[1]
+            src = vals[0].srcs[0]
+            if idx == 0:
+                self.vals[n.name] = Val("sig", [src], fx_name=n.name)
+            else:
+                self.vals[n.name] = Val("mem", [src], fx_name=n.name)
+            return
+        any_host = any(v.host for v in vals)
+        if n.op == "call_function" and tgt in ADD and len(ins) == 2 and not any_host:
+            a, b = (self.sig(x, n) for x in ins)
+            if self.shape(ins[0]) != self.shape(ins[1]):
+                self.refuse(n, f"adds shapes {self.shape(ins[0])} and {self.shape(ins[1])} (broadcast)",
+                            "add signals of equal shape")
+            self.vals[n.name] = Val("sig", a.srcs + b.srcs, fx_name=n.name)
+            return
+        if n.op == "call_function" and tgt in ADD + (operator.sub, torch.sub) and len(ins) == 1 and not any_host:
+            self.refuse(n, "adds a constant to a signal", "use the bias of the preceding Linear/Conv")
+        if (n.op == "call_function" and tgt in MUL + DIV or n.op == "call_method" and tgt in ("mul", "div")) \
+                and len(ins) == 1 and not any_host and n.name not in host_glue:
+            x = self.sig(ins[0], n)
+            other = [a for a in n.args if a is not ins[0]][0]
+            c = self._const_value(other)
+            if c is None or (tgt in DIV or tgt == "div") and n.args[0] is not ins[0]:
+                self.refuse(n, "scales a signal by a non-constant", "use a constant scale")
+                c = 1.0
+            c = np.asarray(c, dtype=np.float64)
+            if tgt in DIV or tgt == "div":
+                c = 1.0 / c
+            name = self.new(n.name, "Scale", {"scale": c}, x)
+            self.vals[n.name] = Val("sig", [name], fx_name=n.name)
+            return
+        if n.op == "call_function" and tgt in CAT:
+            self._cat(n, ins)
+            return
+        is_flat = (n.op == "call_function" and tgt is torch.flatten) or (n.op == "call_method" and tgt == "flatten")
+        if is_flat and not any_host and n.name not in host_glue:
+            sd = n.args[1] if len(n.args) > 1 else n.kwargs.get("start_dim", 0)
+            ed = n.args[2] if len(n.args) > 2 else n.kwargs.get("end_dim", -1)
+            self._flatten(n, n.name, int(sd), int(ed))
+            return
+        if n.op == "call_method" and tgt in ("view", "reshape") and not any_host and n.name not in host_glue:
+            out = self.shape(n)
+            if len(out) == 1:
+                self._flatten(n, n.name, 1, -1)
+                return
+        if self._is_host_op(n):
+            op = "Mul" if tgt in MUL else HOST_FUNCTIONS.get(tgt) or HOST_METHODS.get(tgt)
+            self._host_node(n, op, ins)
+            return
+        if any_host or n.name in host_glue:
+            srcs = [s for v in vals for s in (self.sig(a, n).srcs if v.kind != "mem" else [])]
+            self.vals[n.name] = Val("sig", srcs, host=any_host, fx_name=n.name)
+            self._glue(n, ins)
+            return
+        self.refuse(n, "this operation on spike signals has no NIR or chip equivalent",
+                    "express it with supported layers, `+` fan-in, torch.cat or a constant scale")
+        self._host_node(n, "HostOp", ins)
+
+    def _glue(self, n: fx.Node, ins: list[fx.Node]) -> None:
+        self.plan.host_fx.append(n.name)
+        v = self.vals[n.name]
+        if v.host and len(v.srcs) == 1:
+            node = self.g.nodes[v.srcs[0]]
+            if node.spec.family == "host":
+                shp = self.rec.get(n.name)
+                if isinstance(shp, torch.Tensor) and shp.dim() >= 1:
+                    node.params["out_shape"] = np.asarray(self.shape(n))
+
+    def _const_value(self, a):
+        if isinstance(a, int | float):
+            return a
+        if isinstance(a, fx.Node):
+            v = self.rec.get(a.name)
+            if isinstance(v, torch.Tensor) and v.numel() == 1:
+                return float(v)
+            if isinstance(v, int | float):
+                return v
+        return None
+
+    def _cat(self, n: fx.Node, ins: list[fx.Node]) -> None:
+        dim = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim", 0)
+        parts_fx = list(n.args[0])
+        vals = [self.vals[a.name] for a in parts_fx]
+        flat = all(len(self.shape(a)) == 1 for a in parts_fx) and dim in (1, -1)
+        if flat and not any(v.host or v.kind != "sig" for v in vals):
+            self.vals[n.name] = Val("cat", parts=[(v, self.shape(a)[0]) for v, a in zip(vals, parts_fx, strict=True)],
+                                    fx_name=n.name)
+            if all(u.op == "call_module" and isinstance(self.gm.get_submodule(u.target), nn.Linear)
+                   for u in n.users):
+                return
+        self.vals[n.name] = Val("cat", parts=[(self.sig(a, n), 0) for a in parts_fx], fx_name=n.name)
+        self.materialize_cat(n)
+        self.g.nodes[self.vals[n.name].srcs[0]].meta["dim"] = int(dim)
+
+    def _host_node(self, n: fx.Node, op: str, ins: list[fx.Node]) -> None:
+        srcs = []
+        operands = []
+        for a in ins:
+            v = self.sig(a, n)
+            operands.append(list(v.srcs))
+            srcs += [s for s in v.srcs if s not in srcs]
+        name = n.target if n.op == "call_module" else n.name
+        shp = self.shape(n) if isinstance(self.rec.get(n.name), torch.Tensor | tuple) else ()
+        name = self.new(str(name), op, {"out_shape": np.asarray(shp, dtype=np.int64)}, srcs)
+        node = self.g.nodes[name]
+        node.meta["operands"] = operands
+        node.meta["torch"] = _where(self.gm, n)
+        self.plan.host_fx.append(n.name)
+        if op == "HostOp":
+            self.plan.deviations.append(f"{_where(self.gm, n)} runs on the host as an opaque ONNX op")
+        self.vals[n.name] = Val("sig", [name], host=True, fx_name=n.name)
+
+    # -- outputs and the host boundary -----------------------------------------------------------
+    def _outputs(self, n: fx.Node) -> None:
+        res = n.args[0]
+        if isinstance(res, dict):
+            items = list(res.items())
+        elif isinstance(res, tuple | list):
+            names = self.t.output_names or [f"output_{i}" for i in range(len(res))]
+            items = list(zip(names, res, strict=False))
+        else:
+            items = [("output", res)]
+        for oname, a in items:
+            if not isinstance(a, fx.Node):
+                continue
+            v = self.vals[a.name]
+            if v.kind == "tuple":
+                v = Val("sig", v.srcs[:1], fx_name=a.name)
+            if v.kind in ("mem", "const"):
+                self.plan.dropped_outputs.append(f"{oname} ({'membrane' if v.kind == 'mem' else 'constant'})")
+                continue
+            if v.kind == "cat":
+                v = self.materialize_cat(a)
+            name = self.new(str(oname), "Output", {}, v, placement="host" if v.host else "chip")
+            self.plan.outputs[name] = a.name
+
+    def _mark_boundaries(self) -> None:
+        g = self.g
+        for name, node in g.nodes.items():
+            if node.placement != "host" or node.op == "Output":
+                continue
+            for s in g.successors(name):
+                if g.nodes[s].placement == "chip" and g.nodes[s].op != "Output":
+                    self.plan.from_host[name] = self._fx_feeding(name, s)
+
+
+    def _fx_feeding(self, host: str, chip: str) -> str:
+        """The fx value a chip node reads from a host node (after any shape glue)."""
+        best = None
+        for fxn, v in self.vals.items():
+            if v.kind == "sig" and v.host and v.srcs == [host]:
+                best = fxn  # the last one in program order is what chip layers consume
+        return best
+
+
+def build_graph(traced: Traced, rec0: dict[str, Any], *, dt: float, allow_approximate: bool = False):
+    """Graph and Plan from a traced step function and one recorded step (for shapes)."""
+    b = _Builder(traced, rec0, dt, allow_approximate)
+    g, plan = b.build()
+    if b.resets - {"zero"}:
+        rs = b.resets - {"zero"}
+        if rs == {"subtract"} and b.resets == {"subtract"}:
+            # all neurons subtract: spikedeploy's own backends can run it exactly; NIR cannot carry it
+            g.reset = "subtract"
+            plan.deviations.append("reset by subtraction kept as graph.reset='subtract' (exact in spikedeploy's "
+                                   "simulators; a NIR reader will reset to zero)")
+        else:
+            plan.deviations.append(f"reset mechanisms {sorted(b.resets)} exported as reset to zero")
+        g.meta["deviations"] = list(plan.deviations)
+    return g, plan
+
+
+def forward_signature(model: nn.Module) -> list[str]:
+    try:
+        return [p for p in inspect.signature(model.forward).parameters]
+    except (TypeError, ValueError):
+        return []
