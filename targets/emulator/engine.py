@@ -243,7 +243,7 @@ def _execute(prog: Program, xs, steps: int, batch: int, chunk_bytes: int) -> Run
                 s_out, v_out, u_out = st.run(a, n_t, name in prog.want_v)
                 shp = (n_t, batch, *node.out_shape)
                 vals[name] = s_out.reshape(shp)
-                if v_out is not None:
+                if name in prog.want_v:
                     vvals[name] = v_out.reshape(shp)
                 if st.spiking:
                     run.counts[name][t0:t1] = np.count_nonzero(s_out, axis=2)

@@ -105,7 +105,7 @@ def dense_chain(seed: int, *, steps=30, batch=2, sizes=None, sign=None, cuba=Non
         x = rng.integers(0, 4, (steps, batch, sizes[0])) * (rng.random((steps, batch, sizes[0])) < 0.4)
     else:
         x = _spikes(rng, steps, batch, (sizes[0],), float(rng.uniform(0.15, 0.45)))
-    return QGraph(graph=g, target="loihi2", q=q), {"in": x}, info
+    return ensure_activity(QGraph(graph=g, target="loihi2", q=q), {"in": x}), {"in": x}, info
 
 
 def conv_net(seed: int, *, steps=24, batch=2):
@@ -159,7 +159,7 @@ def conv_net(seed: int, *, steps=24, batch=2):
             q[name]["bias_mant"] = rng.integers(-100, 200, shp[0])  # per-channel bias
     x = _spikes(rng, steps, batch, (c0, h, w_), float(rng.uniform(0.2, 0.4)))
     info = {"kind": "conv", "groups": groups, "stride": s1, "padding": p1}
-    return QGraph(graph=g, target="loihi2", q=q), {"in": x}, info
+    return ensure_activity(QGraph(graph=g, target="loihi2", q=q), {"in": x}), {"in": x}, info
 
 
 def recurrent_net(seed: int, *, steps=30, batch=2):
@@ -188,7 +188,7 @@ def recurrent_net(seed: int, *, steps=30, batch=2):
         "o": _neuron_q(rng, (n_out,), cuba=False, vth_range=(30, 150)),
     }
     x = _spikes(rng, steps, batch, (n_in,), 0.3)
-    return QGraph(graph=g, target="loihi2", q=q), {"in": x}, {"kind": "recurrent"}
+    return ensure_activity(QGraph(graph=g, target="loihi2", q=q), {"in": x}), {"in": x}, {"kind": "recurrent"}
 
 
 def overflow_net(seed: int, *, steps=30, batch=2):
@@ -221,3 +221,21 @@ def overflow_net(seed: int, *, steps=30, batch=2):
     }
     x = _spikes(rng, steps, batch, (n_in,), 0.5)
     return QGraph(graph=g, target="loihi2", q=q), {"in": x}, {"kind": "overflow"}
+
+
+def ensure_activity(qg: QGraph, inputs, tries: int = 8) -> QGraph:
+    """Lower every threshold until each neuron layer spikes (the comparison is with Lava, so using the
+    emulator to pick thresholds only avoids silent, uninformative cases)."""
+    from spikedeploy.targets.emulator import simulate_emulator
+
+    names = [n for n, v in qg.graph.nodes.items() if v.spec.family == "neuron"]
+    for _ in range(tries):
+        run = simulate_emulator(qg, inputs)
+        silent = [n for n in names if run.counts[n].sum() == 0]
+        if not silent:
+            break
+        for n in names:
+            vth = np.asarray(qg.q[n]["vth"])
+            if n in silent or names.index(n) < names.index(silent[-1]):
+                qg.q[n]["vth"] = np.maximum(vth // 2, 1) if vth.ndim else max(int(vth) // 2, 1)
+    return qg
