@@ -24,10 +24,11 @@ The float Graph (`QGraph.graph`, dt = 1, reset to zero) is a *view* of the same 
 v_float = v_int / 64 (so QGraph.scale = 1 for every neuron):
 
     input layer        Input "input" (shape as stored, CHW)
-    input with neuron  Input -> Scale "0.transform" (the layer's transform weight) -> CubaLIF "0.neuron".
+    input with neuron  Input -> CubaLIF "0.neuron" (the input enters as current, weight 1).
                        Lava never connects this neuron's input port: it is driven only by bias_mant,
-                       which the user sets per sample (q["0.neuron"]["input_mode"] = "bias",
-                       q[...]["input_transform"] = {"weight", "bias"} as stored in the file).
+                       which the user sets per sample (q["0.neuron"]["input_mode"] = "bias", and
+                       q["0.neuron"]["input_transform"] = {"weight", "bias"} as stored in the file;
+                       q's bias_mant is 0, Lava's default).
     dense / conv       Linear "<i>.dense" / Conv2d "<i>.conv" (weight = mantissa * 2**weight_exp)
                        -> CubaLIF "<i>.neuron" with k_s = du/4096, k_m = dv/4096:
                        tau_syn = 1/k_s, w_in = 1/k_s, tau_mem = 1/k_m, r = 1/k_m,
@@ -81,7 +82,9 @@ def optimize_weight_bits(weight: np.ndarray) -> tuple[np.ndarray, int, int, str,
     """
     w = np.asarray(weight).astype(np.int64)
     notes: list[str] = []
-    max_w, min_w = int(w.max(initial=0)), int(w.min(initial=0))
+    if w.size == 0:
+        return w, 8, 0, "exc", ["no weights"]
+    max_w, min_w = int(w.max()), int(w.min())
     if max_w > 254 and min_w < 0:
         notes.append(f"weights above 254 (max {max_w}) clipped to [-256, 254] as netx does")
         w = np.clip(w, -256, 254)
@@ -99,7 +102,7 @@ def optimize_weight_bits(weight: np.ndarray) -> tuple[np.ndarray, int, int, str,
         sign, is_signed, scale = 2, 0, 255 / max_w
     else:
         sign, is_signed = 1, 1
-        scale = min(127 / max_w, -128 / min_w)
+        scale = min(127 / max_w if max_w else np.inf, -128 / min_w)  # netx: 127/0 -> inf
     scale_bits = int(np.floor(np.log2(scale))) + is_signed
     n = 8
     while n > 0:
@@ -272,17 +275,14 @@ class _Builder:
         self.prev = "input"
         if "neuron" not in lc:
             return
-        # Lava builds an Input block: a LIF whose input port is never connected; its drive is bias_mant.
+        # Lava builds an Input block: a LIF whose input port is never connected; its drive is bias_mant,
+        # which the user computes on the host from the sample (the file's transform weight and bias).
         w = int(np.asarray(lc["weight"]).ravel()[0]) if "weight" in lc else NETX_INPUT_WEIGHT
         b = int(np.asarray(lc["bias"]).ravel()[0]) if "bias" in lc else 0
-        tname = self.add(Node(f"{i}.transform", "Scale", params={"scale": np.full(shape, float(w), np.float32)}),
-                         "input")
-        self.q[tname] = {"weight": np.full(shape, w, np.int64), "weight_exp": 0, "num_weight_bits": 8,
-                         "sign_mode": None}
         nq = self.neuron_q(i, "input", lc["neuron"], shape, bias=None)
         nq["input_mode"] = "bias"
         nq["input_transform"] = {"weight": w, "bias": b}
-        self.neuron(i, shape, nq, tname, view_bias=np.full(shape, b, np.int64))
+        self.neuron(i, shape, nq, "input")
 
     def layer_flatten(self, i: int, lc: dict) -> None:
         if self.prev is None:
@@ -398,7 +398,7 @@ class _Builder:
         bm = np.zeros(shape, np.int64) if bias is None else bias
         return {"du": du, "dv": dv, "vth": vth, "bias_mant": bm, "bias_exp": NETX_BIAS_EXP}
 
-    def neuron(self, i: int, shape: tuple[int, ...], nq: dict, src: str, view_bias: np.ndarray | None = None) -> str:
+    def neuron(self, i: int, shape: tuple[int, ...], nq: dict, src: str) -> str:
         du, dv, vth = nq["du"], nq["dv"], nq["vth"]
         ks = du / 4096 if du > 0 else _NO_DECAY_K
         km = dv / 4096 if dv > 0 else _NO_DECAY_K
@@ -406,7 +406,7 @@ class _Builder:
             self.notes.append(f"layer {i}: du = {du} (no current decay) shown as tau_syn = 2**30 steps")
         if dv <= 0:
             self.notes.append(f"layer {i}: dv = {dv} (no voltage decay) shown as tau_mem = 2**30 steps")
-        bias = nq["bias_mant"] if view_bias is None else view_bias
+        bias = nq["bias_mant"]
         full = np.ones(shape, np.float64)
         params = {
             "tau_syn": full / ks, "tau_mem": full / km, "r": full / km, "w_in": full / ks,
