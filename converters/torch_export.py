@@ -270,6 +270,8 @@ class Plan:
     deviations: list[str] = field(default_factory=list)
     rewrites: list[str] = field(default_factory=list)
     dropped_outputs: list[str] = field(default_factory=list)
+    const_fx: set[str] = field(default_factory=set)  # fx nodes whose value does not depend on inputs
+    val_srcs: dict[str, list[str]] = field(default_factory=dict)  # fx value -> graph nodes it sums
 
 
 def _f64(t) -> np.ndarray:
@@ -375,6 +377,11 @@ class _Builder:
             else:
                 self._function(n, host_glue)
         self._mark_boundaries()
+        for k, v in self.vals.items():
+            if v.kind == "const":
+                self.plan.const_fx.add(k)
+            elif v.kind == "sig":
+                self.plan.val_srcs[k] = list(v.srcs)
         g = self.g
         g.meta["rewrites"] = list(self.plan.rewrites)
         g.meta["deviations"] = list(self.plan.deviations)
@@ -385,6 +392,10 @@ class _Builder:
         host_like = set()
         for n in reversed(nodes):
             if n.op not in ("call_function", "call_method") or not n.users:
+                continue
+            chip_expressible = n.target in ADD + MUL + DIV or n.target in ("add", "mul", "div", "flatten") \
+                or n.target is torch.flatten
+            if chip_expressible:
                 continue
             if all(u.name in host_like or self._is_host_op(u) for u in n.users):
                 if n.op == "call_method" and n.target in GLUE_METHODS or n.target in GLUE_FUNCTIONS:
@@ -697,7 +708,7 @@ class _Builder:
             self._host_node(n, op, ins)
             return
         if any_host or n.name in host_glue:
-            srcs = [s for v in vals for s in (self.sig(a, n).srcs if v.kind != "mem" else [])]
+            srcs = [s for a, v in zip(ins, vals, strict=True) for s in (self.sig(a, n).srcs if v.kind != "mem" else [])]
             self.vals[n.name] = Val("sig", srcs, host=any_host, fx_name=n.name)
             self._glue(n, ins)
             return

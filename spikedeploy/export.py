@@ -14,6 +14,8 @@ from __future__ import annotations
 import copy
 import importlib
 import inspect
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,7 +69,15 @@ def load_entrypoint(spec: str, checkpoint: str | Path | None = None) -> nn.Modul
         raise UnsupportedError(f"entry point '{spec}' must look like 'package.module:factory'")
     mod_name, fn_name = spec.split(":", 1)
     try:
-        fn = getattr(importlib.import_module(mod_name), fn_name)
+        try:
+            module = importlib.import_module(mod_name)
+        except ModuleNotFoundError:
+            # as `python -m` does, let entry points name modules of the current directory
+            if os.getcwd() in sys.path:
+                raise
+            sys.path.insert(0, os.getcwd())
+            module = importlib.import_module(mod_name)
+        fn = getattr(module, fn_name)
     except (ImportError, AttributeError) as e:
         raise UnsupportedError(f"entry point '{spec}': {type(e).__name__}: {e}; check the module path and name "
                                "(the package must be importable from the current directory)") from e
@@ -132,7 +142,7 @@ def chip_part(graph: Graph, plan: tx.Plan, fx_shapes: dict[str, tuple[int, ...]]
             g.add(Node(name, "Input", {"shape": np.asarray(fx_shapes[plan.from_host[name]], dtype=np.int64)},
                        meta={"from_host": True}))
     for a, b in graph.edges:
-        if a in g.nodes and b in g.nodes:
+        if a in g.nodes and b in chip:
             g.connect(a, b)
         elif a in chip and b not in chip:
             out = f"{a}->host"
