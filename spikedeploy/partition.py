@@ -1,0 +1,467 @@
+"""Place a Graph's chip neurons onto cores and chips of a target.
+
+`partition(graph, target)` splits every layer (a chip neuron node plus the synapse nodes feeding it, see
+partition_model.py for the resource model) into contiguous neuron groups that each fit one core, packs
+groups of different layers onto shared cores, and assigns cores to chips:
+
+1. Split, destinations first (reverse topological order), so a source layer knows how many output axons
+   each of its neurons needs (one per projection and destination core). Each group is the longest
+   contiguous range from its start that fits every per-core limit (neurons, synapse memory, input axons,
+   output axons); a neuron that fits no core alone raises TargetLimitError naming layer, resource, need,
+   limit and a fix. Recurrent layers are re-split until their output axons fit.
+2. Pack groups in topological order into the open core (among the last `WINDOW`) that fits and is most
+   strongly connected to it (spike traffic from a Run when given, else neuron counts), first-fit on ties.
+   Two groups of one layer never share a core, which keeps the axon counts exact under the model.
+3. Chips: "greedy" fills chips in core order (neighbouring layers share a chip); "roundrobin" deals cores
+   to chips in turn (nengo-loihi's RoundRobin, useful to see inter-chip traffic at its worst).
+
+The lower bound is max over resources of ceil(total need / per-core capacity), with total need taken at
+its minimum over all splits (neurons; nnz x weight bits or shared kernels; one axon per source neuron and
+projection).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import SpikeDeployError, TargetLimitError
+from .partition_model import Layer, Model, build_model, check_single, index_bits
+
+RESOURCES = ("neurons", "synapse_memory_bits", "input_axons", "output_axons")
+WINDOW = 32
+# Splitting with a derated per-core limit leaves room on each core for groups of other layers whose
+# binding resource differs (a memory-bound layer next to an axon-bound one). Searched coordinate-wise
+# over these factors, for graphs up to SEARCH_MAX_NEURONS (deterministic: no time-based cut-off).
+DERATE = (0.9, 0.75, 0.6, 0.5)
+SEARCH_MAX_NEURONS = 300_000
+SEARCH_WORK = 3_000_000  # trials x neurons
+ALLOCATORS = ("greedy", "roundrobin")
+
+
+@dataclass
+class CoreUse:
+    core: int
+    chip: int = 0
+    neurons: int = 0
+    synapse_memory_bits: int = 0
+    input_axons: int = 0
+    output_axons: int = 0
+    synapses: int = 0
+    groups: list[tuple[str, int, int]] = field(default_factory=list)  # (layer, start, stop)
+
+    def as_dict(self) -> dict:
+        return {
+            "core": self.core, "chip": self.chip, "neurons": self.neurons,
+            "synapse_memory_bits": self.synapse_memory_bits, "input_axons": self.input_axons,
+            "output_axons": self.output_axons, "synapses": self.synapses,
+            "groups": [[g[0], g[1], g[2]] for g in self.groups],
+        }
+
+
+@dataclass
+class Placement:
+    """Where every chip neuron lives, what each core uses, and how far that is from the lower bound."""
+
+    target: str
+    limits: dict[str, int]
+    cores_per_chip: int
+    groups: dict[str, list[tuple[int, int, int]]]  # layer -> [(core, start, stop)], neuron ranges [start, stop)
+    cores: list[CoreUse]
+    chips: int
+    lower_bound: int
+    lower_bound_by_resource: dict[str, int]
+    totals: dict[str, int]  # minimum total need per resource (the lower bound's numerators)
+    layers: dict[str, dict[str, Any]]  # layer -> op, neurons, spiking, synapse_nodes, accumulator
+    sources: dict[str, int]  # off-chip source populations (Input, host nodes) -> neurons
+    host_nodes: list[str]
+    allocator: str
+    violations: list[str] = field(default_factory=list)
+    # links[i] = (source population, source core or -1 for off-chip, destination core, source neurons):
+    # one axon / one message per spike for each such neuron.
+    links: list[tuple[str, int, int, int]] = field(default_factory=list)
+    # per core: source population -> synapses on this core fed by it (synops = spikes x this / n_source)
+    core_synapses: list[dict[str, int]] = field(default_factory=list)
+    model: Model | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def cores_used(self) -> int:
+        return len(self.cores)
+
+    @property
+    def ratio_to_lower_bound(self) -> float:
+        return self.cores_used / max(1, self.lower_bound)
+
+    def node_cores(self, node: str) -> list[int]:
+        """Cores holding a layer, or the layer a synapse node belongs to."""
+        if node in self.groups:
+            return sorted({c for c, _, _ in self.groups[node]})
+        for lname, info in self.layers.items():
+            if node in info["synapse_nodes"]:
+                return sorted({c for c, _, _ in self.groups[lname]})
+        return []
+
+    def utilisation(self) -> dict[str, dict[str, float]]:
+        """Per resource: mean and max fraction of the per-core limit over used cores."""
+        out = {}
+        for r in RESOURCES:
+            v = np.array([getattr(c, r) for c in self.cores], dtype=float) / max(1, self.limits[r])
+            out[r] = {"mean": float(v.mean()) if v.size else 0.0, "max": float(v.max()) if v.size else 0.0}
+        return out
+
+    def as_dict(self) -> dict:
+        return {
+            "target": self.target,
+            "cores_used": self.cores_used,
+            "cores_lower_bound": self.lower_bound,
+            "lower_bound_by_resource": dict(self.lower_bound_by_resource),
+            "chips": self.chips,
+            "cores_per_chip": self.cores_per_chip,
+            "allocator": self.allocator,
+            "limits": dict(self.limits),
+            "totals": dict(self.totals),
+            "utilisation": self.utilisation(),
+            "layers": {k: {**v, "groups": [list(g) for g in self.groups[k]]} for k, v in self.layers.items()},
+            "cores": [c.as_dict() for c in self.cores],
+            "host_nodes": list(self.host_nodes),
+            "violations": list(self.violations),
+        }
+
+
+def spike_rates(model: Model, run) -> dict[str, float]:
+    """Mean spikes per neuron per step for every population the Run counted."""
+    rates: dict[str, float] = {}
+    if run is None:
+        return rates
+    sizes = {**model.sources, **{k: v.n for k, v in model.layers.items()}}
+    for name, c in run.counts.items():
+        if name in sizes and np.size(c):
+            rates[name] = float(np.mean(c)) / sizes[name]
+    return rates
+
+
+def partition(graph, target, *, run=None, qgraph=None, chips: int | None = None, max_cores: int | None = None,
+              allocator: str = "greedy", strict: bool = True) -> Placement:
+    """Place `graph`'s chip layers onto `target` cores and chips (see module docstring).
+
+    `target` is a TargetSpec or a name for `get_target`. `run` (a Run) weights traffic by measured spike
+    rates; `qgraph` gives weight bits per synapse node. `chips` caps the chips available (default: the
+    target's `max_chips`), `max_cores` the cores. With `strict=False` limit breaches are recorded in
+    `Placement.violations` instead of raised (an oversize neuron gets a core of its own).
+    """
+    if isinstance(target, str):
+        from .targets.spec import get_target
+
+        target = get_target(target)
+    if allocator not in ALLOCATORS:
+        raise SpikeDeployError(f"unknown allocator '{allocator}'; available: {', '.join(ALLOCATORS)}")
+    model = build_model(graph, target, qgraph)
+    lim = {
+        "neurons": int(target.core.neurons),
+        "synapse_memory_bits": int(target.core.synapse_memory_bits),
+        "input_axons": int(target.core.input_axons),
+        "output_axons": int(target.core.output_axons),
+    }
+    idx = index_bits(target)
+    sharing = bool(getattr(target.core, "conv_weight_sharing", True))
+    violations: list[str] = []
+
+    totals, lb_by = _lower_bound(model, lim, idx, sharing)
+    lower = max(lb_by.values(), default=0)
+    avail_chips = int(chips) if chips is not None else int(target.max_chips)
+    cap = avail_chips * int(target.cores_per_chip)
+    if max_cores is not None:
+        cap = min(cap, int(max_cores))
+    if lower > cap:
+        r = max(lb_by, key=lb_by.get)
+        msg = (f"{target.name}: the network needs at least {lower} cores ({r}: {totals[r]} in total, "
+               f"{lim[r]} per core) but only {cap} are available ({avail_chips} chip(s) x {target.cores_per_chip} cores"
+               f"{'' if max_cores is None else f', max_cores={max_cores}'}). Fix: allow more chips/cores, "
+               "quantize to fewer weight bits, or shrink the network")
+        if strict:
+            raise TargetLimitError(msg)
+        violations.append(msg)
+
+    rates = spike_rates(model, run)
+    splits = _split_all(model, lim, idx, sharing, target, strict, violations)
+    core_groups = _pack(model, splits, lim, idx, sharing, rates)
+    if totals["neurons"] <= SEARCH_MAX_NEURONS and len(core_groups) > lower and not violations:
+        splits, core_groups = _search(model, lim, idx, sharing, target, rates, splits, core_groups, lower)
+
+    # resources per core, recomputed from final groups
+    out_need = _out_need_all(model, splits)
+    cores: list[CoreUse] = []
+    core_syn: list[dict[str, int]] = []
+    groups: dict[str, list[tuple[int, int, int]]] = {k: [] for k in model.layers}
+    for ci, members in enumerate(core_groups):
+        cu = CoreUse(core=ci)
+        syn: dict[str, int] = {}
+        for lname, a, b in members:
+            layer = model.layers[lname]
+            u = _usage(layer, a, b, out_need[lname], idx, sharing)
+            cu.neurons += u["neurons"]
+            cu.synapse_memory_bits += u["synapse_memory_bits"]
+            cu.input_axons += u["input_axons"]
+            cu.output_axons += u["output_axons"]
+            for p in layer.incoming:
+                s = p.synapses(a, b)
+                cu.synapses += s
+                syn[p.src] = syn.get(p.src, 0) + s
+            cu.groups.append((lname, a, b))
+            groups[lname].append((ci, a, b))
+        cores.append(cu)
+        core_syn.append(syn)
+    for cu in cores:
+        for r in RESOURCES:
+            if getattr(cu, r) > lim[r]:
+                msg = (f"core {cu.core} ({', '.join(g[0] for g in cu.groups)}): {r.replace('_', ' ')} "
+                       f"{getattr(cu, r)} exceeds the {target.name} limit {lim[r]}")
+                if strict and not violations:
+                    raise TargetLimitError(msg + ". Fix: report this as a bug (the packer should not do this)")
+                violations.append(msg)
+
+    n_cores = len(cores)
+    n_chips = max(1, math.ceil(n_cores / target.cores_per_chip)) if n_cores else 0
+    if allocator == "roundrobin" and n_chips:
+        for cu in cores:
+            cu.chip = cu.core % n_chips
+    else:
+        for cu in cores:
+            cu.chip = cu.core // target.cores_per_chip
+    if n_chips > avail_chips or (max_cores is not None and n_cores > max_cores):
+        msg = (f"{target.name}: placement uses {n_cores} cores on {n_chips} chip(s) "
+               f"({target.cores_per_chip} cores per chip) but only {avail_chips} chip(s)"
+               f"{'' if max_cores is None else f' / {max_cores} cores'} are available (lower bound {lower} cores). "
+               "Fix: allow more chips (chips=...), quantize to fewer weight bits, or shrink the network")
+        if strict:
+            raise TargetLimitError(msg)
+        violations.append(msg)
+
+    core_of = {}
+    for lname, gl in groups.items():
+        core_of[lname] = (np.array([g[1] for g in gl]), np.array([g[2] for g in gl]), np.array([g[0] for g in gl]))
+    links = _links(model, groups, core_of)
+
+    return Placement(
+        target=target.name, limits=lim, cores_per_chip=int(target.cores_per_chip), groups=groups, cores=cores,
+        chips=n_chips, lower_bound=int(lower), lower_bound_by_resource=lb_by, totals=totals,
+        layers={k: {"op": v.op, "neurons": v.n, "shape": list(v.shape), "order": v.order, "spiking": v.spiking,
+                    "synapse_nodes": list(v.synapse_nodes), "accumulator": v.accumulator}
+                for k, v in model.layers.items()},
+        sources=dict(model.sources), host_nodes=list(model.host_nodes), allocator=allocator,
+        violations=violations, links=links, core_synapses=core_syn, model=model,
+    )
+
+
+# ---- lower bound ------------------------------------------------------------------------------------
+def _lower_bound(model: Model, lim, idx, sharing):
+    """Minimum total need per resource over every possible split, and the core count it implies.
+
+    A destination layer needs at least k_min cores (its neurons and minimum memory), each holding at most
+    g_max of its neurons; so a projection needs >= max(distinct sources, k_min x min fan-in) input axons
+    and, from on-chip sources, >= max(distinct sources, synapses / g_max) output axons.
+    """
+    totals = {r: 0 for r in RESOURCES}
+    for layer in model.layers.values():
+        mem = sum(p.min_memory_bits(idx, sharing) for p in layer.incoming)
+        per_neuron = sum(p.per_neuron_min_bits(sharing) for p in layer.incoming)
+        k_min = max(1, math.ceil(layer.n / lim["neurons"]), math.ceil(mem / lim["synapse_memory_bits"]))
+        g_max = min(layer.n, lim["neurons"])
+        if per_neuron:
+            g_max = max(1, min(g_max, lim["synapse_memory_bits"] // per_neuron))
+        totals["neurons"] += layer.n
+        totals["synapse_memory_bits"] += mem
+        for p in layer.incoming:
+            ns = p.n_sources(0, layer.n)
+            totals["input_axons"] += max(ns, k_min * p.min_fanin())
+            if p.src in model.layers:
+                totals["output_axons"] += max(ns, math.ceil(p.total_synapses / g_max))
+    lb = {r: math.ceil(totals[r] / lim[r]) if totals[r] else 0 for r in RESOURCES}
+    return totals, lb
+
+
+# ---- splitting ------------------------------------------------------------------------------------
+def _usage(layer: Layer, a: int, b: int, out_cum: np.ndarray | None, idx: int, sharing: bool) -> dict[str, int]:
+    mem = 0
+    ins = 0
+    for p in layer.incoming:
+        ns = p.n_sources(a, b)
+        ins += ns
+        mem += p.memory_bits(a, b, ns, idx, sharing)
+    out = int(out_cum[b] - out_cum[a]) if out_cum is not None else 0
+    return {"neurons": b - a, "synapse_memory_bits": int(mem), "input_axons": int(ins), "output_axons": out}
+
+
+def _over(u, lim) -> str | None:
+    for r in RESOURCES:
+        if u[r] > lim[r]:
+            return r
+    return None
+
+
+def _split_layer(layer: Layer, out_cum, lim, idx, sharing, target, strict, violations) -> list[tuple[int, int]]:
+    n = layer.n
+    groups = []
+    a = 0
+    prev = lim["neurons"]
+    while a < n:
+        hi = min(n, a + lim["neurons"])
+        if _over(_usage(layer, a, hi, out_cum, idx, sharing), lim) is None:
+            b = hi
+        else:
+            u1 = _usage(layer, a, a + 1, out_cum, idx, sharing)
+            r = _over(u1, lim)
+            if r is not None:
+                src = ", ".join(sorted({p.src for p in layer.incoming})) or "-"
+                err = check_single(layer, r, u1[r], lim[r], target, f" (neuron {a}; sources: {src})")
+                if strict:
+                    raise err
+                violations.append(str(err))
+                groups.append((a, a + 1))
+                a += 1
+                continue
+            lo = a + 1
+            # try the previous group's size first: layers are usually uniform
+            guess = a + prev
+            if lo < guess < hi:
+                if _over(_usage(layer, a, guess, out_cum, idx, sharing), lim) is None:
+                    lo = guess
+                    if guess + 1 < hi and _over(_usage(layer, a, guess + 1, out_cum, idx, sharing), lim) is not None:
+                        hi = guess + 1
+                else:
+                    hi = guess
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if _over(_usage(layer, a, mid, out_cum, idx, sharing), lim) is None:
+                    lo = mid
+                else:
+                    hi = mid
+            b = lo
+        groups.append((a, b))
+        prev = b - a
+        a = b
+    return groups
+
+
+def _out_need(model: Model, lname: str, splits: dict[str, list[tuple[int, int]]]) -> np.ndarray:
+    """Prefix sums over a layer's neurons of the output axons each needs (one per projection x dst group)."""
+    layer = model.layers[lname]
+    need = np.zeros(layer.n, np.int64)
+    for p in layer.outgoing:
+        for a, b in splits.get(p.dst, [(0, p.n_dst)]):
+            need += p.needed_mask(a, b)
+    return np.concatenate([[0], np.cumsum(layer.to_order(need))])
+
+
+def _out_need_all(model, splits):
+    return {k: _out_need(model, k, splits) for k in model.layers}
+
+
+def _split_all(model: Model, lim, idx, sharing, target, strict, violations):
+    splits: dict[str, list[tuple[int, int]]] = {}
+    for lname in reversed(model.order):
+        layer = model.layers[lname]
+        splits[lname] = _split_layer(layer, _out_need(model, lname, splits), lim, idx, sharing, target, strict, violations)
+    # recurrent layers saw a guess of their destinations' split; re-split until output axons fit
+    for _ in range(4):
+        changed = False
+        for lname in model.order:
+            layer = model.layers[lname]
+            if not layer.outgoing:
+                continue
+            oc = _out_need(model, lname, splits)
+            if any(int(oc[b] - oc[a]) > lim["output_axons"] for a, b in splits[lname]):
+                splits[lname] = _split_layer(layer, oc, lim, idx, sharing, target, strict, violations)
+                changed = True
+        if not changed:
+            break
+    return splits
+
+
+def _search(model, lim, idx, sharing, target, rates, splits, core_groups, lower):
+    """Try derated split limits (single resources, then pairs) and keep the packing with fewest cores.
+
+    The number of trials shrinks with the graph size so large graphs stay fast; it depends only on the
+    graph, so results are deterministic."""
+    import itertools
+
+    best = (len(core_groups), splits, core_groups)
+    trials = [{r: f} for r in RESOURCES for f in DERATE]
+    trials += [{r1: f1, r2: f2} for r1, r2 in itertools.combinations(RESOURCES, 2) for f1 in DERATE for f2 in DERATE]
+    n_neurons = sum(layer.n for layer in model.layers.values())
+    budget = min(len(trials), max(8, SEARCH_WORK // max(1, n_neurons)))
+    for trial in trials[:budget]:
+        lim_s = {k: max(1, int(lim[k] * trial.get(k, 1.0))) for k in RESOURCES}
+        try:
+            sp = _split_all(model, lim_s, idx, sharing, target, True, [])
+        except TargetLimitError:
+            continue
+        cg = _pack(model, sp, lim, idx, sharing, rates)
+        if len(cg) < best[0]:
+            best = (len(cg), sp, cg)
+            if best[0] <= lower:
+                break
+    return best[1], best[2]
+
+
+# ---- packing --------------------------------------------------------------------------------------
+def _pack(model: Model, splits, lim, idx, sharing, rates) -> list[list[tuple[str, int, int]]]:
+    out_need = _out_need_all(model, splits)
+    # layer-level affinity: expected messages per step between two layers (or neuron counts without a Run)
+    aff: dict[str, dict[str, float]] = {k: {} for k in model.layers}
+    for p in model.projections:
+        if p.src in model.layers:
+            w = rates.get(p.src, 1.0) * p.n_src if rates else float(p.n_src)
+            aff[p.dst][p.src] = aff[p.dst].get(p.src, 0.0) + w
+            aff[p.src][p.dst] = aff[p.src].get(p.dst, 0.0) + w
+    cores: list[list[tuple[str, int, int]]] = []
+    use: list[np.ndarray] = []
+    present: list[set[str]] = []
+    limv = np.array([lim[r] for r in RESOURCES], dtype=np.int64)
+    for lname in model.order:
+        layer = model.layers[lname]
+        a_l = aff[lname]
+        for a, b in splits[lname]:
+            u = _usage(layer, a, b, out_need[lname], idx, sharing)
+            uv = np.array([u[r] for r in RESOURCES], dtype=np.int64)
+            best, best_score = -1, -1.0
+            for ci in range(max(0, len(cores) - WINDOW), len(cores)):
+                if lname in present[ci] or np.any(use[ci] + uv > limv):
+                    continue
+                score = sum(a_l.get(m, 0.0) for m in present[ci])
+                if score > best_score:
+                    best, best_score = ci, score
+            if best < 0:
+                cores.append([])
+                use.append(np.zeros(len(RESOURCES), np.int64))
+                present.append(set())
+                best = len(cores) - 1
+            cores[best].append((lname, a, b))
+            use[best] += uv
+            present[best].add(lname)
+    return cores
+
+
+# ---- links ----------------------------------------------------------------------------------------
+def _links(model: Model, groups, core_of) -> list[tuple[str, int, int, int]]:
+    """(source population, source core or -1, destination core, source neurons needed) for every pair."""
+    acc: dict[tuple[str, int, int], int] = {}
+    for p in model.projections:
+        src_is_layer = p.src in model.layers
+        if src_is_layer:
+            starts, stops, score = core_of[p.src]
+        for dcore, a, b in groups[p.dst]:
+            if not src_is_layer:
+                key = (p.src, -1, dcore)
+                acc[key] = acc.get(key, 0) + p.n_sources(a, b)
+                continue
+            m = model.layers[p.src].to_order(p.needed_mask(a, b))
+            cum = np.concatenate([[0], np.cumsum(m, dtype=np.int64)])
+            cnt = cum[stops] - cum[starts]
+            for sc, c in zip(score[cnt > 0], cnt[cnt > 0], strict=True):
+                key = (p.src, int(sc), dcore)
+                acc[key] = acc.get(key, 0) + int(c)
+    return [(k[0], k[1], k[2], v) for k, v in acc.items()]
