@@ -52,16 +52,19 @@ def inspect(file: str, as_json: bool) -> None:
         _emit_json(info)
         return
     t = Table(title=f"{file}  ({info['format']})", show_lines=False)
-    for col in ("node", "op", "shape", "neurons", "synapses", "params", "fan-in", "where", "modality"):
-        t.add_column(col, justify="right" if col in ("neurons", "synapses", "params", "fan-in") else "left")
+    has_modality = any(r["modality"] for r in info["nodes"].values())
+    cols = ("node", "op", "shape", "neurons", "synapses", "params", "fan-in", "where") + (("modality",) if has_modality else ())
+    for col in cols:
+        t.add_column(col, justify="right" if col in ("neurons", "synapses", "params", "fan-in") else "left",
+                     no_wrap=col in ("neurons", "synapses", "params"), overflow="fold")
     for name, r in info["nodes"].items():
         where = "[yellow]host[/]" if r["placement"] == "host" else "chip"
         t.add_row(name, r["op"], "×".join(map(str, r["shape"])) or "-", f"{r['neurons']:,}", f"{r['synapses']:,}",
-                  f"{r['parameters']:,}", str(r["fan_in"] or ""), where, r["modality"] or "")
+                  f"{r['parameters']:,}", str(r["fan_in"] or ""), where, *((r["modality"] or "",) if has_modality else ()))
     tot = info["total"]
     t.add_section()
     t.add_row("total", f"{tot['nodes']} nodes", "", f"{tot['neurons']:,}", f"{tot['synapses']:,}",
-              f"{tot['parameters']:,}", "", f"{tot['host_nodes']} host", "")
+              f"{tot['parameters']:,}", "", f"{tot['host_nodes']} host", *(("",) if has_modality else ()))
     console.print(t)
     console.print(f"inputs: {', '.join(info['inputs'])}   outputs: {', '.join(info['outputs'])}   "
                   f"dt: {info['dt'] if info['dt'] is not None else 'not recorded'}   reset: {info['reset']}")

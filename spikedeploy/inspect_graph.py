@@ -11,6 +11,8 @@ from .graph import Graph
 def describe(graph: Graph, *, fmt: str, path: str | None = None) -> dict[str, Any]:
     graph.validate()
     st = graph.stats()
+    order, _ = graph.order()  # evaluation order reads better than file order (HDF5 sorts names)
+    st["nodes"] = {n: st["nodes"][n] for n in order}
     return {
         "file": path,
         "format": fmt,
