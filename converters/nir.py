@@ -231,11 +231,17 @@ def _node_to_nir(nir, node: Node):
         ishp = p["input_shape"]
         kw = {k: _scalarise(p[k]) for k in ("weight", "stride", "padding", "dilation", "groups", "bias")}
         if op == "Conv1d":
-            ishp_v = _scalarise(ishp) if np.size(ishp) != 1 else np.asarray(ishp).reshape(-1)[0]
-            obj = nir.Conv1d(input_shape=ishp_v, **kw)
+            # NIR's Conv1d takes a scalar length (nir.read fails on a 1-element array)
+            ishp = np.asarray(ishp)
+            if ishp.shape != ():
+                if "input_shape" not in none:
+                    shapes["input_shape"] = list(ishp.shape)
+                ishp = ishp.reshape(-1)[0]
+            obj = nir.Conv1d(input_shape=ishp, **kw)
+            p.pop("input_shape")
         else:
             obj = nir.Conv2d(input_shape=tuple(int(x) for x in np.asarray(ishp).ravel()), **kw)
-        obj.input_shape = _scalarise(ishp)
+            obj.input_shape = _scalarise(ishp)
     elif op in ("SumPool2d", "AvgPool2d"):
         if p.get("stride") is None:
             p["stride"] = np.array(p["kernel_size"], copy=True)
@@ -592,8 +598,8 @@ def _dict_to_node(name: str, nd: dict, where: str) -> tuple[Node, Any]:
     for k in json.loads(_decode(ours["none"])) if "none" in ours else ():
         params[k] = None
     for k, shp in (json.loads(_decode(ours["shapes"])).items() if "shapes" in ours else ()):
-        if isinstance(params.get(k), np.ndarray):
-            params[k] = _unbroadcast(params[k], tuple(shp))
+        if params.get(k) is not None:
+            params[k] = _unbroadcast(np.asarray(params[k]), tuple(shp))
     node = Node(name, t, params=params)
     # Node() turns numbers into arrays; keep 0-d numpy values as 0-d arrays of the same dtype
     if "placement" in ours:
