@@ -211,6 +211,8 @@ class _StepInterpreter(fx.Interpreter):
         m = self.fetch_attr(target)
         if is_neuron(m):
             out = m(args[0])  # state lives in the neuron; the caller's state arguments are its own copy
+            if args[0].dtype != torch.float32:  # snnTorch's spike functions always return float32
+                out = tuple(o.to(args[0].dtype) for o in out) if isinstance(out, tuple) else out.to(args[0].dtype)
             node = self._current
             if isinstance(out, tuple) and not all(u.op == "call_function" and u.target is operator.getitem
                                                   for u in node.users):

@@ -203,6 +203,7 @@ HOST_OPS = (
     "Readout",  # learned per-time-step readout
     "CosineSimilarity",  # similarity head against a gallery
     "Concat",
+    "HostOp",  # any other torch op run on the host (allow_approximate export); node.meta["torch"] names it
 )
 for _op in HOST_OPS:
     _register(OpSpec(_op, "host", optional={"out_shape": None}, infer=None))
