@@ -537,8 +537,8 @@ def _edge_list(e: Any, where: str, prefix: str) -> list[tuple[Any, Any]]:
 def _repair_edge_names(edges, local: dict, where: str, prefix: str, repairs: list[str]):
     """snnTorch's subgraph export names the inner node 'lif1' but its edges say 'lif' (nir.read rejects it).
 
-    An unknown name is repaired when exactly one node of the same graph is named by no edge and its name
-    starts with the unknown one (or is the only candidate); anything else is an error naming the edge.
+    An unknown name is repaired when exactly one node of the same graph is named by no edge and one name
+    starts with the other; anything else is an error naming the edge.
     """
     names = set(local)
     used = {x for e in edges for x in e}
@@ -549,8 +549,6 @@ def _repair_edge_names(edges, local: dict, where: str, prefix: str, repairs: lis
     mapping = {}
     for u in unknown:
         cands = [n for n in unused if n.startswith(u) or u.startswith(n)]
-        if len(cands) != 1 and len(unknown) == 1 and len(unused) == 1:
-            cands = unused
         if len(cands) != 1 or cands[0] in mapping.values():
             where_g = f"subgraph '{prefix[:-1]}'" if prefix else "the graph"
             raise FileFormatError(
