@@ -82,7 +82,7 @@ def traffic(graph, placement, run=None, *, assumed_rate: float | None = None, to
                 core_m[sc, dc] += m
         link_rows.append((m, src, sc, dc, n))
     to_host = 0.0
-    for lname, readers in placement.model.to_host.items():
+    for lname in placement.model.to_host:
         to_host += rates.get(lname, 0.0) * placement.layers[lname]["neurons"]
     levels["chip_to_host"] = to_host
     link_rows.sort(key=lambda r: (-r[0], r[2], r[3]))
