@@ -1,0 +1,400 @@
+"""From a float Graph to the chip's layer structure: pooling folds, layer discovery, per-neuron gains.
+
+Every neuron node on chip becomes one layer of CUBA compartments fed by one or more synapse nodes (Dense,
+Conv). This module finds those layers, rewrites what can be rewritten exactly (pooling folded into the
+next Conv or Dense, pooling straight into neurons as a grouped Conv), refuses what cannot be mapped, and
+computes for each neuron the factors that turn float weights, biases and thresholds into the chip's units
+(lava-fixed-point.md §2):
+
+    a_in   = λ · gain · (W x)                 input current per step, in weight units
+    bias   = λ · (k_m · v_leak' + hgain · b)  per step, in the same units (Lava adds it to v, ×64)
+    vth    = λ · v_th'                         v_th' = v_th − v_reset (the state is shifted so reset is 0)
+
+with gain = k_m·r (LIF), k_m·r·k_s·w_in (CubaLIF), dt·r (IF, I), 1 (Threshold); k_m = dv/4096 and
+k_s = (du+1)/4096 use the *rounded* decays so the steady-state gain stays exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import UnsupportedError
+from .graph import Graph, Node
+from .ops import _pair
+from .targets.spec import NumericFormat
+
+CHIP_SYNAPSES = ("Affine", "Linear", "Conv1d", "Conv2d", "Scale")
+POOLS = ("SumPool2d", "AvgPool2d")
+READOUTS = ("LI", "CubaLI", "I")  # never spike on chip: vth = 2**17
+SPIKING = ("LIF", "IF", "CubaLIF", "Threshold")
+CHIP_NEURONS = SPIKING + READOUTS
+
+
+@dataclass
+class Chain:
+    """One synapse node feeding a neuron layer."""
+
+    syn: str
+    src: str  # node whose output the synapse reads (Input, neuron, or host node), Flatten skipped
+    kind: str  # "dense" | "conv" | "scale"
+
+
+@dataclass
+class Layer:
+    name: str
+    op: str
+    shape: tuple[int, ...]
+    chains: list[Chain]
+    du: int | np.ndarray
+    dv: int | np.ndarray
+    gain: np.ndarray  # per neuron, flat
+    hgain: np.ndarray  # per neuron: factor of the Affine/Conv bias into v
+    leak: np.ndarray  # per neuron: k_m · v_leak' (λ-free bias part)
+    vth_f: np.ndarray | None  # per neuron v_th' (None: readout, never spikes)
+    bias_f: np.ndarray = field(default=None)  # λ-free bias per step in weight units (set by build)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def spiking(self) -> bool:
+        return self.vth_f is not None
+
+
+class Approx:
+    """Collects approximations: refuses them unless allowed, else records them as deviations."""
+
+    def __init__(self, allow: bool):
+        self.allow = allow
+        self.deviations: list[str] = []
+
+    def __call__(self, msg: str, fix: str) -> None:
+        if not self.allow:
+            raise UnsupportedError(f"{msg}; {fix} (or pass allow_approximate=True / --allow-approximate to record it "
+                                   "as a deviation and go on)")
+        self.deviations.append(msg)
+
+
+# ---- graph-level checks and rewrites ------------------------------------------------------------
+
+def check_graph(g: Graph, approx: Approx) -> None:
+    if g.reset == "subtract":
+        approx(
+            "graph resets by subtraction; Loihi 2 (Lava fixed_pt) only resets v to 0, so the chip will reset to "
+            "zero instead",
+            "retrain with reset_mechanism='zero' (snnTorch), or keep reset by subtraction on a float backend",
+        )
+    if g.reset_delay:
+        approx(
+            "graph has a reset delay (the membrane keeps its above-threshold value for one step); Lava resets in "
+            "the same step",
+            "retrain with reset_delay=False (snnTorch)",
+        )
+    for name, node in g.nodes.items():
+        gsf = node.meta.get("graded_spikes_factor", node.params.get("graded_spikes_factor"))
+        if gsf is not None and float(np.asarray(gsf)) != 1.0:
+            approx(
+                f"node '{name}' ({node.op}) emits graded spikes (factor {float(np.asarray(gsf)):g}); the chip "
+                "sends binary spikes",
+                "fold the factor into the next layer's weights and set graded_spikes_factor=1",
+            )
+        if node.op == "Delay" and node.placement == "chip":
+            raise UnsupportedError(
+                f"node '{name}' (Delay): delay nodes are not mapped by this quantizer yet (Lava would need a "
+                "DelayDense); fix: remove the delay, or mark the node placement='host'"
+            )
+        if node.op in ("IF", "I") and node.placement == "chip":
+            r = np.asarray(node.params["r"], dtype=float)
+            if not np.all(np.isfinite(r)):
+                raise UnsupportedError(
+                    f"node '{name}' ({node.op}): r is not finite (snnTorch exports beta=1 as tau=r=inf); "
+                    "fix: set r to the input gain of the integrator (1/dt for snnTorch's beta=1 Leaky)"
+                )
+
+
+def fold_pooling(g: Graph) -> list[str]:
+    """Rewrite pooling in place so that the chip graph has only Dense/Conv synapses. Returns what was done.
+
+    - Non-overlapping pooling (stride = kernel, no padding) followed by Conv2d: W'[:,:,i,j] = W[:,:,i//p,j//p],
+      stride·p, padding·p (exact; notes §2). Followed by Flatten → Affine/Linear: the Dense reads the
+      un-pooled input with each weight repeated over its pooling window (exact).
+    - Pooling straight into a neuron layer: a grouped Conv2d with constant weights (exact, any stride/padding).
+    AvgPool2d is SumPool2d with weights 1/(kh·kw) (count_include_pad, as torch and NIR do).
+    """
+    done: list[str] = []
+    for name in [n for n, v in g.nodes.items() if v.op in POOLS and v.placement == "chip"]:
+        node = g.nodes[name]
+        k = _pair(node.params["kernel_size"], 2)
+        st = node.params.get("stride")
+        st = k if st is None else _pair(st, 2)
+        pd = _pair(node.params.get("padding", 0), 2)
+        C, H, W = node.in_shape
+        factor = 1.0 / (k[0] * k[1]) if node.op == "AvgPool2d" else 1.0
+        succ = g.successors(name)
+        preds = g.predecessors(name)
+        non_overlap = tuple(st) == tuple(k) and pd == (0, 0)
+        if len(succ) == 1 and non_overlap:
+            nxt = g.nodes[succ[0]]
+            if nxt.op == "Conv2d" and _foldable_conv(nxt, (H, W), k):
+                w = np.asarray(nxt.params["weight"], dtype=np.float64)
+                nxt.params["weight"] = np.repeat(np.repeat(w, k[0], axis=2), k[1], axis=3) * factor
+                nxt.params["stride"] = np.asarray([s * p for s, p in zip(_pair(nxt.params.get("stride", 1), 2), k,
+                                                                         strict=True)])
+                nxt.params["padding"] = np.asarray([q * p for q, p in zip(_pair(nxt.params.get("padding", 0), 2), k,
+                                                                          strict=True)])
+                _bypass(g, name, preds, succ[0])
+                done.append(f"{node.op} '{name}' ({k[0]}x{k[1]}) folded into Conv2d '{succ[0]}' (exact)")
+                continue
+            if nxt.op == "Flatten" and len(g.successors(succ[0])) == 1:
+                dense = g.nodes[g.successors(succ[0])[0]]
+                if dense.op in ("Affine", "Linear") and int(nxt.params.get("start_dim", 0)) in (0, -3):
+                    Hp, Wp = H // k[0], W // k[1]
+                    w = np.asarray(dense.params["weight"], dtype=np.float64).reshape(-1, C, Hp, Wp)
+                    up = np.zeros((w.shape[0], C, H, W))
+                    up[:, :, : Hp * k[0], : Wp * k[1]] = np.repeat(np.repeat(w, k[0], axis=2), k[1], axis=3)
+                    dense.params["weight"] = up.reshape(w.shape[0], -1) * factor
+                    _bypass(g, name, preds, succ[0])
+                    nxt.params["input_shape"] = None
+                    done.append(f"{node.op} '{name}' ({k[0]}x{k[1]}) folded into {dense.op} '{dense.name}' "
+                                "after Flatten (exact)")
+                    continue
+        if all(g.nodes[s].op in CHIP_NEURONS for s in succ):
+            conv = Node(name, "Conv2d", {"weight": np.full((C, 1, k[0], k[1]), factor), "stride": np.asarray(st),
+                                         "padding": np.asarray(pd), "groups": C}, placement=node.placement,
+                        modality=node.modality, meta=dict(node.meta))
+            g.nodes[name] = conv
+            done.append(f"{node.op} '{name}' into neurons mapped to a grouped Conv2d with constant weights (exact)")
+            continue
+        why = "it overlaps or is padded" if not non_overlap else "what follows it is not a Conv2d or Flatten→Dense"
+        raise UnsupportedError(
+            f"node '{name}' ({node.op}): pooling cannot be folded into the chip's synapses ({why}); Lava has no "
+            "pooling process. Fix: use non-overlapping pooling (stride = kernel, no padding) before a Conv2d or "
+            "Flatten→Linear, or put a neuron layer right after the pooling"
+        )
+    if done:
+        g.infer_shapes()
+    return done
+
+
+def _foldable_conv(conv: Node, hw: tuple[int, int], k: tuple[int, int]) -> bool:
+    if _pair(conv.params.get("dilation", 1), 2) != (1, 1) or isinstance(conv.params.get("padding"), str):
+        return False
+    pad = _pair(conv.params.get("padding", 0), 2)
+    # with padding, rows the pooling dropped (H % p) would be read as data instead of zeros
+    return all(p == 0 or n % kk == 0 for p, n, kk in zip(pad, hw, k, strict=True))
+
+
+def _bypass(g: Graph, name: str, preds: list[str], succ: str) -> None:
+    g.edges = [e for e in g.edges if name not in e]
+    for p in preds:
+        g.edges.append((p, succ))
+    del g.nodes[name]
+
+
+# ---- layer discovery ----------------------------------------------------------------------------
+
+def _through_shapes(g: Graph, name: str, direction: str) -> str:
+    """Follow Flatten nodes (one edge each) backwards or forwards."""
+    while g.nodes[name].spec.family == "shape":
+        nxt = g.predecessors(name) if direction == "back" else g.successors(name)
+        if len(nxt) != 1:
+            raise UnsupportedError(
+                f"node '{name}' ({g.nodes[name].op}) has {len(nxt)} {'inputs' if direction == 'back' else 'outputs'}; "
+                "on chip a Flatten must sit between exactly one source and one synapse"
+            )
+        name = nxt[0]
+    return name
+
+
+def find_layers(g: Graph, dt: float | None, fmt: NumericFormat, approx: Approx) -> dict[str, Layer]:
+    layers: dict[str, Layer] = {}
+    owner: dict[str, str] = {}
+    for name, node in g.nodes.items():
+        if node.placement != "chip":
+            continue
+        fam = node.spec.family
+        if fam == "neuron":
+            if node.op not in CHIP_NEURONS:
+                raise UnsupportedError(f"node '{name}' ({node.op}): no chip neuron model")
+            chains = []
+            for p in g.predecessors(name):
+                s = _through_shapes(g, p, "back")
+                sn = g.nodes[s]
+                if sn.op not in CHIP_SYNAPSES:
+                    raise UnsupportedError(
+                        f"node '{name}' ({node.op}) is fed by '{s}' ({sn.op}) without a synapse in between; on chip "
+                        "every neuron input arrives through a Dense or Conv. Fix: insert a Linear with an identity "
+                        "(or scaled identity) weight"
+                    )
+                if s in owner and owner[s] != name:
+                    raise UnsupportedError(
+                        f"synapse '{s}' feeds two neuron layers ('{owner[s]}' and '{name}'); each layer needs its own "
+                        "scale. Fix: duplicate the synapse node, one per layer"
+                    )
+                owner[s] = name
+                srcs = g.predecessors(s)
+                if len(srcs) != 1:
+                    raise UnsupportedError(
+                        f"synapse '{s}' ({sn.op}) has {len(srcs)} inputs; on chip a synapse reads one source. "
+                        "Fix: give each source its own synapse into the neuron layer"
+                    )
+                src = _through_shapes(g, srcs[0], "back")
+                if g.nodes[src].spec.family == "synapse" and g.nodes[src].placement == "chip":
+                    raise UnsupportedError(
+                        f"synapse '{s}' ({sn.op}) reads synapse '{src}' ({g.nodes[src].op}) directly; the chip has no "
+                        "synapse-to-synapse path. Fix: merge them into one layer, or put a neuron layer between them"
+                    )
+                if g.nodes[src].op in READOUTS and g.nodes[src].placement == "chip":
+                    raise UnsupportedError(
+                        f"synapse '{s}' ({sn.op}) reads '{src}' ({g.nodes[src].op}), a never-spiking readout; on chip "
+                        "it sends nothing. Fix: make it a spiking layer (LIF/CubaLIF) or mark the readout and what "
+                        "follows placement='host'"
+                    )
+                kind = "conv" if sn.op.startswith("Conv") else ("scale" if sn.op == "Scale" else "dense")
+                chains.append(Chain(s, src, kind))
+            if not chains:
+                raise UnsupportedError(f"node '{name}' ({node.op}) has no input synapse")
+            layers[name] = _neuron_factors(g, node, chains, dt, fmt, approx)
+        elif fam == "synapse" and node.op not in CHIP_SYNAPSES:
+            raise UnsupportedError(f"node '{name}' ({node.op}): no chip synapse model")
+    for name, node in g.nodes.items():
+        if node.placement == "chip" and node.op in CHIP_SYNAPSES and name not in owner:
+            dst = [_through_shapes(g, s, "fwd") for s in g.successors(name)]
+            raise UnsupportedError(
+                f"synapse '{name}' ({node.op}) feeds {dst or 'nothing'} instead of a neuron layer; on chip a synapse "
+                "must end in neurons. Fix: add an LI (never-spiking readout) layer after it, or mark it "
+                "placement='host'"
+            )
+    for name in g.outputs:
+        for p in g.predecessors(name):
+            p2 = _through_shapes(g, p, "back")
+            if g.nodes[p2].op in CHIP_SYNAPSES and g.nodes[p2].placement == "chip":
+                raise UnsupportedError(f"Output '{name}' reads synapse '{p2}' directly; add an LI readout layer")
+    return layers
+
+
+def _flat(node: Node, key: str, n: int, default=None) -> np.ndarray:
+    v = node.params.get(key, default)
+    a = np.asarray(v, dtype=np.float64).reshape(-1)
+    if a.size == 1:
+        a = np.repeat(a, n)
+    if a.size != n:
+        raise UnsupportedError(f"node '{node.name}' ({node.op}): parameter '{key}' has {a.size} values for {n} neurons")
+    return a
+
+
+def _decay(k: np.ndarray, name: str, what: str, approx: Approx, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """12-bit decay constant round(4096·k) and the factor it really applies."""
+    one = 2**bits
+    if np.any(k > 1 + 1e-12):
+        raise UnsupportedError(
+            f"node '{name}': dt/{what} = {float(k.max()):g} > 1 (dt larger than the time constant); the chip's decay "
+            f"is at most {one}/{one}. Fix: a smaller dt, or a larger time constant"
+        )
+    d = np.rint(k * one).astype(np.int64)
+    kq = d / one
+    lost = (d == 0) & (k > 0)
+    if lost.any():
+        approx(f"node '{name}': {what} > {one}·dt on {int(lost.sum())} neuron(s); the decay rounds to 0 (no leak)",
+               f"use dt ≥ {what}/{one}")
+        kq = np.where(lost, k, kq)  # keep the input gain; only the leak is lost
+    return d, kq
+
+
+def _scalar_if_uniform(a: np.ndarray):
+    return int(a[0]) if np.all(a == a[0]) else a.astype(np.int64)
+
+
+def _neuron_factors(g: Graph, node: Node, chains: list[Chain], dt, fmt: NumericFormat, approx: Approx) -> Layer:
+    name, op = node.name, node.op
+    shape = tuple(node.out_shape)
+    n = int(np.prod(shape)) if shape else 1
+    if op != "Threshold" and dt is None:
+        raise UnsupportedError(f"node '{name}' ({op}) needs the time step, but graph.dt is None; set graph.dt")
+    one = 2**fmt.decay_bits
+    notes: list[str] = []
+    zeros = np.zeros(n)
+    v_reset = _flat(node, "v_reset", n, 0.0) if op in ("LIF", "IF", "CubaLIF") else zeros
+    if np.any(v_reset != 0):
+        # the shift v' = v − v_reset makes every reset exact, but the chip starts at v' = 0, i.e. at v_reset
+        approx(f"node '{name}' ({op}): v_reset = {float(np.abs(v_reset).max()):g} ≠ 0; the chip resets to 0, so the "
+               "state is shifted by −v_reset (exact after each neuron's first spike), but it starts at v = v_reset "
+               "where the float model starts at 0",
+               "use v_reset = 0 with v_threshold and v_leak shifted by −v_reset, which is the same model started "
+               "at its reset potential")
+        notes.append("v_reset != 0: state shifted by -v_reset so that the chip's reset to 0 is exact")
+    if op in ("LIF", "LI"):
+        k = dt / _flat(node, "tau", n)
+        dv, km = _decay(k, name, "tau", approx, fmt.decay_bits)
+        r = _flat(node, "r", n)
+        du = np.full(n, one - 1)
+        gain, hgain = km * r, km * r
+        leak = km * (_flat(node, "v_leak", n) - v_reset)
+    elif op in ("CubaLIF", "CubaLI"):
+        km_f = dt / _flat(node, "tau_mem", n)
+        ks_f = dt / _flat(node, "tau_syn", n)
+        dv, km = _decay(km_f, name, "tau_mem", approx, fmt.decay_bits)
+        dsyn, ks = _decay(ks_f, name, "tau_syn", approx, fmt.decay_bits)
+        du = dsyn - 1
+        r, w_in = _flat(node, "r", n), _flat(node, "w_in", n, 1.0)
+        gain = km * r * ks * w_in
+        hgain = km * r * w_in  # steady state of the bias through the current (exact only in steady state)
+        leak = km * (_flat(node, "v_leak", n) - v_reset)
+    elif op in ("IF", "I"):
+        r = _flat(node, "r", n)
+        dv, du = np.zeros(n, np.int64), np.full(n, one - 1)
+        gain = hgain = dt * r
+        leak = zeros
+    else:  # Threshold: v = a + b each step (full decay), spike when above
+        dv, du = np.full(n, one), np.full(n, one - 1)
+        gain = hgain = np.ones(n)
+        leak = zeros
+    if op in SPIKING:
+        thr = _flat(node, "threshold" if op == "Threshold" else "v_threshold", n)
+        vth_f = thr - v_reset
+        if np.any(vth_f < 0):
+            raise UnsupportedError(
+                f"node '{name}' ({op}): threshold below the reset potential (v_th - v_reset = {float(vth_f.min()):g}); "
+                "the chip's threshold is unsigned. Fix: v_th >= v_reset"
+            )
+    else:
+        vth_f = None
+    lay = Layer(name, op, shape, chains, _scalar_if_uniform(np.asarray(du)), _scalar_if_uniform(np.asarray(dv)),
+                gain, hgain, leak, vth_f, notes=notes)
+    # the Affine/Conv biases of all chains, per neuron, λ-free, in weight units per step
+    b = np.zeros(n)
+    for c in chains:
+        sn = g.nodes[c.syn]
+        bias = sn.params.get("bias") if sn.op in ("Affine", "Conv1d", "Conv2d") else None
+        if bias is None:
+            continue
+        bias = np.asarray(bias, dtype=np.float64)
+        if sn.op.startswith("Conv"):
+            bias = np.repeat(bias.reshape(-1), int(np.prod(sn.out_shape[1:])))
+        b = b + bias.reshape(-1)
+    if op in ("CubaLIF", "CubaLI") and np.any(b != 0):
+        approx(f"node '{name}' ({op}): the synapse bias enters the current in NIR but v on Loihi; the chip matches "
+               "only in steady state", "fold the bias into v_leak (v_leak += r·w_in·b) or drop it")
+    lay.bias_f = leak + hgain * b
+    for c in chains:
+        if c.kind == "conv":
+            gc = gain.reshape(shape)
+            if gc.ndim >= 2 and not np.allclose(gc, gc.reshape(gc.shape[0], -1)[:, :1].reshape(
+                    (gc.shape[0],) + (1,) * (gc.ndim - 1))):
+                approx(f"node '{name}' ({op}): time constants or r differ within a channel, but conv '{c.syn}' "
+                       "shares its weights across positions; the per-channel mean gain is used",
+                       "use per-channel parameters after a convolution")
+    return lay
+
+
+def effective_weight(g: Graph, lay: Layer, c: Chain) -> np.ndarray:
+    """The chain's float weight with the layer's per-neuron gain folded in (λ-free), in the node's layout."""
+    sn = g.nodes[c.syn]
+    if c.kind == "dense":
+        return np.asarray(sn.params["weight"], dtype=np.float64) * lay.gain[:, None]
+    if c.kind == "scale":
+        s = np.broadcast_to(np.asarray(sn.params["scale"], dtype=np.float64).reshape(-1), lay.gain.shape)
+        return s * lay.gain
+    w = np.asarray(sn.params["weight"], dtype=np.float64)
+    gc = lay.gain.reshape(w.shape[0], -1).mean(axis=1)
+    return w * gc.reshape((-1,) + (1,) * (w.ndim - 1))
