@@ -10,6 +10,9 @@ Lava declares Python < 3.11 and numpy < 2. Three things break (../shared/notes/l
 3. Errors inside process models are swallowed (the runtime only says "1 Exception(s) occurred. See
    output above" with nothing above). We wrap the process model's run loop to print the traceback.
 
+4. netx's `Network.create_input` calls `int()` on one-element arrays (the input layer's weight and bias),
+   which numpy 2 refuses. We hand it a view of the layer config in which those are scalars.
+
 lava-dl's netx imports `slayer/__init__.py`, which imports `object_detection`, which needs torchvision
 and cv2 (unavailable here). netx never uses it, so we register an empty stub module first.
 
@@ -108,6 +111,38 @@ def _stub_object_detection() -> None:
         sys.modules[_OBJECT_DETECTION] = stub
 
 
+class _ScalarInputConfig:
+    """Layer config whose one-element 'weight'/'bias' read as Python scalars (numpy 2 refuses int(array))."""
+
+    def __init__(self, cfg):
+        self._cfg = cfg
+
+    def __getitem__(self, key):
+        v = self._cfg[key]
+        if key in ("weight", "bias") and np.size(v) == 1:
+            return np.asarray(v).reshape(()).item()
+        return v
+
+    def keys(self):
+        return self._cfg.keys()
+
+    def __contains__(self, key):
+        return key in self._cfg.keys()
+
+
+def _patch_netx_input(netx_module) -> None:
+    network = netx_module.hdf5.Network
+    original = network.create_input
+    if getattr(original, "_spikedeploy_wrapped", False):
+        return
+
+    def create_input(layer_config, *args, **kwargs):
+        return original(_ScalarInputConfig(layer_config), *args, **kwargs)
+
+    create_input._spikedeploy_wrapped = True
+    network.create_input = staticmethod(create_input)
+
+
 def lava_ready() -> None:
     """Apply every fix once. Raises BackendError if lava-nc is not installed."""
     global _done
@@ -136,4 +171,5 @@ def netx():
         from lava.lib.dl import netx as _netx
     except ImportError as e:
         raise BackendError(f"lava-dl's netx cannot be imported: {e}. Install lava-dl==0.6.0 (README, 'Adding Lava').") from e
+    _patch_netx_input(_netx)
     return _netx

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import SHARED
+from paths import SHARED
 
 NIR_FIXTURES = sorted((SHARED / "fixtures" / "nir-paper").glob("*.nir"))
 

@@ -118,25 +118,11 @@ def test_truncated_netx(tmp_path, lavadl_netx_dir):
 
 
 @pytest.mark.parametrize("rel,num_layers", LOADABLE, ids=[r for r, _ in LOADABLE])
-def test_q_equals_what_lava_netx_builds(rel, num_layers, fixtures_dir, lavadl_netx_dir, monkeypatch):
+def test_q_equals_what_lava_netx_builds(rel, num_layers, fixtures_dir, lavadl_netx_dir):
     """Build the same file with lava-dl's netx.hdf5.Network (no run) and compare every integer parameter."""
-    from spikedeploy.lava_compat import lava_ready
+    from spikedeploy.lava_compat import netx as lava_netx
 
-    lava_ready()
-    from lava.lib.dl import netx
-    from lava.lib.dl.netx import utils as netx_utils
-
-    # netx does int(array of shape (1,)) for an input layer's transform, which numpy 2 refuses; give it a 0-d one
-    orig = netx_utils.NetDict.__getitem__
-
-    def getitem(self, key):
-        v = orig(self, key)
-        if (key in ("weight", "bias") and isinstance(v, np.ndarray) and v.shape == (1,)
-                and self.f["type"][0] == b"input"):
-            return v.reshape(())
-        return v
-
-    monkeypatch.setattr(netx_utils.NetDict, "__getitem__", getitem)
+    netx = lava_netx()  # includes the numpy-2 fix for netx's input-layer int(array)
     p = _path(rel, fixtures_dir, lavadl_netx_dir)
     kw = {} if num_layers is None else {"num_layers": num_layers}
     with warnings.catch_warnings():
