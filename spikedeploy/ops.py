@@ -218,8 +218,10 @@ def synapse_count(node, in_shape: Shape, out_shape: Shape) -> int:
     p = node.params
     if node.op in ("Affine", "Linear"):
         return int(p["weight"].size)
-    if node.op in ("Scale", "Delay"):
+    if node.op == "Scale":  # one-to-one connection per element
         return int(np.prod(out_shape))
+    if node.op == "Delay":  # a property of the synapses it follows (DelayDense), not synapses of its own
+        return 0
     if node.op in ("Conv1d", "Conv2d"):
         nd = 1 if node.op == "Conv1d" else 2
         w = p["weight"]
