@@ -1,0 +1,124 @@
+"""Report: JSON validates against the schema; terminal and HTML renderings; HTML shows real plots."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from spikedeploy.graph import Graph, Node
+from spikedeploy.partition_synthetic import dense_chain
+from spikedeploy.report import build_report, render_terminal, report_schema
+from spikedeploy.report_html import write_html
+from spikedeploy.run import Run
+
+jsonschema = pytest.importorskip("jsonschema")
+
+
+def _run(g: Graph, T=10, B=2, seed=0) -> Run:
+    rng = np.random.default_rng(seed)
+    counts = {}
+    for name, node in g.nodes.items():
+        if node.op in ("Input", "LIF"):
+            n = int(np.prod(node.out_shape))
+            counts[name] = rng.binomial(n, 0.05, size=(T, B))
+    return Run("test", T, B, counts=counts)
+
+
+@pytest.fixture(scope="module")
+def report():
+    g = dense_chain([64, 300, 200, 10], seed=3)
+    return build_report(g, "loihi1", run=_run(g),
+                        fidelity={"accuracy": {"float": 0.98, "quantized": 0.97, "hardware": 0.96}},
+                        retrieval={"gallery_size": 500, "embedding_dim": 10, "recall_at_1": 0.7})
+
+
+def test_json_validates_and_has_required_numbers(report):
+    jsonschema.Draft202012Validator(report_schema()).validate(report)
+    json.loads(json.dumps(report))  # plain JSON, no numpy
+    for k in ("cores_used", "cores_lower_bound", "chips", "energy_per_inference_j", "latency_per_inference_s",
+              "synops_per_inference", "spikes_per_inference", "traffic", "assumptions"):
+        assert k in report
+    assert report["cores_used"] >= report["cores_lower_bound"] >= 1
+    assert [r["name"] for r in report["layers"]] == ["lif1", "lif2", "lif3"]
+    assert all(r["firing_rate"] is not None and r["firing_rate"] > 0 for r in report["layers"])
+    assert report["retrieval"]["per_query"]["search_macs"] == 5000
+    assert all(c["source"] for c in report["assumptions"]["constants"])
+
+
+def test_schema_rejects_a_broken_report(report):
+    bad = dict(report)
+    del bad["energy_per_inference_j"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, report_schema())
+
+
+def test_report_without_run_and_with_host_node():
+    g = Graph(dt=1e-3)
+    one = np.ones(3)
+    for n in (Node("input", "Input", {"shape": np.array([4])}), Node("fc", "Linear", {"weight": np.ones((3, 4))}),
+              Node("lif", "LIF", {"tau": one * 2, "r": one, "v_leak": one * 0, "v_threshold": one}),
+              Node("head", "CosineSimilarity", {"out_shape": np.array([5])}), Node("output", "Output")):
+        g.add(n)
+    for a, b in (("input", "fc"), ("fc", "lif"), ("lif", "head"), ("head", "output")):
+        g.connect(a, b)
+    g.infer_shapes()
+    rep = build_report(g, "loihi2")
+    jsonschema.validate(rep, report_schema())
+    assert rep["run"] is None and rep["steps"] == 100
+    assert rep["chip_host_split"]["host_nodes"] == ["head"]
+    assert rep["chip_host_split"]["host_macs_per_step"] == 3 * 5
+    assert any("no Run" in n for n in rep["assumptions"]["notes"])
+
+
+def test_render_terminal(report):
+    from rich.console import Console
+
+    con = Console(record=True, width=140)
+    render_terminal(report, con)
+    text = con.export_text()
+    assert "cores used / lower bound" in text and f"{report['cores_used']} / {report['cores_lower_bound']}" in text
+    assert "lif2" in text and "Davies" in text and "energy / retrieval query" in text
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def test_html_is_self_contained_and_shows_plots(report, tmp_path):
+    path = write_html(report, tmp_path / "report.html")
+    text = path.read_text()
+    assert text.count("data:image/png;base64,") == 5  # rates, utilisation, traffic, energy, fidelity
+    assert "http://" not in text and "https://" not in text and "<script" not in text
+    exe = _chromium()
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is required in CI (the Makefile installs it)")
+        pytest.skip("chromium not installed (apt-get install chromium; `make test` installs it)")
+    shot = tmp_path / "shot.png"
+    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'prof'}",
+           f"--screenshot={shot}", "--window-size=1200,2000", path.resolve().as_uri()]
+    subprocess.run(cmd, capture_output=True, timeout=120, check=False)
+    assert shot.exists(), "chromium wrote no screenshot"
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(shot)[..., :3]
+    assert img.shape[0] >= 1000 and img.shape[1] >= 1000
+    gray = img.mean(axis=2)
+    assert gray.std() > 0.1  # not a blank page
+    # plots fill several regions of the page: count 200x200 tiles with a real amount of ink
+    tiles = 0
+    for y in range(0, 1800, 200):
+        for x in range(0, 1200, 200):
+            t = gray[y : y + 200, x : x + 200]
+            if (t < 0.9).mean() > 0.05:
+                tiles += 1
+    assert tiles >= 12, tiles
+    # coloured plot marks (bars, heatmap) exist, not only black text
+    sat = img.max(axis=2) - img.min(axis=2)
+    assert (sat > 0.3).mean() > 0.01
