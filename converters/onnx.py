@@ -76,10 +76,13 @@ def _ident(name: str) -> str:
     return s if s and not s[0].isdigit() else f"x_{s}"
 
 
-def export_host_onnx(traced, plan, records: list[dict[str, Any]], path: str | Path) -> dict[str, Any]:
+def export_host_onnx(traced, plan, records: list[dict[str, Any]], path: str | Path, *,
+                     dynamo: bool = True) -> dict[str, Any]:
     """Write the host part to `path` (atomically) and check it with onnxruntime on the recorded values.
 
-    Returns {"inputs", "outputs", "max_abs_diff", "batch_checked", "opset"}; raises UnsupportedError if
+    dynamo: use torch's dynamo exporter (maintained; ~10 s on first use) rather than the TorchScript one
+    (deprecated, ~1 s); if the chosen one fails, the other is tried.
+    Returns {"inputs", "outputs", "max_abs_diff", "batch_checked", "path"}; raises UnsupportedError if
     torch cannot export it or onnxruntime disagrees with torch by more than MAX_ABS_DIFF."""
     import onnx
     import onnxruntime as ort
@@ -94,7 +97,7 @@ def export_host_onnx(traced, plan, records: list[dict[str, Any]], path: str | Pa
     out_names = [n for n, _ in outs]
     try:
         with atomic_path(path) as tmp:
-            _torch_export(hm, example, in_names, out_names, tmp)
+            _torch_export(hm, example, in_names, out_names, tmp, dynamo)
             onnx.checker.check_model(str(tmp))
             sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
             worst, batches = _compare(sess, hm, records, ins, outs)
@@ -114,11 +117,11 @@ def _as_tensor(v) -> torch.Tensor:
     return v[0] if isinstance(v, tuple) else v
 
 
-def _torch_export(hm, example, in_names, out_names, path) -> None:
+def _torch_export(hm, example, in_names, out_names, path, dynamo: bool) -> None:
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
     with warnings.catch_warnings(), _quiet("torch.onnx", "torch.export", "torch._dynamo"):
         warnings.simplefilter("ignore")
-        _export(hm, example, in_names, out_names, path, batch)
+        _export(hm, example, in_names, out_names, path, batch, dynamo)
 
 
 @contextlib.contextmanager
@@ -134,15 +137,26 @@ def _quiet(*loggers: str):
             logging.getLogger(lg).setLevel(lvl)
 
 
-def _export(hm, example, in_names, out_names, path, batch) -> None:
+def _export(hm, example, in_names, out_names, path, batch, dynamo: bool) -> None:
+    if not dynamo:
+        try:
+            return _legacy(hm, example, in_names, out_names, path)
+        except Exception:
+            pass
     try:
         torch.onnx.export(hm, example, str(path), input_names=in_names, output_names=out_names, dynamo=True,
                           dynamic_shapes=tuple({0: batch} for _ in example), external_data=False,
                           optimize=True, verbose=False)
     except Exception:
+        if not dynamo:
+            raise
         # the dynamo exporter refuses some graphs the TorchScript one takes (and vice versa)
-        torch.onnx.export(hm, example, str(path), input_names=in_names, output_names=out_names, dynamo=False,
-                          dynamic_axes={n: {0: "batch"} for n in in_names + out_names})
+        _legacy(hm, example, in_names, out_names, path)
+
+
+def _legacy(hm, example, in_names, out_names, path) -> None:
+    torch.onnx.export(hm, example, str(path), input_names=in_names, output_names=out_names, dynamo=False,
+                      dynamic_axes={n: {0: "batch"} for n in in_names + out_names})
 
 
 def _compare(sess, hm, records, ins, outs) -> tuple[float, list[int]]:
