@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import time
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -293,15 +294,18 @@ def simulate_lava(qg: QGraph, inputs: Mapping[str, np.ndarray], *, steps: int | 
     probes = tuple(probes)
     sink = io.StringIO()
     net = None
+    seconds: list[float] = []  # per sample; the first includes compiling
     try:
         net = _Net(qg, xs, steps, batch, graded, probes, counts, sparse)
         cfg = Loihi2SimCfg(select_tag="fixed_pt")
         with contextlib.redirect_stdout(sink) if quiet else contextlib.nullcontext():
             for b in range(batch):
+                t = time.perf_counter()
                 if b:
                     for var, zeros in net.resets:
                         var.set(zeros.astype(np.int32) if zeros.ndim else zeros)
                 net.root.run(condition=RunSteps(num_steps=steps), run_cfg=cfg)
+                seconds.append(time.perf_counter() - t)
             rec = net.read()
     except SpikeDeployError:
         raise
@@ -341,4 +345,5 @@ def simulate_lava(qg: QGraph, inputs: Mapping[str, np.ndarray], *, steps: int | 
         if "s" in tr and net.kinds[name] == "neuron":
             tr["s"] = tr["s"].astype(np.int8)
     run.meta["sample_reset"] = "Var.set of u, v and synapse buffers"
+    run.meta["sample_seconds"] = seconds
     return run

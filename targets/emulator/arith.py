@@ -92,12 +92,10 @@ def prepare_weights(w, sign_mode: str | None, num_weight_bits: int | None, ar: A
     """Weights as Lava Dense/Sparse/DelayDense use them: clip to the sign mode's range, then drop LSBs.
 
     clip_weights(W, sm, 8) then truncate_weights(W, sm, nwb) (weightutils.py:204-295): for INH both act
-    on -W; MIXED with the default width keeps only even values.
+    on -W; MIXED with the default width keeps only even values. Returned as float32 holding exact
+    integers (float64 for formats wider than 23 bits), ready for BLAS; one copy of the weights is made.
     """
     w = np.asarray(w)
-    if w.dtype.kind == "f":
-        w = np.trunc(w)  # Lava casts with astype(int32)
-    w = w.astype(np.int64)
     sm = sign_mode_of(w, sign_mode)
     nb = ar.weight_bits
     nwb = nb if num_weight_bits is None else int(num_weight_bits)
@@ -105,14 +103,22 @@ def prepare_weights(w, sign_mode: str | None, num_weight_bits: int | None, ar: A
     k = nb - nwb + int(mixed and ar.mixed_drops_lsb)
     if nwb < 1 or k < 0:
         raise ParameterError(
-            f"{where}: num_weight_bits={nwb} is outside 1..{nb - int(mixed and ar.mixed_drops_lsb) + 0}"
-            f" for sign mode {sm}; use at most {nb} bits"
+            f"{where}: num_weight_bits={nwb} is outside 1..{nb} for sign mode {sm}; use at most {nb} bits"
         )
-    x = -w if sm == "inh" else w
-    lo = -(2**nb) if mixed else 0
-    x = np.clip(x, lo, 2**nb - 1)
-    x = (x >> k) << k
-    return -x if sm == "inh" else x
+    x = w.astype(np.float32 if nb <= 23 else np.float64)  # the one copy
+    if w.dtype.kind == "f":
+        np.trunc(x, out=x)  # Lava casts with astype(int32)
+    if sm == "inh":
+        np.negative(x, out=x)
+    np.clip(x, -(2.0**nb) if mixed else 0.0, 2.0**nb - 1, out=x)
+    if k:
+        x *= 0.5**k
+        np.floor(x, out=x)  # >> k on integers
+        x *= 2.0**k
+    if sm == "inh":
+        np.negative(x, out=x)
+    x += 0.0  # turn -0.0 into 0.0
+    return x
 
 
 def shift_sum(acc: np.ndarray, exp: int) -> np.ndarray:
@@ -175,6 +181,10 @@ class NeuronArith:
         self.fu = _per_neuron(fu.astype(np.float64), n)
         self.fv = _per_neuron(fv.astype(np.float64), n)
         self.inv = 1.0 / unity
+        self.fu_s = self.fu * self.inv
+        self.fv_s = self.fv * self.inv
+        self.fu_zero = not np.any(self.fu)
+        self.fv_zero = not np.any(self.fv)
         vth_eff = np.asarray(vth, dtype=np.int64).reshape(-1) * (2**ar.act_shift)
         self.vth = _per_neuron(vth_eff.astype(np.float64), n)
         self.bias = _per_neuron(effective_bias(bias_mant, bias_exp, ar).reshape(-1), n)
@@ -195,9 +205,9 @@ class NeuronArith:
         if bound_in * self.act >= EXACT_F64 / 4:
             raise UnsupportedError(f"{where}: input activation bound {bound_in:g} too large for exact emulation")
 
-    def _decay(self, x: np.ndarray, f: np.ndarray) -> np.ndarray:
-        y = x * f
-        y *= self.inv
+    def _decay(self, x: np.ndarray, f_scaled: np.ndarray) -> np.ndarray:
+        # (x * f) >> 12 toward zero: x * (f / 4096) is the same exact product scaled by a power of two
+        y = x * f_scaled
         if self.nearest:
             s = np.sign(y)
             np.abs(y, out=y)
@@ -208,11 +218,14 @@ class NeuronArith:
             np.trunc(y, out=y)
         return y
 
-    def step(self, u: np.ndarray, v: np.ndarray, a_in: np.ndarray | None):
-        """Advance u and v in place by one step given a_in; return the boolean spike array."""
-        x = self._decay(u, self.fu)
-        if a_in is not None:
-            x += np.multiply(a_in, self.act, dtype=np.float64)
+    def step(self, u: np.ndarray, v: np.ndarray, a_scaled: np.ndarray | None):
+        """One step. a_scaled is a_in << act_shift (float64). Returns new (u, v) and the boolean spikes."""
+        if self.fu_zero:  # du = 4095: no current memory
+            x = a_scaled if a_scaled is not None else np.zeros_like(u)
+        else:
+            x = self._decay(u, self.fu_s)
+            if a_scaled is not None:
+                x += a_scaled
         if self.reg_wrap_u:
             x = wrap(x, self.ar.reg_bits)
         if self.check_u_wrap:
@@ -222,11 +235,13 @@ class NeuronArith:
                 hi, lo = x > M, x <= -M
                 self.u_wraps += int(hi.sum() + lo.sum())
                 x = np.where(hi, x - 2 * M, np.where(lo, x + 2 * M, x))
-        u[...] = x
-        y = self._decay(v, self.fv)
-        y += u
-        if self.has_bias:
-            y += self.bias
+        if self.fv_zero:  # dv = 4096: no voltage memory
+            y = x + self.bias if self.has_bias else x.copy()
+        else:
+            y = self._decay(v, self.fv_s)
+            y += x
+            if self.has_bias:
+                y += self.bias
         if self.reg_wrap_v:
             y = wrap(y, self.ar.reg_bits)
         if self.check_v_clip:
@@ -235,9 +250,8 @@ class NeuronArith:
                 self.v_saturations += int((y > lim).sum() + (y < -lim).sum())
                 np.clip(y, -lim, lim, out=y)
         s = y > self.vth
-        y[s] = 0.0  # reset v only; u keeps its value
-        v[...] = y
-        return s
+        np.copyto(y, 0.0, where=s)  # reset v only; u keeps its value
+        return x, y, s
 
 
 def _per_neuron(a: np.ndarray, n: int) -> np.ndarray | float:

@@ -20,7 +20,7 @@ from spikedeploy.run import Run
 from .arith import LOIHI2, Arith
 from .stages import NeuronStage, SynapseStage, prepare_synapse
 
-CHUNK_BYTES = 8 << 20  # per-node activations kept for one chunk of time steps
+CHUNK_BYTES = 4 << 20  # per-node activations kept for one chunk of time steps
 
 
 def arith_for(mode) -> Arith:
@@ -70,7 +70,8 @@ def _prepare_inputs(g, inputs: Mapping[str, np.ndarray]):
 
 
 def is_binary(x: np.ndarray) -> bool:
-    return x.dtype == bool or bool(np.all((x == 0) | (x == 1)))
+    """0/1 values (inputs are already checked to hold integers)."""
+    return x.dtype == bool or x.size == 0 or (x.min() >= 0 and x.max() <= 1)
 
 
 class Program:
@@ -208,6 +209,12 @@ def _execute(prog: Program, xs, steps: int, batch: int, chunk_bytes: int) -> Run
         else:
             traces[n] = {"s": np.zeros((steps, batch, *shp), np.int64)}
     prev: dict[str, np.ndarray] = {}
+    pos = {n: i for i, n in enumerate(prog.order)}
+    last_use: dict[int, list[str]] = {}
+    if not prog.step_mode:
+        for n in prog.order:
+            users = [pos[c] for c in prog.consumers[n]]
+            last_use.setdefault(max(users, default=pos[n]), []).append(n)
     for t0 in range(0, steps, tc):
         t1 = min(steps, t0 + tc)
         n_t = t1 - t0
@@ -262,6 +269,9 @@ def _execute(prog: Program, xs, steps: int, batch: int, chunk_bytes: int) -> Run
                     outs[name][t0:t1] = acc
             if name in prog.probes and prog.kind[name] != "neuron":
                 traces[name]["s"][t0:t1] = vals[name].reshape(n_t, batch, *node.out_shape)
+            for done in last_use.get(pos[name], ()):
+                vals.pop(done, None)
+                vvals.pop(done, None)
         if prog.step_mode:
             for s in prog.synapses:
                 st = prog.stages[s]

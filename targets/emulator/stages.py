@@ -78,7 +78,7 @@ class DenseStage(SynapseStage):
         self.exp = int(weight_exp)
         self.ar = ar
         self.graded = graded
-        w = w_int.astype(np.int64)
+        w = w_int
         if delay is None:
             groups = [(0, w)]
         else:
@@ -87,8 +87,8 @@ class DenseStage(SynapseStage):
                 raise ParameterError(
                     f"node '{name}': delays must be in 0..{ar.max_delay} steps, got {int(d.min())}..{int(d.max())}"
                 )
-            groups = [(int(k), np.where(d == k, w, 0)) for k in np.unique(d[w != 0])] or [(0, w * 0)]
-        acc_bound = [float(np.abs(m).sum(axis=1).max(initial=0)) * x_bound for _, m in groups]
+            groups = [(int(k), np.where(d == k, w, 0).astype(w.dtype)) for k in np.unique(d[w != 0])] or [(0, w * 0)]
+        acc_bound = [float(np.abs(m).sum(axis=1, dtype=np.float64).max(initial=0)) * x_bound for _, m in groups]
         shifted = [shift_bound(b, self.exp) for b in acc_bound]
         self.bound = float(sum(shifted))
         big = max(acc_bound, default=0.0)
@@ -100,7 +100,8 @@ class DenseStage(SynapseStage):
             self.mode, ft = "f64", np.float64
         else:
             self.mode, ft = "i64", np.int64
-        self.groups = [(k, np.ascontiguousarray(m.T.astype(ft))) for k, m in groups]
+        # (out, in) weights used as m.T: BLAS reads the transpose without a copy
+        self.groups = [(k, m.astype(ft, copy=False)) for k, m in groups]
         self.n_slots = 1 + max(k for k, _ in groups)
         buf_t = np.float32 if (self.mode == "f32" and self.exp >= 0) else np.float64
         super().__init__(name, (n_out,), buf_t)
@@ -110,21 +111,20 @@ class DenseStage(SynapseStage):
     def accumulate(self, x: np.ndarray) -> None:
         tc, b = x.shape[0], x.shape[1]
         x2 = x.reshape(tc * b, -1)
-        if not self.graded:
-            x2 = x2 != 0
+        # binary sources already hold 0/1 (neuron spikes, or inputs checked to be binary)
         for k, wt in self.groups:
             dst = self.buf[1 + k : 1 + k + tc].reshape(tc * b, -1)
             if self.mode == "i64":
-                acc = x2.astype(np.int64) @ wt
+                acc = x2.astype(np.int64) @ wt.T
                 acc = (acc << self.exp) if self.exp > 0 else (acc >> -self.exp)
                 acc = ((acc + (1 << 31)) % (1 << 32)) - (1 << 31)
                 dst += acc.astype(np.float64)
                 continue
             xx = x2.astype(wt.dtype, copy=False)
             if self.exp == 0 and len(self.groups) == 1 and dst.dtype == wt.dtype:
-                np.matmul(xx, wt, out=dst)
+                np.matmul(xx, wt.T, out=dst)
             else:
-                dst += shift_sum(xx @ wt, self.exp)
+                dst += shift_sum(xx @ wt.T, self.exp)
         if self.reg_wrap and self.mode != "i64":
             seg = self.buf[1 : 1 + tc + self.n_slots - 1]
             seg[...] = wrap(seg, self.ar.reg_bits)
@@ -237,14 +237,17 @@ class NeuronStage:
         u_out = np.empty((tc, b, self.n)) if self.probe else None
         if a is not None:
             a = a.reshape(tc, b, self.n)
+        act = self.na.act
         step = self.na.step
+        u, v = self.u, self.v
         for t in range(tc):
-            s = step(self.u, self.v, None if a is None else a[t])
+            u, v, s = step(u, v, None if a is None else np.multiply(a[t], act, dtype=np.float64))
             s_out[t] = s
             if v_out is not None:
-                v_out[t] = self.v
+                v_out[t] = v
             if u_out is not None:
-                u_out[t] = self.u
+                u_out[t] = u
+        self.u, self.v = u, v
         return s_out, v_out, u_out
 
 
