@@ -38,7 +38,8 @@ WINDOW = 32
 # over these factors, for graphs up to SEARCH_MAX_NEURONS (deterministic: no time-based cut-off).
 DERATE = (0.9, 0.75, 0.6, 0.5)
 SEARCH_MAX_NEURONS = 300_000
-SEARCH_WORK = 3_000_000  # trials x neurons
+SEARCH_WORK = 3_000_000  # trials x (neurons + synapses / 64)
+SEARCH_GOOD_ENOUGH = 1.02  # no search when the first packing is within 2% of the lower bound
 ALLOCATORS = ("greedy", "roundrobin")
 
 
@@ -188,7 +189,8 @@ def partition(graph, target, *, run=None, qgraph=None, chips: int | None = None,
     rates = spike_rates(model, run)
     splits = _split_all(model, lim, idx, sharing, target, strict, violations)
     core_groups = _pack(model, splits, lim, idx, sharing, rates)
-    if totals["neurons"] <= SEARCH_MAX_NEURONS and len(core_groups) > lower and not violations:
+    if (totals["neurons"] <= SEARCH_MAX_NEURONS and len(core_groups) > SEARCH_GOOD_ENOUGH * lower
+            and not violations):
         splits, core_groups = _search(model, lim, idx, sharing, target, rates, splits, core_groups, lower)
 
     # resources per core, recomputed from final groups
@@ -390,9 +392,11 @@ def _search(model, lim, idx, sharing, target, rates, splits, core_groups, lower)
 
     best = (len(core_groups), splits, core_groups)
     trials = [{r: f} for r in RESOURCES for f in DERATE]
-    trials += [{r1: f1, r2: f2} for r1, r2 in itertools.combinations(RESOURCES, 2) for f1 in DERATE for f2 in DERATE]
-    n_neurons = sum(layer.n for layer in model.layers.values())
-    budget = min(len(trials), max(8, SEARCH_WORK // max(1, n_neurons)))
+    # milder derating first, every resource pair at each level, so a small budget still sees every pair
+    trials += [{r1: f1, r2: f2} for f1, f2 in itertools.product(DERATE, DERATE)
+               for r1, r2 in itertools.combinations(RESOURCES, 2)]
+    work = sum(layer.n + sum(p.total_synapses for p in layer.incoming) // 64 for layer in model.layers.values())
+    budget = min(len(trials), max(8, SEARCH_WORK // max(1, work)))
     for trial in trials[:budget]:
         lim_s = {k: max(1, int(lim[k] * trial.get(k, 1.0))) for k in RESOURCES}
         try:

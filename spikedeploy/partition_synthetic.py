@@ -49,14 +49,18 @@ def dense_chain(widths: list[int], *, seed: int = 0, density: float = 1.0, recur
 
 def conv_net(in_shape=(2, 32, 32), convs=((8, 3, 1, 1), (16, 3, 2, 1)), dense=(64, 10), *, pool: int = 0,
              seed: int = 0) -> Graph:
-    """Input -> [Conv2d(cout, k, stride, pad) -> LIF]* -> (SumPool2d) -> Flatten -> [Linear -> LIF]* -> Output."""
+    """Input -> [Conv2d(cout, k, stride, pad[, groups]) -> LIF]* -> (SumPool2d) -> Flatten -> [Linear -> LIF]*
+    -> Output."""
     rng = np.random.default_rng(seed)
     g = Graph(dt=1e-3)
     g.add(Node("input", "Input", {"shape": np.array(in_shape)}))
     prev, c = "input", in_shape[0]
     shape = tuple(in_shape)
-    for i, (cout, k, s, p) in enumerate(convs, start=1):
-        g.add(Node(f"conv{i}", "Conv2d", {"weight": _weights(rng, (cout, c, k, k)), "stride": s, "padding": p}))
+    for i, spec in enumerate(convs, start=1):
+        cout, k, s, p = spec[:4]
+        groups = spec[4] if len(spec) > 4 else 1
+        g.add(Node(f"conv{i}", "Conv2d", {"weight": _weights(rng, (cout, c // groups, k, k)), "stride": s,
+                                          "padding": p, "groups": groups}))
         g.connect(prev, f"conv{i}")
         h = (shape[1] + 2 * p - k) // s + 1
         w = (shape[2] + 2 * p - k) // s + 1
@@ -84,12 +88,12 @@ def conv_net(in_shape=(2, 32, 32), convs=((8, 3, 1, 1), (16, 3, 2, 1)), dense=(6
 
 
 def benchmark_graph(seed: int = 0) -> Graph:
-    """~1M neurons and ~100M synapses: a convolutional front end (most neurons, shared kernels) and a
-    dense back end (most weights), the shape of a vision SNN."""
-    g = conv_net(
+    """About 1.1M neurons and 100M synapses, the shape of an event-camera vision SNN: a convolutional front
+    end (most neurons; plain, strided and grouped convolutions) and a dense back end (int8 weights)."""
+    return conv_net(
         in_shape=(2, 128, 128),
-        convs=((16, 3, 1, 1), (16, 3, 1, 1), (32, 3, 2, 1), (32, 3, 1, 1), (32, 3, 2, 1), (64, 3, 2, 1)),
-        dense=(),
+        convs=((24, 3, 1, 1), (24, 3, 1, 1, 4), (32, 3, 2, 1), (32, 3, 1, 1, 2), (64, 3, 2, 1), (16, 1, 1, 0),
+               (4, 1, 1, 0)),
+        dense=(1200, 1024, 10),
         seed=seed,
     )
-    return g
