@@ -91,7 +91,7 @@ class _Net:
         from lava.proc.conv.process import Conv
         from lava.proc.dense.process import DelayDense, Dense
         from lava.proc.io.source import RingBuffer
-        from lava.proc.lif.process import LIF
+        from lava.proc.lif.process import LIF, LIFReset
         from lava.proc.monitor.process import Monitor
         from lava.proc.sparse.process import Sparse
         from lava.utils.weightutils import SignMode
@@ -115,6 +115,8 @@ class _Net:
             node = g.nodes[name]
             fam = OPS[node.op].family
             kinds[name] = {"io": node.op.lower(), "shape": "flatten"}.get(fam, fam)
+            if fam == "synapse" and qg.q.get(name, {}).get("folded_into"):
+                kinds[name] = "flatten"  # simulated by the synapse its q names (netx delays)
             if fam == "host":
                 raise UnsupportedError(f"node '{name}' ({node.op}) runs on the host; Lava cannot run it")
         self.kinds = kinds
@@ -215,8 +217,19 @@ class _Net:
                 be = expand_param(q.get("bias_exp", 0), shp, f"node '{name}' bias_exp")
                 bm = to_lava(np.broadcast_to(wrap_int(bm, 16), (n,)), shp).astype(np.int16)
                 be = to_lava(np.broadcast_to(be, (n,)), shp).astype(np.int16)
-                p = LIF(shape=ls, du=_par(q, "du", shp, name), dv=_par(q, "dv", shp, name), vth=_par(q, "vth", shp, name),
-                        bias_mant=bm, bias_exp=be)
+                kw = {"shape": ls, "du": _par(q, "du", shp, name), "dv": _par(q, "dv", shp, name),
+                      "vth": _par(q, "vth", shp, name), "bias_mant": bm, "bias_exp": be}
+                if q.get("reset_interval") and batch > 1 and steps % int(q["reset_interval"]):
+                    raise UnsupportedError(
+                        f"node '{name}': with reset_interval={int(q['reset_interval'])}, Lava's samples run back to "
+                        f"back and only stay aligned when steps ({steps}) is a multiple of it; run one sample at a time"
+                    )
+                if q.get("reset_interval"):
+                    # the RingBuffer plays all samples back to back, so the reset phase runs on
+                    p = LIFReset(reset_interval=int(q["reset_interval"]),
+                                 reset_offset=int(q.get("reset_offset", 0)) % int(q["reset_interval"]), **kw)
+                else:
+                    p = LIF(**kw)
                 self.procs[name] = p
                 self.resets.append((p.u, np.zeros(ls)))
                 self.resets.append((p.v, np.zeros(ls)))
@@ -224,7 +237,7 @@ class _Net:
                 self.out_port[name] = p.s_out
             elif k == "flatten":
                 if len(preds) != 1:
-                    raise UnsupportedError(f"node '{name}' (Flatten): Lava needs exactly one input, got {preds}")
+                    raise UnsupportedError(f"node '{name}' ({node.op}): Lava needs exactly one input, got {preds}")
                 src = preds[0]
                 self.out_port[name] = _adapt(self.out_port[src], g.nodes[src].out_shape, node.out_shape)
         # connections

@@ -106,6 +106,9 @@ class Program:
                     "Simulate the chip subgraph and run host nodes with the float backend"
                 )
             self.kind[name] = {"io": node.op.lower(), "shape": "flatten"}.get(fam, fam)
+            if fam == "synapse" and qg.q.get(name, {}).get("folded_into"):
+                # e.g. netx delays: the synapse named in q simulates it, this node passes values through
+                self.kind[name] = "flatten"
         # Bounds on |value| decide which exact arithmetic each synapse can use. Neurons emit 0/1, which
         # also ends the recursion through any cycle (every cycle passes through a neuron).
         for name in order:
@@ -247,7 +250,7 @@ def _execute(prog: Program, xs, steps: int, batch: int, chunk_bytes: int) -> Run
             elif k == "neuron":
                 st: NeuronStage = prog.stages[name]
                 a = _gather(prog, name, vals, prev, n_t, batch, (st.n,)) if prog.preds[name] else None
-                s_out, v_out, u_out = st.run(a, n_t, name in prog.want_v)
+                s_out, v_out, u_out = st.run(a, n_t, name in prog.want_v, t0)
                 shp = (n_t, batch, *node.out_shape)
                 vals[name] = s_out.reshape(shp)
                 if name in prog.want_v:

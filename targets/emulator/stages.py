@@ -224,12 +224,16 @@ class NeuronStage:
         self.spiking = spiking
         self.probe = probe
         self.u = self.v = None
+        # Lava LIFReset (lif/models.py:426-449): u and v zeroed before the dynamics of every time step
+        # (1-based) with time_step % reset_interval == reset_offset % reset_interval
+        self.reset_interval = int(q["reset_interval"]) if q.get("reset_interval") else 0
+        self.reset_offset = int(q.get("reset_offset", 0)) % self.reset_interval if self.reset_interval else 0
 
     def reset(self, batch: int) -> None:
         self.u = np.zeros((batch, self.n))
         self.v = np.zeros((batch, self.n))
 
-    def run(self, a: np.ndarray | None, tc: int, want_v: bool):
+    def run(self, a: np.ndarray | None, tc: int, want_v: bool, t0: int = 0):
         """Advance tc steps. Returns spikes [tc,B,n] float32, and v (and u) [tc,B,n] when asked."""
         b = self.u.shape[0]
         s_out = np.empty((tc, b, self.n), np.float32)
@@ -241,6 +245,8 @@ class NeuronStage:
         step = self.na.step
         u, v = self.u, self.v
         for t in range(tc):
+            if self.reset_interval and (t0 + t + 1) % self.reset_interval == self.reset_offset:
+                u, v = np.zeros_like(u), np.zeros_like(v)
             u, v, s = step(u, v, None if a is None else np.multiply(a[t], act, dtype=np.float64))
             s_out[t] = s
             if v_out is not None:
