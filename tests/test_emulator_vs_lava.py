@@ -3,7 +3,7 @@
 Seeded random QGraphs (tests/helpers/random_qgraphs.py) cover dense layers with mixed, excitatory and
 inhibitory weights, weight exponents -2..+2, 6-8 weight bits, conv layers with strides, padding and
 groups (and weight_exp/num_weight_bits that Lava's Conv ignores), Sparse and DelayDense layers, a
-recurrent layer, CUBA neurons with du < 4095, biases with exponents, graded input, and cases that wrap u
+recurrent layer, LIFReset, CUBA neurons with du < 4095, biases with exponents, graded input, and cases that wrap u
 and saturate v. Each graph runs 2 samples, so Lava's state reset between samples is checked too.
 Every neuron's u, v and spikes are compared at every step.
 """
@@ -20,7 +20,7 @@ CASES = (
     [("dense", s, {}) for s in range(8)]
     + [("dense", 100 + s, {"sign": sm}) for s, sm in enumerate(("exc", "inh", "mixed"))]
     + [("dense", 200 + s, {"sparse": True, "delay": True}) for s in range(3)]
-    + [("dense", 300, {"graded": True})]
+    + [("dense", 300, {"graded": True}), ("dense", 400, {"reset": 10, "cuba": True})]
     + [("conv", s, {}) for s in range(4)]
     + [("recurrent", s, {}) for s in range(2)]
     + [("overflow", s, {}) for s in range(2)]

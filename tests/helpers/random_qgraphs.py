@@ -61,7 +61,7 @@ def _spikes(rng, steps, batch, shape, rate):
 
 
 def dense_chain(seed: int, *, steps=30, batch=2, sizes=None, sign=None, cuba=None, sparse=False, delay=False,
-                graded=False):
+                graded=False, reset=None):
     """Input -> (Affine -> LIF/CubaLIF) x L -> Output, with random sign modes, weight bits and exponents."""
     rng = np.random.default_rng(seed)
     sizes = sizes or [int(rng.integers(8, 24)) for _ in range(int(rng.integers(2, 4)))]
@@ -94,6 +94,8 @@ def dense_chain(seed: int, *, steps=30, batch=2, sizes=None, sign=None, cuba=Non
         typ = max(8, int(np.abs(w).sum(axis=1).mean() * 0.3 * 2.0**exp))
         q[neu] = _neuron_q(rng, (n_out,), cuba=is_cuba, vth_range=(max(2, typ // 2), 2 * typ + 3),
                            per_neuron=bool(rng.random() < 0.3))
+        if reset:  # Lava LIFReset: zero u and v at time steps = i + 1 (mod reset)
+            q[neu]["reset_interval"], q[neu]["reset_offset"] = reset, i + 1
         g.connect(prev, syn)
         g.connect(syn, neu)
         prev = neu
