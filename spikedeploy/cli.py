@@ -187,15 +187,226 @@ def simulate(graph_file, backend, target, input_specs, steps, batch, density, se
         console.print(f"wrote {out_path}")
 
 
-# ---- commands whose issues have not landed ----------------------------------------------------------
-def _not_yet(name: str, what: str):
-    @cli.command(name=name, context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-                 help=f"{what} (not available in this version).")
-    @click.pass_context
-    def _cmd(ctx) -> None:
-        raise SpikeDeployError(f"`spikedeploy {name}` is not available in this version yet: {what.lower()}.")
+# ---- export ---------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("model", metavar="MODEL")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="State dict loaded with torch.load(weights_only=True) into the model from MODEL.")
+@click.option("-o", "--output", "out_path", type=click.Path(dir_okay=False), required=True, help="NIR file to write.")
+@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), default=None,
+              help="ONNX file for the host-side part (default: OUTPUT.host.onnx when there is one).")
+@click.option("--input-name", "input_names", multiple=True, help="Names of the model's inputs (one per modality).")
+@click.option("--dt", type=float, default=None, help="Time step in seconds (default: model.dt or 1e-3).")
+@click.option("--steps", type=int, default=None, help="Time steps of the self-check (default 10).")
+@click.option("--allow-approximate", is_flag=True, help="Export what is not exact and record each deviation.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def export(model, checkpoint, out_path, onnx_path, input_names, dt, steps, allow_approximate, seed, as_json) -> None:
+    """Export MODEL (a `package.module:factory` entry point) to NIR, checking that the exported graph
+    reproduces the model's spikes before writing; the host-side part goes to ONNX."""
+    from .export import export_model
 
-    return _cmd
+    with console.status("tracing, exporting and checking spikes…") if not as_json else _null():
+        res = export_model(model, checkpoint=checkpoint, input_names=list(input_names) or None, dt=dt, steps=steps,
+                           allow_approximate=allow_approximate, out_path=out_path, onnx_path=onnx_path, seed=seed)
+    summ = res.summary()
+    if as_json:
+        _emit_json(summ)
+        return
+    from .inspect_graph import describe
+
+    info = describe(res.graph, fmt="exported")
+    console.print(f"exported [bold]{model}[/] → {summ['out_path']}"
+                  + (f" + host part {summ['onnx_path']}" if summ["onnx_path"] else ""))
+    console.print(f"inputs: {', '.join(info['inputs'])}   outputs: {', '.join(info['outputs'])}   dt: {res.graph.dt}")
+    console.print(f"chip nodes: {len(info['chip_nodes'])}   host nodes: {len(info['host_nodes'])} "
+                  f"({', '.join(info['host_nodes']) or '-'})   neurons: {info['total']['neurons']:,}")
+    console.print(f"self-check: {summ['check']}")
+    for r in summ["rewrites"]:
+        console.print(f"[cyan]rewrite:[/] {r}")
+    for d in summ["deviations"]:
+        console.print(f"[yellow]deviation:[/] {d}")
+
+
+# ---- quantize -------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("graph_file", metavar="GRAPH", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--target", default="loihi2", show_default=True,
+              help="loihi2, loihi1, fixedpoint, or a fixedpoint chip file (.toml/.json).")
+@click.option("--method", type=click.Choice(["maxabs", "percentile", "search"]), default="maxabs", show_default=True)
+@click.option("--calibrate", "calib_specs", multiple=True, metavar="[NAME=]DATA.npy",
+              help="Calibration inputs [T, B, ...] (needed by percentile and search; used for the fidelity report).")
+@click.option("--weight-bits", type=int, default=None, help="Weight mantissa bits (default: the target's).")
+@click.option("--allow-approximate", is_flag=True, help="Go on where the target cannot represent the graph; record it.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of random inputs when no calibration is given.")
+@click.option("-o", "--output", "out_path", type=click.Path(dir_okay=False), required=True,
+              help="Quantized graph file (.npz).")
+@click.option("--netx", "netx_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write a lava-dl netx .net file (loihi2 only).")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def quantize(graph_file, target, method, calib_specs, weight_bits, allow_approximate, seed, out_path, netx_path,
+             as_json) -> None:
+    """Quantize GRAPH for a target and report, layer by layer, how far the fixed-point spikes stay from float."""
+    from .io import load_any
+    from .qgraph_io import save_qgraph
+    from .quantize import quantize as run_quantize
+    from .quantize_fidelity import fidelity
+    from .simulate import parse_input_args, random_inputs
+
+    graph = load_any(graph_file)
+    calib = parse_input_args(graph, calib_specs) if calib_specs else None
+    with console.status(f"quantizing for {target} ({method})…") if not as_json else _null():
+        qg = run_quantize(graph, target, method=method, calibration=calib, allow_approximate=allow_approximate,
+                          weight_bits=weight_bits, seed=seed)
+        data = calib if calib is not None else random_inputs(graph, steps=50, batch=16, seed=seed)
+        fid = fidelity(graph, qg, data)
+    fid["fidelity"]["inputs"] = "calibration data" if calib is not None else "random spikes (density 0.15, 50 steps × 16)"
+    qg.meta["fidelity"] = fid["fidelity"]
+    save_qgraph(qg, out_path)
+    if netx_path:
+        from .converters.netx import write_netx
+
+        write_netx(qg, netx_path)
+    res = {"target": qg.target, "method": method, "output": out_path, "netx": netx_path,
+           "deviations": qg.deviations, "warnings": qg.meta.get("warnings", []), **fid}
+    if as_json:
+        _emit_json(res)
+        return
+    _print_fidelity(fid["fidelity"])
+    for w in res["warnings"]:
+        console.print(f"[yellow]warning:[/] {w}")
+    for d in qg.deviations:
+        console.print(f"[yellow]deviation:[/] {d}")
+    console.print(f"wrote {out_path}" + (f" and {netx_path}" if netx_path else ""))
+
+
+def _print_fidelity(fid: dict) -> None:
+    t = Table(title=f"fidelity: float vs quantized ({fid.get('inputs', '')})")
+    for col in ("layer", "op", "same-bin agreement", "spike overlap", "spikes float", "spikes quantized", "rate change"):
+        t.add_column(col, justify="left" if col in ("layer", "op") else "right")
+    for name, r in fid["layers"].items():
+        t.add_row(name, r.get("op", ""), _fmt(r.get("spike_agreement")), _fmt(r.get("spike_match")),
+                  _fmt(r.get("spikes_float")), _fmt(r.get("spikes_quant")), _fmt(r.get("rate_change")))
+    console.print(t)
+    console.print(f"mean spike agreement: {_fmt(fid.get('spike_agreement'))}")
+    for name, o in fid.get("outputs", {}).items():
+        console.print(f"output {name}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in o.items()))
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+# ---- partition ------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("graph_file", metavar="GRAPH", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--target", default="loihi2", show_default=True, help="Target name or fixedpoint chip file.")
+@click.option("--run", "run_path", type=click.Path(dir_okay=False), default=None,
+              help="RUN.npz from `simulate`: weights placement by measured spike rates.")
+@click.option("--chips", type=int, default=None, help="Chips available (default: the target's maximum).")
+@click.option("--max-cores", type=int, default=None, help="Cores available in total.")
+@click.option("--allocator", type=click.Choice(["greedy", "roundrobin"]), default="greedy", show_default=True)
+@click.option("-o", "--output", "out_path", type=click.Path(dir_okay=False), default=None, help="placement.json")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def partition(graph_file, target, run_path, chips, max_cores, allocator, out_path, as_json) -> None:
+    """Place GRAPH onto cores and chips under the target's limits; report cores used against the lower bound."""
+    from .atomic import atomic_write
+    from .io import load_graph
+    from .jsonout import dumps
+    from .partition import partition as run_partition
+    from .qgraph import QGraph
+    from .run import load_run
+
+    model = load_graph(graph_file)
+    graph, qg = (model.graph, model) if isinstance(model, QGraph) else (model, None)
+    run = load_run(run_path) if run_path else None
+    pl = run_partition(graph, target, run=run, qgraph=qg, chips=chips, max_cores=max_cores, allocator=allocator)
+    d = pl.as_dict()
+    d["options"] = {"graph": graph_file, "run": run_path, "chips": chips, "max_cores": max_cores, "allocator": allocator}
+    if out_path:
+        with atomic_write(out_path, "w") as f:
+            f.write(dumps(d))
+    if as_json:
+        _emit_json(d)
+        return
+    t = Table(title=f"{graph_file} on {d['target']}: {d['cores_used']} cores (lower bound {d['cores_lower_bound']}), "
+                    f"{d['chips']} chip(s)")
+    for col in ("layer", "neurons", "cores"):
+        t.add_column(col, justify="left" if col == "layer" else "right")
+    for name, lay in d["layers"].items():
+        t.add_row(name, f"{lay.get('neurons', 0):,}", str(len({g[0] for g in lay["groups"]})))
+    console.print(t)
+    u = Table(title="utilisation per resource (used / capacity of the cores used)")
+    for col in ("resource", "mean", "max"):
+        u.add_column(col, justify="left" if col == "resource" else "right")
+    for res, v in d["utilisation"].items():
+        u.add_row(res, f"{v.get('mean', 0):.1%}", f"{v.get('max', 0):.1%}")
+    console.print(u)
+    for v in d["violations"]:
+        console.print(f"[red]violation:[/] {v}")
+    if out_path:
+        console.print(f"wrote {out_path}")
+
+
+# ---- report ---------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("graph_file", metavar="GRAPH", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--target", default="loihi2", show_default=True, help="Target name or fixedpoint chip file.")
+@click.option("--run", "run_path", type=click.Path(dir_okay=False), default=None, help="RUN.npz from `simulate`.")
+@click.option("--placement", "placement_path", type=click.Path(dir_okay=False), default=None,
+              help="placement.json from `partition` (the placement is recomputed with its options and checked).")
+@click.option("--fidelity", "fidelity_path", type=click.Path(dir_okay=False), default=None,
+              help="JSON from `quantize --json` (its fidelity section is carried into the report).")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None, help="Write a self-contained HTML report.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schema: spikedeploy/report_schema.json).")
+def report(graph_file, target, run_path, placement_path, fidelity_path, html_path, as_json) -> None:
+    """Core usage, spike traffic, synaptic operations, energy and latency of GRAPH on a target."""
+    import json
+
+    from .errors import FileFormatError
+    from .io import load_graph
+    from .partition import partition as run_partition
+    from .qgraph import QGraph
+    from .report import build_report, render_terminal
+    from .run import load_run
+
+    model = load_graph(graph_file)
+    graph, qg = (model.graph, model) if isinstance(model, QGraph) else (model, None)
+    run = load_run(run_path) if run_path else None
+    placement = None
+    if placement_path:
+        try:
+            saved = json.loads(open(placement_path).read())
+            opts = saved["options"]
+        except (OSError, ValueError, KeyError) as e:
+            raise FileFormatError(f"{placement_path}: not a placement file from `spikedeploy partition -o` ({e})") from e
+        placement = run_partition(graph, target, run=run, qgraph=qg, chips=opts.get("chips"),
+                                  max_cores=opts.get("max_cores"), allocator=opts.get("allocator", "greedy"))
+        if placement.cores_used != saved.get("cores_used") or placement.target != saved.get("target"):
+            raise FileFormatError(f"{placement_path}: does not match {graph_file} on {target} "
+                                  f"({saved.get('cores_used')} cores saved, {placement.cores_used} now); re-run partition")
+    fid = None
+    if fidelity_path:
+        try:
+            fid = json.loads(open(fidelity_path).read())
+            fid = fid.get("fidelity", fid)
+        except (OSError, ValueError) as e:
+            raise FileFormatError(f"{fidelity_path}: not a JSON fidelity report ({e})") from e
+    rep = build_report(graph, target, run=run, placement=placement, fidelity=fid, qgraph=qg)
+    if html_path:
+        from .report_html import write_html
+
+        write_html(rep, html_path)
+    if as_json:
+        _emit_json(rep)
+        return
+    render_terminal(rep, console)
+    if html_path:
+        console.print(f"wrote {html_path}")
 
 
 def main() -> None:
@@ -222,10 +433,3 @@ def main() -> None:
     sys.exit(0)
 
 
-for _name, _what in (
-    ("export", "Export a trained torch/snnTorch model to NIR with a host-side ONNX part"),
-    ("quantize", "Quantize a graph for a target with a fidelity report"),
-    ("partition", "Place a graph onto cores and chips"),
-    ("report", "Core usage, traffic, energy and latency report"),
-):
-    _not_yet(_name, _what)

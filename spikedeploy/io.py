@@ -6,6 +6,7 @@ message names the file and says what to do. Formats:
 
     nir      HDF5 with a `node` group (and usually a `version` string)     -> Graph
     netx     HDF5 with a `layer` group (lava-dl `.net`)                     -> QGraph (target loihi2)
+    qgraph   zip (.npz) with a `__header__` entry (spikedeploy quantize -o)  -> QGraph
 
 Other modules may add a format with `register_format` (e.g. a quantized-graph file); detection
 stays here, in registration order.
@@ -24,6 +25,7 @@ from .errors import FileFormatError, SpikeDeployError
 from .graph import Graph
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+ZIP_SIGNATURE = b"PK\x03\x04"  # .npz archives: spikedeploy's quantized graph files
 # HDF5 allows a user block before the superblock; the signature then sits at 512, 1024, 2048, ...
 _HDF5_OFFSETS = (0, 512, 1024, 2048, 4096, 8192)
 
@@ -67,7 +69,7 @@ def is_hdf5(path: Path) -> bool:
 
 
 @contextlib.contextmanager
-def open_hdf5(path: str | os.PathLike, what: str = "a NIR (.nir) or lava-dl netx (.net) file") -> Iterator[Any]:
+def open_hdf5(path: str | os.PathLike, what: str = "a NIR (.nir), lava-dl netx (.net) or quantized (.npz) file") -> Iterator[Any]:
     """Open an HDF5 file for reading; missing, non-HDF5 and corrupt files become FileFormatError."""
     import h5py
 
@@ -102,7 +104,9 @@ def _first_line(e: BaseException) -> str:
 def sniff(path: str | os.PathLike) -> str:
     """The registered format name of `path`, or a FileFormatError saying what it is not."""
     _register_builtin()
-    p = Path(path)
+    p = check_readable(path)
+    if _is_zip(p):
+        return "qgraph"
     with open_hdf5(p) as f:
         try:
             for fmt in _FORMATS:
@@ -122,8 +126,12 @@ def sniff(path: str | os.PathLike) -> str:
 def load_graph(path: str | os.PathLike):
     """Read a graph file: NIR -> Graph, netx -> QGraph (target loihi2), or a registered format."""
     name = sniff(path)
-    fmt = next(f for f in _FORMATS if f.name == name)
     p = Path(path)
+    if name == "qgraph":
+        from .qgraph_io import load_qgraph
+
+        return load_qgraph(p)
+    fmt = next(f for f in _FORMATS if f.name == name)
     try:
         return fmt.load(p)
     except SpikeDeployError:
@@ -146,6 +154,11 @@ def save_graph(graph: Graph, path: str | os.PathLike) -> None:
     from .converters.nir import write_nir
 
     write_nir(graph, p)
+
+
+def _is_zip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == ZIP_SIGNATURE
 
 
 def _is_nir(f) -> bool:

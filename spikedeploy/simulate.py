@@ -41,7 +41,7 @@ def simulate(model: Graph | QGraph, inputs: Mapping[str, np.ndarray], *, backend
         qg = quantize(model, target)
         note = f"float graph quantized for {target} with max-abs scaling before simulation"
     if backend == "emulator":
-        from .targets.loihi2_emulator import simulate_emulator
+        from .targets.emulator import simulate_emulator
 
         run = simulate_emulator(qg, inputs, steps=steps, probes=probes)
     else:
