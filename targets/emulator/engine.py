@@ -20,7 +20,7 @@ from spikedeploy.run import Run
 from .arith import LOIHI2, Arith
 from .stages import NeuronStage, SynapseStage, prepare_synapse
 
-CHUNK_BYTES = 4 << 20  # per-node activations kept for one chunk of time steps
+CHUNK_BYTES = 4 << 20  # per-node activations of one chunk of time steps; larger is faster, smaller leaner
 
 
 def arith_for(mode) -> Arith:
@@ -223,9 +223,9 @@ def _execute(prog: Program, xs, steps: int, batch: int, chunk_bytes: int) -> Run
         n_t = t1 - t0
         vals: dict[str, np.ndarray] = {}
         vvals: dict[str, np.ndarray] = {}
-        for s in prog.synapses:
-            prog.stages[s].begin(n_t)
-            if prog.step_mode:
+        if prog.step_mode:
+            for s in prog.synapses:
+                prog.stages[s].begin(n_t)
                 # a synapse's output this step is already fixed by earlier steps, so a back edge out of
                 # a synapse reads the current value
                 vals[s] = prog.stages[s].emitted()
@@ -243,6 +243,7 @@ def _execute(prog: Program, xs, steps: int, batch: int, chunk_bytes: int) -> Run
             elif k == "synapse":
                 st: SynapseStage = prog.stages[name]
                 if not prog.step_mode:
+                    st.begin(n_t)
                     st.accumulate(_gather(prog, name, vals, prev, n_t, batch, node.in_shape))
                 vals[name] = st.emitted()
             elif k == "flatten":
@@ -275,13 +276,15 @@ def _execute(prog: Program, xs, steps: int, batch: int, chunk_bytes: int) -> Run
             for done in last_use.get(pos[name], ()):
                 vals.pop(done, None)
                 vvals.pop(done, None)
+                if prog.kind[done] == "synapse":
+                    prog.stages[done].end()  # keep only the pending outputs, free the chunk
         if prog.step_mode:
             for s in prog.synapses:
                 st = prog.stages[s]
                 st.accumulate(_gather(prog, s, vals, prev, n_t, batch, g.nodes[s].in_shape))
             prev = vals
-        for s in prog.synapses:
-            prog.stages[s].end()
+            for s in prog.synapses:
+                prog.stages[s].end()
     run.outputs = outs
     run.traces = traces
     neurons = [n for n in prog.order if prog.kind[n] == "neuron"]
