@@ -196,19 +196,35 @@ def simulate(graph_file, backend, target, input_specs, steps, batch, density, se
 @click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), default=None,
               help="ONNX file for the host-side part (default: OUTPUT.host.onnx when there is one).")
 @click.option("--input-name", "input_names", multiple=True, help="Names of the model's inputs (one per modality).")
+@click.option("--input", "input_specs", multiple=True, metavar="[NAME=]X.npy",
+              help="Sample inputs [T, B, ...] for the self-check (T=1: the frame repeats every step).")
+@click.option("--input-shape", "shape_specs", multiple=True, metavar="NAME=D1,D2,...",
+              help="Shape (without T and B) of an input, for random sample inputs.")
 @click.option("--dt", type=float, default=None, help="Time step in seconds (default: model.dt or 1e-3).")
 @click.option("--steps", type=int, default=None, help="Time steps of the self-check (default 10).")
 @click.option("--allow-approximate", is_flag=True, help="Export what is not exact and record each deviation.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def export(model, checkpoint, out_path, onnx_path, input_names, dt, steps, allow_approximate, seed, as_json) -> None:
+def export(model, checkpoint, out_path, onnx_path, input_names, input_specs, shape_specs, dt, steps, allow_approximate,
+           seed, as_json) -> None:
     """Export MODEL (a `package.module:factory` entry point) to NIR, checking that the exported graph
     reproduces the model's spikes before writing; the host-side part goes to ONNX."""
     from .export import export_model
 
+    examples = _named_arrays(input_specs, "--input") if input_specs else None
+    shapes = {}
+    for spec in shape_specs:
+        name, _, dims = spec.partition("=")
+        try:
+            shapes[name] = tuple(int(d) for d in dims.split(",") if d.strip())
+        except ValueError:
+            raise click.BadParameter(f"{spec}: write NAME=D1,D2,... with integer sizes", param_hint="--input-shape") from None
+        if not name or not shapes[name]:
+            raise click.BadParameter(f"{spec}: write NAME=D1,D2,...", param_hint="--input-shape")
     with console.status("tracing, exporting and checking spikes…") if not as_json else _null():
-        res = export_model(model, checkpoint=checkpoint, input_names=list(input_names) or None, dt=dt, steps=steps,
-                           allow_approximate=allow_approximate, out_path=out_path, onnx_path=onnx_path, seed=seed)
+        res = export_model(model, checkpoint=checkpoint, example_inputs=examples, input_names=list(input_names) or None,
+                           dt=dt, steps=steps, allow_approximate=allow_approximate, out_path=out_path,
+                           onnx_path=onnx_path, seed=seed, input_shapes=shapes or None)
     summ = res.summary()
     if as_json:
         _emit_json(summ)
@@ -278,6 +294,22 @@ def quantize(graph_file, target, method, calib_specs, weight_bits, allow_approxi
     for d in qg.deviations:
         console.print(f"[yellow]deviation:[/] {d}")
     console.print(f"wrote {out_path}" + (f" and {netx_path}" if netx_path else ""))
+
+
+def _named_arrays(specs, option: str) -> dict[str, np.ndarray]:
+    """NAME=X.npy pairs (a bare X.npy is named 'input') for commands that have no graph to take names from."""
+    from pathlib import Path
+
+    out = {}
+    for s in specs:
+        name, path = s.split("=", 1) if "=" in s else ("input", s)
+        if not Path(path).is_file():
+            raise SpikeDeployError(f"{option} {s}: file {path} not found")
+        try:
+            out[name] = np.load(path, allow_pickle=False)
+        except ValueError as e:
+            raise SpikeDeployError(f"{option} {s}: {path} is not a .npy array file ({e})") from e
+    return out
 
 
 def _print_fidelity(fid: dict) -> None:

@@ -108,11 +108,13 @@ def load_entrypoint(spec: str, checkpoint: str | Path | None = None) -> nn.Modul
     return model
 
 
-def _sample_inputs(model: nn.Module, traced: tx.Traced, steps: int, batch: int, seed: int) -> dict[str, torch.Tensor]:
-    shapes: dict[str, tuple[int, ...]] = {}
+def _sample_inputs(model: nn.Module, traced: tx.Traced, steps: int, batch: int, seed: int,
+                   input_shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, torch.Tensor]:
+    shapes: dict[str, tuple[int, ...]] = {k: tuple(v) for k, v in (input_shapes or {}).items()}
     given = getattr(model, "input_shapes", None)
     if isinstance(given, dict):
-        shapes.update({k: tuple(v) for k, v in given.items()})
+        for k, v in given.items():
+            shapes.setdefault(k, tuple(v))
     if traced.mode == "chains":
         for child, name in zip(tx._chains(model), traced.inputs.values(), strict=True):
             shp = getattr(getattr(model, child), "input_shape", None)
@@ -121,8 +123,8 @@ def _sample_inputs(model: nn.Module, traced: tx.Traced, steps: int, batch: int, 
     missing = [n for n in traced.inputs.values() if n not in shapes]
     if missing:
         raise UnsupportedError(
-            f"no example inputs for {missing}: pass example_inputs={{name: tensor [T, B, ...]}} (or give the model "
-            "an `input_shapes` dict)")
+            f"no example inputs for {missing}: pass example_inputs={{name: tensor [T, B, ...]}} or input_shapes= "
+            "(CLI: --input NAME=X.npy or --input-shape NAME=D1,D2,...), or give the model an `input_shapes` dict")
     gen = torch.Generator().manual_seed(seed)
     return {n: torch.rand((steps, batch, *shapes[n]), generator=gen) for n in traced.inputs.values()}
 
@@ -261,6 +263,7 @@ def export_model(
     onnx_path: str | Path | None = None,
     batch: int = 2,
     seed: int = 0,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
 ) -> ExportResult:
     """Export a torch/snnTorch model to a Graph, check it against torch, and write NIR (+ ONNX).
 
@@ -275,6 +278,7 @@ def export_model(
         the spike check is then reported, not enforced).
     out_path: .nir file (host nodes are kept in its metadata; see converters/nir.py).
     onnx_path: ONNX file for the host-side part (needed when the graph has host nodes and out_path is set).
+    input_shapes: {input name: shape without T and B} for random sample inputs when example_inputs is None.
     """
     source = model_or_entrypoint if isinstance(model_or_entrypoint, str) else None
     if source is not None:
@@ -290,7 +294,7 @@ def export_model(
     traced = tx.trace_model(model, input_names)
     names = list(traced.inputs.values())
     if example_inputs is None:
-        inputs = _sample_inputs(model, traced, steps or DEFAULT_STEPS, batch, seed)
+        inputs = _sample_inputs(model, traced, steps or DEFAULT_STEPS, batch, seed, input_shapes)
     else:
         unknown = sorted(set(example_inputs) - set(names))
         missing = [n for n in names if n not in example_inputs]
