@@ -3,7 +3,7 @@
 Seeded random QGraphs (tests/helpers/random_qgraphs.py) cover dense layers with mixed, excitatory and
 inhibitory weights, weight exponents -2..+2, 6-8 weight bits, conv layers with strides, padding and
 groups (and weight_exp/num_weight_bits that Lava's Conv ignores), Sparse and DelayDense layers, a
-recurrent layer, LIFReset, CUBA neurons with du < 4095, biases with exponents, graded input, and cases that wrap u
+recurrent layer, LIFReset, SumPool2d, Scale, Conv1d, two inputs summed into one layer, CUBA neurons with du < 4095, biases with exponents, graded input, and cases that wrap u
 and saturate v. Each graph runs 2 samples, so Lava's state reset between samples is checked too.
 Every neuron's u, v and spikes are compared at every step.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from random_qgraphs import conv_net, dense_chain, overflow_net, recurrent_net
+from random_qgraphs import conv_net, dense_chain, overflow_net, recurrent_net, two_input_net
 
 from spikedeploy.errors import BackendError
 
@@ -24,8 +24,10 @@ CASES = (
     + [("conv", s, {}) for s in range(4)]
     + [("recurrent", s, {}) for s in range(2)]
     + [("overflow", s, {}) for s in range(2)]
+    + [("two_input", 0, {})]
 )
-BUILD = {"dense": dense_chain, "conv": conv_net, "recurrent": recurrent_net, "overflow": overflow_net}
+BUILD = {"dense": dense_chain, "conv": conv_net, "recurrent": recurrent_net, "overflow": overflow_net,
+         "two_input": two_input_net}
 
 
 def build(kind, seed, kw):
@@ -35,9 +37,8 @@ def build(kind, seed, kw):
 @pytest.fixture(scope="module")
 def lava():
     try:
-        from spikedeploy.targets.lava_backend import simulate_lava
-
         from spikedeploy.lava_compat import lava_ready
+        from spikedeploy.targets.lava_backend import simulate_lava
 
         lava_ready()
     except BackendError as e:

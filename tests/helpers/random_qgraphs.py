@@ -241,3 +241,39 @@ def ensure_activity(qg: QGraph, inputs, tries: int = 8) -> QGraph:
             if n in silent or names.index(n) < names.index(silent[-1]):
                 qg.q[n]["vth"] = np.maximum(vth // 2, 1) if vth.ndim else max(int(vth) // 2, 1)
     return qg
+
+
+def two_input_net(seed: int, *, steps=24, batch=2):
+    """Two Inputs (a (C,H,W) map and a (C,L) sequence): SumPool2d -> LIF -> Flatten -> Scale, and Conv1d ->
+    LIF -> Flatten -> Linear, both summed into one LIF layer."""
+    rng = np.random.default_rng(seed)
+    g = Graph(dt=1e-3)
+    g.add(Node("img", "Input", {"shape": np.array([2, 8, 8])}))
+    g.add(Node("seq", "Input", {"shape": np.array([3, 12])}))
+    g.add(Node("pool", "SumPool2d", {"kernel_size": np.array(2)}))
+    g.add(_neuron("p", (2, 4, 4)))
+    g.add(Node("flat_p", "Flatten"))
+    g.add(Node("scale", "Scale", {"scale": np.ones(32)}))
+    wc = rng.integers(-100, 120, (4, 3, 3))
+    g.add(Node("conv", "Conv1d", {"weight": wc.astype(float), "stride": 2, "padding": 1}))
+    g.add(_neuron("c", (4, 6), cuba=True))
+    g.add(Node("flat_c", "Flatten"))
+    wl = _weights(rng, 32, 24, "mixed")
+    g.add(Node("fc", "Linear", {"weight": wl.astype(float)}))
+    g.add(_neuron("o", (32,)))
+    g.add(Node("out", "Output"))
+    for a, b in (("img", "pool"), ("pool", "p"), ("p", "flat_p"), ("flat_p", "scale"), ("scale", "o"),
+                 ("seq", "conv"), ("conv", "c"), ("c", "flat_c"), ("flat_c", "fc"), ("fc", "o"), ("o", "out")):
+        g.connect(a, b)
+    g.validate()
+    q = {
+        "pool": {},
+        "p": _neuron_q(rng, (2, 4, 4), cuba=False, vth_range=(1, 3), bias=False),
+        "scale": {"weight": rng.integers(0, 200, 32), "weight_exp": 0},
+        "conv": {"weight": wc},
+        "c": _neuron_q(rng, (4, 6), cuba=True, vth_range=(40, 120)),
+        "fc": {"weight": wl, "weight_exp": 0},
+        "o": _neuron_q(rng, (32,), cuba=False, vth_range=(100, 400)),
+    }
+    x = {"img": _spikes(rng, steps, batch, (2, 8, 8), 0.4), "seq": _spikes(rng, steps, batch, (3, 12), 0.4)}
+    return ensure_activity(QGraph(graph=g, target="loihi2", q=q), x), x, {"kind": "two_input"}
