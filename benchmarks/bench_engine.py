@@ -72,9 +72,7 @@ def matmul_gflops() -> float:
 
 def time_emulator(qg, x, repeats, chunk_bytes=None):
     from spikedeploy.targets.emulator import simulate_emulator
-    from spikedeploy.targets.emulator.engine import CHUNK_BYTES
-
-    kw = {"chunk_bytes": chunk_bytes or CHUNK_BYTES}
+    kw = {"chunk_bytes": chunk_bytes}
     simulate_emulator(qg, {"in": x}, **kw)  # warm-up (imports, BLAS threads)
     ts = []
     for _ in range(repeats):

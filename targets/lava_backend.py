@@ -16,14 +16,14 @@ import time
 from collections.abc import Iterable, Mapping
 
 import numpy as np
-from spikedeploy.targets.emulator.arith import sign_mode_of, wrap_int
-from spikedeploy.targets.emulator.engine import _prepare_inputs, is_binary
-from spikedeploy.targets.emulator.stages import expand_param
 
 from spikedeploy.errors import BackendError, SpikeDeployError, UnsupportedError
 from spikedeploy.ops import OPS, _pair
 from spikedeploy.qgraph import QGraph
 from spikedeploy.run import Run
+from spikedeploy.targets.emulator.arith import sign_mode_of, wrap_int
+from spikedeploy.targets.emulator.engine import _prepare_inputs, is_binary
+from spikedeploy.targets.emulator.stages import expand_param
 
 SPARSE_DENSITY = 0.1  # below this fraction of nonzero weights, a dense layer becomes a Sparse process
 MESSAGE_BITS = 24  # graded payloads (Input values, synapse to synapse)

@@ -9,12 +9,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from random_qgraphs import conv_net, dense_chain, recurrent_net
-from spikedeploy.targets.emulator import prepare_weights, simulate_emulator
-from spikedeploy.targets.spec import NumericFormat
 
 from spikedeploy.errors import BackendError, ParameterError
 from spikedeploy.graph import Graph, Node
 from spikedeploy.qgraph import QGraph
+from spikedeploy.targets.emulator import prepare_weights, simulate_emulator
+from spikedeploy.targets.spec import NumericFormat
 
 M = 2**23
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from spikedeploy.targets.emulator import simulate_emulator
 
 netx = pytest.importorskip("spikedeploy.converters.netx")

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from spikedeploy.targets.spec import NumericFormat
 
 from spikedeploy.errors import ParameterError, UnsupportedError
+from spikedeploy.targets.spec import NumericFormat
 
 EXACT_F32 = 2**24  # float32 represents every integer below this
 EXACT_F64 = 2**53

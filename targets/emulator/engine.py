@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 import numpy as np
-from spikedeploy.targets.spec import NumericFormat, TargetSpec
 
 from spikedeploy.errors import BackendError, GraphError, ShapeError, UnsupportedError
 from spikedeploy.ops import OPS
 from spikedeploy.qgraph import QGraph
 from spikedeploy.run import Run
+from spikedeploy.targets.spec import NumericFormat, TargetSpec
 
 from .arith import LOIHI2, Arith
 from .stages import NeuronStage, SynapseStage, prepare_synapse
@@ -162,13 +162,15 @@ class Program:
 
 
 def simulate_emulator(qg: QGraph, inputs: Mapping[str, np.ndarray], *, steps: int | None = None,
-                      probes: Iterable[str] = (), mode="loihi2", chunk_bytes: int = CHUNK_BYTES) -> Run:
+                      probes: Iterable[str] = (), mode="loihi2", chunk_bytes: int | None = None) -> Run:
     """Run `qg` on `inputs` (`{input_name: [T, B, *shape]}`) in fixed point.
 
     mode: "loihi2" reproduces Lava 0.10's Loihi2SimCfg(select_tag="fixed_pt") bit for bit; a NumericFormat,
     TargetSpec or target name selects a generic fixed-point core with those widths. Steps beyond the
     input length see zero input. Returns counts for every spiking node and Input, outputs for every
     Output node, and u/v/s traces (post-reset, as Lava's Monitor records them) for probed nodes.
+    chunk_bytes bounds the activations kept per chunk of time steps (default: as large as the inputs
+    given, at least CHUNK_BYTES), trading memory for larger, faster matrix products.
     """
     ar = arith_for(mode)
     g = qg.graph
@@ -181,6 +183,8 @@ def simulate_emulator(qg: QGraph, inputs: Mapping[str, np.ndarray], *, steps: in
     steps = t_in if steps is None else int(steps)
     graded = {n: float(np.abs(x).max(initial=0)) for n, x in xs.items() if not is_binary(x)}
     prog = Program(qg, ar, graded, probes)
+    if chunk_bytes is None:
+        chunk_bytes = max(CHUNK_BYTES, sum(int(np.asarray(x).nbytes) for x in inputs.values()))
     return _execute(prog, xs, steps, batch, chunk_bytes)
 
 
