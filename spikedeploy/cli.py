@@ -288,7 +288,9 @@ def quantize(graph_file, target, method, calib_specs, weight_bits, allow_approxi
     if as_json:
         _emit_json(res)
         return
-    _print_fidelity(fid["fidelity"])
+    from .report import render_fidelity
+
+    render_fidelity(fid["fidelity"], console)
     for w in res["warnings"]:
         console.print(f"[yellow]warning:[/] {w}")
     for d in qg.deviations:
@@ -310,27 +312,6 @@ def _named_arrays(specs, option: str) -> dict[str, np.ndarray]:
         except ValueError as e:
             raise SpikeDeployError(f"{option} {s}: {path} is not a .npy array file ({e})") from e
     return out
-
-
-def _print_fidelity(fid: dict) -> None:
-    t = Table(title=f"fidelity: float vs quantized ({fid.get('inputs', '')})")
-    for col in ("layer", "op", "same-bin agreement", "spike overlap", "spikes float", "spikes quantized", "rate change"):
-        t.add_column(col, justify="left" if col in ("layer", "op") else "right")
-    for name, r in fid["layers"].items():
-        t.add_row(name, r.get("op", ""), _fmt(r.get("spike_agreement")), _fmt(r.get("spike_match")),
-                  _fmt(r.get("spikes_float")), _fmt(r.get("spikes_quant")), _fmt(r.get("rate_change")))
-    console.print(t)
-    console.print(f"mean spike agreement: {_fmt(fid.get('spike_agreement'))}")
-    for name, o in fid.get("outputs", {}).items():
-        console.print(f"output {name}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in o.items()))
-
-
-def _fmt(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4f}"
-    return f"{v:,}" if isinstance(v, int) else str(v)
 
 
 # ---- partition ------------------------------------------------------------------------------------

@@ -139,6 +139,38 @@ class Graph:
                     stack.append((nxt, iter(succ[nxt])))
         return post[::-1], back
 
+    def components(self) -> list[list[str]]:
+        """Weakly connected components, each in insertion order (e.g. one per independent encoder)."""
+        comp: dict[str, int] = {}
+        nbrs: dict[str, set[str]] = {n: set() for n in self.nodes}
+        for a, b in self.edges:
+            nbrs[a].add(b)
+            nbrs[b].add(a)
+        out: list[list[str]] = []
+        for n in self.nodes:
+            if n in comp:
+                continue
+            comp[n] = len(out)
+            todo, members = [n], {n}
+            while todo:
+                for m in nbrs[todo.pop()]:
+                    if m not in comp:
+                        comp[m] = len(out)
+                        members.add(m)
+                        todo.append(m)
+            out.append([x for x in self.nodes if x in members])
+        return out
+
+    def subgraph(self, names) -> Graph:
+        """The nodes `names` and the edges among them, with the graph's metadata."""
+        keep = set(names)
+        g = Graph(dt=self.dt, reset=self.reset, reset_delay=self.reset_delay, meta=copy.deepcopy(self.meta))
+        for n in self.nodes:
+            if n in keep:
+                g.nodes[n] = copy.deepcopy(self.nodes[n])
+        g.edges = [(a, b) for a, b in self.edges if a in keep and b in keep]
+        return g
+
     # ---- shapes and validation ----------------------------------------------------------------
     def infer_shapes(self) -> Graph:
         order, back = self.order()

@@ -229,9 +229,55 @@ def render_terminal(report: dict, console=None) -> None:
     for n in report["assumptions"]["notes"]:
         console.print(f"  • {n}")
     if report.get("fidelity"):
-        console.print(f"fidelity: {json.dumps(report['fidelity'])[:500]}")
+        render_fidelity(report["fidelity"], console)
     if report.get("retrieval"):
-        console.print(f"retrieval: {json.dumps({k: v for k, v in report['retrieval'].items() if k != 'per_query'})[:500]}")
+        render_retrieval(report["retrieval"], console)
+
+
+def render_fidelity(fid: dict, console) -> None:
+    """Per-layer float vs quantized spikes: same-bin agreement, spike overlap, counts, rate change."""
+    from rich.table import Table
+
+    t = Table(title=f"fidelity: float vs quantized ({fid.get('inputs', 'given inputs')})")
+    for col in ("layer", "op", "same-bin agreement", "spike overlap", "spikes float", "spikes quantized", "rate change"):
+        t.add_column(col, justify="left" if col in ("layer", "op") else "right")
+    for name, r in fid.get("layers", {}).items():
+        t.add_row(name, r.get("op", ""), _fmt(r.get("spike_agreement")), _fmt(r.get("spike_match")),
+                  _fmt(r.get("spikes_float")), _fmt(r.get("spikes_quant")), _fmt(r.get("rate_change")))
+    console.print(t)
+    console.print(f"mean spike agreement: {_fmt(fid.get('spike_agreement'))}")
+    for name, o in fid.get("outputs", {}).items():
+        console.print(f"output {name}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in o.items()))
+    for k, v in (fid.get("task") or {}).items():
+        console.print(f"task {k}: {_fmt(v)}")
+
+
+def render_retrieval(ret: dict, console) -> None:
+    """Recall@K per backend and direction, for sections shaped {backend: {direction: {"R@k": x}}}."""
+    from rich.table import Table
+
+    rows = {b: v for b, v in ret.items() if isinstance(v, dict) and "image_to_text" in v}
+    if not rows:
+        return
+    ks = sorted({k for v in rows.values() for d in ("image_to_text", "text_to_image") for k in v.get(d, {})},
+                key=lambda k: int(k.split("@")[1]))
+    t = Table(title=f"cross-modal retrieval ({ret.get('queries', '?')} queries, gallery {ret.get('gallery_size', '?')})")
+    t.add_column("backend")
+    for d in ("image→text", "text→image"):
+        for k in ks:
+            t.add_column(f"{d} {k}", justify="right")
+    for b, v in rows.items():
+        label = b + (f" ({v['queries']} queries)" if "queries" in v else "")
+        t.add_row(label, *(_fmt(v.get(d, {}).get(k)) for d in ("image_to_text", "text_to_image") for k in ks))
+    console.print(t)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
 
 
 def numeric_leaves(d: Any, prefix: str = "", depth: int = 3) -> dict[str, float]:

@@ -45,12 +45,36 @@ def simulate(model: Graph | QGraph, inputs: Mapping[str, np.ndarray], *, backend
 
         run = simulate_emulator(qg, inputs, steps=steps, probes=probes)
     else:
-        from .targets.lava_backend import simulate_lava
-
-        run = simulate_lava(qg, inputs, steps=steps, probes=probes)
+        run = _lava_per_component(qg, inputs, steps=steps, probes=probes)
     if note:
         run.meta.setdefault("notes", []).append(note)
     return run
+
+
+def _lava_per_component(qg: QGraph, inputs, *, steps, probes) -> Run:
+    """Lava compiles only the processes connected to the one it runs, so independent parts of a graph
+    (one encoder per modality) run as separate Lava networks; their records are merged."""
+    from .targets.lava_backend import simulate_lava
+
+    comps = qg.graph.components()
+    if len(comps) == 1:
+        return simulate_lava(qg, inputs, steps=steps, probes=probes)
+    merged: Run | None = None
+    for names in comps:
+        sub = QGraph(graph=qg.graph.subgraph(names), target=qg.target,
+                     q={k: v for k, v in qg.q.items() if k in names},
+                     scale={k: v for k, v in qg.scale.items() if k in names},
+                     deviations=qg.deviations, meta=qg.meta)
+        r = simulate_lava(sub, {k: v for k, v in inputs.items() if k in names}, steps=steps,
+                          probes=[p for p in probes if p in names])
+        if merged is None:
+            merged = r
+        else:
+            merged.outputs.update(r.outputs)
+            merged.counts.update(r.counts)
+            merged.traces.update(r.traces)
+    merged.meta["lava_networks"] = len(comps)
+    return merged
 
 
 def check_inputs(graph: Graph, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -1,0 +1,274 @@
+"""The whole cross-modal retrieval pipeline on the bundled model, as `make demo` runs it.
+
+export → quantize (loihi2) → partition → simulate (float torch; emulator on the test split; Lava on a few
+samples with a bit-exact parity check against the emulator) → report (terminal, out/report.json,
+out/report.html).
+
+    python -m examples.retrieval.pipeline --out out [--lava-samples 4] [--limit N]
+
+Chip timing: every synapse adds one step of delay on Loihi (lava-fixed-point.md §1), so an encoder
+with L synapse layers answers L steps late. The chip runs T + L steps with the T input frames first and
+zeros after, and the embedding is the output spike count in the window [L, L + T). Images enter the chip
+as graded 8-bit payloads (MNIST pixels are k/255, so pixel·255 is exact); the first layer's weights are
+divided by 255 to keep the float graph identical (an exact rewrite recorded in the graph).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from examples.retrieval import data
+from examples.retrieval.evaluate import recall_at_k, retrieval_metrics
+from examples.retrieval.model import load_pretrained
+from spikedeploy.atomic import atomic_write
+from spikedeploy.export import export_model
+from spikedeploy.graph import Graph, Node
+from spikedeploy.jsonout import dumps
+from spikedeploy.qgraph_io import save_qgraph
+from spikedeploy.quantize import quantize
+from spikedeploy.quantize_fidelity import fidelity
+from spikedeploy.report import build_report, render_terminal
+from spikedeploy.report_html import write_html
+from spikedeploy.simulate import simulate
+
+PIXEL_SCALE = 255.0
+TARGET = "loihi2"
+
+
+def synapse_depth(graph: Graph, output: str) -> int:
+    """Number of synapse nodes between the output and its Input: the chip's latency in steps."""
+    depth, node = 0, output
+    while graph.predecessors(node):
+        node = graph.predecessors(node)[0]
+        depth += graph.nodes[node].spec.family == "synapse"
+    return depth
+
+
+def integer_image_input(graph: Graph, image_input: str = "image") -> Graph:
+    """Copy of `graph` taking pixels in 0..255 instead of 0..1: the first synapse's weights / 255 (exact)."""
+    g = graph.copy()
+    (first,) = g.successors(image_input)
+    node = g.nodes[first]
+    node.params["weight"] = np.asarray(node.params["weight"], dtype=np.float64) / PIXEL_SCALE
+    g.meta.setdefault("rewrites", []).append(
+        f"input '{image_input}' takes 8-bit pixel payloads (0..255): '{first}' weights divided by {PIXEL_SCALE:g} (exact)")
+    return g
+
+
+def chip_inputs(images_u8: np.ndarray, bow: np.ndarray, T: int, pad: int) -> dict[str, np.ndarray]:
+    """Direct encoding: the same frame for T steps, then `pad` zero steps so delayed layers finish."""
+    img = np.zeros((T + pad, *images_u8.shape), np.float32)
+    img[:T] = images_u8[None].astype(np.float32)
+    txt = np.zeros((T + pad, len(bow), bow.shape[1]), np.float32)
+    txt[:T] = bow[None].astype(np.float32)
+    return {"image": img, "text": txt}
+
+
+def to_u8(images: np.ndarray) -> np.ndarray:
+    """[N, 1, 28, 28] floats k/255 -> the uint8 pixels they came from."""
+    return np.round(np.asarray(images, dtype=np.float64) * PIXEL_SCALE).astype(np.uint8)
+
+
+def window_counts(out: np.ndarray, start: int, T: int) -> np.ndarray:
+    return out[start:start + T].sum(0).reshape(out.shape[1], -1)
+
+
+def float_embeddings(model, images: np.ndarray, bow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    with torch.no_grad():
+        x = data.encode_images(images.astype(np.float32) / PIXEL_SCALE, model.num_steps)
+        img = model.encode_image(x).numpy()
+        txt = model.encode_text(data.encode_text(bow, model.num_steps)).numpy()
+    return img, txt
+
+
+def with_similarity_head(graph: Graph, gallery: np.ndarray, *, on_chip: bool) -> Graph:
+    """The retrieval head: a host cosine-similarity search, or (exact rewrite) a Dense layer on the chip whose
+    weights are the L2-normalised gallery, read out by a non-spiking integrator. Ranking a query's scores
+    against normalised gallery rows equals ranking by cosine, whatever the query's norm."""
+    g = graph.copy()
+    n, dim = gallery.shape
+    g.add(Node("similarity_out", "Output"))
+    if on_chip:
+        w = gallery / np.maximum(np.linalg.norm(gallery, axis=1, keepdims=True), 1e-12)
+        g.add(Node("gallery", "Affine", {"weight": w, "bias": np.zeros(n)}, modality="image"))
+        g.add(Node("similarity", "LI", {"tau": np.full(n, 1e9), "r": np.ones(n), "v_leak": np.zeros(n)},
+                   modality="image"))
+        g.connect("image.net.8", "gallery")
+        g.connect("gallery", "similarity")
+    else:
+        g.add(Node("similarity", "CosineSimilarity", {"out_shape": np.array([n])},
+                   meta={"macs": int(n * dim), "gallery": f"{n} caption embeddings x {dim}"}, modality="fused"))
+        g.connect("image.net.8", "similarity")
+    g.connect("similarity", "similarity_out")
+    g.infer_shapes()
+    return g
+
+
+def run_pipeline(out_dir: Path, *, lava_samples: int = 4, limit: int | None = None, seed: int = 0,
+                 console: Console | None = None, model=None) -> dict:
+    console = console or Console()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    model = load_pretrained() if model is None else model
+    T = model.num_steps
+    test = data.load_split("test")
+    images = to_u8(test.images)
+    labels = test.labels
+    captions, _ = data.sample_captions(labels)
+    cap_labels = labels.copy()  # caption i describes image i
+    if limit:
+        images, labels, captions, cap_labels = images[:limit], labels[:limit], captions[:limit], cap_labels[:limit]
+    bow = model.vocab.bag_of_words(list(captions))
+    train = data.load_split("train")
+    calib_idx = np.random.default_rng(seed).choice(len(train.labels), 64, replace=False)
+    calib_images = to_u8(train.images[calib_idx])
+    calib_bow = model.vocab.bag_of_words([data.caption(int(y), 0) for y in train.labels[calib_idx]])
+    timings: dict[str, float] = {}
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                        TimeElapsedColumn(), console=console, transient=False)
+    stages = ["export", "quantize", "float reference", "emulator", "Lava parity", "partition + report"]
+    with progress:
+        task = progress.add_task("pipeline", total=len(stages))
+
+        def stage(name):
+            progress.update(task, description=f"[bold]{name}[/]")
+            return time.perf_counter()
+
+        # 1. export (checks itself against torch before writing)
+        t0 = stage("export")
+        sample = {"image": torch.as_tensor(images[:8].astype(np.float32) / PIXEL_SCALE)[None],
+                  "text": torch.as_tensor(bow[:8].astype(np.float32))[None]}
+        exp = export_model(model, example_inputs=sample, steps=T, out_path=out_dir / "model.nir", dt=1e-3)
+        graph = exp.graph
+        timings["export_s"] = time.perf_counter() - t0
+        progress.advance(task)
+
+        # 2. quantize for Loihi 2, calibrated on training images
+        t0 = stage("quantize")
+        g_int = integer_image_input(graph)
+        depth = {o: synapse_depth(g_int, o) for o in g_int.outputs}
+        pad = max(depth.values())
+        calib = chip_inputs(calib_images, calib_bow, T, pad)
+        qg = quantize(g_int, TARGET, method="percentile", calibration=calib)
+        save_qgraph(qg, out_dir / "model.q.npz")
+        fid = fidelity(g_int, qg, calib)["fidelity"]
+        fid["inputs"] = f"{len(calib_idx)} training images and captions"
+        timings["quantize_s"] = time.perf_counter() - t0
+        progress.advance(task)
+
+        # 3. float reference: the torch model itself
+        t0 = stage("float reference")
+        f_img, f_txt = float_embeddings(model, images, bow)
+        timings["float_s"] = time.perf_counter() - t0
+        progress.advance(task)
+
+        # 4. emulator on the whole test split
+        t0 = stage("emulator")
+        xs = chip_inputs(images, bow, T, pad)
+        run = simulate(qg, xs, backend="emulator")
+        e_img = window_counts(run.outputs["image_output"], depth["image_output"], T)
+        e_txt = window_counts(run.outputs["text_output"], depth["text_output"], T)
+        timings["emulator_s"] = time.perf_counter() - t0
+        progress.advance(task)
+
+        # 5. Lava on a few samples; must equal the emulator bit for bit
+        t0 = stage("Lava parity")
+        n_lava = min(lava_samples, len(labels))
+        xl = {k: v[:, :n_lava] for k, v in xs.items()}
+        lrun = simulate(qg, xl, backend="lava")
+        parity = {
+            node: bool(np.array_equal(lrun.counts[node], run.counts[node][:, :n_lava])) for node in lrun.counts
+        }
+        outputs_equal = all(np.array_equal(lrun.outputs[o], run.outputs[o][:, :n_lava]) for o in lrun.outputs)
+        l_img = window_counts(lrun.outputs["image_output"], depth["image_output"], T)
+        l_txt = window_counts(lrun.outputs["text_output"], depth["text_output"], T)
+        timings["lava_s"] = time.perf_counter() - t0
+        progress.advance(task)
+
+        # 6. retrieval metrics, partition, energy, report (host head and chip head)
+        t0 = stage("partition + report")
+        retrieval = {
+            "float": retrieval_metrics(f_img, labels, f_txt, cap_labels),
+            "emulator": retrieval_metrics(e_img, labels, e_txt, cap_labels),
+            # Lava's queries (a subset) against the full galleries; the parity check shows they equal the emulator's
+            "lava": {
+                "image_to_text": recall_at_k(l_img, labels[:n_lava], e_txt, cap_labels),
+                "text_to_image": recall_at_k(l_txt, cap_labels[:n_lava], e_img, labels),
+                "queries": n_lava,
+                "parity_with_emulator": {"all_equal": bool(all(parity.values()) and outputs_equal), "nodes": parity},
+            },
+            "queries": len(labels),
+            "gallery_size": len(labels),
+            "embedding_dim": int(e_img.shape[1]),
+            "steps": {"T": T, "chip_latency_steps": depth},
+            "correct_when": "the retrieved item shows the same digit",
+        }
+        heads = {}
+        for mode in ("host", "chip"):
+            gh = with_similarity_head(graph, e_txt.astype(np.float64), on_chip=mode == "chip")
+            heads[mode] = build_report(gh, TARGET, run=run, steps=T + pad,
+                                       retrieval={"gallery_size": len(labels), "embedding_dim": int(e_img.shape[1])}
+                                       if mode == "host" else None)
+        rep = build_report(graph, TARGET, run=run, fidelity=fid, qgraph=qg, retrieval=retrieval, steps=T + pad)
+        rep["similarity_head"] = {
+            mode: {"cores_used": r["cores_used"], "chips": r["chips"],
+                   "energy_per_query_j": r["energy_per_inference_j"] if mode == "chip"
+                   else r["retrieval"]["per_query"]["energy_j"],
+                   "latency_per_query_s": r["latency_per_inference_s"] if mode == "chip"
+                   else r["retrieval"]["per_query"]["latency_s"],
+                   "where": "host: cosine search over the gallery" if mode == "host"
+                   else "chip: Dense layer with the normalised gallery as weights + integrator readout"}
+            for mode, r in heads.items()
+        }
+        rep["pipeline"] = {"timings_s": {k: round(v, 3) for k, v in timings.items()},
+                           "export_check": exp.check, "rewrites": g_int.meta.get("rewrites", []),
+                           "quantization_warnings": qg.meta.get("warnings", []), "deviations": qg.deviations}
+        with atomic_write(out_dir / "report.json", "w") as f:
+            f.write(dumps(rep))
+        write_html(rep, out_dir / "report.html")
+        progress.advance(task)
+        progress.update(task, description="[bold green]done[/]")
+
+    render_terminal(rep, console)
+    _print_retrieval(console, retrieval, rep["similarity_head"])
+    console.print(f"wrote {out_dir / 'report.json'} and {out_dir / 'report.html'} "
+                  f"in {time.perf_counter() - t_start:.1f} s")
+    return rep
+
+
+def _print_retrieval(console: Console, r: dict, heads: dict) -> None:
+    par = r["lava"]["parity_with_emulator"]["all_equal"]
+    console.print(f"Lava = emulator bit for bit on every node ({r['lava']['queries']} samples): "
+                  f"{'[green]yes[/]' if par else '[red]NO[/]'}")
+    h = Table(title="similarity head: host or chip")
+    for c in ("head", "cores", "energy / query", "latency / query", "where"):
+        h.add_column(c)
+    for mode, v in heads.items():
+        h.add_row(mode, str(v["cores_used"]), f"{v['energy_per_query_j'] * 1e6:.3f} µJ",
+                  f"{v['latency_per_query_s'] * 1e6:.1f} µs", v["where"])
+    console.print(h)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path("out"))
+    ap.add_argument("--lava-samples", type=int, default=4)
+    ap.add_argument("--limit", type=int, default=None, help="use only the first N test items")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    rep = run_pipeline(a.out, lava_samples=a.lava_samples, limit=a.limit, seed=a.seed)
+    if not rep["retrieval"]["lava"]["parity_with_emulator"]["all_equal"]:
+        raise SystemExit("Lava and the emulator disagree: see out/report.json retrieval.lava.parity_with_emulator")
+
+
+if __name__ == "__main__":
+    main()
