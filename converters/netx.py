@@ -484,5 +484,338 @@ def _bias(lc: dict, shape: tuple[int, ...]) -> np.ndarray | None:
 
 
 # ================================================================================================
-# Writer: to be added here (write_netx), sharing the constants above.
+# Writer
 # ================================================================================================
+# What a netx file can hold, and so what write_netx refuses (lava-fixed-point.md §3):
+#   - one chain: input -> (dense | conv) + neuron group -> ... with flatten between conv and dense;
+#   - netx recomputes the dense exponent (optimize_weight_bits): the file holds integers W and Lava then
+#     computes the exact sum W·s, so a QGraph layer is written only if its arithmetic is an exact integer
+#     sum (weight_exp >= 0: W << exp; weight_exp < 0: exact only where the dropped low bits of each row
+#     can never carry into the floored sum, for binary spikes);
+#   - bias_exp is fixed at 6 (bias = bias_mant << 6), one iDecay/vDecay/vThMant per layer, no LIFReset.
+_NETX_NEURONS = ("LIF", "IF", "CubaLIF", "LI", "CubaLI", "Threshold")
+
+
+def write_netx(qg: QGraph, path: str | Path) -> Path:
+    """Write `qg` (target loihi2) as a lava-dl netx `.net` file that `netx.hdf5.Network` runs bit for bit
+    like the QGraph (spikes in, binary spikes between layers). Atomic. Returns the path.
+
+    Raises UnsupportedError naming the node when netx cannot represent the QGraph exactly.
+    """
+    from ..atomic import atomic_path
+
+    path = Path(path)
+    layers = netx_layers(qg)
+    with atomic_path(path) as tmp:
+        _write_h5(tmp, layers, qg)
+    return path
+
+
+def netx_layers(qg: QGraph) -> list[dict[str, Any]]:
+    """The netx layer groups of `qg` as {dataset: value} dicts (a 'neuron' entry is the neuron group)."""
+    if qg.target != "loihi2":
+        raise UnsupportedError(f"netx files run on Lava's Loihi 2 model; this QGraph is quantized for "
+                               f"'{qg.target}'; fix: quantize for 'loihi2'")
+    return _NetxWriter(qg).layers()
+
+
+class _NetxWriter:
+    def __init__(self, qg: QGraph) -> None:
+        self.qg = qg
+        self.g = qg.graph
+        if any(n.out_shape is None for n in self.g.nodes.values()):
+            self.g.infer_shapes()
+
+    def q(self, name: str) -> dict[str, Any]:
+        if name not in self.qg.q:
+            raise UnsupportedError(f"node '{name}' ({self.g.nodes[name].op}) has no quantized parameters in the QGraph")
+        return self.qg.q[name]
+
+    def refuse(self, name: str, why: str, fix: str = "") -> UnsupportedError:
+        op = self.g.nodes[name].op if name in self.g.nodes else "?"
+        return UnsupportedError(f"node '{name}' ({op}): {why}" + (f"; fix: {fix}" if fix else ""))
+
+    def passthrough(self, name: str) -> bool:
+        """Delay nodes whose delays the synapse's q holds (read_netx's view of DelayDense)."""
+        return self.g.nodes[name].op == "Delay" and bool(self.qg.q.get(name, {}).get("folded_into"))
+
+    # ---- the chain ------------------------------------------------------------------------------
+    def chain(self) -> list[str]:
+        g = self.g
+        for name, node in g.nodes.items():
+            if node.spec.family == "host" or node.placement == "host":
+                raise self.refuse(name, "runs on the host; a netx file holds only chip layers",
+                                  "write the chip subgraph (spikedeploy partition) and run host nodes separately")
+        if len(g.inputs) != 1:
+            raise UnsupportedError(f"netx networks have one input; this graph has {len(g.inputs)}: {g.inputs}")
+        if len(g.outputs) != 1:
+            raise UnsupportedError(f"netx networks have one output (the last layer); this graph has "
+                                   f"{len(g.outputs)}: {g.outputs}")
+        _, back = g.order()
+        if back:
+            a, b = back[0]
+            raise self.refuse(b, f"recurrent connection {a} -> {b}; netx files hold feed-forward chains here",
+                              "keep recurrent layers in the QGraph (.sdq) and simulate them with the emulator or Lava")
+        seq = [g.inputs[0]]
+        while True:
+            cur = seq[-1]
+            succ = g.successors(cur)
+            if g.nodes[cur].op == "Output":
+                break
+            if len(succ) != 1:
+                raise self.refuse(cur, f"feeds {len(succ)} nodes ({', '.join(succ) or 'none'}); netx layers form "
+                                       "a single chain, one layer feeding the next")
+            nxt = succ[0]
+            preds = g.predecessors(nxt)
+            if len(preds) != 1:
+                raise self.refuse(nxt, f"has {len(preds)} inputs ({', '.join(preds)}); netx layers take exactly one")
+            seq.append(nxt)
+        missing = [n for n in g.nodes if n not in seq]
+        if missing:
+            raise self.refuse(missing[0], "is not on the chain from the input to the output; netx files hold a "
+                                          "single chain")
+        return [n for n in seq if not self.passthrough(n)]
+
+    def layers(self) -> list[dict[str, Any]]:
+        g = self.g
+        seq = self.chain()
+        inp, body = seq[0], seq[1:-1]
+        shape = tuple(int(s) for s in g.nodes[inp].out_shape)
+        first = {"type": "input", "shape": np.asarray(shape, dtype=np.int64)}
+        out = [first]
+        i = 0
+        if body and g.nodes[body[0]].spec.family == "neuron":
+            # read_netx's input neuron: Lava drives it through bias_mant only (input_mode 'bias')
+            self.input_neuron(body[0], first)
+            i = 1
+        cur_shape = shape
+        while i < len(body):
+            name = body[i]
+            node = g.nodes[name]
+            fam = node.spec.family
+            if node.op == "Flatten":
+                if len(node.out_shape) != 1:
+                    raise self.refuse(name, f"flattens to {list(node.out_shape)}; netx flattens to one dimension")
+                i += 1
+                continue
+            if fam == "neuron":
+                raise self.refuse(name, "follows another neuron group without a synapse; each netx layer is one "
+                                        "synapse (dense or conv) and one neuron group")
+            if fam != "synapse":
+                raise self.refuse(name, "has no netx layer type")
+            if i + 1 >= len(body) or g.nodes[body[i + 1]].spec.family != "neuron":
+                raise self.refuse(name, "is not followed by a neuron node; each netx layer is one synapse and one "
+                                        "neuron group")
+            neuron = body[i + 1]
+            if node.op in ("Affine", "Linear"):
+                if len(cur_shape) > 1:
+                    out.append({"type": "flatten"})  # netx: transpose([2, 1, 0]).flatten() = CHW order
+                layer = self.dense(name, neuron)
+            elif node.op == "Conv2d":
+                if len(cur_shape) != 3:
+                    raise self.refuse(name, f"reads a {len(cur_shape)}-D input {list(cur_shape)}; netx conv "
+                                            "layers take (C, H, W) maps and cannot follow a flatten")
+                layer = self.conv(name, neuron)
+            else:
+                what = {"Scale": "elementwise scaling", "Conv1d": "1-D convolution", "SumPool2d": "pooling",
+                        "AvgPool2d": "pooling", "Delay": "a delay node"}.get(node.op, node.op)
+                raise self.refuse(name, f"{what} has no netx layer (netx reads input, dense, conv, flatten)",
+                                  "fold it into a neighbouring dense or conv layer when quantizing")
+            layer["neuron"] = self.neuron_group(neuron)
+            bias = self.bias(neuron, layer["type"])
+            if bias is not None:
+                layer["bias"] = bias
+            out.append(layer)
+            cur_shape = tuple(int(s) for s in g.nodes[neuron].out_shape)
+            i += 2
+        if not any("neuron" in lc for lc in out):
+            raise UnsupportedError("the graph has no chip layer between its input and output; nothing to write")
+        return out
+
+    # ---- layers ---------------------------------------------------------------------------------
+    def input_neuron(self, name: str, layer: dict) -> None:
+        q = self.q(name)
+        if q.get("input_mode") != "bias":
+            raise self.refuse(name, "is fed by the input without a synapse; a netx input layer with a neuron is "
+                                    "driven through its bias only (lava-dl leaves its input port unconnected)",
+                              "put a dense or conv synapse between the input and the neurons")
+        t = q.get("input_transform", {})
+        layer["weight"] = np.int64(t.get("weight", NETX_INPUT_WEIGHT))
+        layer["bias"] = np.int64(t.get("bias", 0))
+        if np.any(np.asarray(q.get("bias_mant", 0)) != 0):
+            raise self.refuse(name, "the netx input neuron has no bias of its own (its bias carries the input)")
+        layer["neuron"] = self.neuron_group(name)
+
+    def dense(self, syn: str, neuron: str) -> dict[str, Any]:
+        from ..targets.emulator.arith import prepare_weights
+
+        q = self.q(syn)
+        where = f"node '{syn}'"
+        w = np.asarray(q["weight"])
+        if w.ndim != 2:
+            raise self.refuse(syn, f"weight has shape {list(w.shape)}; expected (out, in)")
+        p = prepare_weights(w, q.get("sign_mode"), q.get("num_weight_bits"), where=where).astype(np.int64)
+        e = int(q.get("weight_exp", 0))
+        if e >= 0:
+            f = p << e
+        else:
+            k = -e
+            low = p & ((1 << k) - 1)  # the bits the floored shift of the sum drops
+            carry = low.sum(axis=1) >= (1 << k)
+            if np.any(carry):
+                r = int(np.flatnonzero(carry)[0])
+                raise self.refuse(
+                    syn, f"weight_exp {e} floors the sum of each row, and the dropped low bits of row {r} (sum "
+                         f"{int(low[r].sum())}) can carry, so the result is not a sum of integer weights; netx "
+                         "recomputes the exponent from integer weights and computes exact sums",
+                    "quantize with weight_exp >= 0 for this layer, or mantissas that are multiples of "
+                    f"2**{k}")
+            f = p >> k
+        if not np.any(f):
+            raise self.refuse(syn, "all weights are zero; netx's optimize_weight_bits fails on them")
+        self.check_netx_weights(syn, f)
+        layer: dict[str, Any] = {"type": "dense", "shape": np.asarray([f.shape[0]], dtype=np.int64),
+                                 "weight": _int_dataset(f)}
+        if q.get("delay") is not None:
+            layer["delay"] = self.delay(syn, np.broadcast_to(np.asarray(q["delay"]), f.shape))
+        return layer
+
+    def check_netx_weights(self, syn: str, f: np.ndarray) -> None:
+        """netx's optimize_weight_bits + Lava's weight preparation must give back the sum of `f` exactly."""
+        from ..targets.emulator.arith import prepare_weights
+
+        shifted, nwb, exp, sign, notes = optimize_weight_bits(f)
+        bad = "; ".join(notes)
+        try:
+            p2 = prepare_weights(shifted, None, nwb).astype(np.int64)
+        except SpikeDeployError as e:  # netx chose a weight width Lava cannot use
+            p2, bad = None, str(e)
+        if p2 is not None and not bad:
+            ok = np.array_equal(p2, f << -exp) if exp <= 0 else np.array_equal(p2 << exp, f)
+            if ok:
+                return
+            bad = f"netx's weights {shifted.min()}..{shifted.max()} with {nwb} bits, exponent {exp} change them"
+        raise self.refuse(
+            syn, f"integer weights {int(f.min())}..{int(f.max())} do not survive netx's optimize_weight_bits and "
+                 f"Lava's 8-bit weight preparation ({bad})",
+            "weights must fit 8 bits as netx scales them (mixed: -256..254, excitatory 0..255); lower the "
+            "layer's scale or weight_exp")
+
+    def delay(self, syn: str, d: np.ndarray) -> np.ndarray:
+        d = np.asarray(d).astype(np.int64)
+        if d.size and (d.min() < 0 or d.max() > NETX_MAX_DELAY):
+            raise self.refuse(syn, f"delays {int(d.min())}..{int(d.max())} are outside netx's 0..{NETX_MAX_DELAY}")
+        out, inp = d.shape
+        if np.all(d == d[:, :1]):
+            return d[:, 0].copy()  # axonal: netx checks per-output first
+        if np.all(d == d[:1, :]) and inp != out:
+            return d[0].copy()
+        return d
+
+    def conv(self, syn: str, neuron: str) -> dict[str, Any]:
+        node = self.g.nodes[syn]
+        q = self.q(syn)
+        w = np.asarray(q["weight"])
+        w = (np.trunc(w) if w.dtype.kind == "f" else w).astype(np.int64)  # Lava's Conv casts to int
+        if w.ndim != 4:
+            raise self.refuse(syn, f"weight has shape {list(w.shape)}; expected (out, in/groups, kH, kW)")
+        # Lava's Conv ignores weight_exp and num_weight_bits (as the emulator does), so they are not written.
+        layer: dict[str, Any] = {"type": "conv", "shape": np.asarray(node.out_shape, dtype=np.int64),
+                                 "weight": _int_dataset(w)}
+        for k, d in (("stride", 1), ("padding", 0), ("dilation", 1)):
+            layer[k] = np.asarray(_pair(node.params.get(k, d)), dtype=np.int64)  # (H, W); netx reverses
+        layer["groups"] = np.int64(int(node.params.get("groups", 1)))
+        return layer
+
+    # ---- neurons --------------------------------------------------------------------------------
+    def scalar(self, name: str, q: dict, key: str) -> int:
+        v = np.asarray(q[key])
+        if v.size == 0 or np.any(v != v.ravel()[0]):
+            raise self.refuse(name, f"per-neuron {key} values ({v.min()}..{v.max()}); netx stores one "
+                                    f"{_NEURON_KEYS[key]} per layer",
+                              "quantize with one time constant and threshold per layer")
+        return int(v.ravel()[0])
+
+    def neuron_group(self, name: str) -> dict[str, Any]:
+        node = self.g.nodes[name]
+        if node.op not in _NETX_NEURONS:
+            raise self.refuse(name, "has no netx neuron type (netx CUBA neurons are Lava LIFs)")
+        q = self.q(name)
+        for k in ("du", "dv", "vth"):
+            if k not in q:
+                raise self.refuse(name, f"quantized parameter '{k}' missing")
+        if q.get("reset_interval"):
+            raise self.refuse(name, "resets periodically (Lava LIFReset); a netx file cannot hold the reset, "
+                                    "lava-dl sets it per network with Network(reset_interval=...)",
+                              "write the file without reset_interval and pass reset_interval to netx.hdf5.Network")
+        return {"type": "CUBA", "iDecay": np.int64(self.scalar(name, q, "du") + 1),
+                "vDecay": np.int64(self.scalar(name, q, "dv")), "vThMant": np.int64(self.scalar(name, q, "vth"))}
+
+    def bias(self, name: str, kind: str) -> np.ndarray | None:
+        from ..targets.emulator.arith import effective_bias
+        from ..targets.emulator.stages import expand_param
+
+        q = self.q(name)
+        shape = tuple(int(s) for s in self.g.nodes[name].out_shape)
+        where = f"node '{name}'"
+        bm = expand_param(q.get("bias_mant", 0), shape, f"{where} bias_mant")
+        be = expand_param(q.get("bias_exp", 0), shape, f"{where} bias_exp")
+        b = np.broadcast_to(effective_bias(bm, be), (int(np.prod(shape)),)).astype(np.int64).reshape(shape)
+        if not np.any(b):
+            return None
+        m = b >> NETX_BIAS_EXP
+        if np.any(m << NETX_BIAS_EXP != b):
+            j = int(np.flatnonzero((m << NETX_BIAS_EXP).ravel() != b.ravel())[0])
+            raise self.refuse(name, f"bias {int(b.ravel()[j])} (bias_mant·2^bias_exp) of neuron {j} is not a "
+                                    f"multiple of 2^{NETX_BIAS_EXP}; netx fixes bias_exp = {NETX_BIAS_EXP}",
+                              "quantize biases as whole weight units (bias_mant·2^bias_exp a multiple of 64)")
+        if m.min() < -(1 << 15) or m.max() >= 1 << 15:
+            raise self.refuse(name, f"bias {int(np.abs(b).max())} needs a mantissa beyond int16 at netx's bias_exp "
+                                    f"{NETX_BIAS_EXP} (Lava stores bias_mant as int16)")
+        if kind == "conv":
+            per_channel = m.reshape(m.shape[0], -1)
+            if np.any(per_channel != per_channel[:, :1]):
+                raise self.refuse(name, "bias varies within a channel; netx conv biases are per channel")
+            return per_channel[:, 0].copy()
+        return m.reshape(-1).copy()
+
+
+_NEURON_KEYS = {"du": "iDecay", "dv": "vDecay", "vth": "vThMant"}
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    a = np.asarray(v, dtype=np.int64).ravel()
+    return (int(a[0]), int(a[0])) if a.size == 1 else (int(a[0]), int(a[1]))
+
+
+def _int_dataset(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, dtype=np.int64)
+    for t in (np.int16, np.int32):
+        if a.size == 0 or (a.min() >= np.iinfo(t).min and a.max() <= np.iinfo(t).max):
+            return a.astype(t)
+    return a
+
+
+def _write_h5(path: Path, layers: list[dict[str, Any]], qg: QGraph) -> None:
+    import h5py
+
+    def put(group, key: str, value: Any) -> None:
+        if isinstance(value, dict):
+            sub = group.create_group(key)
+            for k, v in value.items():
+                put(sub, k, v)
+        elif key == "type":
+            group.create_dataset("type", data=np.array([value.encode("ascii")], dtype="S10"))  # NetDict: value[0]
+        else:
+            group.create_dataset(key, data=value)
+
+    with h5py.File(path, "w") as f:
+        f.attrs["writer"] = "spikedeploy write_netx"
+        src = qg.graph.meta.get("source_file") or qg.meta.get("source_file")
+        if src:
+            f.attrs["source"] = str(src)
+        top = f.create_group("layer")
+        for i, lc in enumerate(layers):
+            g = top.create_group(str(i))
+            for k, v in lc.items():
+                put(g, k, v)
