@@ -193,6 +193,7 @@ def main(argv=None):
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=out.parent, delete=False, suffix=".tmp") as f:
         json.dump(res, f, indent=1)
+    os.chmod(f.name, 0o644)
     os.replace(f.name, out)
     return res
 
