@@ -301,6 +301,13 @@ def simulate_lava(qg: QGraph, inputs: Mapping[str, np.ndarray], *, steps: int | 
     g = qg.graph
     if any(n.out_shape is None for n in g.nodes.values()):
         g.infer_shapes()
+    comps = g.components() if hasattr(g, "components") else [set(g.nodes)]
+    if len(comps) > 1:
+        # Lava compiles only the processes connected to the one it runs; the rest would stay silent
+        raise UnsupportedError(
+            f"graph has {len(comps)} unconnected parts; Lava runs one connected network at a time. "
+            "Use spikedeploy.simulate (it runs each part separately) or simulate each subgraph"
+        )
     xs, t_in, batch = _prepare_inputs(g, inputs)
     steps = t_in if steps is None else int(steps)
     graded = {n: float(np.abs(x).max(initial=0)) for n, x in xs.items() if not is_binary(x)}
