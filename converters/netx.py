@@ -609,7 +609,8 @@ class _NetxWriter:
             neuron = body[i + 1]
             if node.op in ("Affine", "Linear"):
                 if len(cur_shape) > 1:
-                    out.append({"type": "flatten"})  # netx: transpose([2, 1, 0]).flatten() = CHW order
+                    # netx: transpose([2, 1, 0]).flatten() = CHW order; 'shape' is not read (slayer writes it)
+                    out.append({"type": "flatten", "shape": np.asarray([int(np.prod(cur_shape))], dtype=np.int64)})
                 layer = self.dense(name, neuron)
             elif node.op == "Conv2d":
                 if len(cur_shape) != 3:
@@ -814,6 +815,11 @@ def _write_h5(path: Path, layers: list[dict[str, Any]], qg: QGraph) -> None:
         src = qg.graph.meta.get("source_file") or qg.meta.get("source_file")
         if src:
             f.attrs["source"] = str(src)
+        sim = qg.graph.meta.get("netx_simulation")
+        if isinstance(sim, dict) and sim:  # read_netx keeps the file's 'simulation' group (Ts, tSample)
+            sg = f.create_group("simulation")
+            for k, v in sim.items():
+                sg.create_dataset(k, data=v)
         top = f.create_group("layer")
         for i, lc in enumerate(layers):
             g = top.create_group(str(i))
