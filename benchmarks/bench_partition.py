@@ -39,10 +39,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(HERE / "results" / "partition.json"))
     args = ap.parse_args(argv)
 
-    from spikedeploy.targets.spec import get_target
-
     from spikedeploy.atomic import atomic_write
     from spikedeploy.partition import partition
+    from spikedeploy.targets.spec import get_target
 
     target = get_target(args.target)
     rows = []

@@ -25,13 +25,13 @@ import numpy as np
 import snntorch as snn
 import torch
 from snntorch import surrogate
-from spikedeploy.targets.emulator import simulate_emulator
 
 from spikedeploy.atomic import atomic_write
 from spikedeploy.graph import Graph, Node
 from spikedeploy.quantize import QuantizationWarning, quantize
 from spikedeploy.quantize_fidelity import fidelity
 from spikedeploy.simulate_float import simulate_float
+from spikedeploy.targets.emulator import simulate_emulator
 
 DT = 1e-3
 RESULTS = Path(__file__).resolve().parent / "results" / "quantize_mnist.json"

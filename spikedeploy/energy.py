@@ -42,7 +42,12 @@ _T_FALLBACK = {
 
 
 def host_macs(node) -> tuple[int, str]:
-    """MACs per time step of a host-side node, and how they were counted."""
+    """MACs per time step of a host-side node, and how they were counted.
+
+    A node that runs once per inference on accumulated values (a similarity search over a gallery) sets
+    node.meta['macs_per_inference'] instead; see `host_macs_once`."""
+    if "macs_per_inference" in node.meta:
+        return 0, "once per inference (node.meta['macs_per_inference'])"
     if "macs" in node.meta:
         return int(node.meta["macs"]), "node.meta['macs']"
     n_in = int(np.prod(node.in_shape)) if node.in_shape else 0
@@ -54,6 +59,10 @@ def host_macs(node) -> tuple[int, str]:
     if node.op == "MatMul" and node.out_shape and len(node.out_shape) >= 2:
         return n_out * int(node.out_shape[-1]), "estimate: out elements x last dim"
     return max(n_in, n_out), "estimate: one op per element"
+
+
+def host_macs_once(node) -> int:
+    return int(node.meta.get("macs_per_inference", 0))
 
 
 def _val(table: dict, key: str, fallback: dict, default: Value | None = None) -> Value:
@@ -113,10 +122,13 @@ def estimate(graph, target, placement, run=None, *, qgraph=None, assumed_rate: f
     # host part
     host_rows = {}
     macs_step = 0
+    macs_once = 0
     for name in placement.host_nodes:
         m, how = host_macs(graph.nodes[name])
-        host_rows[name] = {"macs_per_step": m, "counted_as": how}
+        once = host_macs_once(graph.nodes[name])
+        host_rows[name] = {"macs_per_step": m, "macs_per_inference": once or m * T, "counted_as": how}
         macs_step += m
+        macs_once += once
     t_step = t_step_chip + macs_step * t_mac.value
 
     synops = float(syn_core.sum())
@@ -131,8 +143,9 @@ def estimate(graph, target, placement, run=None, *, qgraph=None, assumed_rate: f
         "spikes_between_chips": offchip_msgs * e_chip.value,
         "host": macs_step * e_mac.value,
     }
-    run_time = T * t_step
+    run_time = T * t_step + macs_once * t_mac.value
     breakdown = {k: v * T for k, v in step_j.items()}
+    breakdown["host"] += macs_once * e_mac.value
     breakdown["static"] = p_static.value * max(placement.chips, 1 if n_cores else 0) * run_time
     e_inf = float(sum(breakdown.values()))
 
@@ -148,14 +161,14 @@ def estimate(graph, target, placement, run=None, *, qgraph=None, assumed_rate: f
     sops_rest = float(sum(rates.get(src, 0.0) * s for d in placement.core_synapses for src, s in d.items()
                           if src not in input_names)) * T
     lit = E_MAC_45NM.value * first_layer * T + E_AC_45NM.value * sops_rest
-    ann_macs = syn_total + macs_step
+    ann_macs = syn_total + macs_step + macs_once
     per_inf = {
         "energy_j": e_inf,
         "latency_s": run_time,
         "synops": synops * T,
         "spikes": spikes * T,
         "neuron_updates": n_chip * T,
-        "host_macs": macs_step * T,
+        "host_macs": macs_step * T + macs_once,
         "messages": {k: v * T for k, v in lv.items() if k != "spikes"},
     }
     per_query = None

@@ -11,8 +11,6 @@ import json
 from importlib import resources
 from typing import Any
 
-import numpy as np
-
 from .energy import estimate
 from .jsonout import jsonable
 from .partition import RESOURCES, partition
@@ -278,15 +276,3 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.4f}"
     return f"{v:,}" if isinstance(v, int) else str(v)
-
-
-def numeric_leaves(d: Any, prefix: str = "", depth: int = 3) -> dict[str, float]:
-    """Flatten nested numbers of a fidelity/retrieval section for plotting."""
-    out: dict[str, float] = {}
-    if isinstance(d, dict) and depth > 0:
-        for k, v in d.items():
-            out.update(numeric_leaves(v, f"{prefix}{k}.", depth - 1))
-    elif isinstance(d, int | float | np.floating | np.integer) and not isinstance(d, bool):
-        if np.isfinite(d):
-            out[prefix.rstrip(".")] = float(d)
-    return out

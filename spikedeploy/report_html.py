@@ -16,7 +16,7 @@ import numpy as np
 
 from .atomic import atomic_write
 from .partition import RESOURCES
-from .report import _eng, numeric_leaves
+from .report import _eng
 
 
 def _png(fig) -> str:
@@ -30,6 +30,7 @@ def _png(fig) -> str:
 
 def _figures(report: dict) -> list[tuple[str, str]]:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
@@ -60,6 +61,7 @@ def _figures(report: dict) -> list[tuple[str, str]]:
             w = 0.2
             ax.bar(x + (RESOURCES.index(r) - 1.5) * w, u, width=w, color=c, label=r)
     ax.axhline(1.0, color="k", lw=0.8, ls="--")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("core")
     ax.set_ylabel("fraction of limit")
     ax.set_ylim(0, 1.1)
@@ -75,6 +77,8 @@ def _figures(report: dict) -> list[tuple[str, str]]:
     arr = np.asarray(m, float) if m else np.zeros((1, 1))
     im = a1.imshow(np.log10(arr + 1e-3) if arr.size else arr, cmap="viridis", aspect="auto")
     fig.colorbar(im, ax=a1, label="log10 msgs/step")
+    a1.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    a1.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     a1.set_xlabel(f"destination {what}")
     a1.set_ylabel(f"source {what}")
     a1.set_title(f"Spike messages between {what}s")
@@ -100,15 +104,42 @@ def _figures(report: dict) -> list[tuple[str, str]]:
     figs.append(("Energy breakdown", _png(fig)))
 
     fid = report.get("fidelity")
-    if fid:
-        leaves = numeric_leaves(fid)
-        if leaves:
-            fig, ax = plt.subplots(figsize=(7, 3.2))
-            ks = list(leaves)[:30]
-            ax.bar(range(len(ks)), [leaves[k] for k in ks], color="#8e6bbf")
-            ax.set_xticks(range(len(ks)), ks, rotation=45, ha="right", fontsize=7)
-            ax.set_title("Fidelity: float vs quantized vs hardware")
-            figs.append(("Fidelity", _png(fig)))
+    if fid and fid.get("layers"):
+        # per layer: firing rate in float and in fixed point, and how many time bins agree
+        names = list(fid["layers"])
+        fl = [fid["layers"][n].get("rate_float") or 0.0 for n in names]
+        qu = [fid["layers"][n].get("rate_quant") or 0.0 for n in names]
+        ag = [fid["layers"][n].get("spike_agreement") for n in names]
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
+        x = np.arange(len(names))
+        a1.bar(x - 0.2, fl, width=0.4, label="float", color="#3b75af")
+        a1.bar(x + 0.2, qu, width=0.4, label="fixed point", color="#e1812c")
+        a1.set_xticks(x, names, rotation=45, ha="right", fontsize=8)
+        a1.set_ylabel("spikes / neuron / step")
+        a1.set_title("Firing rate: float vs fixed point")
+        a1.legend(fontsize=8)
+        a2.bar(x, [v if v is not None else 0.0 for v in ag], color="#8e6bbf")
+        a2.set_xticks(x, names, rotation=45, ha="right", fontsize=8)
+        a2.set_ylim(0, 1.05)
+        a2.set_ylabel("fraction of (neuron, step) bins equal")
+        a2.set_title(f"Spike agreement (mean {fid.get('spike_agreement', 0):.3f})")
+        figs.append(("Fidelity per layer: float vs quantized", _png(fig)))
+    ret = report.get("retrieval") or {}
+    backends = [b for b, v in ret.items() if isinstance(v, dict) and "image_to_text" in v]
+    if backends:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.2), layout="constrained", sharey=True)
+        for ax, d, title in zip(axes, ("image_to_text", "text_to_image"), ("image → text", "text → image"), strict=True):
+            ks = list(ret[backends[0]][d])
+            x = np.arange(len(ks))
+            w = 0.8 / len(backends)
+            for i, b in enumerate(backends):
+                ax.bar(x + (i - (len(backends) - 1) / 2) * w, [ret[b][d][k] for k in ks], width=w, label=b)
+            ax.set_xticks(x, ks)
+            ax.set_ylim(0, 1.05)
+            ax.set_title(f"Retrieval {title}")
+        axes[0].set_ylabel("recall")
+        axes[1].legend(fontsize=8, loc="lower right")
+        figs.append(("Cross-modal retrieval: float vs emulator vs Lava", _png(fig)))
     return figs
 
 
@@ -149,6 +180,16 @@ def render_html(report: dict) -> str:
         for c in report["assumptions"]["constants"]
     )
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in report["assumptions"]["notes"])
+    retrieval = _retrieval_table(report.get("retrieval") or {})
+    heads = report.get("similarity_head") or {}
+    head_rows = "".join(
+        f"<tr><td>{html.escape(m)}</td><td>{v['cores_used']}</td><td>{_eng(v['energy_per_query_j'], 'J')}</td>"
+        f"<td>{_eng(v['latency_per_query_s'], 's')}</td><td>{html.escape(v['where'])}</td></tr>" for m, v in heads.items())
+    split = report["chip_host_split"]
+    split_html = (f"<p>chip: {len(split['chip_nodes'])} nodes, {split['chip_neurons']:,} neurons, "
+                  f"{_eng(split['energy_chip_j'], 'J')} per inference; host: {len(split['host_nodes'])} nodes "
+                  f"({html.escape(', '.join(split['host_nodes']) or 'none')}), {split['host_macs_per_step']:,} MACs/step, "
+                  f"{_eng(split['energy_host_j'], 'J')} per inference</p>")
     viol = "".join(f"<li>{html.escape(v)}</li>" for v in report["violations"])
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>spikedeploy report — {html.escape(t['name'])}</title>
@@ -163,6 +204,10 @@ img {{ max-width: 560px; }}
 <h1>spikedeploy report</h1>
 {_table(summary)}
 {f'<h2 class="bad">Violations</h2><ul>{viol}</ul>' if viol else ''}
+<h2>Chip / host split</h2>
+{split_html}
+{f'<h2>Cross-modal retrieval</h2>{retrieval}' if retrieval else ''}
+{f'<h3>Similarity head: host or chip (per query)</h3><table><tr><th>head</th><th>cores</th><th>energy</th><th>latency</th><th>where</th></tr>{head_rows}</table>' if head_rows else ''}
 <h2>Plots</h2>
 {figs}
 <h2>Layers</h2>
@@ -172,6 +217,22 @@ img {{ max-width: 560px; }}
 <ul>{notes}</ul>
 </body></html>
 """
+
+
+def _retrieval_table(ret: dict) -> str:
+    rows = {b: v for b, v in ret.items() if isinstance(v, dict) and "image_to_text" in v}
+    if not rows:
+        return ""
+    ks = list(next(iter(rows.values()))["image_to_text"])
+    head = "".join(f"<th>{d} {html.escape(k)}</th>" for d in ("image→text", "text→image") for k in ks)
+    body = "".join(
+        f"<tr><td>{html.escape(b)}{(' (' + str(v['queries']) + ' queries)') if 'queries' in v else ''}</td>"
+        + "".join(f"<td>{v[d][k]:.3f}</td>" for d in ("image_to_text", "text_to_image") for k in ks) + "</tr>"
+        for b, v in rows.items())
+    par = (ret.get("lava") or {}).get("parity_with_emulator")
+    note = "" if par is None else (f"<p>Lava equals the emulator bit for bit on every node: "
+                                   f"<b>{'yes' if par.get('all_equal') else 'NO'}</b></p>")
+    return f"<table><tr><th>backend</th>{head}</tr>{body}</table>{note}"
 
 
 def write_html(report: dict, path: str | Path) -> Path:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from spikedeploy.targets.spec import get_target
 
 from spikedeploy.energy import estimate
 from spikedeploy.errors import SpikeDeployError
 from spikedeploy.graph import Graph, Node
 from spikedeploy.partition import partition
 from spikedeploy.run import Run
+from spikedeploy.targets.spec import get_target
 from spikedeploy.traffic import traffic
 
 PJ = 1e-12
@@ -119,3 +119,23 @@ def test_retrieval_query_and_missing_run():
     e = estimate(g, "loihi1", p, assumed_rate=0.5, steps=10, gallery_size=1000, embedding_dim=3)
     assert e["per_step"]["synops"] == pytest.approx(0.5 * 4 * 3)
     assert e["per_query"]["energy_j"] == pytest.approx(e["per_inference"]["energy_j"] + 3000 * 4.6 * PJ)
+
+
+def test_host_search_once_per_inference_is_not_multiplied_by_steps():
+    """A similarity search over a gallery runs once per query: 1000 MACs at 4.6 pJ, not 1000 x T."""
+    g = Graph(dt=1e-3)
+    one = np.ones(3)
+    for n in (Node("input", "Input", {"shape": np.array([4])}), Node("fc", "Linear", {"weight": np.ones((3, 4))}),
+              Node("lif", "LIF", {"tau": one * 2, "r": one, "v_leak": one * 0, "v_threshold": one}),
+              Node("search", "CosineSimilarity", {"out_shape": np.array([5])}, meta={"macs_per_inference": 1000}),
+              Node("output", "Output")):
+        g.add(n)
+    for a, b in (("input", "fc"), ("fc", "lif"), ("lif", "search"), ("search", "output")):
+        g.connect(a, b)
+    g.infer_shapes()
+    t = get_target("loihi2")
+    pl = partition(g, t)
+    en = estimate(g, t, pl, None, assumed_rate=0.0, steps=7)
+    assert en["breakdown_j"]["host"] == pytest.approx(1000 * 4.6e-12)
+    assert en["per_inference"]["host_macs"] == 1000
+    assert en["per_step"]["host_macs"] == 0

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import snntorch as snn
 import torch
-from spikedeploy.converters.torch_export import reset_neurons
 from torch import nn
 
+from spikedeploy.converters.torch_export import reset_neurons
 from spikedeploy.errors import SpikeDeployError, UnsupportedError
 from spikedeploy.export import ExportCheckError, export_model
 from spikedeploy.simulate_float import simulate_float

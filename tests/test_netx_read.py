@@ -5,8 +5,8 @@ import warnings
 import numpy as np
 import pytest
 from raw_counts import netx_counts
-from spikedeploy.converters.netx import optimize_weight_bits, read_netx
 
+from spikedeploy.converters.netx import optimize_weight_bits, read_netx
 from spikedeploy.errors import FileFormatError, RepairWarning, UnsupportedError
 from spikedeploy.io import load_any, load_graph
 from spikedeploy.qgraph import QGraph

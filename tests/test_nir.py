@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from raw_counts import nir_counts
-from spikedeploy.converters.nir import from_nir, read_nir, to_nir, write_nir
 
+from spikedeploy.converters.nir import from_nir, read_nir, to_nir, write_nir
 from spikedeploy.errors import RepairWarning
 from spikedeploy.graph import Graph, Node
 from spikedeploy.io import load_graph, save_graph

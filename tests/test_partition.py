@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 from placement_checker import check_placement
-from spikedeploy.targets.spec import get_target
 
 from spikedeploy.errors import FileFormatError, SpikeDeployError, TargetLimitError
 from spikedeploy.graph import Graph, Node
 from spikedeploy.partition import partition
 from spikedeploy.partition_synthetic import conv_net, dense_chain
+from spikedeploy.targets.spec import get_target
 
 LOIHI1 = get_target("loihi1")
 

@@ -8,8 +8,6 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from spikedeploy.targets.emulator import simulate_emulator
-from spikedeploy.targets.spec import get_target
 
 from spikedeploy.errors import FileFormatError, UnsupportedError
 from spikedeploy.graph import Graph, Node
@@ -17,6 +15,8 @@ from spikedeploy.qgraph_io import load_qgraph, save_qgraph
 from spikedeploy.quantize import QuantizationWarning, quantize
 from spikedeploy.quantize_fidelity import fidelity
 from spikedeploy.simulate_float import simulate_float
+from spikedeploy.targets.emulator import simulate_emulator
+from spikedeploy.targets.spec import get_target
 
 FMT = get_target("loihi2").numeric
 VTH_NEVER = 2 ** (FMT.state_bits - 1 - FMT.act_shift)

@@ -33,8 +33,14 @@ def _run(g: Graph, T=10, B=2, seed=0) -> Run:
 def report():
     g = dense_chain([64, 300, 200, 10], seed=3)
     return build_report(g, "loihi1", run=_run(g),
-                        fidelity={"accuracy": {"float": 0.98, "quantized": 0.97, "hardware": 0.96}},
-                        retrieval={"gallery_size": 500, "embedding_dim": 10, "recall_at_1": 0.7})
+                        fidelity={"layers": {"lif1": {"op": "LIF", "spike_agreement": 0.97, "rate_float": 0.10,
+                                                      "rate_quant": 0.11}},
+                                  "spike_agreement": 0.97},
+                        retrieval={"gallery_size": 500, "embedding_dim": 10,
+                                   "float": {"image_to_text": {"R@1": 0.9, "R@5": 0.95},
+                                             "text_to_image": {"R@1": 0.8, "R@5": 0.9}},
+                                   "emulator": {"image_to_text": {"R@1": 0.88, "R@5": 0.95},
+                                                "text_to_image": {"R@1": 0.79, "R@5": 0.9}}})
 
 
 def test_json_validates_and_has_required_numbers(report):
@@ -92,7 +98,9 @@ def _chromium() -> str | None:
 def test_html_is_self_contained_and_shows_plots(report, tmp_path):
     path = write_html(report, tmp_path / "report.html")
     text = path.read_text()
-    assert text.count("data:image/png;base64,") == 5  # rates, utilisation, traffic, energy, fidelity
+    # rates, utilisation, traffic, energy, fidelity, retrieval
+    assert text.count("data:image/png;base64,") == 6
+    assert "image→text R@1" in text and "0.880" in text
     assert "http://" not in text and "https://" not in text and "<script" not in text
     exe = _chromium()
     if exe is None:
