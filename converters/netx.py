@@ -40,7 +40,9 @@ v_float = v_int / 64 (so QGraph.scale = 1 for every neuron):
                        from the synapse's q and skip the node; float backends simulate the node.
     flatten            Flatten "<i>.flatten" (CHW order, as netx's transpose([2, 1, 0]).flatten()).
 
-A writer (`write_netx`) belongs below the reader, in its own section.
+Writing (`write_netx`, below the reader) is the inverse for QGraphs that netx can run exactly (one chain of
+dense/conv layers; dense arithmetic that is an exact integer sum; biases in whole weight units, i.e.
+bias_exp 6; one du/dv/vth per layer); anything else is refused with UnsupportedError naming the node.
 """
 
 from __future__ import annotations
