@@ -1,0 +1,1 @@
+"""Reference multimodal SNN: spiking image-text retrieval on MNIST digits and template captions."""
