@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 
 import click
 import numpy as np
@@ -125,6 +126,17 @@ def doctor(as_json: bool) -> None:
         sys.exit(1)
 
 
+@contextmanager
+def _about(path: str):
+    """Prefix errors that do not already name the file with it, so every message says where."""
+    try:
+        yield
+    except SpikeDeployError as e:
+        if str(path) in str(e):
+            raise
+        raise type(e)(f"{path}: {e}") from e
+
+
 class _null:
     def __enter__(self):
         return self
@@ -145,10 +157,12 @@ class _null:
 @click.option("--batch", type=int, default=None, help="Samples to run (default: all given, or 8 for random inputs).")
 @click.option("--density", type=float, default=0.15, show_default=True, help="Spike probability of random inputs.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of random inputs.")
+@click.option("--dt", type=float, default=None, help="Time step in seconds, for graphs that do not record one (NIR).")
 @click.option("-o", "--output", "out_path", type=click.Path(dir_okay=False), default=None, help="Write RUN.npz.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def simulate(graph_file, backend, target, input_specs, steps, batch, density, seed, out_path, as_json) -> None:
+def simulate(graph_file, backend, target, input_specs, steps, batch, density, seed, dt, out_path, as_json) -> None:
     """Simulate GRAPH (NIR, netx .net or quantized file) and write spikes per layer and outputs to RUN.npz."""
+    from .graph import set_dt
     from .io import load_graph
     from .qgraph import QGraph
     from .run import save_run
@@ -157,13 +171,15 @@ def simulate(graph_file, backend, target, input_specs, steps, batch, density, se
 
     model = load_graph(graph_file)
     graph = model.graph if isinstance(model, QGraph) else model
+    if dt is not None:
+        set_dt(graph, dt)
     if input_specs:
         inputs = parse_input_args(graph, input_specs)
         if batch is not None:
             inputs = {k: v[:, :batch] for k, v in inputs.items()}
     else:
         inputs = random_inputs(graph, steps=steps or 100, batch=batch or 8, density=density, seed=seed)
-    with console.status(f"simulating with the {backend} backend…") if not as_json else _null():
+    with _about(graph_file), console.status(f"simulating with the {backend} backend…") if not as_json else _null():
         run = run_sim(model, inputs, backend=backend, target=target, steps=steps)
     if out_path:
         save_run(run, out_path)
@@ -254,15 +270,17 @@ def export(model, checkpoint, out_path, onnx_path, input_names, input_specs, sha
               help="Calibration inputs [T, B, ...] (needed by percentile and search; used for the fidelity report).")
 @click.option("--weight-bits", type=int, default=None, help="Weight mantissa bits (default: the target's).")
 @click.option("--allow-approximate", is_flag=True, help="Go on where the target cannot represent the graph; record it.")
+@click.option("--dt", type=float, default=None, help="Time step in seconds, for graphs that do not record one (NIR).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of random inputs when no calibration is given.")
 @click.option("-o", "--output", "out_path", type=click.Path(dir_okay=False), required=True,
               help="Quantized graph file (.npz).")
 @click.option("--netx", "netx_path", type=click.Path(dir_okay=False), default=None,
               help="Also write a lava-dl netx .net file (loihi2 only).")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def quantize(graph_file, target, method, calib_specs, weight_bits, allow_approximate, seed, out_path, netx_path,
+def quantize(graph_file, target, method, calib_specs, weight_bits, allow_approximate, dt, seed, out_path, netx_path,
              as_json) -> None:
     """Quantize GRAPH for a target and report, layer by layer, how far the fixed-point spikes stay from float."""
+    from .graph import set_dt
     from .io import load_any
     from .qgraph_io import save_qgraph
     from .quantize import quantize as run_quantize
@@ -270,8 +288,10 @@ def quantize(graph_file, target, method, calib_specs, weight_bits, allow_approxi
     from .simulate import parse_input_args, random_inputs
 
     graph = load_any(graph_file)
+    if dt is not None:
+        set_dt(graph, dt)
     calib = parse_input_args(graph, calib_specs) if calib_specs else None
-    with console.status(f"quantizing for {target} ({method})…") if not as_json else _null():
+    with _about(graph_file), console.status(f"quantizing for {target} ({method})…") if not as_json else _null():
         qg = run_quantize(graph, target, method=method, calibration=calib, allow_approximate=allow_approximate,
                           weight_bits=weight_bits, seed=seed)
         data = calib if calib is not None else random_inputs(graph, steps=50, batch=16, seed=seed)
@@ -337,7 +357,8 @@ def partition(graph_file, target, run_path, chips, max_cores, allocator, out_pat
     model = load_graph(graph_file)
     graph, qg = (model.graph, model) if isinstance(model, QGraph) else (model, None)
     run = load_run(run_path) if run_path else None
-    pl = run_partition(graph, target, run=run, qgraph=qg, chips=chips, max_cores=max_cores, allocator=allocator)
+    with _about(graph_file):
+        pl = run_partition(graph, target, run=run, qgraph=qg, chips=chips, max_cores=max_cores, allocator=allocator)
     d = pl.as_dict()
     d["options"] = {"graph": graph_file, "run": run_path, "chips": chips, "max_cores": max_cores, "allocator": allocator}
     if out_path:
@@ -409,7 +430,8 @@ def report(graph_file, target, run_path, placement_path, fidelity_path, html_pat
             fid = fid.get("fidelity", fid)
         except (OSError, ValueError) as e:
             raise FileFormatError(f"{fidelity_path}: not a JSON fidelity report ({e})") from e
-    rep = build_report(graph, target, run=run, placement=placement, fidelity=fid, qgraph=qg)
+    with _about(graph_file):
+        rep = build_report(graph, target, run=run, placement=placement, fidelity=fid, qgraph=qg)
     if html_path:
         from .report_html import write_html
 
@@ -422,7 +444,14 @@ def report(graph_file, target, run_path, placement_path, fidelity_path, html_pat
         console.print(f"wrote {html_path}")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
 def main() -> None:
+    import warnings
+
+    warnings.showwarning = _show_warning
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:

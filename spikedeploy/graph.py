@@ -318,6 +318,18 @@ class Graph:
         return {"nodes": rows, "total": total}
 
 
+def set_dt(graph: Graph, dt: float) -> Graph:
+    """Give a graph its time step (NIR files carry none); refuse to silently change a recorded one."""
+    dt = float(dt)
+    if not (np.isfinite(dt) and dt > 0):
+        raise ParameterError(f"dt must be a positive number of seconds, got {dt}")
+    if graph.dt is not None and not np.isclose(graph.dt, dt, rtol=1e-12, atol=0):
+        raise ParameterError(f"the graph records dt = {graph.dt:g} s, the command asks for {dt:g} s; "
+                             "drop --dt to use the recorded one")
+    graph.dt = dt
+    return graph
+
+
 def _fan(node: Node, synapses: int) -> tuple[int, int]:
     """Largest fan-in of a target neuron and fan-out of a source neuron of a synapse node."""
     p = node.params

@@ -33,7 +33,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .errors import SpikeDeployError, TargetLimitError, UnsupportedError
-from .graph import Graph
+from .graph import Graph, set_dt
 from .qgraph import QGraph
 from .quantize_map import Approx, Layer, check_graph, effective_weight, find_layers, fold_pooling
 from .targets.spec import NumericFormat, TargetSpec, get_target
@@ -56,6 +56,7 @@ def quantize(
     weight_bits: int | None = None,
     seed: int = 0,
     percentile: float = 99.99,
+    dt: float | None = None,
 ) -> QGraph:
     """Quantize `graph` for `target`. calibration: {input name: [T, B, ...]} (needed by percentile/search)."""
     spec = get_target(target) if isinstance(target, str) else target
@@ -69,6 +70,8 @@ def quantize(
         raise TargetLimitError(f"weight_bits must be in 1..{fmt.weight_bits} for target '{spec.name}', got {nwb}")
     approx = Approx(allow_approximate)
     g = graph.copy()
+    if dt is not None:
+        set_dt(g, dt)
     g.validate()
     check_graph(g, approx)
     rewrites = fold_pooling(g)

@@ -84,6 +84,12 @@ def check_graph(g: Graph, approx: Approx) -> None:
             "zero instead",
             "retrain with reset_mechanism='zero' (snnTorch), or keep reset by subtraction on a float backend",
         )
+    if g.reset != "subtract" and g.meta.get("reset_hint") == "subtract":
+        approx(
+            "the network was trained with reset by subtraction (its provenance says so), which NIR cannot record; "
+            "the file reads as reset to zero and the chip would reset to zero",
+            "retrain with reset_mechanism='zero' (snnTorch)",
+        )
     if g.reset_delay:
         approx(
             "graph has a reset delay (the membrane keeps its above-threshold value for one step); Lava resets in "
@@ -310,7 +316,8 @@ def _neuron_factors(g: Graph, node: Node, chains: list[Chain], dt, fmt: NumericF
     shape = tuple(node.out_shape)
     n = int(np.prod(shape)) if shape else 1
     if op != "Threshold" and dt is None:
-        raise UnsupportedError(f"node '{name}' ({op}) needs the time step, but graph.dt is None; set graph.dt")
+        raise UnsupportedError(f"node '{name}' ({op}) needs the time step, but graph.dt is None (NIR files do not record it); "
+                               "pass dt= (CLI: --dt SECONDS)")
     one = 2**fmt.decay_bits
     notes: list[str] = []
     zeros = np.zeros(n)

@@ -69,8 +69,8 @@ def simulate_float(
             )
         if node.op in _NEEDS_DT and g.dt is None:
             raise ParameterError(
-                f"node '{name}' ({node.op}) needs the time step, but graph.dt is None; set graph.dt "
-                "(snnTorch exports assume dt=1e-4)"
+                f"node '{name}' ({node.op}) needs the time step, but graph.dt is None (NIR files do not record it); "
+                "pass --dt SECONDS (snnTorch exports assume dt=1e-4)"
             )
     order, delayed = _schedule(g, synapse_delay)
     probe_set = set(g.nodes) if probes == "*" else set([probes] if isinstance(probes, str) else probes)

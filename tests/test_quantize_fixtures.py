@@ -1,0 +1,62 @@
+"""The NIR paper's networks (written by Norse, Rockpool, snnTorch, Sinabs) quantize for Loihi 2 within its bit
+widths and run in the emulator, or are refused with the precise reason."""
+
+import warnings
+
+import numpy as np
+import pytest
+from paths import FIXTURES
+from spikedeploy.errors import UnsupportedError
+from spikedeploy.io import load_any
+from spikedeploy.quantize import quantize
+from spikedeploy.simulate import random_inputs, simulate
+
+DT = 1e-4  # the NIR paper's cross-platform LIF test and snnTorch's exporter use 1e-4 s
+
+QUANTIZE = ["lif_norse.nir", "lif_rockpool.nir", "two_lif_neurons.nir", "cnn_sinabs.nir"]
+REFUSE = {
+    "braille_noDelay_noBias_subtract.nir": "reset by subtraction",
+    "braille_noDelay_bias_zero.nir": "synapse bias enters the current",
+    "braille_noDelay_bias_zero_subgraph.nir": "synapse bias enters the current",
+}
+
+
+def _load(name):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # repair warnings are tested with the reader
+        return load_any(FIXTURES / "nir-paper" / name)
+
+
+@pytest.mark.parametrize("name", QUANTIZE)
+def test_fixture_quantizes_within_bit_widths_and_runs(name):
+    g = _load(name)
+    qg = quantize(g, "loihi2", dt=DT)
+    assert not qg.deviations
+    for node, q in qg.q.items():
+        if "weight" in q and g.nodes[node].op in ("Affine", "Linear"):
+            w = np.asarray(q["weight"])
+            assert w.min() >= -256 and w.max() <= 255, node
+        if "vth" in q:
+            assert 0 <= np.min(q["vth"]) and np.max(q["vth"]) < 2**17, node
+        if "dv" in q:
+            assert 0 <= np.min(q["dv"]) and np.max(q["dv"]) <= 4096, node
+        if "bias_mant" in q:
+            b = np.asarray(q["bias_mant"])
+            assert b.min() >= -(2**12) and b.max() < 2**12, node
+    g.dt = DT
+    run = simulate(qg, random_inputs(g, steps=20, batch=2, density=0.3), backend="emulator")
+    assert run.steps == 20 and run.batch == 2
+
+
+@pytest.mark.parametrize("name,reason", sorted(REFUSE.items()))
+def test_fixture_refused_with_reason_naming_the_problem(name, reason):
+    g = _load(name)
+    with pytest.raises(UnsupportedError, match=reason):
+        quantize(g, "loihi2", dt=DT)
+    qg = quantize(g, "loihi2", dt=DT, allow_approximate=True)
+    assert any(reason.split()[-1] in d for d in qg.deviations), qg.deviations
+
+
+def test_missing_dt_says_how_to_give_it():
+    with pytest.raises(UnsupportedError, match="--dt"):
+        quantize(_load("lif_norse.nir"), "loihi2")
