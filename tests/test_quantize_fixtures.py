@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 import pytest
 from paths import FIXTURES
+
 from spikedeploy.errors import UnsupportedError
 from spikedeploy.io import load_any
 from spikedeploy.quantize import quantize
