@@ -46,4 +46,8 @@ def test_report_files_and_schema(pipeline):
     html = (out / "report.html").read_text()
     assert "Cross-modal retrieval" in html and html.count("data:image/png;base64,") >= 6
     assert (out / "model.nir").exists() and (out / "model.q.npz").exists()
+    from spikedeploy.inspect_graph import inspect_file
+
+    info = inspect_file(out / "pipeline.nir")
+    assert info["host_nodes"] == ["similarity"] and len(info["chip_nodes"]) == 18  # 17 exported + the output of the head
     assert "cross-modal retrieval" in (out / "terminal.txt").read_text()

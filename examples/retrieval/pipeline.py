@@ -31,6 +31,7 @@ from examples.retrieval.model import load_pretrained
 from spikedeploy.atomic import atomic_write
 from spikedeploy.export import export_model
 from spikedeploy.graph import Graph, Node
+from spikedeploy.io import save_graph
 from spikedeploy.jsonout import dumps
 from spikedeploy.qgraph_io import save_qgraph
 from spikedeploy.quantize import quantize
@@ -214,6 +215,7 @@ def run_pipeline(out_dir: Path, *, lava_samples: int = 4, limit: int | None = No
         # the pipeline as deployed by default: encoders on the chip, similarity search on the host (a host node
         # in the graph, so energy and latency per inference are per query)
         g_host = with_similarity_head(graph, e_txt.astype(np.float64), on_chip=False)
+        save_graph(g_host, out_dir / "pipeline.nir")  # `spikedeploy inspect out/pipeline.nir` shows the host head
         retrieval["cost_per_query"] = "energy_per_inference_j and latency_per_inference_s (query encoding + host search)"
         rep = build_report(g_host, TARGET, run=run, fidelity=fid, qgraph=qg, retrieval=retrieval, steps=T + pad)
         heads = {"host": rep,
