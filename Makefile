@@ -37,8 +37,11 @@ test: $(STAMP) $(SYSDEPS)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# speed and memory measurements; results land in benchmarks/results/*.json and the README tables
 bench: $(STAMP)
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/bench_engine.py
+	$(PY) benchmarks/bench_partition.py
+	$(PY) benchmarks/bench_quantize_mnist.py
 
 clean:
 	rm -rf $(VENV) out build *.egg-info
