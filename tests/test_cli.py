@@ -78,6 +78,23 @@ def test_inspect_json_every_nir_fixture(path):
         _one_error_line(r, path.name)
 
 
+LAVADL_NETS = ["tiny.net", "mnist.net", "gts/ntidigits/ntidigits.net", "gts/pilotnet_lif/network.net",
+               "gts/pilotnet_sdnn/network.net"]
+
+
+@pytest.mark.parametrize("rel", LAVADL_NETS)
+def test_inspect_json_lavadl_nets(rel, lavadl_netx_dir):
+    """Each of lava-dl's own networks loads with counts, or is refused in one line naming the file and layer."""
+    path = lavadl_netx_dir / rel
+    r = sd("inspect", path, "--json")
+    if r.returncode == 0:
+        info = json.loads(r.stdout)
+        assert info["total"]["neurons"] > 0 and info["total"]["synapses"] > 0
+        assert info["format"].startswith("netx") or "loihi2" in info["format"]
+    else:
+        _one_error_line(r, path.name, "layer")
+
+
 def test_inspect_table_shows_chip_host_split():
     r = sd("inspect", SHARED / "fixtures" / "nir-paper" / "two_lif_neurons.nir")
     assert r.returncode == 0, r.stderr
