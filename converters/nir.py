@@ -483,23 +483,20 @@ def _flatten(d: dict, prefix: str, where: str, nodes: dict, edges: list, repairs
         elif top or _decode(nd["type"]) not in ("Input", "Output"):
             nodes[f"{prefix}{name}"] = nd
 
+    def resolve(x: str, side: int) -> list[str]:
+        """Edge end `x` (a node, a subgraph, or subgraph.port) as flat node names; side 0: inputs, 1: outputs."""
+        if x in sub_io:
+            return [n for v in sub_io[x][side].values() for n in v]
+        base, _, port = x.rpartition(".")
+        if base in sub_io and port in sub_io[base][side]:
+            return sub_io[base][side][port]
+        return [f"{prefix}{x}"]
+
     def sources(a: str) -> list[str]:
-        if a in sub_io:
-            outs = sub_io[a][1]
-            return [s for v in outs.values() for s in v]
-        base, _, port = a.rpartition(".")
-        if base in sub_io and port in sub_io[base][1]:
-            return sub_io[base][1][port]
-        return [f"{prefix}{a}"]
+        return resolve(a, 1)
 
     def targets(b: str) -> list[str]:
-        if b in sub_io:
-            ins = sub_io[b][0]
-            return [t for v in ins.values() for t in v]
-        base, _, port = b.rpartition(".")
-        if base in sub_io and port in sub_io[base][0]:
-            return sub_io[base][0][port]
-        return [f"{prefix}{b}"]
+        return resolve(b, 0)
 
     ins: dict[str, list[str]] = {}
     outs: dict[str, list[str]] = {}

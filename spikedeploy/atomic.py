@@ -29,20 +29,10 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_kw: Any) -> I
     """
     if not any(c in mode for c in "wx") or "+" in mode:
         raise ValueError(f"atomic_write needs a plain write mode ('w' or 'wb'), got {mode!r}")
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, mode.replace("x", "w"), **open_kw) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, mode.replace("x", "w"), **open_kw) as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
 
 
 @contextlib.contextmanager

@@ -226,8 +226,9 @@ def export(model, checkpoint, out_path, onnx_path, input_names, input_specs, sha
     """Export MODEL (a `package.module:factory` entry point) to NIR, checking that the exported graph
     reproduces the model's spikes before writing; the host-side part goes to ONNX."""
     from .export import export_model
+    from .simulate import load_named_arrays
 
-    examples = _named_arrays(input_specs, "--input") if input_specs else None
+    examples = load_named_arrays(input_specs) if input_specs else None
     shapes = {}
     for spec in shape_specs:
         name, _, dims = spec.partition("=")
@@ -316,22 +317,6 @@ def quantize(graph_file, target, method, calib_specs, weight_bits, allow_approxi
     for d in qg.deviations:
         console.print(f"[yellow]deviation:[/] {d}")
     console.print(f"wrote {out_path}" + (f" and {netx_path}" if netx_path else ""))
-
-
-def _named_arrays(specs, option: str) -> dict[str, np.ndarray]:
-    """NAME=X.npy pairs (a bare X.npy is named 'input') for commands that have no graph to take names from."""
-    from pathlib import Path
-
-    out = {}
-    for s in specs:
-        name, path = s.split("=", 1) if "=" in s else ("input", s)
-        if not Path(path).is_file():
-            raise SpikeDeployError(f"{option} {s}: file {path} not found")
-        try:
-            out[name] = np.load(path, allow_pickle=False)
-        except ValueError as e:
-            raise SpikeDeployError(f"{option} {s}: {path} is not a .npy array file ({e})") from e
-    return out
 
 
 # ---- partition ------------------------------------------------------------------------------------

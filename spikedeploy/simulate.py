@@ -106,21 +106,25 @@ def check_inputs(graph: Graph, inputs: Mapping[str, np.ndarray]) -> dict[str, np
 
 def parse_input_args(graph: Graph, specs: tuple[str, ...]) -> dict[str, np.ndarray]:
     """`X.npy` for a single-input graph, or `NAME=X.npy` per input."""
+    if len(graph.inputs) != 1:
+        bare = [s for s in specs if "=" not in s]
+        if bare:
+            raise SpikeDeployError(f"--input {bare[0]}: the graph has several inputs {graph.inputs}; write NAME={bare[0]}")
+    return load_named_arrays(specs, default_name=graph.inputs[0] if graph.inputs else "input")
+
+
+def load_named_arrays(specs, *, default_name: str = "input", option: str = "--input") -> dict[str, np.ndarray]:
+    """NAME=X.npy pairs (a bare X.npy gets `default_name`) loaded without pickle."""
     res: dict[str, np.ndarray] = {}
     for s in specs:
-        if "=" in s:
-            name, path = s.split("=", 1)
-        elif len(graph.inputs) == 1:
-            name, path = graph.inputs[0], s
-        else:
-            raise SpikeDeployError(f"--input {s}: the graph has several inputs {graph.inputs}; write NAME={s}")
+        name, path = s.split("=", 1) if "=" in s else (default_name, s)
         p = Path(path)
         if not p.is_file():
-            raise SpikeDeployError(f"--input {s}: file {p} not found")
+            raise SpikeDeployError(f"{option} {s}: file {p} not found")
         try:
             res[name] = np.load(p, allow_pickle=False)
         except ValueError as e:
-            raise SpikeDeployError(f"--input {s}: {p} is not a .npy array file ({e})") from e
+            raise SpikeDeployError(f"{option} {s}: {p} is not a .npy array file ({e})") from e
     return res
 
 
