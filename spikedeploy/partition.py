@@ -170,8 +170,7 @@ def partition(graph, target, *, run=None, qgraph=None, chips: int | None = None,
     sharing = bool(getattr(target.core, "conv_weight_sharing", True))
     violations: list[str] = []
 
-    totals, lb_by = _lower_bound(model, lim, idx, sharing)
-    lower = max(lb_by.values(), default=0)
+    totals, lb_by, lower = _lower_bound(model, lim, idx, sharing)
     avail_chips = int(chips) if chips is not None else int(target.max_chips)
     cap = avail_chips * int(target.cores_per_chip)
     if max_cores is not None:
@@ -259,30 +258,133 @@ def partition(graph, target, *, run=None, qgraph=None, chips: int | None = None,
 
 
 # ---- lower bound ------------------------------------------------------------------------------------
-def _lower_bound(model: Model, lim, idx, sharing):
-    """Minimum total need per resource over every possible split, and the core count it implies.
+PAIR_UNION_MAX_WORK = 200_000_000  # rows^2 x columns of one dense projection, for its pairwise-union bound
 
+
+def _pair_union(p) -> np.ndarray | None:
+    """Per target neuron r of a Dense projection: min over other neurons r' of |supp(r) u supp(r')|, the
+    fewest distinct sources any group holding r and one more neuron reads. None when it cannot exceed
+    nnz_r (every row reads every used column) or the product is too large to compute."""
+    n, m = p.w.shape
+    if n < 2 or not p.row_nnz.size or int(p.row_nnz.min()) == int(np.count_nonzero(p.cols_any)):
+        return None
+    if n * n * m > PAIR_UNION_MAX_WORK:
+        return None
+    s = (p.w != 0).astype(np.float32)
+    inter = s @ s.T
+    union = p.row_nnz[:, None] + p.row_nnz[None, :] - np.rint(inter).astype(np.int64)
+    np.fill_diagonal(union, np.iinfo(np.int64).max)
+    return union.min(axis=1)
+
+
+def _dense_row_bits(p, w: int, idx: int):
+    """(per-row bits in any group of >= 2 neurons, per-row bits alone) for a Dense projection.
+
+    A group G stores min(nsrc(G) x |G| x w, nnz(G) x (w + idx)) bits. For |G| >= 2 every row r in G has
+    nsrc(G) >= max(nnz_r, u_r) (u_r from _pair_union), so the group stores at least
+    sum_r min(max(nnz_r, u_r) x w, nnz_r x (w + idx)) since min(sum a, sum b) >= sum min(a, b). A single
+    row stores nnz_r x w."""
+    alone = p.row_nnz * w
+    u = _pair_union(p)
+    if u is None:
+        return alone, alone
+    return np.minimum(np.maximum(p.row_nnz, u) * w, p.row_nnz * (w + idx)), alone
+
+
+def _layer_needs(model: Model, lim, idx, sharing):
+    """Per layer: minimum need of each resource over every split, given at most C groups per layer.
+
+    Returns {layer: {resource: int or callable(C) -> int}}. Neurons, memory and input axons are charged
+    to the layer holding the synapses; output axons to the source layer (they are used on its cores).
     A destination layer needs at least k_min cores (its neurons and minimum memory), each holding at most
     g_max of its neurons; so a projection needs >= max(distinct sources, k_min x min fan-in) input axons
     and, from on-chip sources, >= max(distinct sources, synapses / g_max) output axons.
-    """
-    totals = {r: 0 for r in RESOURCES}
-    for layer in model.layers.values():
-        mem = sum(p.min_memory_bits(idx, sharing) for p in layer.incoming)
+    Dense memory uses _dense_row_bits: a row alone is cheaper than in a group, but two groups of one layer
+    never share a core, so with C cores at most C rows of a layer are alone: the bound subtracts the C
+    largest savings."""
+    need = {k: {r: 0 for r in RESOURCES} for k in model.layers}
+    mem_fn = {}
+    for lname, layer in model.layers.items():
+        mem = 0
+        grouped, saving = [], []
+        for p in layer.incoming:
+            if p.kind == "dense":
+                g2, g1 = _dense_row_bits(p, p.weight_bits, idx)
+                grouped.append(g2)
+                saving.append(g2 - g1)
+            else:
+                mem += p.min_memory_bits(idx, sharing)
+        if grouped:
+            base = mem + int(sum(int(x.sum()) for x in grouped))
+            sav = np.sort(np.sum(saving, axis=0))[::-1]
+            cum = np.concatenate([[0], np.cumsum(sav)])
+            mem_fn[lname] = (lambda C, base=base, cum=cum: base - int(cum[min(int(C), cum.size - 1)]))
+        else:
+            mem_fn[lname] = (lambda C, mem=mem: mem)
+        mem_lo = mem_fn[lname](layer.n)  # the least it can be for any C
         per_neuron = sum(p.per_neuron_min_bits(sharing) for p in layer.incoming)
-        k_min = max(1, math.ceil(layer.n / lim["neurons"]), math.ceil(mem / lim["synapse_memory_bits"]))
+        k_min = max(1, math.ceil(layer.n / lim["neurons"]), math.ceil(mem_lo / lim["synapse_memory_bits"]))
         g_max = min(layer.n, lim["neurons"])
         if per_neuron:
             g_max = max(1, min(g_max, lim["synapse_memory_bits"] // per_neuron))
-        totals["neurons"] += layer.n
-        totals["synapse_memory_bits"] += mem
+        need[lname]["neurons"] += layer.n
+        need[lname]["k_min"] = k_min
         for p in layer.incoming:
             ns = p.n_sources(0, layer.n)
-            totals["input_axons"] += max(ns, k_min * p.min_fanin())
+            need[lname]["input_axons"] += max(ns, k_min * p.min_fanin())
             if p.src in model.layers:
-                totals["output_axons"] += max(ns, math.ceil(p.total_synapses / g_max))
-    lb = {r: math.ceil(totals[r] / lim[r]) if totals[r] else 0 for r in RESOURCES}
-    return totals, lb
+                need[p.src]["output_axons"] += max(ns, math.ceil(p.total_synapses / g_max))
+        # every neuron of this layer alone fills a core's input axons (axons are counted per projection)
+        need[lname]["saturates_inputs"] = sum(p.min_fanin() for p in layer.incoming) >= lim["input_axons"]
+    return need, mem_fn
+
+
+def _lower_bound(model: Model, lim, idx, sharing):
+    """Lower bound on the cores of any placement, per resource and overall (see _layer_needs).
+
+    Per resource: ceil(total need / per-core capacity) at the least C with bound(C) <= C (the dense
+    memory bound depends on the core count C). Overall, also: a layer X whose every neuron reads
+    at least `input_axons` distinct sources fills the input axons of each core it is on, so no neuron
+    with any input can share those cores; X's layers then need sum k_min(X) cores of their own, and the
+    remaining layers whose neurons all have inputs need their per-resource bound on top.
+    """
+    need, mem_fn = _layer_needs(model, lim, idx, sharing)
+
+    def totals_for(names, C):
+        t = {r: 0 for r in RESOURCES}
+        for k in names:
+            for r in RESOURCES:
+                t[r] += mem_fn[k](C) if r == "synapse_memory_bits" else need[k][r]
+        return t
+
+    def by_res(t):
+        return {r: math.ceil(t[r] / lim[r]) if t[r] else 0 for r in RESOURCES}
+
+    names = list(model.layers)
+    excl = [k for k in names if need[k]["saturates_inputs"]]
+    rest = [k for k in names if k not in excl and any(p.min_fanin() > 0 for p in model.layers[k].incoming)]
+
+    def bound(C):
+        t = totals_for(names, C)
+        lb = by_res(t)
+        overall = max(lb.values(), default=0)
+        if excl:
+            overall = max(overall, sum(need[k]["k_min"] for k in excl)
+                          + max(by_res(totals_for(rest, C)).values(), default=0))
+        return t, lb, overall
+
+    # bound(C) does not grow with C; any placement on C* cores has bound(C*) <= C*, so the least C with
+    # bound(C) <= C is a lower bound. It lies in [bound(inf), bound(bound(inf))].
+    lo = bound(1 << 40)[2]
+    hi = max(lo, bound(lo)[2])
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if bound(mid)[2] <= mid:
+            hi = mid
+        else:
+            lo = mid + 1
+    t, lb, overall = bound(lo)
+    return t, lb, overall
 
 
 # ---- splitting ------------------------------------------------------------------------------------

@@ -39,15 +39,50 @@ def test_dense_chain_fits_checker_and_bound():
     json.dumps(p.as_dict())
 
 
+GAP = "cores used exceed 1.15x the lower bound (open: see the partition report)"
+
+
 @pytest.mark.parametrize("g", [
-    dense_chain([300, 500, 500], recurrent=(1,), density=0.3, seed=1),
-    conv_net(pool=2),  # SumPool2d -> Flatten -> Linear: a composite chain
-    conv_net((2, 24, 24), ((8, 3, 1, 1), (8, 3, 2, 1)), (32,)),
-], ids=["recurrent_sparse", "conv_pool_chain", "conv_small"])
+    pytest.param(dense_chain([300, 500, 500], recurrent=(1,), density=0.3, seed=1), id="recurrent_sparse",
+                 marks=pytest.mark.xfail(strict=True, reason=GAP + "; 4 cores vs bound 3")),
+    pytest.param(conv_net(pool=2), id="conv_pool_chain"),  # SumPool2d -> Flatten -> Linear: a composite chain
+    pytest.param(conv_net((2, 24, 24), ((8, 3, 1, 1), (8, 3, 2, 1)), (32,)), id="conv_small"),
+])
 def test_synthetic_graphs_pass_independent_check(g):
     p = partition(g, LOIHI1)
     check_placement(g, p, LOIHI1)
-    assert p.cores_used >= p.lower_bound
+    assert p.lower_bound <= p.cores_used <= 1.15 * p.lower_bound
+
+
+def test_input_saturating_layer_gets_cores_of_its_own_in_the_bound():
+    # fc1 reads 4 x 1024 = 4096 clif2 neurons through pool + flatten: every fc1 neuron fills a core's
+    # 4096 input axons, so its 2 memory-bound cores (64 x 4096 x 8 bits over 2^20) hold nothing else;
+    # the other 8192 + 4096 + 10 neurons need ceil(12298 / 1024) = 13 more cores.
+    g = conv_net(pool=2)
+    p = partition(g, LOIHI1)
+    assert p.lower_bound_by_resource["neurons"] == 13
+    assert p.lower_bound == 2 + 13
+    check_placement(g, p, LOIHI1)
+    assert p.cores_used == 15
+
+
+def test_dense_pair_union_memory_bound_by_hand():
+    from spikedeploy.partition import _dense_row_bits
+    from spikedeploy.partition_model import build_model
+
+    w = np.zeros((4, 8), np.int8)
+    for r in range(4):
+        w[r, 2 * r : 2 * r + 2] = 1  # disjoint supports: any two rows read 4 sources
+    g = _chain(8, 4)
+    g.nodes["fc"].params["weight"] = w
+    proj = build_model(g, LOIHI1).layers["lif"].incoming[0]
+    grouped, alone = _dense_row_bits(proj, 8, 10)
+    # grouped: min(4 sources x 8 bits, 2 synapses x (8 + 10) bits) = 32; alone: 2 x 8 = 16
+    assert grouped.tolist() == [32] * 4 and alone.tolist() == [16] * 4
+    p = partition(g, LOIHI1)
+    check_placement(g, p, LOIHI1)
+    assert p.totals["synapse_memory_bits"] == 4 * 32 - 16  # one core: at most one row alone
+    assert p.cores[0].synapse_memory_bits >= p.totals["synapse_memory_bits"]
 
 
 def test_conv_layers_are_tiled_channel_last():
@@ -108,16 +143,20 @@ def test_loihi1_limits_are_nengo_loihi():
     assert all(k in c.sources for k in ("neurons", "input_axons", "output_axons", "synapse_memory_bits"))
 
 
-NETX = [("gts/pilotnet_lif/network.net", None, 1.15), ("gts/ntidigits/ntidigits.net", 5, 1.15), ("mnist.net", None, None)]
+NETX = [("gts/pilotnet_lif/network.net", None), ("gts/ntidigits/ntidigits.net", 5), ("mnist.net", None)]
+NETX_GAPS = {("pilotnet_lif", "loihi2"): "84 cores vs bound 48: conv row-strip tiles, input/output-axon bound",
+             ("mnist", "loihi1"): "4 cores vs bound 3", ("mnist", "loihi2"): "4 cores vs bound 3"}
 
 
-@pytest.mark.parametrize("rel,num_layers,ratio", NETX, ids=["pilotnet_lif", "ntidigits", "mnist"])
-def test_lava_dl_networks(lavadl_netx_dir, rel, num_layers, ratio):
+@pytest.mark.parametrize("target", ["loihi1", "loihi2"])
+@pytest.mark.parametrize("rel,num_layers", NETX, ids=["pilotnet_lif", "ntidigits", "mnist"])
+def test_lava_dl_networks(lavadl_netx_dir, rel, num_layers, target, request):
     netx = pytest.importorskip("spikedeploy.converters.netx")
+    net = request.node.callspec.id.split("-")[0]
+    if (net, target) in NETX_GAPS:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=f"{GAP}; {NETX_GAPS[net, target]}"))
+    t = get_target(target)
     q = netx.read_netx(lavadl_netx_dir / rel, num_layers=num_layers)
-    p = partition(q.graph, LOIHI1, qgraph=q)
-    check_placement(q.graph, p, LOIHI1, qgraph=q)
-    if ratio is not None:
-        assert p.cores_used <= ratio * p.lower_bound
-    else:  # mnist: 3-core bound from memory at nnz x 6 bits; index overhead makes 4 the practical minimum
-        assert p.cores_used <= p.lower_bound + 1
+    p = partition(q.graph, t, qgraph=q)
+    check_placement(q.graph, p, t, qgraph=q)
+    assert p.lower_bound <= p.cores_used <= 1.15 * p.lower_bound
