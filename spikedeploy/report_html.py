@@ -133,7 +133,8 @@ def _figures(report: dict) -> list[tuple[str, str]]:
             x = np.arange(len(ks))
             w = 0.8 / len(backends)
             for i, b in enumerate(backends):
-                ax.bar(x + (i - (len(backends) - 1) / 2) * w, [ret[b][d][k] for k in ks], width=w, label=b)
+                ax.bar(x + (i - (len(backends) - 1) / 2) * w, [ret[b].get(d, {}).get(k, 0.0) for k in ks], width=w,
+                       label=b)
             ax.set_xticks(x, ks)
             ax.set_ylim(0, 1.05)
             ax.set_title(f"Retrieval {title}")
@@ -184,7 +185,8 @@ def render_html(report: dict) -> str:
     heads = report.get("similarity_head") or {}
     head_rows = "".join(
         f"<tr><td>{html.escape(m)}</td><td>{v['cores_used']}</td><td>{_eng(v['energy_per_query_j'], 'J')}</td>"
-        f"<td>{_eng(v['latency_per_query_s'], 's')}</td><td>{html.escape(v['where'])}</td></tr>" for m, v in heads.items())
+        f"<td>{_eng(v['latency_per_query_s'], 's')}</td><td>{v.get('image_to_text_R@1', float('nan')):.3f}</td>"
+        f"<td>{html.escape(v['where'])}</td></tr>" for m, v in heads.items())
     split = report["chip_host_split"]
     split_html = (f"<p>chip: {len(split['chip_nodes'])} nodes, {split['chip_neurons']:,} neurons, "
                   f"{_eng(split['energy_chip_j'], 'J')} per inference; host: {len(split['host_nodes'])} nodes "
@@ -207,7 +209,7 @@ img {{ max-width: 560px; }}
 <h2>Chip / host split</h2>
 {split_html}
 {f'<h2>Cross-modal retrieval</h2>{retrieval}' if retrieval else ''}
-{f'<h3>Similarity head: host or chip (per query)</h3><table><tr><th>head</th><th>cores</th><th>energy</th><th>latency</th><th>where</th></tr>{head_rows}</table>' if head_rows else ''}
+{f'<h3>Similarity head: host or chip (per query)</h3><table><tr><th>head</th><th>cores</th><th>energy</th><th>latency</th><th>image→text R@1</th><th>where</th></tr>{head_rows}</table>' if head_rows else ''}
 <h2>Plots</h2>
 {figs}
 <h2>Layers</h2>
@@ -227,7 +229,8 @@ def _retrieval_table(ret: dict) -> str:
     head = "".join(f"<th>{d} {html.escape(k)}</th>" for d in ("image→text", "text→image") for k in ks)
     body = "".join(
         f"<tr><td>{html.escape(b)}{(' (' + str(v['queries']) + ' queries)') if 'queries' in v else ''}</td>"
-        + "".join(f"<td>{v[d][k]:.3f}</td>" for d in ("image_to_text", "text_to_image") for k in ks) + "</tr>"
+        + "".join(f"<td>{v[d][k]:.3f}</td>" if k in v.get(d, {}) else "<td>-</td>"
+                  for d in ("image_to_text", "text_to_image") for k in ks) + "</tr>"
         for b, v in rows.items())
     par = (ret.get("lava") or {}).get("parity_with_emulator")
     note = "" if par is None else (f"<p>Lava equals the emulator bit for bit on every node: "

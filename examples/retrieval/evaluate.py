@@ -58,7 +58,12 @@ def margins(query_emb, query_labels, gallery_emb, gallery_labels) -> np.ndarray:
 
 def recall_at_k(query_emb, query_labels, gallery_emb, gallery_labels, ks=KS) -> dict[str, float]:
     """R@K for each K: the fraction of queries with a correct item among their top K."""
-    rank = first_correct_rank(cosine_similarity(query_emb, gallery_emb), query_labels, gallery_labels)
+    return recall_from_scores(cosine_similarity(query_emb, gallery_emb), query_labels, gallery_labels, ks)
+
+
+def recall_from_scores(sim: np.ndarray, query_labels, gallery_labels, ks=KS) -> dict[str, float]:
+    """R@K from any query x gallery score matrix (e.g. an on-chip similarity readout)."""
+    rank = first_correct_rank(sim, query_labels, gallery_labels)
     return {f"R@{k}": float(np.mean(rank < k)) for k in ks}
 
 
