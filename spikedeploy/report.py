@@ -126,6 +126,9 @@ def build_report(graph, target, *, run=None, placement=None, fidelity: dict | No
         "traffic": tr_out,
         "assumptions": {"constants": en["constants"], "notes": en["assumptions"]},
         "fidelity": fidelity,
+        # approximations the user accepted (--allow-approximate): exporter's and quantizer's, never silent
+        "deviations": list(dict.fromkeys([*graph.meta.get("deviations", []),
+                                          *(getattr(qgraph, "deviations", None) or [])])),
         "retrieval": None if retrieval is None else {**retrieval, "per_query": en["per_query"]},
     }
     return jsonable(rep)
@@ -226,6 +229,8 @@ def render_terminal(report: dict, console=None) -> None:
     console.print(at)
     for n in report["assumptions"]["notes"]:
         console.print(f"  • {n}")
+    for d in report.get("deviations") or []:
+        console.print(f"[yellow]deviation (approximation accepted with --allow-approximate):[/] {d}")
     if report.get("fidelity"):
         render_fidelity(report["fidelity"], console)
     if report.get("retrieval"):

@@ -193,6 +193,7 @@ def render_html(report: dict) -> str:
                   f"({html.escape(', '.join(split['host_nodes']) or 'none')}), {split['host_macs_per_step']:,} MACs/step, "
                   f"{_eng(split['energy_host_j'], 'J')} per inference</p>")
     viol = "".join(f"<li>{html.escape(v)}</li>" for v in report["violations"])
+    devs = "".join(f"<li>{html.escape(d)}</li>" for d in report.get("deviations") or [])
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>spikedeploy report — {html.escape(t['name'])}</title>
 <style>
@@ -206,6 +207,7 @@ img {{ max-width: 560px; }}
 <h1>spikedeploy report</h1>
 {_table(summary)}
 {f'<h2 class="bad">Violations</h2><ul>{viol}</ul>' if viol else ''}
+{f'<h2 class="bad">Approximations (accepted with --allow-approximate)</h2><ul>{devs}</ul>' if devs else ''}
 <h2>Chip / host split</h2>
 {split_html}
 {f'<h2>Cross-modal retrieval</h2>{retrieval}' if retrieval else ''}

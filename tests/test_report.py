@@ -130,3 +130,27 @@ def test_html_is_self_contained_and_shows_plots(report, tmp_path):
     # coloured plot marks (bars, heatmap) exist, not only black text
     sat = img.max(axis=2) - img.min(axis=2)
     assert (sat > 0.3).mean() > 0.01
+
+
+def test_deviations_reach_every_report_form(tmp_path):
+    """An approximation accepted at quantization time shows in the JSON, the terminal and the HTML."""
+    from rich.console import Console
+
+    from spikedeploy.quantize import quantize
+
+    g = Graph(dt=1e-3, reset="subtract")
+    one = np.ones(3)
+    for n in (Node("input", "Input", {"shape": np.array([4])}), Node("fc", "Linear", {"weight": np.ones((3, 4))}),
+              Node("lif", "LIF", {"tau": one * 2e-3, "r": one, "v_leak": one * 0, "v_threshold": one}),
+              Node("output", "Output")):
+        g.add(n)
+    for a, b in (("input", "fc"), ("fc", "lif"), ("lif", "output")):
+        g.connect(a, b)
+    qg = quantize(g, "loihi2", allow_approximate=True)
+    rep = build_report(qg.graph, "loihi2", qgraph=qg)
+    jsonschema.validate(rep, report_schema())
+    assert any("subtraction" in d for d in rep["deviations"])
+    con = Console(record=True, width=200)
+    render_terminal(rep, con)
+    assert "subtraction" in con.export_text()
+    assert "subtraction" in write_html(rep, tmp_path / "r.html").read_text()
