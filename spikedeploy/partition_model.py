@@ -216,9 +216,10 @@ class Conv(Projection):
 
     kind = "conv"
 
-    def __init__(self, *args, cin, hin, win, cout, hout, wout, k, s, p, d, groups, hwc=False):
+    def __init__(self, *args, cin, hin, win, cout, hout, wout, k, s, p, d, groups, hwc=False, pos_order=None):
         super().__init__(*args)
         self.hwc = hwc  # target ranges index the layer channel-last (spatial tiles), see Layer.order
+        self.pos_order = pos_order  # channel-last with positions in tile order (k-th -> canonical position)
         self.cin, self.hin, self.win = cin, hin, win
         self.cout, self.hout, self.wout = cout, hout, wout
         self.k, self.s, self.p, self.d = k, s, p, d
@@ -232,14 +233,16 @@ class Conv(Projection):
         taps = (vt[0][:, None] * vt[1][None, :]).ravel().astype(np.int64)
         self.taps = taps
         self.pre = np.concatenate([[0], np.cumsum(taps)])
+        self.taps_o = taps if pos_order is None else taps[pos_order]  # in placement position order
+        self.pre_o = self.pre if pos_order is None else np.concatenate([[0], np.cumsum(self.taps_o)])
         self.full_mask = self._plane_mask(0, self.P)
         self.full_count = int(self.full_mask.sum())
 
     def _cum_syn(self, x: int) -> int:
         if self.hwc:
             pos, c = divmod(x, self.cout)
-            t = int(self.taps[pos]) if pos < self.P else 0
-            return int(self.cin_g * (self.cout * self.pre[pos] + c * t))
+            t = int(self.taps_o[pos]) if pos < self.P else 0
+            return int(self.cin_g * (self.cout * self.pre_o[pos] + c * t))
         c, r = divmod(x, self.P)
         return int(self.cin_g * (c * self.pre[-1] + self.pre[r]))
 
@@ -247,6 +250,9 @@ class Conv(Projection):
         return self._cum_syn(b) - self._cum_syn(a)
 
     def _plane_mask(self, p0: int, p1: int) -> np.ndarray:
+        """Input positions read by output positions p0..p1-1 (placement position order)."""
+        if self.pos_order is not None and (p0, p1) != (0, self.P):
+            return self._positions_mask(self.pos_order[p0:p1])
         W = self.wout
         y0, x0 = divmod(p0, W)
         y1, x1 = divmod(p1 - 1, W)
@@ -261,6 +267,17 @@ class Conv(Projection):
             r = _axis_cover(ya, yb, self.hin, self.k[0], self.s[0], self.p[0], self.d[0])
             c = _axis_cover(xa, xb, self.win, self.k[1], self.s[1], self.p[1], self.d[1])
             m |= r[:, None] & c[None, :]
+        return m
+
+    def _positions_mask(self, pos: np.ndarray) -> np.ndarray:
+        oy, ox = np.divmod(pos, self.wout)
+        m = np.zeros((self.hin, self.win), bool)
+        for ky in range(self.k[0]):
+            iy = oy * self.s[0] - self.p[0] + ky * self.d[0]
+            for kx in range(self.k[1]):
+                ix = ox * self.s[1] - self.p[1] + kx * self.d[1]
+                ok = (iy >= 0) & (iy < self.hin) & (ix >= 0) & (ix < self.win)
+                m[iy[ok], ix[ok]] = True
         return m
 
     def _group_masks(self, a: int, b: int):
@@ -347,15 +364,56 @@ class Conv(Projection):
         return self.cout * self.cin_g * self.k[0] * self.k[1] * self.weight_bits
 
 
-def layer_perm(shape) -> np.ndarray | None:
+def layer_perm(shape, tile: tuple[int, int] | None = None) -> np.ndarray | None:
     """Channel-last order for (C, H, W) / (C, L) layers: groups become spatial tiles holding all channels,
     so a conv's halo, not every channel plane, decides which cores a source neuron feeds. Returns
-    perm with perm[k] = canonical (C-order) index of the k-th neuron in placement order."""
+    perm with perm[k] = canonical (C-order) index of the k-th neuron in placement order.
+
+    With `tile=(th, tw)` (C, H, W layers) positions go tile by tile (tiles in row-major order, positions
+    row-major inside a tile, edge tiles cut short), so a range of about one tile is a compact rectangle
+    whose receptive field overlaps its neighbours' only at the border (order "tiles:th,tw")."""
     shape = tuple(int(x) for x in shape or ())
     if len(shape) not in (2, 3) or int(np.prod(shape[1:])) <= 1 or shape[0] <= 1:
         return None
     idx = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
-    return np.moveaxis(idx, 0, -1).ravel()
+    if tile is None or len(shape) != 3:
+        return np.moveaxis(idx, 0, -1).ravel()
+    pos = position_order(shape[1], shape[2], tile)
+    return (pos[:, None] + np.arange(shape[0])[None, :] * shape[1] * shape[2]).ravel()
+
+
+def choose_tile(geo: dict, target) -> tuple[int, int] | None:
+    """Tile (th, tw) of a conv layer's output plane that fits one core (all channels of th x tw positions
+    within the neuron limit, their receptive field within the input-axon limit) with the fewest tiles,
+    then the fewest input axons in all (least halo). None when rows (the "hwc" order) do as well."""
+    lim_n, lim_in = int(target.core.neurons), int(target.core.input_axons)
+    H, W, cout = geo["hout"], geo["wout"], geo["cout"]
+    cin_g, groups = geo["cin"] // geo["groups"], geo["groups"]
+
+    def reach(n_out, ax):  # input extent read by n_out consecutive outputs along an axis
+        n_in = (geo["hin"], geo["win"])[ax]
+        return min(n_in, (n_out - 1) * geo["s"][ax] + (geo["k"][ax] - 1) * geo["d"][ax] + 1)
+
+    best, best_key = None, None
+    for th in range(1, H + 1):
+        for tw in range(1, W + 1):
+            if th * tw * cout > lim_n or cin_g * min(groups, cout) * reach(th, 0) * reach(tw, 1) > lim_in:
+                continue
+            n_tiles = -(-H // th) * -(-W // tw)
+            key = (n_tiles, n_tiles * reach(th, 0) * reach(tw, 1), tw != W)
+            if best_key is None or key < best_key:
+                best, best_key = (th, tw), key
+    if best is None or best[1] == W:
+        return None
+    return best
+
+
+def position_order(h: int, w: int, tile: tuple[int, int]) -> np.ndarray:
+    """Positions (y * w + x) of an h x w plane, tile by tile (see layer_perm)."""
+    th, tw = int(tile[0]), int(tile[1])
+    y, x = np.divmod(np.arange(h * w), w)
+    key = np.lexsort((x, y, x // tw, y // th))  # last key sorts first: tile row, tile column, row, column
+    return key.astype(np.int64)
 
 
 @dataclass
@@ -366,6 +424,7 @@ class Layer:
     spiking: bool
     shape: tuple[int, ...] = ()
     perm: np.ndarray | None = None  # None: C-order ("chw"); else channel-last ("hwc"), see layer_perm
+    tile: tuple[int, int] | None = None  # channel-last in spatial tiles ("tiles:th,tw")
     synapse_nodes: list[str] = field(default_factory=list)
     incoming: list[Projection] = field(default_factory=list)
     outgoing: list[Projection] = field(default_factory=list)
@@ -373,7 +432,9 @@ class Layer:
 
     @property
     def order(self) -> str:
-        return "chw" if self.perm is None else "hwc"
+        if self.perm is None:
+            return "chw"
+        return "hwc" if self.tile is None else f"tiles:{self.tile[0]},{self.tile[1]}"
 
     def canonical(self, a: int, b: int) -> np.ndarray:
         """C-order indices of placement-order neurons [a, b)."""
@@ -462,7 +523,8 @@ def conv_geometry(node) -> dict:
                 wout=int(outs[2]), k=tuple(k), s=tuple(st), p=tuple(pd), d=tuple(dl), groups=groups)
 
 
-def _projection(graph, src: str, chain: list[str], dst: str, n_dst: int, target, qgraph, perm=None) -> Projection:
+def _projection(graph, src: str, chain: list[str], dst: str, n_dst: int, target, qgraph, perm=None,
+                tile=None) -> Projection:
     nodes = [graph.nodes[c] for c in chain]
     syn = [n for n in nodes if n.spec.family == "synapse"]
     n_src = _size(graph.nodes[src].out_shape)
@@ -480,7 +542,8 @@ def _projection(graph, src: str, chain: list[str], dst: str, n_dst: int, target,
     if len(syn) == 1 and syn[0].op in CONV_OPS:
         geo = conv_geometry(syn[0])
         if perm is None or n_dst == geo["cout"] * geo["hout"] * geo["wout"]:
-            return Conv(*args, **geo, hwc=perm is not None)
+            pos = None if tile is None else position_order(geo["hout"], geo["wout"], tile)
+            return Conv(*args, **geo, hwc=perm is not None, pos_order=pos)
     m = None
     for n in nodes:
         s = _structural(n, COMPOSITE_MAX_SYNAPSES)
@@ -519,8 +582,12 @@ def build_model(graph, target, qgraph=None) -> Model:
     layers: dict[str, Layer] = {}
     for name, v in graph.nodes.items():
         if v.placement == "chip" and is_neuron(v.op):
+            tile = None
+            if len(preds[name]) == 1 and graph.nodes[preds[name][0]].op == "Conv2d" \
+                    and graph.nodes[preds[name][0]].placement == "chip" and len(v.out_shape or ()) == 3:
+                tile = choose_tile(conv_geometry(graph.nodes[preds[name][0]]), target)
             layers[name] = Layer(name, v.op, _size(v.out_shape), bool(OPS[v.op].spiking), tuple(v.out_shape),
-                                 layer_perm(v.out_shape))
+                                 layer_perm(v.out_shape, tile), tile=tile)
     # accumulators: chip synapse nodes whose result reaches no chip neuron or synapse
     for name, v in graph.nodes.items():
         if v.placement == "chip" and v.spec.family == "synapse":
@@ -538,7 +605,7 @@ def build_model(graph, target, qgraph=None) -> Model:
         while todo:
             node, chain = todo.pop()
             if is_pop(node):
-                proj = _projection(graph, node, chain, lname, layer.n, target, qgraph, layer.perm)
+                proj = _projection(graph, node, chain, lname, layer.n, target, qgraph, layer.perm, layer.tile)
                 layer.incoming.append(proj)
                 projections.append(proj)
                 if node not in layers:

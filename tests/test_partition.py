@@ -88,10 +88,14 @@ def test_dense_pair_union_memory_bound_by_hand():
 def test_conv_layers_are_tiled_channel_last():
     g = conv_net((2, 32, 32), ((16, 3, 1, 1),), ())
     p = partition(g, LOIHI1)
-    assert p.layers["clif1"]["order"] == "hwc"
-    check_placement(g, p, LOIHI1)
+    # 1024 neurons per core hold 64 positions x 16 channels: an 8x8 tile reads a 10x10 window (halo 1),
+    # a strip of two rows a 4x32 one, so square tiles need fewer input axons
+    assert p.layers["clif1"]["order"] == "tiles:8,8"
+    use = check_placement(g, p, LOIHI1)["use"]
     # 16x32x32 = 16384 neurons over 1024-neuron cores: 16 cores for the conv layer at least
     assert len(p.groups["clif1"]) == 16
+    # 2 input channels x (10x10 inside, 9x10 on an edge, 9x9 in a corner; padding reads nothing)
+    assert sorted(use["input_axons"]) == sorted([2 * 81] * 4 + [2 * 90] * 8 + [2 * 100] * 4)
 
 
 def test_fan_in_over_axon_limit_names_layer_and_numbers():

@@ -105,9 +105,18 @@ def _paths(graph, pred, layer, layer_set):
 
 
 def _order_perm(shape, order):
+    """Canonical index of the k-th neuron in placement order: "chw" (C order), "hwc" (channel last) or
+    "tiles:th,tw" (channel last, positions visited tile by tile, row-major inside each tile)."""
     n = int(np.prod(shape)) if shape else 1
     if order == "chw":
         return np.arange(n)
+    if order.startswith("tiles:"):
+        th, tw = (int(x) for x in order.split(":")[1].split(","))
+        c, h, w = shape
+        pos = [y * w + x for ty in range(0, h, th) for tx in range(0, w, tw)
+               for y in range(ty, min(h, ty + th)) for x in range(tx, min(w, tx + tw))]
+        return np.array([p + ch * h * w for p in pos for ch in range(c)], np.int64)
+    assert order == "hwc", order
     return np.moveaxis(np.arange(n).reshape(shape), 0, -1).ravel()
 
 
