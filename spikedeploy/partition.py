@@ -32,14 +32,18 @@ from .errors import SpikeDeployError, TargetLimitError
 from .partition_model import Layer, Model, build_model, check_single, index_bits
 
 RESOURCES = ("neurons", "synapse_memory_bits", "input_axons", "output_axons")
-WINDOW = 32
+WINDOW = 64
 # Splitting with a derated per-core limit leaves room on each core for groups of other layers whose
 # binding resource differs (a memory-bound layer next to an axon-bound one). Searched coordinate-wise
 # over these factors, for graphs up to SEARCH_MAX_NEURONS (deterministic: no time-based cut-off).
 DERATE = (0.9, 0.75, 0.6, 0.5)
 SEARCH_MAX_NEURONS = 300_000
 SEARCH_WORK = 3_000_000  # trials x (neurons + synapses / 64)
-SEARCH_GOOD_ENOUGH = 1.02  # no search when the first packing is within 2% of the lower bound
+SEARCH_GOOD_ENOUGH = 1.02
+# complementary derating (see _search): layers using at most COMPLEMENT_MAX of their binding axon resource
+# on the other axon resource are cut to these fractions of the binding limit
+COMPLEMENT_MAX = 0.75
+COMPLEMENT_DERATE = (0.7, 0.65, 0.6)  # no search when the first packing is within 2% of the lower bound
 ALLOCATORS = ("greedy", "roundrobin")
 
 
@@ -464,11 +468,14 @@ def _out_need_all(model, splits):
     return {k: _out_need(model, k, splits) for k in model.layers}
 
 
-def _split_all(model: Model, lim, idx, sharing, target, strict, violations):
+def _split_all(model: Model, lim, idx, sharing, target, strict, violations, per_layer=None):
+    """Split every layer; `per_layer` maps a layer to the limits its groups are cut to (default `lim`)."""
+    per_layer = per_layer or {}
     splits: dict[str, list[tuple[int, int]]] = {}
     for lname in reversed(model.order):
         layer = model.layers[lname]
-        splits[lname] = _split_layer(layer, _out_need(model, lname, splits), lim, idx, sharing, target, strict, violations)
+        splits[lname] = _split_layer(layer, _out_need(model, lname, splits), per_layer.get(lname, lim), idx, sharing,
+                                     target, strict, violations)
     # recurrent layers saw a guess of their destinations' split; re-split until output axons fit
     for _ in range(4):
         changed = False
@@ -476,33 +483,73 @@ def _split_all(model: Model, lim, idx, sharing, target, strict, violations):
             layer = model.layers[lname]
             if not layer.outgoing:
                 continue
+            lim_l = per_layer.get(lname, lim)
             oc = _out_need(model, lname, splits)
-            if any(int(oc[b] - oc[a]) > lim["output_axons"] for a, b in splits[lname]):
-                splits[lname] = _split_layer(layer, oc, lim, idx, sharing, target, strict, violations)
+            if any(int(oc[b] - oc[a]) > lim_l["output_axons"] for a, b in splits[lname]):
+                splits[lname] = _split_layer(layer, oc, lim_l, idx, sharing, target, strict, violations)
                 changed = True
         if not changed:
             break
     return splits
 
 
-def _search(model, lim, idx, sharing, target, rates, splits, core_groups, lower):
-    """Try derated split limits (single resources, then pairs) and keep the packing with fewest cores.
+def _binding(model, splits, lim, idx, sharing):
+    """Per layer: (resource its groups fill most, use of the other axon resource relative to it)."""
+    out_need = _out_need_all(model, splits)
+    res = {}
+    for lname, gl in splits.items():
+        layer = model.layers[lname]
+        tot = {r: 0 for r in RESOURCES}
+        for a, b in gl:
+            u = _usage(layer, a, b, out_need[lname], idx, sharing)
+            for r in RESOURCES:
+                tot[r] += u[r]
+        frac = {r: tot[r] / lim[r] for r in RESOURCES}
+        r = max(frac, key=frac.get)
+        other = {"input_axons": "output_axons", "output_axons": "input_axons"}.get(r)
+        res[lname] = (r, frac[other] / frac[r] if other and frac[r] else 1.0)
+    return res
 
-    The number of trials shrinks with the graph size so large graphs stay fast; it depends only on the
-    graph, so results are deterministic."""
+
+def _search(model, lim, idx, sharing, target, rates, splits, core_groups, lower):
+    """Try derated split limits and keep the packing with fewest cores.
+
+    First, complementary derating: layers whose groups fill their input axons but use few output axons
+    (or the reverse) are cut smaller on that resource, so the packer can pair an input-bound group with an
+    output-bound one on a core. Then every layer derated on single resources, then on pairs. The number of
+    trials shrinks with the graph size so large graphs stay fast; it depends only on the graph, so results
+    are deterministic."""
     import itertools
 
     best = (len(core_groups), splits, core_groups)
-    trials = [{r: f} for r in RESOURCES for f in DERATE]
+    bind = _binding(model, splits, lim, idx, sharing)
+    axon = ("input_axons", "output_axons")
+    comp = [k for k, (r, other) in bind.items() if r in axon and other < COMPLEMENT_MAX]
+    trials = []
+    if {bind[k][0] for k in comp} == set(axon):
+        outs = [k for k in comp if bind[k][0] == "output_axons"]
+        # input-bound partners: the direct destinations of the output-bound layers, or all of them
+        near = [k for k in comp if bind[k][0] == "input_axons"
+                and any(p.src in outs for p in model.layers[k].incoming)]
+        subsets = [outs + near] if near else []
+        if len(outs) + len(near) < len(comp):
+            subsets.append(comp)
+        for sub in subsets:
+            for f_in, f_out in itertools.product(COMPLEMENT_DERATE, COMPLEMENT_DERATE):
+                f = {"input_axons": f_in, "output_axons": f_out}
+                trials.append({k: {**lim, bind[k][0]: max(1, int(lim[bind[k][0]] * f[bind[k][0]]))} for k in sub})
+    singles = [{r: f} for r in RESOURCES for f in DERATE]
     # milder derating first, every resource pair at each level, so a small budget still sees every pair
-    trials += [{r1: f1, r2: f2} for f1, f2 in itertools.product(DERATE, DERATE)
-               for r1, r2 in itertools.combinations(RESOURCES, 2)]
+    pairs = [{r1: f1, r2: f2} for f1, f2 in itertools.product(DERATE, DERATE)
+             for r1, r2 in itertools.combinations(RESOURCES, 2)]
+    for t in singles + pairs:
+        lim_s = {k: max(1, int(lim[k] * t.get(k, 1.0))) for k in RESOURCES}
+        trials.append({k: lim_s for k in model.layers})
     work = sum(layer.n + sum(p.total_synapses for p in layer.incoming) // 64 for layer in model.layers.values())
-    budget = min(len(trials), max(8, SEARCH_WORK // max(1, work)))
-    for trial in trials[:budget]:
-        lim_s = {k: max(1, int(lim[k] * trial.get(k, 1.0))) for k in RESOURCES}
+    budget = min(len(trials), max(8 + len(trials) - len(singles) - len(pairs), SEARCH_WORK // max(1, work)))
+    for per_layer in trials[:budget]:
         try:
-            sp = _split_all(model, lim_s, idx, sharing, target, True, [])
+            sp = _split_all(model, lim, idx, sharing, target, True, [], per_layer)
         except TargetLimitError:
             continue
         cg = _pack(model, sp, lim, idx, sharing, rates)
