@@ -8,7 +8,10 @@ groups of different layers onto shared cores, and assigns cores to chips:
    each of its neurons needs (one per projection and destination core). Each group is the longest
    contiguous range from its start that fits every per-core limit (neurons, synapse memory, input axons,
    output axons); a neuron that fits no core alone raises TargetLimitError naming layer, resource, need,
-   limit and a fix. Recurrent layers are re-split until their output axons fit.
+   limit and a fix. Recurrent layers are re-split until their output axons fit. Conv layers are ordered
+   in spatial tiles (partition_model.choose_tile), so a group is a compact patch with a small halo.
+   When the first packing is far from the bound, `_search` re-splits with derated limits, notably
+   pairing output-axon-bound groups with input-axon-bound ones.
 2. Pack groups in topological order into the open core (among the last `WINDOW`) that fits and is most
    strongly connected to it (spike traffic from a Run when given, else neuron counts), first-fit on ties.
    Two groups of one layer never share a core, which keeps the axon counts exact under the model.
@@ -16,8 +19,9 @@ groups of different layers onto shared cores, and assigns cores to chips:
    to chips in turn (nengo-loihi's RoundRobin, useful to see inter-chip traffic at its worst).
 
 The lower bound is max over resources of ceil(total need / per-core capacity), with total need taken at
-its minimum over all splits (neurons; nnz x weight bits or shared kernels; one axon per source neuron and
-projection).
+its minimum over all splits (neurons; nnz x weight bits or shared kernels, dense memory tightened by
+pairwise source unions; one axon per source neuron and projection), raised where layers whose every
+neuron fills a core's input axons must have cores of their own (see `_lower_bound`).
 """
 
 from __future__ import annotations
@@ -39,11 +43,11 @@ WINDOW = 64
 DERATE = (0.9, 0.75, 0.6, 0.5)
 SEARCH_MAX_NEURONS = 300_000
 SEARCH_WORK = 3_000_000  # trials x (neurons + synapses / 64)
-SEARCH_GOOD_ENOUGH = 1.02
+SEARCH_GOOD_ENOUGH = 1.02  # no search when the first packing is within 2% of the lower bound
 # complementary derating (see _search): layers using at most COMPLEMENT_MAX of their binding axon resource
-# on the other axon resource are cut to these fractions of the binding limit
+# on the other axon resource are paired; PAIR_MARGIN scales the computed cut (halo grows as groups shrink)
 COMPLEMENT_MAX = 0.75
-COMPLEMENT_DERATE = (0.7, 0.65, 0.6)  # no search when the first packing is within 2% of the lower bound
+PAIR_MARGIN = (1.0, 0.95, 0.9, 0.85)
 ALLOCATORS = ("greedy", "roundrobin")
 
 
@@ -410,12 +414,16 @@ def _over(u, lim) -> str | None:
     return None
 
 
-def _split_layer(layer: Layer, out_cum, lim, idx, sharing, target, strict, violations) -> list[tuple[int, int]]:
+def _split_layer(layer: Layer, out_cum, lim, idx, sharing, target, strict, violations,
+                 first: tuple[dict, int] | None = None) -> list[tuple[int, int]]:
+    """Consecutive longest ranges that fit `lim`; with `first=(lim_a, k)` the first k ranges fit lim_a."""
     n = layer.n
     groups = []
     a = 0
+    base = lim
     prev = lim["neurons"]
     while a < n:
+        lim = first[0] if first is not None and len(groups) < first[1] else base
         hi = min(n, a + lim["neurons"])
         if _over(_usage(layer, a, hi, out_cum, idx, sharing), lim) is None:
             b = hi
@@ -471,11 +479,16 @@ def _out_need_all(model, splits):
 def _split_all(model: Model, lim, idx, sharing, target, strict, violations, per_layer=None):
     """Split every layer; `per_layer` maps a layer to the limits its groups are cut to (default `lim`)."""
     per_layer = per_layer or {}
+
+    def split(lname, oc):
+        pl = per_layer.get(lname, lim)
+        if isinstance(pl, tuple):  # (limits of the first k groups, k): the rest get `lim`
+            return _split_layer(model.layers[lname], oc, lim, idx, sharing, target, strict, violations, first=pl)
+        return _split_layer(model.layers[lname], oc, pl, idx, sharing, target, strict, violations)
+
     splits: dict[str, list[tuple[int, int]]] = {}
     for lname in reversed(model.order):
-        layer = model.layers[lname]
-        splits[lname] = _split_layer(layer, _out_need(model, lname, splits), per_layer.get(lname, lim), idx, sharing,
-                                     target, strict, violations)
+        splits[lname] = split(lname, _out_need(model, lname, splits))
     # recurrent layers saw a guess of their destinations' split; re-split until output axons fit
     for _ in range(4):
         changed = False
@@ -484,9 +497,10 @@ def _split_all(model: Model, lim, idx, sharing, target, strict, violations, per_
             if not layer.outgoing:
                 continue
             lim_l = per_layer.get(lname, lim)
+            lim_l = lim if isinstance(lim_l, tuple) else lim_l
             oc = _out_need(model, lname, splits)
             if any(int(oc[b] - oc[a]) > lim_l["output_axons"] for a, b in splits[lname]):
-                splits[lname] = _split_layer(layer, oc, lim_l, idx, sharing, target, strict, violations)
+                splits[lname] = split(lname, oc)
                 changed = True
         if not changed:
             break
@@ -507,7 +521,7 @@ def _binding(model, splits, lim, idx, sharing):
         frac = {r: tot[r] / lim[r] for r in RESOURCES}
         r = max(frac, key=frac.get)
         other = {"input_axons": "output_axons", "output_axons": "input_axons"}.get(r)
-        res[lname] = (r, frac[other] / frac[r] if other and frac[r] else 1.0)
+        res[lname] = (r, frac[other] / frac[r] if other and frac[r] else 1.0, frac[r], len(gl))
     return res
 
 
@@ -516,7 +530,8 @@ def _search(model, lim, idx, sharing, target, rates, splits, core_groups, lower)
 
     First, complementary derating: layers whose groups fill their input axons but use few output axons
     (or the reverse) are cut smaller on that resource, so the packer can pair an input-bound group with an
-    output-bound one on a core. Then every layer derated on single resources, then on pairs. The number of
+    output-bound one on a core (a conv layer feeding a wider conv is output-bound, its destination is
+    input-bound). Then every layer derated on single resources, then on pairs. The number of
     trials shrinks with the graph size so large graphs stay fast; it depends only on the graph, so results
     are deterministic."""
     import itertools
@@ -524,20 +539,31 @@ def _search(model, lim, idx, sharing, target, rates, splits, core_groups, lower)
     best = (len(core_groups), splits, core_groups)
     bind = _binding(model, splits, lim, idx, sharing)
     axon = ("input_axons", "output_axons")
-    comp = [k for k, (r, other) in bind.items() if r in axon and other < COMPLEMENT_MAX]
+    comp = [k for k, (r, other, _, _) in bind.items() if r in axon and other < COMPLEMENT_MAX]
     trials = []
     if {bind[k][0] for k in comp} == set(axon):
+        # pairs: an output-bound group cut to x of the output axons (using rho_a x input axons) beside an
+        # input-bound group cut to y (using rho_b y output axons) fill a core when rho_a x + y = 1 and
+        # x + rho_b y = 1. Only as many input-bound groups as there are output-bound ones are cut small.
         outs = [k for k in comp if bind[k][0] == "output_axons"]
-        # input-bound partners: the direct destinations of the output-bound layers, or all of them
-        near = [k for k in comp if bind[k][0] == "input_axons"
-                and any(p.src in outs for p in model.layers[k].incoming)]
-        subsets = [outs + near] if near else []
-        if len(outs) + len(near) < len(comp):
-            subsets.append(comp)
-        for sub in subsets:
-            for f_in, f_out in itertools.product(COMPLEMENT_DERATE, COMPLEMENT_DERATE):
-                f = {"input_axons": f_in, "output_axons": f_out}
-                trials.append({k: {**lim, bind[k][0]: max(1, int(lim[bind[k][0]] * f[bind[k][0]]))} for k in sub})
+        ins = [k for k in comp if bind[k][0] == "input_axons"]
+        rho_a = sum(bind[k][1] * bind[k][2] for k in outs) / sum(bind[k][2] for k in outs)
+        rho_b = sum(bind[k][1] * bind[k][2] for k in ins) / sum(bind[k][2] for k in ins)
+        x0 = (1 - rho_b) / (1 - rho_a * rho_b)
+        y0 = (1 - rho_a) / (1 - rho_a * rho_b)
+        units = sum(bind[k][2] for k in outs)  # output-axon cores' worth in the output-bound layers
+        ins.sort(key=lambda k: -bind[k][2])
+        for margin in PAIR_MARGIN:
+            x, y = x0 * margin, y0 * margin
+            k_pairs = math.ceil(units / x)
+            per_layer = {k: {**lim, "output_axons": max(1, int(lim["output_axons"] * x))} for k in outs}
+            left = k_pairs
+            for k in ins:
+                if left <= 0:
+                    break
+                per_layer[k] = ({**lim, "input_axons": max(1, int(lim["input_axons"] * y))}, left)
+                left -= math.ceil(bind[k][2] / y)
+            trials.append(per_layer)
     singles = [{r: f} for r in RESOURCES for f in DERATE]
     # milder derating first, every resource pair at each level, so a small budget still sees every pair
     pairs = [{r1: f1, r2: f2} for f1, f2 in itertools.product(DERATE, DERATE)
