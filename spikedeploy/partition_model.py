@@ -400,7 +400,12 @@ def choose_tile(geo: dict, target) -> tuple[int, int] | None:
             if th * tw * cout > lim_n or cin_g * min(groups, cout) * reach(th, 0) * reach(tw, 1) > lim_in:
                 continue
             n_tiles = -(-H // th) * -(-W // tw)
-            key = (n_tiles, n_tiles * reach(th, 0) * reach(tw, 1), tw != W)
+            # edge tiles are cut short; their window too
+            rows = [reach(min(th, H - y), 0) for y in range(0, H, th)]
+            cols = [reach(min(tw, W - x), 1) for x in range(0, W, tw)]
+            axons = cin_g * min(groups, cout) * sum(rows) * sum(cols)
+            est = max(-(-H * W * cout // lim_n), -(-axons // lim_in))
+            key = (est, axons, n_tiles, tw != W)
             if best_key is None or key < best_key:
                 best, best_key = (th, tw), key
     if best is None or best[1] == W:
