@@ -20,7 +20,8 @@ groups of different layers onto shared cores, and assigns cores to chips:
 
 The lower bound is max over resources of ceil(total need / per-core capacity), with total need taken at
 its minimum over all splits (neurons; nnz x weight bits or shared kernels, dense memory tightened by
-pairwise source unions; one axon per source neuron and projection), raised where layers whose every
+pairwise source unions; one axon per source neuron and projection, or a conv's least halo, see
+`conv_halo_axons`), raised where layers whose every
 neuron fills a core's input axons must have cores of their own (see `_lower_bound`).
 """
 
@@ -299,6 +300,49 @@ def _dense_row_bits(p, w: int, idx: int):
     return np.minimum(np.maximum(p.row_nnz, u) * w, p.row_nnz * (w + idx)), alone
 
 
+def rf_lower(q: float, s: tuple[int, int], k: tuple[int, int]) -> float:
+    """F(q) <= |RF(Q)| for any set Q of q output positions of a valid (unpadded, undilated) 2-D conv with
+    stride s <= kernel k per axis; F(q) / q does not grow with q.
+
+    Proof. Output (y, x) owns the input block [s0 y, s0 y + s0) x [s1 x, s1 x + s1) of its window; blocks
+    of different outputs are disjoint. Let Q have R rows and C columns (R C >= q). In each of the s0
+    input rows owned by output row y, Q's row Q_y covers >= s1 |Q_y| + (k1 - s1) columns (its own column
+    blocks plus the overhang of its last output, which lies in blocks of outputs not in Q_y). Below the
+    last row of Q, k0 - s0 more input rows are covered, by >= k1 columns each, and they are no output
+    row's own rows within Q. So |RF| >= s0 s1 q + s0 (k1 - s1) R + (k0 - s0) k1; by symmetry
+    |RF| >= s0 s1 q + s1 (k0 - s0) C + (k1 - s1) k0. Their mean, with a R + b C >= 2 sqrt(a b R C)
+    >= 2 sqrt(a b q), is F(q) = s0 s1 q + sqrt(s0 (k1 - s1) s1 (k0 - s0) q) + ((k0 - s0) k1 + (k1 - s1) k0) / 2.
+    """
+    a, b = s[0] * (k[1] - s[1]), s[1] * (k[0] - s[0])
+    return s[0] * s[1] * q + math.sqrt(a * b * q) + ((k[0] - s[0]) * k[1] + (k[1] - s[1]) * k[0]) / 2
+
+
+def conv_halo_axons(p, lim_in: int) -> int:
+    """Input axons a dense (groups=1) valid conv projection needs in all, however its layer is split.
+
+    A group on one core whose neurons sit at the positions Q reads cin x |RF(Q)| <= lim_in input axons
+    through this projection, so |Q| <= q_max with cin F(q_max) = lim_in (rf_lower); as F(q)/q falls with q,
+    each group reads >= cin |Q| F(q_max) / q_max, and the groups' positions cover all P output positions:
+    >= cin P F(q_max) / q_max. The same sum is the source layer's output axons for this projection.
+    0 where the conv is padded, dilated, grouped, or strides past its kernel."""
+    if p.kind != "conv" or p.groups != 1 or any(p.p) or any(d != 1 for d in p.d) \
+            or any(s > k for s, k in zip(p.s, p.k, strict=True)):
+        return 0
+    budget = lim_in / p.cin
+    if rf_lower(1, p.s, p.k) > budget:
+        return 0  # one position alone does not fit: split_layer reports it
+    lo, hi = 1.0, float(p.P)
+    if rf_lower(hi, p.s, p.k) <= budget:
+        lo = hi
+    for _ in range(100):  # bisection for q_max
+        mid = (lo + hi) / 2
+        if rf_lower(mid, p.s, p.k) <= budget:
+            lo = mid
+        else:
+            hi = mid
+    return max(0, math.ceil(p.cin * p.P * rf_lower(lo, p.s, p.k) / lo - 1e-6))
+
+
 def _layer_needs(model: Model, lim, idx, sharing):
     """Per layer: minimum need of each resource over every split, given at most C groups per layer.
 
@@ -338,7 +382,7 @@ def _layer_needs(model: Model, lim, idx, sharing):
         need[lname]["neurons"] += layer.n
         need[lname]["k_min"] = k_min
         for p in layer.incoming:
-            ns = p.n_sources(0, layer.n)
+            ns = max(p.n_sources(0, layer.n), conv_halo_axons(p, lim["input_axons"]))
             need[lname]["input_axons"] += max(ns, k_min * p.min_fanin())
             if p.src in model.layers:
                 need[p.src]["output_axons"] += max(ns, math.ceil(p.total_synapses / g_max))
