@@ -55,6 +55,7 @@ import numpy as np
 
 from ..errors import FileFormatError, RepairWarning, SpikeDeployError, UnsupportedError
 from ..graph import Graph, Node
+from ..ops import conv_params
 from ..qgraph import QGraph
 
 # netx defaults and constants (lava-dl 0.6.0).
@@ -725,8 +726,8 @@ class _NetxWriter:
         # Lava's Conv ignores weight_exp and num_weight_bits (as the emulator does), so they are not written.
         layer: dict[str, Any] = {"type": "conv", "shape": np.asarray(node.out_shape, dtype=np.int64),
                                  "weight": _int_dataset(w)}
-        for k, d in (("stride", 1), ("padding", 0), ("dilation", 1)):
-            layer[k] = np.asarray(_pair(node.params.get(k, d)), dtype=np.int64)  # (H, W); netx reverses
+        for k, v in zip(("stride", "padding", "dilation"), conv_params(node.params, 2), strict=True):
+            layer[k] = np.asarray(v, dtype=np.int64)  # (H, W); netx reverses
         layer["groups"] = np.int64(int(node.params.get("groups", 1)))
         return layer
 
@@ -784,11 +785,6 @@ class _NetxWriter:
 
 
 _NEURON_KEYS = {"du": "iDecay", "dv": "vDecay", "vth": "vThMant"}
-
-
-def _pair(v: Any) -> tuple[int, int]:
-    a = np.asarray(v, dtype=np.int64).ravel()
-    return (int(a[0]), int(a[0])) if a.size == 1 else (int(a[0]), int(a[1]))
 
 
 def _int_dataset(a: np.ndarray) -> np.ndarray:

@@ -38,5 +38,9 @@ class BackendError(SpikeDeployError):
     """A simulation backend (Lava, emulator) failed or is not installed."""
 
 
+class InputError(BackendError):
+    """The data given to a simulation does not fit the graph's inputs (names, shapes, batch, values)."""
+
+
 class RepairWarning(UserWarning):
     """A reader repaired a known quirk of a file written by another tool (also listed in graph.meta["repairs"])."""

@@ -72,7 +72,7 @@ def _dense(node, s: Shape) -> Shape:
     return (int(w.shape[0]),)
 
 
-def _pair(v, n: int) -> tuple[int, ...]:
+def pair(v, n: int) -> tuple[int, ...]:
     a = np.atleast_1d(np.asarray(v)).astype(np.int64).ravel()
     if a.size == 1:
         a = np.repeat(a, n)
@@ -81,6 +81,20 @@ def _pair(v, n: int) -> tuple[int, ...]:
 
 def conv_out(size: int, k: int, s: int, p: int, d: int = 1) -> int:
     return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def conv_params(params, nd: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """(stride, padding, dilation) of a Conv node, one int per spatial axis (NIR's defaults 1, 0, 1)."""
+    return tuple(pair(d if params.get(k) is None else params[k], nd)
+                 for k, d in (("stride", 1), ("padding", 0), ("dilation", 1)))
+
+
+def pool_params(params) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """(kernel, stride, padding) of a pooling node; a missing stride means the kernel size (NIR, torch)."""
+    k = pair(params["kernel_size"], 2)
+    st = params.get("stride")
+    pd = params.get("padding")
+    return k, (k if st is None else pair(st, 2)), pair(0 if pd is None else pd, 2)
 
 
 def _conv(nd: int):
@@ -94,7 +108,7 @@ def _conv(nd: int):
             ishp = node.params.get("input_shape")
             if ishp is None or np.size(ishp) == 0:
                 raise ShapeError(f"node '{node.name}' ({node.op}): input shape unknown; give the Input node a shape")
-            s = (int(w.shape[1] * int(node.params.get("groups", 1))), *_pair(ishp, nd))
+            s = (int(w.shape[1] * int(node.params.get("groups", 1))), *pair(ishp, nd))
         if len(s) != nd + 1:
             raise ShapeError(f"node '{node.name}' ({node.op}): expects input (C, {'H, W' if nd == 2 else 'L'}), got {list(s)}")
         groups = int(node.params.get("groups", 1))
@@ -104,7 +118,7 @@ def _conv(nd: int):
                 f"{w.shape[1]}×{groups} groups = {w.shape[1] * groups}"
             )
         k = w.shape[2:]
-        st, pd, dl = (_pair(node.params.get(x, d), nd) for x, d in (("stride", 1), ("padding", 0), ("dilation", 1)))
+        st, pd, dl = conv_params(node.params, nd)
         out = tuple(conv_out(s[1 + i], k[i], st[i], pd[i], dl[i]) for i in range(nd))
         if min(out) <= 0:
             raise ShapeError(f"node '{node.name}' ({node.op}): input {list(s)} is smaller than the kernel {list(k)}")
@@ -116,9 +130,7 @@ def _conv(nd: int):
 def _pool(node, s: Shape) -> Shape:
     if len(s) != 3:
         raise ShapeError(f"node '{node.name}' ({node.op}): expects input (C, H, W), got {list(s)}")
-    k = _pair(node.params["kernel_size"], 2)
-    st = _pair(node.params["stride"] if node.params.get("stride") is not None else k, 2)
-    pd = _pair(node.params.get("padding", 0), 2)
+    k, st, pd = pool_params(node.params)
     out = tuple(conv_out(s[1 + i], k[i], st[i], pd[i]) for i in range(2))
     if min(out) <= 0:
         raise ShapeError(f"node '{node.name}' ({node.op}): input {list(s)} is smaller than the kernel {list(k)}")
@@ -226,15 +238,13 @@ def synapse_count(node, in_shape: Shape, out_shape: Shape) -> int:
         nd = 1 if node.op == "Conv1d" else 2
         w = p["weight"]
         k = w.shape[2:]
-        st, pd, dl = (_pair(p.get(x, d), nd) for x, d in (("stride", 1), ("padding", 0), ("dilation", 1)))
+        st, pd, dl = conv_params(p, nd)
         taps = 1
         for i in range(nd):
             taps *= _valid_taps(in_shape[1 + i], out_shape[1 + i], k[i], st[i], pd[i], dl[i])
         return int(out_shape[0] * w.shape[1] * taps)
     if node.op in ("SumPool2d", "AvgPool2d"):
-        k = _pair(p["kernel_size"], 2)
-        st = _pair(p.get("stride", k) if p.get("stride") is not None else k, 2)
-        pd = _pair(p.get("padding", 0), 2)
+        k, st, pd = pool_params(p)
         taps = 1
         for i in range(2):
             taps *= _valid_taps(in_shape[1 + i], out_shape[1 + i], k[i], st[i], pd[i], 1)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import GraphError, TargetLimitError, UnsupportedError
-from .ops import OPS, _pair, is_neuron
+from .ops import OPS, conv_params, is_neuron, pool_params
 
 CONV_OPS = ("Conv1d", "Conv2d", "SumPool2d", "AvgPool2d")
 DENSE_OPS = ("Affine", "Linear")
@@ -511,14 +511,11 @@ def conv_geometry(node) -> dict:
         w = np.asarray(node.params["weight"])
         nd = w.ndim - 2
         k = tuple(int(x) for x in w.shape[2:])
-        st, pd, dl = (_pair(node.params.get(x, dv), nd) for x, dv in (("stride", 1), ("padding", 0), ("dilation", 1)))
+        st, pd, dl = conv_params(node.params, nd)
         groups = int(node.params.get("groups", 1))
     else:
         nd = 2
-        k = _pair(node.params["kernel_size"], 2)
-        stv = node.params.get("stride")
-        st = _pair(stv if stv is not None else k, 2)
-        pd = _pair(node.params.get("padding", 0), 2)
+        k, st, pd = pool_params(node.params)
         dl = (1, 1)
         groups = int(ins[0])
     if nd == 1:

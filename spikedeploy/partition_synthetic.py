@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .graph import Graph, Node
+from .ops import conv_out
 
 
 def _lif(name: str, n: int | tuple[int, ...]) -> Node:
@@ -62,8 +63,7 @@ def conv_net(in_shape=(2, 32, 32), convs=((8, 3, 1, 1), (16, 3, 2, 1)), dense=(6
         g.add(Node(f"conv{i}", "Conv2d", {"weight": _weights(rng, (cout, c // groups, k, k)), "stride": s,
                                           "padding": p, "groups": groups}))
         g.connect(prev, f"conv{i}")
-        h = (shape[1] + 2 * p - k) // s + 1
-        w = (shape[2] + 2 * p - k) // s + 1
+        h, w = conv_out(shape[1], k, s, p), conv_out(shape[2], k, s, p)
         shape = (cout, h, w)
         g.add(_lif(f"clif{i}", shape))
         g.connect(f"conv{i}", f"clif{i}")

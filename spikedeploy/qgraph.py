@@ -35,3 +35,11 @@ class QGraph:
     scale: dict[str, float] = field(default_factory=dict)
     deviations: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def subgraph(self, names) -> QGraph:
+        """The nodes `names` with their integer parameters (e.g. one independent encoder)."""
+        keep = set(names)
+        return QGraph(graph=self.graph.subgraph(keep), target=self.target,
+                      q={k: v for k, v in self.q.items() if k in keep},
+                      scale={k: v for k, v in self.scale.items() if k in keep},
+                      deviations=list(self.deviations), meta=dict(self.meta))

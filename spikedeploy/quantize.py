@@ -36,6 +36,7 @@ from .errors import SpikeDeployError, TargetLimitError, UnsupportedError
 from .graph import Graph, set_dt
 from .qgraph import QGraph
 from .quantize_map import Approx, Layer, check_graph, effective_weight, find_layers, fold_pooling
+from .targets.emulator.arith import sign_mode_of
 from .targets.spec import NumericFormat, TargetSpec, get_target
 
 METHODS = ("maxabs", "percentile", "search")
@@ -109,14 +110,6 @@ def _grid(fmt: NumericFormat, nwb: int, mode: str) -> tuple[int, int]:
     return step, 2**fmt.weight_bits - step
 
 
-def _sign_mode(w: np.ndarray) -> str:
-    if w.min(initial=0) >= 0:
-        return "exc"
-    if w.max(initial=0) <= 0:
-        return "inh"
-    return "mixed"
-
-
 class Quantizer:
     def __init__(self, g: Graph, layers: dict[str, Layer], fmt: NumericFormat, nwb: int):
         self.g, self.layers, self.fmt, self.nwb = g, layers, fmt, nwb
@@ -133,7 +126,7 @@ class Quantizer:
 
     def _ratio(self, syn: str) -> float:
         w = self.weff[syn]
-        mode = _sign_mode(w)
+        mode = sign_mode_of(w)
         m = _grid(self.fmt, self.nwb, mode)[1]
         if m <= 0:
             raise TargetLimitError(
@@ -244,7 +237,7 @@ class Quantizer:
         syn_q, rep = {}, {"lambda": lam, "n": n, "weights": {}}
         for c in lay.chains:
             a = lam * self.weff[c.syn]
-            mode = _sign_mode(self.weff[c.syn])
+            mode = sign_mode_of(self.weff[c.syn])
             step, m = _grid(fmt, self.nwb, mode)
             mx = float(np.abs(a).max(initial=0))
             if c.kind == "conv" or mx == 0:

@@ -22,7 +22,7 @@ import numpy as np
 
 from .errors import UnsupportedError
 from .graph import Graph, Node
-from .ops import _pair
+from .ops import conv_params, pool_params
 from .targets.spec import NumericFormat
 
 CHIP_SYNAPSES = ("Affine", "Linear", "Conv1d", "Conv2d", "Scale")
@@ -130,10 +130,7 @@ def fold_pooling(g: Graph) -> list[str]:
     done: list[str] = []
     for name in [n for n, v in g.nodes.items() if v.op in POOLS and v.placement == "chip"]:
         node = g.nodes[name]
-        k = _pair(node.params["kernel_size"], 2)
-        st = node.params.get("stride")
-        st = k if st is None else _pair(st, 2)
-        pd = _pair(node.params.get("padding", 0), 2)
+        k, st, pd = pool_params(node.params)
         C, H, W = node.in_shape
         factor = 1.0 / (k[0] * k[1]) if node.op == "AvgPool2d" else 1.0
         succ = g.successors(name)
@@ -144,10 +141,9 @@ def fold_pooling(g: Graph) -> list[str]:
             if nxt.op == "Conv2d" and _foldable_conv(nxt, (H, W), k):
                 w = np.asarray(nxt.params["weight"], dtype=np.float64)
                 nxt.params["weight"] = np.repeat(np.repeat(w, k[0], axis=2), k[1], axis=3) * factor
-                nxt.params["stride"] = np.asarray([s * p for s, p in zip(_pair(nxt.params.get("stride", 1), 2), k,
-                                                                         strict=True)])
-                nxt.params["padding"] = np.asarray([q * p for q, p in zip(_pair(nxt.params.get("padding", 0), 2), k,
-                                                                          strict=True)])
+                n_st, n_pd, _ = conv_params(nxt.params, 2)
+                nxt.params["stride"] = np.asarray([s * p for s, p in zip(n_st, k, strict=True)])
+                nxt.params["padding"] = np.asarray([q * p for q, p in zip(n_pd, k, strict=True)])
                 _bypass(g, name, preds, succ[0])
                 done.append(f"{node.op} '{name}' ({k[0]}x{k[1]}) folded into Conv2d '{succ[0]}' (exact)")
                 continue
@@ -183,9 +179,11 @@ def fold_pooling(g: Graph) -> list[str]:
 
 
 def _foldable_conv(conv: Node, hw: tuple[int, int], k: tuple[int, int]) -> bool:
-    if _pair(conv.params.get("dilation", 1), 2) != (1, 1) or isinstance(conv.params.get("padding"), str):
+    if isinstance(conv.params.get("padding"), str):
         return False
-    pad = _pair(conv.params.get("padding", 0), 2)
+    _, pad, dil = conv_params(conv.params, 2)
+    if dil != (1, 1):
+        return False
     # with padding, rows the pooling dropped (H % p) would be read as data instead of zeros
     return all(p == 0 or n % kk == 0 for p, n, kk in zip(pad, hw, k, strict=True))
 

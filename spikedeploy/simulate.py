@@ -28,7 +28,6 @@ def simulate(model: Graph | QGraph, inputs: Mapping[str, np.ndarray], *, backend
     if backend not in BACKENDS:
         raise SpikeDeployError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
     graph = model.graph if isinstance(model, QGraph) else model
-    inputs = check_inputs(graph, inputs)
     if backend == "float":
         from .simulate_float import simulate_float
 
@@ -45,63 +44,12 @@ def simulate(model: Graph | QGraph, inputs: Mapping[str, np.ndarray], *, backend
 
         run = simulate_emulator(qg, inputs, steps=steps, probes=probes)
     else:
-        run = _lava_per_component(qg, inputs, steps=steps, probes=probes)
+        from .targets.lava_backend import simulate_lava
+
+        run = simulate_lava(qg, inputs, steps=steps, probes=probes)
     if note:
         run.meta.setdefault("notes", []).append(note)
     return run
-
-
-def _lava_per_component(qg: QGraph, inputs, *, steps, probes) -> Run:
-    """Lava compiles only the processes connected to the one it runs, so independent parts of a graph
-    (one encoder per modality) run as separate Lava networks; their records are merged."""
-    from .targets.lava_backend import simulate_lava
-
-    comps = qg.graph.components()
-    if len(comps) == 1:
-        return simulate_lava(qg, inputs, steps=steps, probes=probes)
-    merged: Run | None = None
-    for names in comps:
-        sub = QGraph(graph=qg.graph.subgraph(names), target=qg.target,
-                     q={k: v for k, v in qg.q.items() if k in names},
-                     scale={k: v for k, v in qg.scale.items() if k in names},
-                     deviations=qg.deviations, meta=qg.meta)
-        r = simulate_lava(sub, {k: v for k, v in inputs.items() if k in names}, steps=steps,
-                          probes=[p for p in probes if p in names])
-        if merged is None:
-            merged = r
-        else:
-            merged.outputs.update(r.outputs)
-            merged.counts.update(r.counts)
-            merged.traces.update(r.traces)
-    merged.meta["lava_networks"] = len(comps)
-    return merged
-
-
-def check_inputs(graph: Graph, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Inputs are time-major [T, B, *shape], one per Input node; name mismatches and shapes are errors."""
-    names = graph.inputs
-    missing = [n for n in names if n not in inputs]
-    extra = [n for n in inputs if n not in names]
-    if missing or extra:
-        raise SpikeDeployError(
-            f"inputs do not match the graph: missing {missing or '-'}, unknown {extra or '-'}; the graph's inputs are "
-            f"{names} (give --input NAME=FILE.npy for each)"
-        )
-    graph.infer_shapes()
-    out = {}
-    T = None
-    for n in names:
-        x = np.asarray(inputs[n])
-        shape = graph.nodes[n].out_shape
-        if x.ndim != len(shape) + 2 or tuple(x.shape[2:]) != tuple(shape):
-            raise SpikeDeployError(
-                f"input '{n}': expected an array [T, B, {', '.join(map(str, shape))}], got shape {list(x.shape)}"
-            )
-        if T is not None and x.shape[0] != T:
-            raise SpikeDeployError(f"input '{n}' has {x.shape[0]} time steps, other inputs have {T}")
-        T = x.shape[0]
-        out[n] = x
-    return out
 
 
 def parse_input_args(graph: Graph, specs: tuple[str, ...]) -> dict[str, np.ndarray]:

@@ -30,9 +30,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import GraphError, ParameterError, ShapeError, UnsupportedError
+from .errors import GraphError, ParameterError, UnsupportedError
 from .graph import Graph
-from .ops import OPS, _pair
+from .inputs import time_major_inputs
+from .ops import OPS, conv_params, pool_params
 from .run import Run
 
 _SPIKING = ("LIF", "IF", "CubaLIF", "Threshold")
@@ -160,31 +161,11 @@ def _schedule(g: Graph, synapse_delay: bool) -> tuple[list[str], set[tuple[str, 
 
 
 def _check_inputs(g: Graph, inputs, steps):
-    names = g.inputs
-    missing = [n for n in names if n not in inputs]
-    if missing:
-        raise GraphError(f"no data given for Input node(s) {missing}; inputs given: {sorted(inputs)}")
-    extra = [k for k in inputs if k not in names]
-    if extra:
-        raise GraphError(f"inputs {extra} name no Input node; the graph's inputs are {names}")
-    feeds, Ts, Bs = {}, set(), set()
-    for n in names:
-        a = inputs[n]
-        a = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
-        shape = g.nodes[n].out_shape
-        if a.ndim < 2 or int(np.prod(a.shape[2:])) != int(np.prod(shape)):
-            raise ShapeError(
-                f"input '{n}': expected an array [T, B, {', '.join(map(str, shape))}], got shape {list(a.shape)}"
-            )
-        feeds[n] = a.reshape(a.shape[0], a.shape[1], *shape)
-        Ts.add(a.shape[0])
-        Bs.add(a.shape[1])
-    if len(Bs) > 1:
-        raise ShapeError(f"inputs disagree on the batch size: {sorted(Bs)}")
-    T = steps if steps is not None else max(Ts)
+    feeds, t_in, B = time_major_inputs(g, inputs)
+    T = t_in if steps is None else steps
     if T < 0:
         raise GraphError(f"steps must be >= 0, got {T}")
-    return feeds, int(T), int(Bs.pop())
+    return feeds, int(T), int(B)
 
 
 class _Layer:
@@ -226,19 +207,16 @@ class _Layer:
             b = p.get("bias")
             self.b = None if b is None else torch.as_tensor(np.asarray(b, dtype=np.float64).ravel(), dtype=dtype)
             pad = p.get("padding", 0)
-            self.conv_kw = {
-                "stride": _pair(p.get("stride", 1), nd),
-                "padding": str(pad) if isinstance(pad, str) or (isinstance(pad, np.ndarray) and pad.dtype.kind in "US")
-                else _pair(pad, nd),
-                "dilation": _pair(p.get("dilation", 1), nd),
-                "groups": int(p.get("groups", 1)),
-            }
+            if isinstance(pad, str) or (isinstance(pad, np.ndarray) and pad.dtype.kind in "US"):
+                stride, _, dilation = conv_params({**p, "padding": 0}, nd)
+                padding = str(pad)  # 'same' / 'valid', as torch takes them
+            else:
+                stride, padding, dilation = conv_params(p, nd)
+            self.conv_kw = {"stride": stride, "padding": padding, "dilation": dilation, "groups": int(p.get("groups", 1))}
             self.conv = F.conv1d if nd == 1 else F.conv2d
         elif op in ("SumPool2d", "AvgPool2d"):
-            k = _pair(p["kernel_size"], 2)
-            s = p.get("stride")
-            self.pool_kw = {"kernel_size": k, "stride": _pair(s, 2) if s is not None else k,
-                            "padding": _pair(p.get("padding", 0), 2), "count_include_pad": True,
+            k, stride, padding = pool_params(p)
+            self.pool_kw = {"kernel_size": k, "stride": stride, "padding": padding, "count_include_pad": True,
                             "divisor_override": 1 if op == "SumPool2d" else None}
         elif op == "Scale":
             self.scale = param("scale")

@@ -18,11 +18,11 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from spikedeploy.errors import BackendError, SpikeDeployError, UnsupportedError
-from spikedeploy.ops import OPS, _pair
+from spikedeploy.ops import OPS, conv_params, pool_params
 from spikedeploy.qgraph import QGraph
 from spikedeploy.run import Run
 from spikedeploy.targets.emulator.arith import sign_mode_of, wrap_int
-from spikedeploy.targets.emulator.engine import _prepare_inputs, is_binary
+from spikedeploy.targets.emulator.engine import is_binary, prepare_inputs
 from spikedeploy.targets.emulator.stages import expand_param
 
 SPARSE_DENSITY = 0.1  # below this fraction of nonzero weights, a dense layer becomes a Sparse process
@@ -181,17 +181,13 @@ class _Net:
                 elif node.op in ("Conv2d", "Conv1d", "SumPool2d"):
                     if node.op == "SumPool2d":
                         c = node.in_shape[0]
-                        kk = _pair(node.params["kernel_size"], 2)
+                        kk, st, pad = pool_params(node.params)
                         wt = np.asarray(q.get("weight", np.ones((c, 1, *kk), np.int64)))
-                        st = node.params.get("stride")
-                        st = kk if st is None else _pair(st, 2)
-                        pad, dil, groups = _pair(node.params.get("padding", 0), 2), (1, 1), c
+                        dil, groups = (1, 1), c
                     else:
                         wt = np.asarray(q["weight"])
                         nd = 2 if node.op == "Conv2d" else 1
-                        st = _pair(node.params.get("stride", 1), nd)
-                        pad = _pair(node.params.get("padding", 0), nd)
-                        dil = _pair(node.params.get("dilation", 1), nd)
+                        st, pad, dil = conv_params(node.params, nd)
                         groups = int(node.params.get("groups", 1))
                         if nd == 1:
                             wt = wt[:, :, None, :]
@@ -301,14 +297,22 @@ def simulate_lava(qg: QGraph, inputs: Mapping[str, np.ndarray], *, steps: int | 
     g = qg.graph
     if any(n.out_shape is None for n in g.nodes.values()):
         g.infer_shapes()
-    comps = g.components() if hasattr(g, "components") else [set(g.nodes)]
+    comps = g.components()
     if len(comps) > 1:
-        # Lava compiles only the processes connected to the one it runs; the rest would stay silent
-        raise UnsupportedError(
-            f"graph has {len(comps)} unconnected parts; Lava runs one connected network at a time. "
-            "Use spikedeploy.simulate (it runs each part separately) or simulate each subgraph"
-        )
-    xs, t_in, batch = _prepare_inputs(g, inputs)
+        # Lava compiles only the processes connected to the one it runs (the rest would stay silent), so
+        # independent parts (one encoder per modality) run as separate Lava networks, records merged
+        probes = tuple(probes)
+        parts = [simulate_lava(qg.subgraph(names), {k: v for k, v in inputs.items() if k in names}, steps=steps,
+                               probes=[p for p in probes if p in names], counts=counts, sparse=sparse, quiet=quiet)
+                 for names in comps]
+        run = parts[0]
+        for r in parts[1:]:
+            run.outputs.update(r.outputs)
+            run.counts.update(r.counts)
+            run.traces.update(r.traces)
+        run.meta["lava_networks"] = len(comps)
+        return run
+    xs, t_in, batch = prepare_inputs(g, inputs)
     steps = t_in if steps is None else int(steps)
     graded = {n: float(np.abs(x).max(initial=0)) for n, x in xs.items() if not is_binary(x)}
     probes = tuple(probes)

@@ -11,7 +11,8 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from spikedeploy.errors import BackendError, GraphError, ShapeError, UnsupportedError
+from spikedeploy.errors import BackendError, GraphError, InputError, UnsupportedError
+from spikedeploy.inputs import time_major_inputs
 from spikedeploy.ops import OPS
 from spikedeploy.qgraph import QGraph
 from spikedeploy.run import Run
@@ -40,33 +41,16 @@ def arith_for(mode) -> Arith:
     raise BackendError(f"emulator mode must be 'loihi2', a target name, TargetSpec or NumericFormat; got {mode!r}")
 
 
-def _prepare_inputs(g, inputs: Mapping[str, np.ndarray]):
-    xs, steps_in, batch = {}, set(), set()
-    for name in g.inputs:
-        if name not in inputs:
-            raise BackendError(f"no data for input node '{name}'; inputs given: {sorted(inputs)}")
-        x = np.asarray(inputs[name])
-        shape = g.nodes[name].out_shape
-        if x.ndim < 2:
-            raise ShapeError(f"input '{name}': expected [T, B, {', '.join(map(str, shape))}], got {list(x.shape)}")
-        if int(np.prod(x.shape[2:])) != int(np.prod(shape)):
-            raise ShapeError(
-                f"input '{name}': expected [T, B, {', '.join(map(str, shape))}], got {list(x.shape)}"
-            )
+def prepare_inputs(g, inputs: Mapping[str, np.ndarray]):
+    """Checked time-major inputs; fixed-point backends also need integer values."""
+    xs, steps, batch = time_major_inputs(g, inputs)
+    for name, x in xs.items():
         if x.dtype.kind == "f" and not np.all(np.trunc(x) == x):
-            raise BackendError(
+            raise InputError(
                 f"input '{name}': values must be integers (spikes or graded integer payloads); "
                 "scale and round them first"
             )
-        xs[name] = x.reshape(x.shape[0], x.shape[1], *shape)
-        steps_in.add(x.shape[0])
-        batch.add(x.shape[1])
-    extra = set(inputs) - set(g.inputs)
-    if extra:
-        raise BackendError(f"inputs {sorted(extra)} name no Input node; graph inputs: {g.inputs}")
-    if len(batch) != 1:
-        raise ShapeError(f"inputs disagree on the batch size: {sorted(batch)}")
-    return xs, max(steps_in), batch.pop()
+    return xs, steps, batch
 
 
 def is_binary(x: np.ndarray) -> bool:
@@ -179,7 +163,7 @@ def simulate_emulator(qg: QGraph, inputs: Mapping[str, np.ndarray], *, steps: in
             g.infer_shapes()
         except Exception as e:  # noqa: BLE001 - shape errors are already SpikeDeployErrors
             raise GraphError(f"cannot infer shapes before emulation: {e}") from e
-    xs, t_in, batch = _prepare_inputs(g, inputs)
+    xs, t_in, batch = prepare_inputs(g, inputs)
     steps = t_in if steps is None else int(steps)
     graded = {n: float(np.abs(x).max(initial=0)) for n, x in xs.items() if not is_binary(x)}
     prog = Program(qg, ar, graded, probes)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from spikedeploy.errors import ParameterError, UnsupportedError
-from spikedeploy.ops import _pair
+from spikedeploy.ops import conv_params, pool_params
 
 from .arith import (
     EXACT_F32,
@@ -170,9 +170,7 @@ class ConvStage(SynapseStage):
         self.nd = nd
         self.graded = graded
         self.ar = ar
-        self.stride = _pair(params.get("stride", 1) if params.get("stride") is not None else 1, nd)
-        self.padding = _pair(params.get("padding", 0), nd)
-        self.dilation = _pair(params.get("dilation", 1), nd)
+        self.stride, self.padding, self.dilation = conv_params(params, nd)
         self.groups = int(params.get("groups", 1))
         bound = float(np.abs(w).reshape(w.shape[0], -1).sum(axis=1).max(initial=0)) * x_bound
         if bound < EXACT_F32:
@@ -275,9 +273,8 @@ def prepare_synapse(name, node, q, ar: Arith, x_bound: float, graded: bool):
                          nd=2 if op == "Conv2d" else 1)
     if op == "SumPool2d":
         c = node.in_shape[0]
-        k = _pair(node.params["kernel_size"], 2)
-        st = node.params.get("stride")
-        params = {"stride": k if st is None else st, "padding": node.params.get("padding", 0), "groups": c}
+        k, st, pd = pool_params(node.params)
+        params = {"stride": st, "padding": pd, "groups": c}
         w = q.get("weight", np.ones((c, 1, *k), np.int64))
         return ConvStage(name, w, params, node.in_shape, node.out_shape, ar, x_bound, graded)
     raise UnsupportedError(
