@@ -41,33 +41,14 @@ from pathlib import Path
 
 from spikedeploy.errors import FileFormatError, SpikeDeployError
 
-from .spec import CoreLimits, NumericFormat, TargetSpec, Value
+from .loihi1 import SPEC as LOIHI1
+from .spec import HOST_45NM, CoreLimits, NumericFormat, TargetSpec, Value, borrowed
 
-_D18 = "default (Loihi 1 figure, Davies et al. 2018 Table 2)"
 _NL = "default (Loihi 1 limit, nengo-loihi block.py)"
 
-DEFAULT_ENERGY = {
-    "synop": Value(23.6e-12, "J", _D18 + ": synaptic op", estimate=True),
-    "neuron_update": Value(52e-12, "J", _D18 + ": neuron update, inactive", estimate=True),
-    "neuron_spike_update": Value(81e-12, "J", _D18 + ": neuron update, active", estimate=True),
-    "spike_in_core": Value(1.7e-12, "J", _D18 + ": within-tile spike", estimate=True),
-    "spike_between_cores": Value(3.5e-12, "J", _D18 + ": tile hop", estimate=True),
-    "spike_between_chips": Value(100e-12, "J", "default estimate: off-chip link", estimate=True),
-    "static_power_chip": Value(0.104, "W", "default (Loihi 1, Frady et al. 2020: 3.34 W / 32 chips)", estimate=True),
-}
-DEFAULT_TIMING = {
-    "synop": Value(3.5e-9, "s", _D18 + ": synaptic op", estimate=True),
-    "neuron_update": Value(5e-9, "s", "default estimate", estimate=True),
-    "spike_in_core": Value(2.1e-9, "s", _D18 + ": within-tile spike", estimate=True),
-    "spike_between_cores": Value(5.3e-9, "s", _D18 + ": tile hop", estimate=True),
-    "spike_between_chips": Value(100e-9, "s", "default estimate: chip-to-chip link", estimate=True),
-    "barrier": Value(465e-9, "s", _D18 + ": barrier sync (upper value)", estimate=True),
-}
-DEFAULT_HOST = {
-    "mac": Value(4.6e-12, "J", "Horowitz ISSCC 2014, 45 nm fp32 mult 3.7 + add 0.9 pJ"),
-    "add": Value(0.9e-12, "J", "Horowitz ISSCC 2014, 45 nm fp32 add"),
-    "mac_time": Value(1e-10, "s", "default estimate: 10 GMAC/s single host core", estimate=True),
-}
+DEFAULT_ENERGY = borrowed(LOIHI1.energy, "default (Loihi 1 figure)")
+DEFAULT_TIMING = borrowed(LOIHI1.timing, "default (Loihi 1 figure)")
+DEFAULT_HOST = dict(HOST_45NM)
 
 SPEC = TargetSpec(
     name="fixedpoint",

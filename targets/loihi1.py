@@ -7,7 +7,7 @@ Table 2 (pre-silicon SDF+SPICE at 0.75 V, "consistent with early post-silicon me
 chip-to-chip spike energy is not published and is marked as an estimate.
 """
 
-from .spec import CoreLimits, NumericFormat, TargetSpec, Value
+from .spec import HOST_45NM, CoreLimits, NumericFormat, TargetSpec, Value
 
 D18 = "Davies et al., IEEE Micro 38(1), 2018, Table 2 (Loihi 1, pre-silicon SDF+SPICE, 0.75 V)"
 NL = "nengo-loihi e564f66, nengo_loihi/block.py"
@@ -59,10 +59,6 @@ SPEC = TargetSpec(
         "spike_between_chips": Value(100e-9, "s", "estimate: chip-to-chip link latency", estimate=True),
         "barrier": Value(465e-9, "s", D18 + ": barrier sync 113-465 ns (upper value)"),
     },
-    host={
-        "mac": Value(4.6e-12, "J", "Horowitz ISSCC 2014, 45 nm fp32 mult 3.7 + add 0.9 pJ"),
-        "add": Value(0.9e-12, "J", "Horowitz ISSCC 2014, 45 nm fp32 add"),
-        "mac_time": Value(1e-10, "s", "estimate: 10 GMAC/s single host core", estimate=True),
-    },
+    host=dict(HOST_45NM),
     simulators=("emulator",),
 )

@@ -7,7 +7,7 @@ can simulate, a backend. `get_target(name)` finds it; adding a target means addi
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 from spikedeploy.errors import SpikeDeployError
 
@@ -82,6 +82,18 @@ class TargetSpec:
 
         return conv(self)
 
+
+def borrowed(values: dict[str, Value], why: str) -> dict[str, Value]:
+    """Another chip's figures used for this one: same numbers, sources say so, all marked as estimates."""
+    return {k: replace(v, source=f"{why}: {v.source}", estimate=True) for k, v in values.items()}
+
+
+# the host side of every target: a 45 nm general-purpose core (the SNN literature's reference)
+HOST_45NM = {
+    "mac": Value(4.6e-12, "J", "Horowitz ISSCC 2014, 45 nm fp32 mult 3.7 + add 0.9 pJ"),
+    "add": Value(0.9e-12, "J", "Horowitz ISSCC 2014, 45 nm fp32 add"),
+    "mac_time": Value(1e-10, "s", "estimate: 10 GMAC/s single host core", estimate=True),
+}
 
 BUILTIN = ("loihi2", "loihi1", "fixedpoint")
 
