@@ -130,20 +130,13 @@ def read_netx(path: str | Path, *, num_layers: int | None = None,
     file without an input layer, as the same arguments of lava-dl's `netx.hdf5.Network` do (a file
     starting with a dense layer takes its input size from the weights).
     """
-    from ..io import corrupt_error, open_hdf5
+    from ..io import read_hdf5
 
     path = Path(path)
-    with open_hdf5(path, what="a lava-dl netx (.net) file") as f:
-        try:
-            if "layer" not in f:
-                raise FileFormatError(f"{path}: HDF5 file has no 'layer' group, so it is not a netx file; "
-                                      "export it with lava-dl's export_hdf5")
-            layers = _read_layers(f["layer"], path)
-            sim = {k: _plain(v[()]) for k, v in f["simulation"].items()} if "simulation" in f else {}
-        except SpikeDeployError:
-            raise
-        except (OSError, KeyError, RuntimeError, ValueError, TypeError) as e:
-            raise corrupt_error(path, e) from e
+    layers, sim = read_hdf5(
+        path, what="a lava-dl netx (.net) file", group="layer", hint="export it with lava-dl's export_hdf5",
+        read=lambda f: (_read_layers(f["layer"], path),
+                        {k: _plain(v[()]) for k, v in f["simulation"].items()} if "simulation" in f else {}))
     if num_layers is not None:
         layers = layers[: int(num_layers)]
     return _Builder(path, sim, input_shape).build(layers)

@@ -301,20 +301,12 @@ def from_nir(nir_graph, *, source: str | None = None) -> Graph:
 
 def read_nir(path: str | Path) -> Graph:
     """Graph from a .nir file; known quirks of other tools' files are repaired with a RepairWarning."""
-    from ..io import corrupt_error, open_hdf5
+    from ..io import read_hdf5
 
     path = Path(path)
-    with open_hdf5(path, what="a NIR (.nir) file") as f:
-        try:
-            if "node" not in f:
-                raise FileFormatError(f"{path}: HDF5 file has no 'node' group, so it is not a NIR file; "
-                                      "write it with nir.write")
-            version = _decode(f["version"][()]) if "version" in f else None
-            d = _h5_to_dict(f["node"])
-        except SpikeDeployError:
-            raise
-        except (OSError, KeyError, RuntimeError, ValueError, TypeError) as e:
-            raise corrupt_error(path, e) from e
+    version, d = read_hdf5(path, what="a NIR (.nir) file", group="node", hint="write it with nir.write",
+                           read=lambda f: (_decode(f["version"][()]) if "version" in f else None,
+                                           _h5_to_dict(f["node"])))
     repairs: list[str] = []
     g = _build(d, str(path), repairs)
     g.meta["format"] = "nir"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import click
 import numpy as np
@@ -104,7 +104,7 @@ def doctor(as_json: bool) -> None:
     """Check the installation: package versions, whether Lava runs a 3-layer network, whether netx imports."""
     from .doctor import doctor as run_doctor
 
-    with console.status("running a 3-layer Lava network…") if not as_json else _null():
+    with console.status("running a 3-layer Lava network…") if not as_json else nullcontext():
         rep = run_doctor()
     if as_json:
         _emit_json(rep)
@@ -135,14 +135,6 @@ def _about(path: str):
         if str(path) in str(e):
             raise
         raise type(e)(f"{path}: {e}") from e
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
 
 
 # ---- simulate -------------------------------------------------------------------------------------
@@ -179,7 +171,7 @@ def simulate(graph_file, backend, target, input_specs, steps, batch, density, se
             inputs = {k: v[:, :batch] for k, v in inputs.items()}
     else:
         inputs = random_inputs(graph, steps=steps or 100, batch=batch or 8, density=density, seed=seed)
-    with _about(graph_file), console.status(f"simulating with the {backend} backend…") if not as_json else _null():
+    with _about(graph_file), console.status(f"simulating with the {backend} backend…") if not as_json else nullcontext():
         run = run_sim(model, inputs, backend=backend, target=target, steps=steps)
     if out_path:
         save_run(run, out_path)
@@ -238,7 +230,7 @@ def export(model, checkpoint, out_path, onnx_path, input_names, input_specs, sha
             raise click.BadParameter(f"{spec}: write NAME=D1,D2,... with integer sizes", param_hint="--input-shape") from None
         if not name or not shapes[name]:
             raise click.BadParameter(f"{spec}: write NAME=D1,D2,...", param_hint="--input-shape")
-    with console.status("tracing, exporting and checking spikes…") if not as_json else _null():
+    with console.status("tracing, exporting and checking spikes…") if not as_json else nullcontext():
         res = export_model(model, checkpoint=checkpoint, example_inputs=examples, input_names=list(input_names) or None,
                            dt=dt, steps=steps, allow_approximate=allow_approximate, out_path=out_path,
                            onnx_path=onnx_path, seed=seed, input_shapes=shapes or None)
@@ -292,7 +284,7 @@ def quantize(graph_file, target, method, calib_specs, weight_bits, allow_approxi
     if dt is not None:
         set_dt(graph, dt)
     calib = parse_input_args(graph, calib_specs) if calib_specs else None
-    with _about(graph_file), console.status(f"quantizing for {target} ({method})…") if not as_json else _null():
+    with _about(graph_file), console.status(f"quantizing for {target} ({method})…") if not as_json else nullcontext():
         qg = run_quantize(graph, target, method=method, calibration=calib, allow_approximate=allow_approximate,
                           weight_bits=weight_bits, seed=seed)
         data = calib if calib is not None else random_inputs(graph, steps=50, batch=16, seed=seed)

@@ -91,6 +91,20 @@ def open_hdf5(path: str | os.PathLike, what: str = "a NIR (.nir), lava-dl netx (
             f.close()
 
 
+def read_hdf5(path: str | os.PathLike, *, what: str, group: str, hint: str, read: Callable[[Any], Any]) -> Any:
+    """`read(f)` on an HDF5 file that must hold `group`; a missing group or damaged data is a FileFormatError."""
+    path = Path(path)
+    with open_hdf5(path, what=what) as f:
+        try:
+            if group not in f:
+                raise FileFormatError(f"{path}: HDF5 file has no '{group}' group, so it is not {what}; {hint}")
+            return read(f)
+        except SpikeDeployError:
+            raise
+        except (OSError, KeyError, RuntimeError, ValueError, TypeError) as e:
+            raise corrupt_error(path, e) from e
+
+
 def corrupt_error(path: Path, e: BaseException) -> FileFormatError:
     """h5py raises OSError/KeyError/RuntimeError from deep inside when a truncated file is read lazily."""
     return FileFormatError(f"{path}: HDF5 file is truncated or corrupt ({_first_line(e)}); re-export or re-copy it")

@@ -10,12 +10,13 @@ chip; only the cosine similarity (and its temperature) is a host-side head.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import snntorch as snn
 import torch
 from torch import nn
+
+from spikedeploy.atomic import atomic_write
 
 from . import data
 
@@ -175,10 +176,8 @@ def checkpoint_dict(model: DualEncoder, extra: dict | None = None) -> dict:
 
 
 def save_checkpoint(model: DualEncoder, path, extra: dict | None = None) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(checkpoint_dict(model, extra), tmp)
-    os.replace(tmp, path)
+    with atomic_write(path, "wb") as f:
+        torch.save(checkpoint_dict(model, extra), f)
 
 
 def load_pretrained(path=None) -> DualEncoder:

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from spikedeploy.atomic import atomic_write
+
 if __package__ in (None, ""):  # run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     __package__ = "examples.retrieval"
@@ -155,9 +157,8 @@ def train(seed: int = DEFAULTS["seed"], epochs: int = DEFAULTS["epochs"], batch_
 
 
 def write_json(obj: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    with atomic_write(path, "w") as f:
+        f.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def main(argv=None) -> None:
