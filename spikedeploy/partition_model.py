@@ -36,6 +36,7 @@ CONV_OPS = ("Conv1d", "Conv2d", "SumPool2d", "AvgPool2d")
 DENSE_OPS = ("Affine", "Linear")
 ONE_TO_ONE_OPS = ("Scale", "Delay")
 COMPOSITE_MAX_SYNAPSES = 50_000_000
+RESOURCES = ("neurons", "synapse_memory_bits", "input_axons", "output_axons")  # per-core limits
 
 
 def _size(shape) -> int:

@@ -75,7 +75,7 @@ def test_input_saturating_layer_gets_cores_of_its_own_in_the_bound():
 
 
 def test_dense_pair_union_memory_bound_by_hand():
-    from spikedeploy.partition import _dense_row_bits
+    from spikedeploy.partition_bound import _dense_row_bits
     from spikedeploy.partition_model import build_model
 
     w = np.zeros((4, 8), np.int8)
@@ -178,7 +178,7 @@ def test_lava_dl_networks(lavadl_netx_dir, rel, num_layers, target, request):
 @pytest.mark.parametrize("s,k", [((2, 2), (3, 3)), ((1, 1), (3, 3)), ((2, 1), (3, 3)), ((1, 1), (1, 3)),
                                  ((3, 3), (3, 3)), ((2, 2), (5, 5)), ((1, 2), (4, 2))])
 def test_conv_receptive_field_bound_holds_on_any_position_set(s, k):
-    from spikedeploy.partition import rf_lower
+    from spikedeploy.partition_bound import rf_lower
 
     rng = np.random.default_rng(0)
     H, W = 9, 11
@@ -201,7 +201,7 @@ def test_conv_receptive_field_bound_holds_on_any_position_set(s, k):
 
 
 def test_conv_halo_bound_below_a_real_placement():
-    from spikedeploy.partition import conv_halo_axons
+    from spikedeploy.partition_bound import conv_halo_axons
     from spikedeploy.partition_model import build_model
 
     g = conv_net((24, 33, 33), ((36, 3, 2, 0),), ())  # pilotnet's second conv: 24 channels in, stride 2
