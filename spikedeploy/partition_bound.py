@@ -52,21 +52,34 @@ def _dense_row_bits(p, w: int, idx: int):
     return np.minimum(np.maximum(p.row_nnz, u) * w, p.row_nnz * (w + idx)), alone
 
 
-def rf_lower(q: float, s: tuple[int, int], k: tuple[int, int]) -> float:
-    """F(q) <= |RF(Q)| for any set Q of q output positions of a valid (unpadded, undilated) 2-D conv with
-    stride s <= kernel k per axis; F(q) / q does not grow with q.
+def _min_perimeter(a: float, b: float, q: float, r_max: float) -> float:
+    """min of a R + b q / R over real R in [1, r_max] (R rows, q / R the fewest columns they need)."""
+    if a <= 0:
+        return b * q / r_max
+    r = min(max(1.0, math.sqrt(b * q / a)), r_max)
+    return a * r + b * q / r
 
-    Proof. Output (y, x) owns the input block [s0 y, s0 y + s0) x [s1 x, s1 x + s1) of its window; blocks
-    of different outputs are disjoint. Let Q have R rows and C columns (R C >= q). In each of the s0
-    input rows owned by output row y, Q's row Q_y covers >= s1 |Q_y| + (k1 - s1) columns (its own column
-    blocks plus the overhang of its last output, which lies in blocks of outputs not in Q_y). Below the
-    last row of Q, k0 - s0 more input rows are covered, by >= k1 columns each, and they are no output
-    row's own rows within Q. So |RF| >= s0 s1 q + s0 (k1 - s1) R + (k0 - s0) k1; by symmetry
-    |RF| >= s0 s1 q + s1 (k0 - s0) C + (k1 - s1) k0. Their mean, with a R + b C >= 2 sqrt(a b R C)
-    >= 2 sqrt(a b q), is F(q) = s0 s1 q + sqrt(s0 (k1 - s1) s1 (k0 - s0) q) + ((k0 - s0) k1 + (k1 - s1) k0) / 2.
+
+def rf_lower(q: float, s: tuple[int, int], k: tuple[int, int], hw: tuple[int, int] | None = None) -> float:
+    """F(q) <= |RF(Q)| for any set Q of q output positions of a valid (unpadded, undilated) 2-D conv with
+    stride s <= kernel k per axis and, if given, an output plane of hw = (H, W); F(q) / q does not grow
+    with q.
+
+    Proof. In 1-D, outputs X read the union of [s x, s x + k): each owns its block [s x, s x + s) and the
+    last adds k - s more, so >= s |X| + (k - s) inputs. Let Q have R rows and C columns (R C >= q, R <= H,
+    C <= W). An input row is read by the outputs of the rows y with s0 y <= row < s0 y + k0; let X(row)
+    be their columns. By the 1-D bound along rows, at least s0 R + k0 - s0 input rows are read, each in
+    >= s1 |X(row)| + k1 - s1 columns; and sum over rows of |X(row)| counts, per column x of Q, the input
+    rows read by that column's outputs Y_x: >= sum_x (s0 |Y_x| + k0 - s0) = s0 q + (k0 - s0) C. So
+    |RF| >= s0 s1 q + a R + b C + (k0 - s0)(k1 - s1), a = s0 (k1 - s1), b = s1 (k0 - s0) (equality for
+    rectangles). With C >= q / R: >= ... + min over R in [1, H] of (a R + b q / R), and the same with the
+    roles of rows and columns swapped; F takes the larger. Each term over q is a minimum of functions
+    that do not grow with q, so F(q) / q does not grow either.
     """
+    h, w = (math.inf, math.inf) if hw is None else hw
     a, b = s[0] * (k[1] - s[1]), s[1] * (k[0] - s[0])
-    return s[0] * s[1] * q + math.sqrt(a * b * q) + ((k[0] - s[0]) * k[1] + (k[1] - s[1]) * k[0]) / 2
+    edge = max(_min_perimeter(a, b, q, h), _min_perimeter(b, a, q, w))
+    return s[0] * s[1] * q + edge + (k[0] - s[0]) * (k[1] - s[1])
 
 
 def conv_halo_axons(p, lim_in: int) -> int:
@@ -81,18 +94,19 @@ def conv_halo_axons(p, lim_in: int) -> int:
             or any(s > k for s, k in zip(p.s, p.k, strict=True)):
         return 0
     budget = lim_in / p.cin
-    if rf_lower(1, p.s, p.k) > budget:
+    hw = (p.hout, p.wout)
+    if rf_lower(1, p.s, p.k, hw) > budget:
         return 0  # one position alone does not fit: split_layer reports it
     lo, hi = 1.0, float(p.P)
-    if rf_lower(hi, p.s, p.k) <= budget:
+    if rf_lower(hi, p.s, p.k, hw) <= budget:
         lo = hi
     for _ in range(100):  # bisection for q_max
         mid = (lo + hi) / 2
-        if rf_lower(mid, p.s, p.k) <= budget:
+        if rf_lower(mid, p.s, p.k, hw) <= budget:
             lo = mid
         else:
             hi = mid
-    return max(0, math.ceil(p.cin * p.P * rf_lower(lo, p.s, p.k) / lo - 1e-6))
+    return max(0, math.ceil(p.cin * p.P * rf_lower(lo, p.s, p.k, hw) / lo - 1e-6))
 
 
 def _layer_needs(model: Model, lim, idx, sharing):

@@ -198,6 +198,18 @@ def test_conv_receptive_field_bound_holds_on_any_position_set(s, k):
     for m in sets:
         if m.any():
             assert rf_lower(int(m.sum()), s, k) <= rf(m) + 1e-9, (m.sum(), rf(m))
+            assert rf_lower(int(m.sum()), s, k, (H, W)) <= rf(m) + 1e-9, (m.sum(), rf(m))
+            strip = np.zeros_like(m)
+            strip[:2] = m[:2]  # a plane of two rows: R <= 2 forces wide sets
+            if strip.any():
+                assert rf_lower(int(strip.sum()), s, k, (2, W)) <= rf(strip) + 1e-9, (strip.sum(), rf(strip))
+    # tight on the squares it is proved for, and F(q) / q never grows (conv_halo_axons relies on it)
+    assert rf_lower(16, s, k) == pytest.approx(rf(np.pad(np.ones((4, 4), bool), ((0, H - 4), (0, W - 4))))) \
+        or (k[0] - s[0]) * s[1] != (k[1] - s[1]) * s[0]
+    q = np.linspace(1, H * W, 400)
+    for hw in (None, (H, W), (2, W)):
+        f = np.array([rf_lower(x, s, k, hw) for x in q]) / q
+        assert np.all(np.diff(f) <= 1e-12)
 
 
 def test_conv_halo_bound_below_a_real_placement():
