@@ -16,10 +16,15 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from .partition_model import RESOURCES, Model
 
-PAIR_UNION_MAX_WORK = 200_000_000  # rows^2 x columns of one dense projection, for its pairwise-union bound
+PAIR_UNION_MAX_WORK = 400_000_000  # rows^2 x columns of one dense projection, for its pairwise-union bound
+# group-size bound on dense memory (_dense_layer_bits): rows x largest group, and the most groups it is
+# worked out for (beyond that the pairwise bound, which holds for any number of groups, is used)
+DENSE_DP_MAX_CELLS = 1_500_000
+DENSE_DP_MAX_GROUPS = 64
 
 
 def _pair_union(p) -> np.ndarray | None:
@@ -50,6 +55,92 @@ def _dense_row_bits(p, w: int, idx: int):
     if u is None:
         return alone, alone
     return np.minimum(np.maximum(p.row_nnz, u) * w, p.row_nnz * (w + idx)), alone
+
+
+def union_lower(p) -> np.ndarray | None:
+    """L[m] (m = 0..rows): at most the distinct sources of any m rows of a Dense projection. None when
+    every row reads every used column or the matrix is too large.
+
+    Proof. Let Z be the 0/1 matrix of absent synapses over the used columns, r and c its row and column
+    sums, T its total, E = Z - r c^T / T. If m rows G read none of b columns B, Z is 1 on G x B, so
+    m b = 1_G^T Z 1_B = r(G) c(B) / T + 1_G^T E 1_B <= R_m C_b / T + ||E||_2 sqrt(m b), with R_m, C_b the
+    sums of the m largest r and the b largest c. So G misses at most the largest b that satisfies this
+    and reads >= columns - b sources; all rows read every used column. The least union of m rows does not
+    fall as m grows, so L is made non-decreasing."""
+    n, m_cols = p.w.shape
+    if n * n * m_cols > PAIR_UNION_MAX_WORK:
+        return None
+    z = (p.w[:, p.cols_any] == 0).astype(np.float64)
+    tot = float(z.sum())
+    if tot == 0:
+        return None
+    cols = z.shape[1]
+    r, c = z.sum(axis=1), z.sum(axis=0)
+    sigma = float(np.linalg.norm(z - np.outer(r, c) / tot, 2)) * (1 + 1e-9) + 1e-9  # rounding: err high
+    big_r = np.cumsum(np.sort(r)[::-1])[:, None]  # R_m for m = 1..n
+    big_c = np.concatenate([[0.0], np.cumsum(np.sort(c)[::-1])])[None, :]  # C_b for b = 0..cols
+    mb = np.arange(1, n + 1)[:, None] * np.arange(cols + 1)[None, :]
+    # (m, b) pairs the inequality allows; the tolerance keeps borderline pairs (a smaller, safe bound)
+    ok = mb <= big_r * big_c / tot + sigma * np.sqrt(mb) + 1e-9 * (mb + 1)
+    missed = np.where(ok, np.arange(cols + 1)[None, :], 0).max(axis=1)
+    missed[-1] = 0  # all rows read every used column
+    return np.maximum.accumulate(np.concatenate([[0], cols - missed]))
+
+
+def _dense_layer_bits(projs, idx: int, n: int, g_max: int):
+    """C -> least memory of a layer's Dense projections when its n rows are split into <= C groups of
+    <= g_max rows.
+
+    Pairwise bound (any C): each row costs _dense_row_bits' grouped figure, and at most C rows are alone
+    (a group of one), saving the C largest differences. Group-size bound (C <= DENSE_DP_MAX_GROUPS):
+    in a group G of m rows a projection reads U >= max(L[m], nnz_r, u_r) sources (union_lower,
+    _pair_union) and stores min(U m w, nnz(G)(w + idx)) >= sum over r in G of c_r(m) =
+    min(max(L[m], nnz_r, u_r) w, nnz_r (w + idx)). So G costs >= h(m), the sum of the m smallest c_r(m),
+    and a split into sizes m_1..m_C (sum n, zeros allowed) >= sum h(m_j), minimised over sizes by a
+    min-plus recursion. The result is the larger of the two."""
+    rows = [_dense_row_bits(p, p.weight_bits, idx) for p in projs]
+    grouped = np.sum([g2 for g2, _ in rows], axis=0)
+    alone = np.sum([g1 for _, g1 in rows], axis=0)
+    base = int(grouped.sum())
+    cum = np.concatenate([[0], np.cumsum(np.sort(grouped - alone)[::-1])])
+
+    def pairwise(C: int) -> int:
+        return base - int(cum[min(int(C), cum.size - 1)])
+
+    unions = [union_lower(p) for p in projs]
+    if all(u is None for u in unions) or g_max < 2 or n * g_max > DENSE_DP_MAX_CELLS:
+        return pairwise
+    h = np.zeros(g_max + 1)
+    h[1] = float(alone.min())
+    cost = np.zeros((g_max - 1, n))  # cost[m - 2, r] = c_r(m)
+    for p, (g2, _), u in zip(projs, rows, unions, strict=True):
+        w = p.weight_bits
+        if u is None:
+            cost += g2[None, :]
+        else:
+            lst = (p.row_nnz * (w + idx))[None, :]
+            cost += np.maximum(g2[None, :], np.minimum(u[2 : g_max + 1, None] * w, lst))
+    cost.sort(axis=1)
+    csum = np.cumsum(cost, axis=1)
+    h[2:] = csum[np.arange(g_max - 1), np.arange(1, g_max)]
+    f = [np.concatenate([[0.0], np.full(n, np.inf)])]  # f[j][s]: least cost of s rows in <= j groups
+    fixed = [False]  # f[-1] is then the value for every larger C as well
+    hr = h[::-1][None, :]
+
+    def by_size(C: int) -> int:
+        while len(f) <= min(C, DENSE_DP_MAX_GROUPS) and not fixed[0]:
+            win = sliding_window_view(np.concatenate([np.full(g_max, np.inf), f[-1]]), g_max + 1)
+            nxt = (win + hr).min(axis=1)  # min over m of f[-1][s - m] + h[m]
+            if np.array_equal(nxt, f[-1]):
+                fixed[0] = True
+            else:
+                f.append(nxt)
+        if C >= len(f) and not fixed[0]:
+            return pairwise(C)
+        v = f[min(C, len(f) - 1)][n]
+        return max(pairwise(C), int(v)) if np.isfinite(v) else pairwise(C)
+
+    return by_size
 
 
 def _min_perimeter(a: float, b: float, q: float, r_max: float) -> float:
@@ -117,34 +208,24 @@ def _layer_needs(model: Model, lim, idx, sharing):
     A destination layer needs at least k_min cores (its neurons and minimum memory), each holding at most
     g_max of its neurons; so a projection needs >= max(distinct sources, k_min x min fan-in) input axons
     and, from on-chip sources, >= max(distinct sources, synapses / g_max) output axons.
-    Dense memory uses _dense_row_bits: a row alone is cheaper than in a group, but two groups of one layer
-    never share a core, so with C cores at most C rows of a layer are alone: the bound subtracts the C
-    largest savings."""
+    Dense memory depends on C (two groups of one layer never share a core, so a layer on C cores has at
+    most C groups): see _dense_layer_bits."""
     need = {k: {r: 0 for r in RESOURCES} for k in model.layers}
     mem_fn = {}
     for lname, layer in model.layers.items():
-        mem = 0
-        grouped, saving = [], []
-        for p in layer.incoming:
-            if p.kind == "dense":
-                g2, g1 = _dense_row_bits(p, p.weight_bits, idx)
-                grouped.append(g2)
-                saving.append(g2 - g1)
-            else:
-                mem += p.min_memory_bits(idx, sharing)
-        if grouped:
-            base = mem + int(sum(int(x.sum()) for x in grouped))
-            sav = np.sort(np.sum(saving, axis=0))[::-1]
-            cum = np.concatenate([[0], np.cumsum(sav)])
-            mem_fn[lname] = (lambda C, base=base, cum=cum: base - int(cum[min(int(C), cum.size - 1)]))
-        else:
-            mem_fn[lname] = (lambda C, mem=mem: mem)
-        mem_lo = mem_fn[lname](layer.n)  # the least it can be for any C
         per_neuron = sum(p.per_neuron_min_bits(sharing) for p in layer.incoming)
-        k_min = max(1, math.ceil(layer.n / lim["neurons"]), math.ceil(mem_lo / lim["synapse_memory_bits"]))
         g_max = min(layer.n, lim["neurons"])
         if per_neuron:
             g_max = max(1, min(g_max, lim["synapse_memory_bits"] // per_neuron))
+        mem = sum(p.min_memory_bits(idx, sharing) for p in layer.incoming if p.kind != "dense")
+        dense = [p for p in layer.incoming if p.kind == "dense"]
+        if dense:
+            dense_fn = _dense_layer_bits(dense, idx, layer.n, g_max)
+            mem_fn[lname] = (lambda C, mem=mem, fn=dense_fn: mem + fn(C))
+        else:
+            mem_fn[lname] = (lambda C, mem=mem: mem)
+        mem_lo = mem_fn[lname](layer.n)  # the least it can be for any C
+        k_min = max(1, math.ceil(layer.n / lim["neurons"]), math.ceil(mem_lo / lim["synapse_memory_bits"]))
         need[lname]["neurons"] += layer.n
         need[lname]["k_min"] = k_min
         for p in layer.incoming:
