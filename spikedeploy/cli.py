@@ -121,6 +121,9 @@ def doctor(as_json: bool) -> None:
                   f"{lr['seconds']} s)" if lr["ok"] else f"[red]no[/]: {lr['error']}")
         nx = rep["netx_imports"]
         t.add_row("lava-dl netx imports", "[green]yes[/]" if nx["ok"] else f"[red]no[/]: {nx['error']}")
+        ek = rep["emulator_kernels"]
+        t.add_row("emulator kernels", f"[green]{ek['path']}[/]" if ek["ok"] else f"[yellow]{ek['path']}[/] "
+                  "(correct but slower; install with a C compiler to build them)")
         console.print(t)
     if not (rep["lava_runs"]["ok"] and rep["netx_imports"]["ok"]):
         sys.exit(1)

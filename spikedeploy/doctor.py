@@ -69,6 +69,12 @@ def check_netx_imports() -> dict[str, Any]:
         return {"ok": False, "error": f"{type(e).__name__}: {e}"}
 
 
+def check_emulator_kernels() -> dict[str, Any]:
+    from .targets.emulator import kernels
+
+    return {"ok": kernels.available(), "path": kernels.describe()}
+
+
 def doctor() -> dict[str, Any]:
     return {
         "python": platform.python_version(),
@@ -76,4 +82,5 @@ def doctor() -> dict[str, Any]:
         "versions": {p: _version(p) for p in PACKAGES},
         "lava_runs": check_lava_runs(),
         "netx_imports": check_netx_imports(),
+        "emulator_kernels": check_emulator_kernels(),
     }

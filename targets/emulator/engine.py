@@ -225,7 +225,7 @@ def _execute(prog: Program, xs, steps: int, batch: int, chunk_bytes: int) -> Run
                 if x.shape[0] < n_t:
                     pad = np.zeros((n_t - x.shape[0], *x.shape[1:]), x.dtype)
                     x = np.concatenate([x, pad])
-                x = x.astype(np.float64 if prog.graded[name] else np.float32)
+                x = x.astype(np.float64 if prog.graded[name] else np.uint8)
                 vals[name] = x
                 run.counts[name][t0:t1] = np.count_nonzero(x.reshape(n_t, batch, -1), axis=2)
             elif k == "synapse":
@@ -239,13 +239,13 @@ def _execute(prog: Program, xs, steps: int, batch: int, chunk_bytes: int) -> Run
             elif k == "neuron":
                 st: NeuronStage = prog.stages[name]
                 a = _gather(prog, name, vals, prev, n_t, batch, (st.n,)) if prog.preds[name] else None
-                s_out, v_out, u_out = st.run(a, n_t, name in prog.want_v, t0)
+                s_out, counts, v_out, u_out = st.run(a, n_t, name in prog.want_v, t0)
                 shp = (n_t, batch, *node.out_shape)
                 vals[name] = s_out.reshape(shp)
                 if name in prog.want_v:
                     vvals[name] = v_out.reshape(shp)
                 if st.spiking:
-                    run.counts[name][t0:t1] = np.count_nonzero(s_out, axis=2)
+                    run.counts[name][t0:t1] = counts
                 if name in prog.probes:
                     tr = traces[name]
                     tr["u"][t0:t1] = u_out.reshape(shp)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from spikedeploy.errors import ParameterError, UnsupportedError
 from spikedeploy.ops import conv_params, pool_params
 
+from . import kernels
 from .arith import (
     EXACT_F32,
     EXACT_F64,
@@ -100,9 +101,16 @@ class DenseStage(SynapseStage):
             self.mode, ft = "f64", np.float64
         else:
             self.mode, ft = "i64", np.int64
-        # (out, in) weights used as m.T: BLAS reads the transpose without a copy
-        self.groups = [(k, m.astype(ft, copy=False)) for k, m in groups]
         self.n_slots = 1 + max(k for k, _ in groups)
+        # Binary sources with sums exact in float32: the compiled kernel adds the int16 weight rows of the
+        # inputs that spiked (work proportional to the spikes); else BLAS on (out, in) weights used as
+        # m.T, which reads the transpose without a copy.
+        self.sparse = (kernels.available() and not graded and x_bound <= 1 and self.mode == "f32"
+                       and max((float(np.abs(m).max(initial=0)) for _, m in groups), default=0) < 2**15)
+        if self.sparse:
+            self.groups = [(k, *kernels.spike_weights(m)) for k, m in groups]
+        else:
+            self.groups = [(k, m.astype(ft, copy=False), 0) for k, m in groups]
         buf_t = np.float32 if (self.mode == "f32" and self.exp >= 0) else np.float64
         super().__init__(name, (n_out,), buf_t)
         if self.reg_wrap:
@@ -111,8 +119,17 @@ class DenseStage(SynapseStage):
     def accumulate(self, x: np.ndarray) -> None:
         tc, b = x.shape[0], x.shape[1]
         x2 = x.reshape(tc * b, -1)
+        if self.sparse:
+            self._accumulate_spikes(x2, tc, b)
+        else:
+            self._accumulate_blas(x2, tc, b)
+        if self.reg_wrap and self.mode != "i64":
+            seg = self.buf[1 : 1 + tc + self.n_slots - 1]
+            seg[...] = wrap(seg, self.ar.reg_bits)
+
+    def _accumulate_blas(self, x2: np.ndarray, tc: int, b: int) -> None:
         # binary sources already hold 0/1 (neuron spikes, or inputs checked to be binary)
-        for k, wt in self.groups:
+        for k, wt, _ in self.groups:
             dst = self.buf[1 + k : 1 + k + tc].reshape(tc * b, -1)
             if self.mode == "i64":
                 acc = x2.astype(np.int64) @ wt.T
@@ -125,9 +142,19 @@ class DenseStage(SynapseStage):
                 np.matmul(xx, wt.T, out=dst)
             else:
                 dst += shift_sum(xx @ wt.T, self.exp)
-        if self.reg_wrap and self.mode != "i64":
-            seg = self.buf[1 : 1 + tc + self.n_slots - 1]
-            seg[...] = wrap(seg, self.ar.reg_bits)
+
+    def _accumulate_spikes(self, x2: np.ndarray, tc: int, b: int) -> None:
+        x8 = x2 if x2.dtype == np.uint8 else (x2 != 0).view(np.uint8)
+        x8 = np.ascontiguousarray(x8)
+        direct = self.exp == 0 and len(self.groups) == 1 and self.buf.dtype == np.float32
+        for k, w16, wmax in self.groups:
+            dst = self.buf[1 + k : 1 + k + tc].reshape(tc * b, -1)
+            if direct:  # a fresh slice of zeros: write the sums in place
+                kernels.spike_rows(x8, w16, wmax, dst)
+            else:
+                tmp = np.empty(dst.shape, np.float32)
+                kernels.spike_rows(x8, w16, wmax, tmp)
+                dst += shift_sum(tmp, self.exp)
 
 
 class ScaleStage(SynapseStage):
@@ -222,6 +249,7 @@ class NeuronStage:
         self.spiking = spiking
         self.probe = probe
         self.u = self.v = None
+        self._kparams = None
         # Lava LIFReset (lif/models.py:426-449): u and v zeroed before the dynamics of every time step
         # (1-based) with time_step % reset_interval == reset_offset % reset_interval
         self.reset_interval = int(q["reset_interval"]) if q.get("reset_interval") else 0
@@ -232,13 +260,19 @@ class NeuronStage:
         self.v = np.zeros((batch, self.n))
 
     def run(self, a: np.ndarray | None, tc: int, want_v: bool, t0: int = 0):
-        """Advance tc steps. Returns spikes [tc,B,n] float32, and v (and u) [tc,B,n] when asked."""
+        """Advance tc steps. Returns spikes [tc,B,n] uint8, spikes per step and sample [tc,B] int32, and
+        v (and u) [tc,B,n] float64 when asked (else None)."""
         b = self.u.shape[0]
-        s_out = np.empty((tc, b, self.n), np.float32)
+        s_out = np.empty((tc, b, self.n), np.uint8)
+        counts = np.empty((tc, b), np.int32)
         v_out = np.empty((tc, b, self.n)) if (want_v or self.probe) else None
         u_out = np.empty((tc, b, self.n)) if self.probe else None
         if a is not None:
             a = a.reshape(tc, b, self.n)
+        if kernels.available():
+            kernels.lif_scan(self.na, a, self.u, self.v, self._kernel_params(),
+                             (self.reset_interval, self.reset_offset, t0), s_out, counts, v_out, u_out)
+            return s_out, counts, v_out, u_out
         act = self.na.act
         step = self.na.step
         u, v = self.u, self.v
@@ -252,7 +286,17 @@ class NeuronStage:
             if u_out is not None:
                 u_out[t] = u
         self.u, self.v = u, v
-        return s_out, v_out, u_out
+        counts[...] = np.count_nonzero(s_out, axis=2)
+        return s_out, counts, v_out, u_out
+
+    def _kernel_params(self) -> dict:
+        """NeuronArith's per-neuron operands as the contiguous float64 arrays of length n the kernel reads."""
+        if self._kparams is None:
+            na = self.na
+            self._kparams = {k: np.ascontiguousarray(np.broadcast_to(np.asarray(getattr(na, k), np.float64)
+                                                                     .reshape(-1), (self.n,)))
+                             for k in ("fu_s", "fv_s", "vth", "bias")}
+        return self._kparams
 
 
 def prepare_synapse(name, node, q, ar: Arith, x_bound: float, graded: bool):

@@ -1,0 +1,210 @@
+/* Compiled inner loops of the fixed-point emulator (loaded through ctypes by kernels.py).
+ *
+ * spike_rows: binary spikes times integer weights, as sums of the weight rows of the active inputs.
+ *   Work grows with the number of spikes, not with the size of the matrix, and the weights are read
+ *   as int16 in column tiles whose accumulators stay in registers. A row accumulates in int16 only
+ *   when (active inputs) x max|w| <= 32767 proves that no partial sum can overflow; otherwise int32.
+ * lif_scan: the CUBA update of NeuronArith.step (arith.py), the same float64 operations in the same
+ *   order on exact integers, so the results are the numpy path's bit for bit.
+ *
+ * Both work on a range of rows (or samples) so that Python threads can split the work; they hold no
+ * global state and call nothing that needs the GIL.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+/* Column tiles held in registers: NV vectors of 16 int16 or of 8 int32. GCC/Clang vector extensions,
+ * so the same code builds for whatever vector width the compiler targets. The weight rows are padded to
+ * ldw, a multiple of TMIN columns, so every tile reads whole vectors; only the first n columns are
+ * stored. */
+typedef int16_t v16s __attribute__((vector_size(32)));
+typedef int16_t v16s_u __attribute__((vector_size(32), aligned(2)));
+typedef int16_t v8s_u __attribute__((vector_size(16), aligned(2)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+#define TMIN 64    /* narrowest tile, in columns; python pads the weights to a multiple of it */
+#define PREFETCH 4 /* rows ahead: they are read in no order a hardware prefetcher could follow */
+
+#define DEFINE_TILE(NAME, NV, VACC, VIN, LANES, WIDEN)                                               \
+    static void NAME(const int32_t *restrict idx, long m, const int16_t *restrict w, long ldw,      \
+                     long j0, long width, float *restrict o) {                                     \
+        VACC acc[NV];                                                                               \
+        for (int q = 0; q < NV; q++) acc[q] = (VACC){0};                                           \
+        for (long i = 0; i < m; i++) {                                                              \
+            const VIN *wk = (const VIN *)(w + (long)idx[i] * ldw + j0);                             \
+            if (i + PREFETCH < m) {                                                                 \
+                const char *p = (const char *)(w + (long)idx[i + PREFETCH] * ldw + j0);            \
+                for (int c = 0; c < NV * LANES * 2; c += 64) __builtin_prefetch(p + c);             \
+            }                                                                                       \
+            for (int q = 0; q < NV; q++) acc[q] += WIDEN(wk[q]);                                    \
+        }                                                                                           \
+        for (int q = 0; q < NV; q++)                                                                \
+            for (int e = 0; e < LANES; e++)                                                         \
+                if (q * LANES + e < width) o[q * LANES + e] = (float)acc[q][e];                     \
+    }
+
+#define KEEP(v) (v)
+#define TO_I32(v) __builtin_convertvector((v), v8i)
+DEFINE_TILE(tile16_256, 16, v16s, v16s_u, 16, KEEP)
+DEFINE_TILE(tile16_64, 4, v16s, v16s_u, 16, KEEP)
+DEFINE_TILE(tile32_128, 16, v8i, v8s_u, 8, TO_I32)
+DEFINE_TILE(tile32_64, 8, v8i, v8s_u, 8, TO_I32)
+
+#define ROW_BLOCK 64 /* rows whose active-input lists are built once and reused for every column tile */
+
+/* out[r, :n] = sum over k with x[r, k] != 0 of w[k, :n], for rows r0 <= r < r1.
+ * x: uint8 [rows, k]; w: int16 [k, ldw] (ldw a multiple of TMIN, zero-padded); wmax = max |w|;
+ * out: float32 [rows, n]. A row accumulates in int16 only when (active inputs) x wmax <= 32767 proves
+ * that no partial sum overflows, else in int32. Rows are taken in blocks and each column tile is done
+ * for the whole block, so a tile of w stays in cache. Returns 0, or -1 without scratch memory. */
+int spike_rows(const uint8_t *x, long k, const int16_t *w, long n, long ldw, long wmax, float *out, long r0,
+               long r1) {
+    if (ldw % TMIN || ldw < n) return -2;
+    int32_t *idx = malloc(sizeof(int32_t) * (size_t)(ROW_BLOCK * (k > 0 ? k : 1)));
+    if (!idx) return -1;
+    long fit16 = wmax > 0 ? 32767 / wmax : k;
+    long m[ROW_BLOCK];
+    for (long rb = r0; rb < r1; rb += ROW_BLOCK) {
+        long nb = r1 - rb < ROW_BLOCK ? r1 - rb : ROW_BLOCK;
+        for (long q = 0; q < nb; q++) {
+            const uint8_t *xr = x + (rb + q) * k;
+            int32_t *iq = idx + q * k;
+            long c = 0;
+            for (long i = 0; i < k; i++) {
+                iq[c] = (int32_t)i;
+                c += xr[i] != 0;
+            }
+            m[q] = c;
+        }
+        for (long j0 = 0; j0 < n;) {
+            long step = ldw - j0 >= 256 ? 256 : TMIN, width = n - j0 < step ? n - j0 : step;
+            for (long q = 0; q < nb; q++) {
+                const int32_t *iq = idx + q * k;
+                float *o = out + (rb + q) * n + j0;
+                if (m[q] <= fit16) {
+                    if (step == 256) tile16_256(iq, m[q], w, ldw, j0, width, o);
+                    else tile16_64(iq, m[q], w, ldw, j0, width, o);
+                } else {
+                    for (long c = 0; c < step; c += 128) {
+                        long wc = width - c;
+                        if (wc <= 0) break;
+                        if (step - c >= 128) tile32_128(iq, m[q], w, ldw, j0 + c, wc, o + c);
+                        else tile32_64(iq, m[q], w, ldw, j0 + c, wc, o + c);
+                    }
+                }
+            }
+            j0 += step;
+        }
+    }
+    free(idx);
+    return 0;
+}
+
+static inline double wrap_bits(double x, double half, double full, double inv_full) {
+    return x - full * floor((x + half) * inv_full);
+}
+
+/* (x * f) >> decay_bits toward zero, or to nearest with ties away from zero when rnd = 0.5 */
+static inline double decay(double x, double f_scaled, double rnd) {
+    double y = x * f_scaled;
+    return trunc(y + (y < 0 ? -rnd : rnd));
+}
+
+enum { REG_WRAP = 1, CHECK_U = 2, CHECK_V = 4, BIAS = 8, NEAREST = 16 };
+
+typedef struct {
+    const double *fu_s, *fv_s, *vth, *bias;
+    double big_m, half, full, inv_full;
+} lif_consts;
+
+/* One step of one sample's neurons: NeuronArith.step. F is a compile-time constant at each call (see
+ * lif_row_any), so the steps whose flag is off, which the bounds prove to be identities, cost nothing,
+ * and the loop has no branches left and vectorises. Every operation is exact on integers below 2**53. */
+static inline __attribute__((always_inline)) int32_t lif_row(
+    const int F, long n, const lif_consts *c, const double *restrict ain, double *restrict ub,
+    double *restrict vb, double *restrict spk_d, int64_t *wraps, int64_t *sats) {
+    const double rnd = (F & NEAREST) ? 0.5 : 0.0, big_m = c->big_m, two_m = 2 * c->big_m, lim = c->big_m - 1;
+    const double *restrict fu_s = c->fu_s, *restrict fv_s = c->fv_s, *restrict vth = c->vth;
+    const double *restrict bias = c->bias;
+    int64_t nw = 0, ns = 0;
+    int32_t cnt = 0;
+    for (long j = 0; j < n; j++) {
+        double x = decay(ub[j], fu_s[j], rnd) + ain[j];
+        if (F & REG_WRAP) x = wrap_bits(x, c->half, c->full, c->inv_full);
+        if (F & CHECK_U) { /* a single wrap, not modulo, as Lava does */
+            int hi = x > big_m, lo = x <= -big_m;
+            nw += hi + lo;
+            x = hi ? x - two_m : (lo ? x + two_m : x);
+        }
+        double y = decay(vb[j], fv_s[j], rnd) + x;
+        if (F & BIAS) y += bias[j];
+        if (F & REG_WRAP) y = wrap_bits(y, c->half, c->full, c->inv_full);
+        if (F & CHECK_V) {
+            int hi = y > lim, lo = y < -lim;
+            ns += hi + lo;
+            y = hi ? lim : (lo ? -lim : y);
+        }
+        int spk = y > vth[j];
+        ub[j] = x;
+        vb[j] = spk ? 0.0 : y;
+        spk_d[j] = spk;
+        cnt += spk;
+    }
+    *wraps += nw;
+    *sats += ns;
+    return cnt;
+}
+
+#define ROW(F) case F: return lif_row(F, n, c, ain, ub, vb, spk_d, wraps, sats);
+static int32_t lif_row_any(int flags, long n, const lif_consts *c, const double *ain, double *ub, double *vb,
+                           double *spk_d, int64_t *wraps, int64_t *sats) {
+    switch (flags & 31) {
+        ROW(0) ROW(1) ROW(2) ROW(3) ROW(4) ROW(5) ROW(6) ROW(7) ROW(8) ROW(9) ROW(10) ROW(11) ROW(12)
+        ROW(13) ROW(14) ROW(15) ROW(16) ROW(17) ROW(18) ROW(19) ROW(20) ROW(21) ROW(22) ROW(23) ROW(24)
+        ROW(25) ROW(26) ROW(27) ROW(28) ROW(29) ROW(30) ROW(31)
+    }
+    return -1;
+}
+
+/* Advances samples b0 <= b < b1 through tc steps. a: [tc, batch, n] float32 or float64 (a_f64 says
+ * which) or NULL for no input; u, v: [batch, n] float64 state, updated in place; fu_s, fv_s, vth, bias:
+ * [n] float64. s: uint8 [tc, batch, n]; counts: int32 [tc, batch]; v_out, u_out: float64 [tc, batch, n]
+ * or NULL. flags: REG_WRAP | CHECK_U | CHECK_V | BIAS | NEAREST. Steps with
+ * (t0 + t + 1) % reset_interval == reset_offset zero u and v first. events[0] += u wraps,
+ * events[1] += v saturations; events[2] = -1 when scratch memory cannot be had. */
+void lif_scan(long tc, long batch, long n, long b0, long b1, const void *a, int a_f64, double act,
+              double *u, double *v, const double *fu_s, const double *fv_s, const double *vth,
+              const double *bias, double big_m, int reg_bits, int flags, long reset_interval,
+              long reset_offset, long t0, uint8_t *s, int32_t *counts, double *v_out, double *u_out,
+              int64_t *events) {
+    lif_consts c = {fu_s, fv_s, vth, bias, big_m, ldexp(1.0, reg_bits - 1), ldexp(1.0, reg_bits),
+                    ldexp(1.0, -reg_bits)};
+    /* scratch: the input row, and the spikes as doubles (a uint8 store in the neuron loop would keep
+     * GCC from vectorising it) */
+    double *ain = malloc(sizeof(double) * 2 * (size_t)(n > 0 ? n : 1));
+    if (!ain) { events[2] = -1; return; }
+    double *spk_d = ain + n;
+    int64_t wraps = 0, sats = 0;
+    for (long b = b0; b < b1; b++) {
+        double *ub = u + b * n, *vb = v + b * n;
+        for (long t = 0; t < tc; t++) {
+            long row = (t * batch + b) * n;
+            if (reset_interval && (t0 + t + 1) % reset_interval == reset_offset)
+                for (long j = 0; j < n; j++) ub[j] = vb[j] = 0.0;
+            if (!a)
+                for (long j = 0; j < n; j++) ain[j] = 0.0;
+            else if (a_f64)
+                for (long j = 0; j < n; j++) ain[j] = ((const double *)a)[row + j] * act;
+            else
+                for (long j = 0; j < n; j++) ain[j] = (double)((const float *)a)[row + j] * act;
+            counts[t * batch + b] = lif_row_any(flags, n, &c, ain, ub, vb, spk_d, &wraps, &sats);
+            uint8_t *sr = s + row;
+            for (long j = 0; j < n; j++) sr[j] = (uint8_t)spk_d[j];
+            if (v_out) for (long j = 0; j < n; j++) v_out[row + j] = vb[j];
+            if (u_out) for (long j = 0; j < n; j++) u_out[row + j] = ub[j];
+        }
+    }
+    free(ain);
+    events[0] += wraps;
+    events[1] += sats;
+}

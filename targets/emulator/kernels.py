@@ -1,0 +1,149 @@
+"""The emulator's compiled kernels (kernels.c), loaded through ctypes, and the threads that run them.
+
+`available()` says whether the library was built (setup.py builds it at install time when a C compiler
+is there). The stages call `spike_rows` and `lif_scan` when it is, and their numpy code otherwise; both
+give the same integers, which tests/test_emulator_kernels.py checks. SPIKEDEPLOY_KERNELS=numpy forces
+the numpy path (for comparisons and debugging).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import os
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
+
+import numpy as np
+
+_P = ctypes.c_void_p
+_L = ctypes.c_long
+_D = ctypes.c_double
+_I = ctypes.c_int
+MIN_ROWS_PER_THREAD = 64  # below this a second thread costs more than it saves
+
+
+@cache
+def _lib():
+    if os.environ.get("SPIKEDEPLOY_KERNELS", "").lower() == "numpy":
+        return None
+    spec = importlib.util.find_spec(f"{__package__}._kernels")
+    if spec is None or not spec.origin:
+        return None
+    try:
+        lib = ctypes.CDLL(spec.origin)
+    except OSError:
+        return None
+    lib.spike_rows.argtypes = [_P, _L, _P, _L, _L, _L, _P, _L, _L]
+    lib.spike_rows.restype = _I
+    lib.lif_scan.argtypes = [_L, _L, _L, _L, _L, _P, _I, _D, _P, _P, _P, _P, _P, _P, _D, _I, _I, _L, _L, _L,
+                             _P, _P, _P, _P, _P]
+    lib.lif_scan.restype = None
+    return lib
+
+
+def available() -> bool:
+    return _lib() is not None
+
+
+def describe() -> str:
+    return "compiled (kernels.c)" if available() else "numpy only (compiled kernels not built)"
+
+
+@cache
+def _threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+@cache
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(_threads(), thread_name_prefix="spikedeploy-emulator")
+
+
+def _split(n: int, min_part: int) -> list[tuple[int, int]]:
+    parts = max(1, min(_threads(), n // max(1, min_part)))
+    edges = np.linspace(0, n, parts + 1).astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+
+
+def _run_parts(fn, parts) -> list:
+    """ctypes releases the GIL during each call, so the parts run in parallel."""
+    if len(parts) == 1:
+        return [fn(*parts[0])]
+    return list(_pool().map(lambda p: fn(*p), parts))
+
+
+def _ptr(a: np.ndarray | None):
+    return None if a is None else a.ctypes.data
+
+
+TILE_COLUMNS = 64  # kernels.c TMIN: weight rows are padded to a multiple of it
+
+
+def spike_weights(w_out_in: np.ndarray) -> tuple[np.ndarray, int]:
+    """(out, in) integer weights as spike_rows reads them: int16 [in, out padded to TILE_COLUMNS], max |w|."""
+    n_out, n_in = w_out_in.shape
+    ldw = -(-max(n_out, 1) // TILE_COLUMNS) * TILE_COLUMNS
+    w16 = np.zeros((n_in, ldw), np.int16)
+    w16[:, :n_out] = w_out_in.T
+    return w16, int(np.abs(w_out_in).max(initial=0))
+
+
+def spike_rows(x: np.ndarray, w16: np.ndarray, wmax: int, out: np.ndarray) -> None:
+    """out[r] = sum of w16[k, :n] over the k with x[r, k] != 0 (exact integers in float32).
+
+    x: uint8 [R, K] of 0/1; w16, wmax: from spike_weights; out: float32 [R, n], C-contiguous.
+    """
+    lib = _lib()
+    r, k = x.shape
+    n = out.shape[1]
+    ldw = w16.shape[1]
+    assert x.dtype == np.uint8 and w16.dtype == np.int16 and out.dtype == np.float32
+    assert x.flags.c_contiguous and w16.flags.c_contiguous and out.flags.c_contiguous
+    assert out.shape[0] == r and w16.shape[0] == k and ldw % TILE_COLUMNS == 0 and ldw >= n
+
+    def part(r0, r1):
+        return lib.spike_rows(_ptr(x), k, _ptr(w16), n, ldw, int(wmax), _ptr(out), r0, r1)
+
+    if any(rc != 0 for rc in _run_parts(part, _split(r, MIN_ROWS_PER_THREAD))):
+        raise MemoryError("emulator kernel spike_rows: no memory for its scratch index")
+
+
+def lif_scan(na, a: np.ndarray | None, u: np.ndarray, v: np.ndarray, params: dict, reset: tuple[int, int, int],
+             s: np.ndarray, counts: np.ndarray, v_out: np.ndarray | None, u_out: np.ndarray | None) -> None:
+    """NeuronArith.step for tc steps over the batch, in place on u and v (float64 [B, n]).
+
+    a: [tc, B, n] float32/float64 or None; params: per-neuron float64 arrays fu_s, fv_s, vth, bias
+    (length n); reset: (interval, offset, t0). Writes s (uint8), counts (int32 [tc, B]), v_out, u_out.
+    Adds the wrap and saturation events to na.u_wraps and na.v_saturations.
+    """
+    lib = _lib()
+    tc, b, n = s.shape
+    a_f64 = 0
+    if a is not None:
+        if a.dtype not in (np.float32, np.float64):
+            a = a.astype(np.float64)
+        a = np.ascontiguousarray(a)
+        a_f64 = int(a.dtype == np.float64)
+    # kernels.c REG_WRAP | CHECK_U | CHECK_V | BIAS | NEAREST
+    flags = (bool(na.reg_wrap_u or na.reg_wrap_v) | bool(na.check_u_wrap) << 1 | bool(na.check_v_clip) << 2
+             | bool(na.has_bias) << 3 | bool(na.nearest) << 4)
+    interval, offset, t0 = reset
+    ev = [np.zeros(3, np.int64) for _ in range(_threads())]
+
+    def part(i, b0, b1):
+        lib.lif_scan(tc, b, n, b0, b1, _ptr(a), a_f64, na.act, _ptr(u), _ptr(v), _ptr(params["fu_s"]),
+                     _ptr(params["fv_s"]), _ptr(params["vth"]), _ptr(params["bias"]), na.M, na.ar.reg_bits,
+                     int(flags), interval, offset, t0, _ptr(s), _ptr(counts), _ptr(v_out), _ptr(u_out),
+                     _ptr(ev[i]))
+
+    parts = [(i, b0, b1) for i, (b0, b1) in enumerate(_split(b, max(1, 4096 // max(n, 1))))]
+    _run_parts(part, parts)
+    total = np.sum(ev, axis=0)
+    if total[2]:
+        raise MemoryError("emulator kernel lif_scan: no memory for its scratch row")
+    na.u_wraps += int(total[0])
+    na.v_saturations += int(total[1])

@@ -1,0 +1,128 @@
+"""The compiled kernels (targets/emulator/kernels.c) give the numpy path's integers.
+
+spike_rows is checked against an int64 matrix product, lif_scan against NeuronArith.step (the numpy path,
+itself checked against Lava in test_emulator_vs_lava.py, which runs with the kernels), and whole random
+graphs are run both ways, traces and wrap counts included.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from random_qgraphs import conv_net, dense_chain, overflow_net, recurrent_net, two_input_net
+
+from spikedeploy.targets.emulator import kernels, simulate_emulator
+from spikedeploy.targets.emulator.arith import LOIHI2, Arith
+from spikedeploy.targets.emulator.stages import NeuronStage
+
+needs_kernels = pytest.mark.skipif(not kernels.available(), reason="compiled kernels not built")
+
+
+def test_install_builds_the_kernels():
+    # `make` installs with setup.py, which compiles kernels.c; without them the engine benchmark's numbers
+    # do not hold, so a silent fallback must not pass unnoticed here
+    if os.environ.get("SPIKEDEPLOY_KERNELS", "").lower() == "numpy":
+        pytest.skip("numpy path forced by SPIKEDEPLOY_KERNELS")
+    assert kernels.available(), kernels.describe()
+
+
+@needs_kernels
+@pytest.mark.parametrize("rows,k,n,wmax,seed", [
+    (50, 30, 10, 255, 0),  # one narrow tile, partly stored
+    (130, 100, 300, 256, 1),  # a 256-column tile and a 64-column tile of which 44 columns are stored
+    (70, 2000, 257, 8000, 2),  # dense rows overflow int16: int32 tiles, sparse rows stay int16
+    (5, 1, 64, 7, 3),
+    (3, 40, 600, 0, 4),  # all-zero weights
+])
+def test_spike_rows_equals_integer_matmul(rows, k, n, wmax, seed):
+    rng = np.random.default_rng(seed)
+    w = rng.integers(-wmax, wmax + 1, (n, k))
+    w[0, 0] = wmax
+    density = rng.random((rows, 1))  # some rows nearly empty, some nearly full
+    density[0] = 0.0
+    x = (rng.random((rows, k)) < density).astype(np.uint8)
+    assert np.abs(w).sum(axis=1).max() < 2**24  # the stage only uses the kernel when float32 is exact
+    w16, wm = kernels.spike_weights(w)
+    out = np.full((rows, n), np.nan, np.float32)
+    kernels.spike_rows(x, w16, wm, out)
+    ref = x.astype(np.int64) @ w.T.astype(np.int64)
+    np.testing.assert_array_equal(out.astype(np.int64), ref)
+    if wmax * k > 32767:  # the case really mixes int16 and int32 rows
+        m = x.sum(axis=1)
+        assert (m * wmax > 32767).any() and (m * wmax <= 32767).any()
+
+
+NEARES = Arith(rounding="nearest", name="nearest")
+NARROW = Arith(state_bits=12, name="narrow")  # u wraps and v saturates at +-2048
+
+
+def _neuron_case(seed, ar, du, dv, bias, reset):
+    rng = np.random.default_rng(seed)
+    n = 70
+    q = {"du": du, "dv": dv, "vth": rng.integers(5, 400, n), "bias_mant": 0, "bias_exp": 0}
+    if bias:
+        q["bias_mant"], q["bias_exp"] = rng.integers(-3000, 3000, n), 2
+    if reset:
+        q["reset_interval"], q["reset_offset"] = 7, 3
+    bound = 300 if ar is NARROW else 20000
+    a = rng.integers(-bound, bound + 1, (23, 3, n)).astype(np.float64)
+    return q, a, bound
+
+
+def _scan(q, a, bound, ar):
+    st = NeuronStage("lif", q, (a.shape[2],), ar, float(bound), True, True)
+    st.reset(a.shape[1])
+    s1, c1, v1, u1 = st.run(a[:11], 11, True, 0)
+    s2, c2, v2, u2 = st.run(a[11:], a.shape[0] - 11, True, 11)  # the state carries across chunks
+    out = [np.concatenate(p) for p in ((s1, s2), (c1, c2), (v1, v2), (u1, u2))]
+    return out, (st.na.u_wraps, st.na.v_saturations)
+
+
+@needs_kernels
+@pytest.mark.parametrize("ar", [LOIHI2, NEARES, NARROW], ids=["loihi2", "nearest", "narrow"])
+@pytest.mark.parametrize("du,dv", [(0, 0), (1024, 256), (4095, 4096), (4000, 3)])
+@pytest.mark.parametrize("bias,reset", [(False, False), (True, True)])
+def test_lif_scan_equals_numpy_step(monkeypatch, ar, du, dv, bias, reset):
+    q, a, bound = _neuron_case(du + dv, ar, du, dv, bias, reset)
+    fast, fast_events = _scan(q, a, bound, ar)
+    with monkeypatch.context() as m:
+        m.setattr(kernels, "available", lambda: False)
+        ref, ref_events = _scan(q, a, bound, ar)
+    for got, want, what in zip(fast, ref, ("spikes", "counts", "v", "u"), strict=True):
+        np.testing.assert_array_equal(got, want, err_msg=what)
+    assert fast_events == ref_events
+    if ar is NARROW:
+        assert fast_events[0] > 0 and fast_events[1] > 0  # the wrap and saturation paths ran
+
+
+GRAPHS = [
+    (dense_chain, 0, {}), (dense_chain, 5, {"sparse": True, "delay": True}), (dense_chain, 300, {"graded": True}),
+    (dense_chain, 400, {"reset": 10, "cuba": True}), (conv_net, 1, {}), (recurrent_net, 0, {}),
+    (overflow_net, 1, {}), (two_input_net, 0, {}),
+    # wide layers with dense input: 256-column tiles and int32 rows in the synapse kernel
+    (dense_chain, 7, {"sizes": [600, 300, 40], "steps": 12, "batch": 3}),
+]
+
+
+@needs_kernels
+@pytest.mark.parametrize("build,seed,kw", GRAPHS, ids=[f"{b.__name__}-{s}" for b, s, _ in GRAPHS])
+def test_whole_graph_kernels_equal_numpy(monkeypatch, build, seed, kw):
+    qg, x, _ = build(seed, **kw)
+    probes = [n for n, v in qg.graph.nodes.items() if v.spec.family == "neuron"]
+    fast = simulate_emulator(qg, x, probes=probes, chunk_bytes=1 << 14)  # several chunks
+    with monkeypatch.context() as m:
+        m.setattr(kernels, "available", lambda: False)
+        ref = simulate_emulator(qg, x, probes=probes)
+    assert fast.counts.keys() == ref.counts.keys()
+    for k in ref.counts:
+        np.testing.assert_array_equal(fast.counts[k], ref.counts[k], err_msg=k)
+    for k in ref.outputs:
+        np.testing.assert_array_equal(fast.outputs[k], ref.outputs[k], err_msg=k)
+    for node, tr in ref.traces.items():
+        for var in tr:
+            np.testing.assert_array_equal(fast.traces[node][var], tr[var], err_msg=f"{node}.{var}")
+    assert fast.meta["u_wraps"] == ref.meta["u_wraps"]
+    assert fast.meta["v_saturations"] == ref.meta["v_saturations"]
+    assert sum(int(c.sum()) for n, c in ref.counts.items() if n not in qg.graph.inputs) > 0
