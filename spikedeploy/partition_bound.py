@@ -143,61 +143,53 @@ def _dense_layer_bits(projs, idx: int, n: int, g_max: int):
     return by_size
 
 
-def _min_perimeter(a: float, b: float, q: float, r_max: float) -> float:
-    """min of a R + b q / R over real R in [1, r_max] (R rows, q / R the fewest columns they need)."""
-    if a <= 0:
-        return b * q / r_max
-    r = min(max(1.0, math.sqrt(b * q / a)), r_max)
-    return a * r + b * q / r
-
-
-def rf_lower(q: float, s: tuple[int, int], k: tuple[int, int], hw: tuple[int, int] | None = None) -> float:
-    """F(q) <= |RF(Q)| for any set Q of q output positions of a valid (unpadded, undilated) 2-D conv with
-    stride s <= kernel k per axis and, if given, an output plane of hw = (H, W); F(q) / q does not grow
-    with q.
+def rf_lower(q, s: tuple[int, int], k: tuple[int, int], hw: tuple[int, int] | None = None):
+    """At most |RF(Q)| for any set Q of q output positions (q an int or an int array) of a valid
+    (unpadded, undilated) 2-D conv with stride s <= kernel k per axis and, if given, an output plane of
+    hw = (H, W).
 
     Proof. In 1-D, outputs X read the union of [s x, s x + k): each owns its block [s x, s x + s) and the
-    last adds k - s more, so >= s |X| + (k - s) inputs. Let Q have R rows and C columns (R C >= q, R <= H,
-    C <= W). An input row is read by the outputs of the rows y with s0 y <= row < s0 y + k0; let X(row)
-    be their columns. By the 1-D bound along rows, at least s0 R + k0 - s0 input rows are read, each in
-    >= s1 |X(row)| + k1 - s1 columns; and sum over rows of |X(row)| counts, per column x of Q, the input
-    rows read by that column's outputs Y_x: >= sum_x (s0 |Y_x| + k0 - s0) = s0 q + (k0 - s0) C. So
-    |RF| >= s0 s1 q + a R + b C + (k0 - s0)(k1 - s1), a = s0 (k1 - s1), b = s1 (k0 - s0) (equality for
-    rectangles). With C >= q / R: >= ... + min over R in [1, H] of (a R + b q / R), and the same with the
-    roles of rows and columns swapped; F takes the larger. Each term over q is a minimum of functions
-    that do not grow with q, so F(q) / q does not grow either.
+    last adds k - s more, so >= s |X| + (k - s) inputs. Let Q have R rows and C columns (R C >= q,
+    R <= min(H, q), C <= W). An input row is read by the outputs of the rows y with s0 y <= row < s0 y + k0;
+    let X(row) be their columns. By the 1-D bound along rows, at least s0 R + k0 - s0 input rows are read,
+    each in >= s1 |X(row)| + k1 - s1 columns; and the sum over rows of |X(row)| counts, per column x of Q,
+    the input rows read by that column's outputs Y_x: >= sum_x (s0 |Y_x| + k0 - s0) = s0 q + (k0 - s0) C.
+    So |RF| >= s0 s1 q + a R + b C + (k0 - s0)(k1 - s1), a = s0 (k1 - s1), b = s1 (k0 - s0) (equality for
+    rectangles), minimised here over whole R and C = ceil(q / R).
     """
-    h, w = (math.inf, math.inf) if hw is None else hw
+    scalar = np.ndim(q) == 0
+    q = np.atleast_1d(np.asarray(q, dtype=np.int64))
+    h, w = (int(q.max()), int(q.max())) if hw is None else (int(hw[0]), int(hw[1]))
+    r = np.arange(1, min(h, int(q.max())) + 1, dtype=np.int64)[None, :]
+    c = -(-q[:, None] // r)
     a, b = s[0] * (k[1] - s[1]), s[1] * (k[0] - s[0])
-    edge = max(_min_perimeter(a, b, q, h), _min_perimeter(b, a, q, w))
-    return s[0] * s[1] * q + edge + (k[0] - s[0]) * (k[1] - s[1])
+    edge = np.where((r <= q[:, None]) & (c <= w), a * r + b * c, np.iinfo(np.int64).max // 4).min(axis=1)
+    out = s[0] * s[1] * q + edge + (k[0] - s[0]) * (k[1] - s[1])
+    return int(out[0]) if scalar else out
 
 
 def conv_halo_axons(p, lim_in: int) -> int:
     """Input axons a dense (groups=1) valid conv projection needs in all, however its layer is split.
 
-    A group on one core whose neurons sit at the positions Q reads cin x |RF(Q)| <= lim_in input axons
-    through this projection, so |Q| <= q_max with cin F(q_max) = lim_in (rf_lower); as F(q)/q falls with q,
-    each group reads >= cin |Q| F(q_max) / q_max, and the groups' positions cover all P output positions:
-    >= cin P F(q_max) / q_max. The same sum is the source layer's output axons for this projection.
+    A group on one core whose neurons sit at the q positions Q reads cin |RF(Q)| >= cin F(q) input axons
+    through this projection (F = rf_lower), at most lim_in; so q is one of the sizes that fit, and the
+    group reads >= q min_{fitting q'} cin F(q') / q'. The groups' positions cover all P output positions:
+    >= cin P min F(q') / q'. The same sum is the source layer's output axons for this projection.
     0 where the conv is padded, dilated, grouped, or strides past its kernel."""
     if p.kind != "conv" or p.groups != 1 or any(p.p) or any(d != 1 for d in p.d) \
             or any(s > k for s, k in zip(p.s, p.k, strict=True)):
         return 0
-    budget = lim_in / p.cin
-    hw = (p.hout, p.wout)
-    if rf_lower(1, p.s, p.k, hw) > budget:
+    q_top = min(p.P, lim_in // (p.cin * p.s[0] * p.s[1]))  # F(q) >= s0 s1 q
+    if q_top < 1:
+        return 0
+    q = np.arange(1, q_top + 1)
+    f = rf_lower(q, p.s, p.k, (p.hout, p.wout))
+    fits = p.cin * f <= lim_in
+    if not fits[0]:
         return 0  # one position alone does not fit: split_layer reports it
-    lo, hi = 1.0, float(p.P)
-    if rf_lower(hi, p.s, p.k, hw) <= budget:
-        lo = hi
-    for _ in range(100):  # bisection for q_max
-        mid = (lo + hi) / 2
-        if rf_lower(mid, p.s, p.k, hw) <= budget:
-            lo = mid
-        else:
-            hi = mid
-    return max(0, math.ceil(p.cin * p.P * rf_lower(lo, p.s, p.k, hw) / lo - 1e-6))
+    # least axons per position, as a fraction: ceil(cin P f / q) with exact integers
+    i = int(np.argmin(np.where(fits, f / q, np.inf)))
+    return -(-p.cin * p.P * int(f[i]) // int(q[i]))
 
 
 def _layer_needs(model: Model, lim, idx, sharing):
