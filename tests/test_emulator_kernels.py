@@ -29,29 +29,33 @@ def test_install_builds_the_kernels():
 
 
 @needs_kernels
-@pytest.mark.parametrize("rows,k,n,wmax,seed", [
-    (50, 30, 10, 255, 0),  # one narrow tile, partly stored
-    (130, 100, 300, 256, 1),  # a 256-column tile and a 64-column tile of which 44 columns are stored
-    (70, 2000, 257, 8000, 2),  # dense rows overflow int16: int32 tiles, sparse rows stay int16
-    (5, 1, 64, 7, 3),
-    (3, 40, 600, 0, 4),  # all-zero weights
+@pytest.mark.parametrize("rows,k,n,wmax,mult,seed,dtype", [
+    (50, 30, 10, 255, 1, 0, np.int16),  # one narrow tile, partly stored
+    (130, 100, 300, 256, 1, 1, np.int16),  # a 256-column tile and a 64-column tile storing 44 columns
+    (130, 100, 300, 127, 2, 1, np.int8),  # Lava's even 8-bit weights: int8 storage, scale 2
+    (90, 300, 70, 100, 1, 5, np.int8),
+    (70, 2000, 257, 8000, 1, 2, np.int16),  # dense rows overflow int16: int32 tiles, sparse rows stay int16
+    (70, 3000, 130, 120, 32, 6, np.int8),  # int8 weights, int32 rows, scale 32
+    (5, 1, 64, 7, 1, 3, np.int8),
+    (3, 40, 600, 0, 1, 4, np.int8),  # all-zero weights
 ])
-def test_spike_rows_equals_integer_matmul(rows, k, n, wmax, seed):
+def test_spike_rows_equals_integer_matmul(rows, k, n, wmax, mult, seed, dtype):
     rng = np.random.default_rng(seed)
-    w = rng.integers(-wmax, wmax + 1, (n, k))
-    w[0, 0] = wmax
+    w = rng.integers(-wmax, wmax + 1, (n, k)) * mult
+    w[0, 0] = wmax * mult
     density = rng.random((rows, 1))  # some rows nearly empty, some nearly full
     density[0] = 0.0
     x = (rng.random((rows, k)) < density).astype(np.uint8)
     assert np.abs(w).sum(axis=1).max() < 2**24  # the stage only uses the kernel when float32 is exact
-    w16, wm = kernels.spike_weights(w)
+    wk, wm, scale = kernels.spike_weights(w)
+    assert wk.dtype == dtype and (wmax == 0 or scale == mult)
     out = np.full((rows, n), np.nan, np.float32)
-    kernels.spike_rows(x, w16, wm, out)
+    kernels.spike_rows(x, wk, wm, scale, out)
     ref = x.astype(np.int64) @ w.T.astype(np.int64)
     np.testing.assert_array_equal(out.astype(np.int64), ref)
-    if wmax * k > 32767:  # the case really mixes int16 and int32 rows
+    if wm * k > 32767:  # the case really mixes int16 and int32 rows
         m = x.sum(axis=1)
-        assert (m * wmax > 32767).any() and (m * wmax <= 32767).any()
+        assert (m * wm > 32767).any() and (m * wm <= 32767).any()
 
 
 NEARES = Arith(rounding="nearest", name="nearest")

@@ -177,3 +177,24 @@ def test_steps_beyond_input_see_zeros_and_errors_name_the_input():
         simulate_emulator(qg, {"other": np.zeros((3, 1, 1))})
     with pytest.raises(BackendError, match="integers"):
         simulate_emulator(qg, {"in": np.full((3, 1, 1), 0.5)})
+
+
+def test_compiled_program_runs_many_batches_like_fresh_runs():
+    from spikedeploy.errors import InputError
+    from spikedeploy.targets.emulator import compile_emulator
+
+    qg, x, _ = dense_chain(3, batch=4)
+    probes = ["lif0"]
+    prog = compile_emulator(qg, probes=probes)
+    for xs in (x["in"][:, :2], x["in"][:, 2:], x["in"]):  # state is reset between calls
+        fresh = simulate_emulator(qg, {"in": xs}, probes=probes)
+        again = simulate_emulator(prog, {"in": xs})
+        np.testing.assert_array_equal(again.outputs["out"], fresh.outputs["out"])
+        np.testing.assert_array_equal(again.traces["lif0"]["v"], fresh.traces["lif0"]["v"])
+    with pytest.raises(InputError, match=r"input 'in' holds values up to 3 .*graded_inputs=\{'in': 3\}"):
+        simulate_emulator(prog, {"in": x["in"] * 3})
+    with pytest.raises(BackendError, match="compile_emulator\\(probes=...\\)"):
+        simulate_emulator(prog, x, probes=["lif1"])
+    graded = compile_emulator(qg, graded_inputs={"in": 3})
+    np.testing.assert_array_equal(simulate_emulator(graded, {"in": x["in"] * 3}).outputs["out"],
+                                  simulate_emulator(qg, {"in": x["in"] * 3}).outputs["out"])

@@ -113,6 +113,10 @@ class Program:
         self.synapses = [n for n in order if self.kind[n] == "synapse"]
         self.consumers = {n: [b for a, b in g.edges if a == n] for n in g.nodes}
 
+    def input_bound(self, name: str) -> float:
+        """The largest |value| the program was compiled to take on input `name` (1 for spikes)."""
+        return self.bound[name]
+
     def _q(self, name):
         q = self.qg.q.get(name)
         if q is None:
@@ -145,28 +149,60 @@ class Program:
         return self.bound[name]
 
 
-def simulate_emulator(qg: QGraph, inputs: Mapping[str, np.ndarray], *, steps: int | None = None,
-                      probes: Iterable[str] = (), mode="loihi2", chunk_bytes: int | None = None) -> Run:
-    """Run `qg` on `inputs` (`{input_name: [T, B, *shape]}`) in fixed point.
-
-    mode: "loihi2" reproduces Lava 0.10's Loihi2SimCfg(select_tag="fixed_pt") bit for bit; a NumericFormat,
-    TargetSpec or target name selects a generic fixed-point core with those widths. Steps beyond the
-    input length see zero input. Returns counts for every spiking node and Input, outputs for every
-    Output node, and u/v/s traces (post-reset, as Lava's Monitor records them) for probed nodes.
-    chunk_bytes bounds the activations kept per chunk of time steps (default: as large as the inputs
-    given, at least CHUNK_BYTES), trading memory for larger, faster matrix products.
-    """
-    ar = arith_for(mode)
-    g = qg.graph
+def _shapes_known(g) -> None:
     if g.nodes and any(n.out_shape is None for n in g.nodes.values()):
         try:
             g.infer_shapes()
         except Exception as e:  # noqa: BLE001 - shape errors are already SpikeDeployErrors
             raise GraphError(f"cannot infer shapes before emulation: {e}") from e
-    xs, t_in, batch = prepare_inputs(g, inputs)
+
+
+def compile_emulator(qg: QGraph, *, mode=None, probes: Iterable[str] = (),
+                     graded_inputs: Mapping[str, float] | None = None) -> Program:
+    """Prepare `qg` once (weights as the target stores them, exactness bounds) for many simulate_emulator
+    calls, as Lava compiles a network once and resets it between samples.
+
+    graded_inputs: `{input_name: max |value|}` for inputs that carry integers other than 0/1 spikes. The
+    program keeps state between calls only for the duration of one call; it is not thread-safe.
+    """
+    _shapes_known(qg.graph)
+    return Program(qg, arith_for(mode), dict(graded_inputs or {}), probes)
+
+
+def simulate_emulator(qg: QGraph | Program, inputs: Mapping[str, np.ndarray], *, steps: int | None = None,
+                      probes: Iterable[str] = (), mode=None, chunk_bytes: int | None = None) -> Run:
+    """Run `qg` on `inputs` (`{input_name: [T, B, *shape]}`) in fixed point.
+
+    qg: a QGraph, or a Program from compile_emulator (then mode and probes are the program's).
+    mode: "loihi2" (default) reproduces Lava 0.10's Loihi2SimCfg(select_tag="fixed_pt") bit for bit; a
+    NumericFormat, TargetSpec or target name selects a generic fixed-point core with those widths. Steps
+    beyond the input length see zero input. Returns counts for every spiking node and Input, outputs for
+    every Output node, and u/v/s traces (post-reset, as Lava's Monitor records them) for probed nodes.
+    chunk_bytes bounds the activations kept per chunk of time steps (default: as large as the inputs
+    given, at least CHUNK_BYTES), trading memory for fewer, larger kernel calls.
+    """
+    if isinstance(qg, Program):
+        prog = qg
+        xs, t_in, batch = prepare_inputs(prog.g, inputs)
+        if mode is not None and arith_for(mode) != prog.ar:
+            raise BackendError(f"the program was compiled for '{prog.ar.name}'; compile it again for {mode!r}")
+        if set(probes) - prog.probes:
+            raise BackendError(f"probe(s) {sorted(set(probes) - prog.probes)} were not compiled in; "
+                               "pass them to compile_emulator(probes=...)")
+        for n, x in xs.items():
+            bound = prog.input_bound(n)
+            if not is_binary(x) and float(np.abs(x).max(initial=0)) > bound:
+                have = "0/1 spikes" if bound == 1.0 else f"|values| <= {bound:g}"
+                raise InputError(
+                    f"input '{n}' holds values up to {float(np.abs(x).max()):g} but the program was compiled "
+                    f"for {have}; compile_emulator(..., graded_inputs={{'{n}': {float(np.abs(x).max()):g}}})"
+                )
+    else:
+        _shapes_known(qg.graph)
+        xs, t_in, batch = prepare_inputs(qg.graph, inputs)
+        graded = {n: float(np.abs(x).max(initial=0)) for n, x in xs.items() if not is_binary(x)}
+        prog = Program(qg, arith_for(mode), graded, probes)
     steps = t_in if steps is None else int(steps)
-    graded = {n: float(np.abs(x).max(initial=0)) for n, x in xs.items() if not is_binary(x)}
-    prog = Program(qg, ar, graded, probes)
     if chunk_bytes is None:
         chunk_bytes = max(CHUNK_BYTES, sum(int(np.asarray(x).nbytes) for x in inputs.values()))
     return _execute(prog, xs, steps, batch, chunk_bytes)

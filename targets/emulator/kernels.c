@@ -14,91 +14,118 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-/* Column tiles held in registers: NV vectors of 16 int16 or of 8 int32. GCC/Clang vector extensions,
- * so the same code builds for whatever vector width the compiler targets. The weight rows are padded to
- * ldw, a multiple of TMIN columns, so every tile reads whole vectors; only the first n columns are
- * stored. */
+/* Column tiles held in registers: NV vectors of 16 int16 or of 8 int32 accumulators. GCC/Clang vector
+ * extensions, so the same code builds for whatever vector width the compiler targets. Weights are int16,
+ * or int8 when they fit (half the cache traffic); the rows are padded to ldw, a multiple of TMIN
+ * columns, so every tile reads whole vectors, and only the first n columns are stored, times `scale`
+ * (a power of two the caller divided the weights by to make them fit int8; exact). */
 typedef int16_t v16s __attribute__((vector_size(32)));
-typedef int16_t v16s_u __attribute__((vector_size(32), aligned(2)));
-typedef int16_t v8s_u __attribute__((vector_size(16), aligned(2)));
 typedef int32_t v8i __attribute__((vector_size(32)));
+typedef int16_t v8s __attribute__((vector_size(16)));
+typedef int8_t v16c __attribute__((vector_size(16)));
+typedef int8_t v8c __attribute__((vector_size(8)));
+typedef float v8f_u __attribute__((vector_size(32), aligned(4)));
+typedef float v16f_u __attribute__((vector_size(64), aligned(4)));
 #define TMIN 64    /* narrowest tile, in columns; python pads the weights to a multiple of it */
-#define PREFETCH 4 /* rows ahead: they are read in no order a hardware prefetcher could follow */
+#define PREFETCH 2 /* rows ahead: they are read in no order a hardware prefetcher could follow */
 
-#define DEFINE_TILE(NAME, NV, VACC, VIN, LANES, WIDEN)                                               \
-    static void NAME(const int32_t *restrict idx, long m, const int16_t *restrict w, long ldw,      \
-                     long j0, long width, float *restrict o) {                                     \
+/* Load LANES weights widened to the accumulator type: one instruction with AVX2, generic otherwise. */
+#if defined(__AVX2__)
+#include <immintrin.h>
+static inline v16s LOAD_v16s(const int16_t *p) { return (v16s)_mm256_loadu_si256((const __m256i *)p); }
+static inline v8i LOAD_v8s(const int16_t *p) { return (v8i)_mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)p)); }
+static inline v16s LOAD_v16c(const int8_t *p) { return (v16s)_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)p)); }
+static inline v8i LOAD_v8c(const int8_t *p) { return (v8i)_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)); }
+#else
+static inline v16s LOAD_v16s(const int16_t *p) { v16s v; __builtin_memcpy(&v, p, sizeof v); return v; }
+static inline v8i LOAD_v8s(const int16_t *p) { v8s v; __builtin_memcpy(&v, p, sizeof v); return __builtin_convertvector(v, v8i); }
+static inline v16s LOAD_v16c(const int8_t *p) { v16c v; __builtin_memcpy(&v, p, sizeof v); return __builtin_convertvector(v, v16s); }
+static inline v8i LOAD_v8c(const int8_t *p) { v8c v; __builtin_memcpy(&v, p, sizeof v); return __builtin_convertvector(v, v8i); }
+#endif
+
+#define CAT(a, b) a##b
+#define XCAT(a, b) CAT(a, b)
+
+#define DEFINE_TILE(NAME, WT, NV, VACC, VIN, VOUT, LANES)                                           \
+    static void NAME(const int32_t *restrict idx, long m, const WT *restrict w, long ldw, long j0,  \
+                     long width, float scale, float *restrict o) {                                  \
         VACC acc[NV];                                                                               \
         for (int q = 0; q < NV; q++) acc[q] = (VACC){0};                                           \
         for (long i = 0; i < m; i++) {                                                              \
-            const VIN *wk = (const VIN *)(w + (long)idx[i] * ldw + j0);                             \
+            const WT *wk = w + (long)idx[i] * ldw + j0;                                             \
             if (i + PREFETCH < m) {                                                                 \
                 const char *p = (const char *)(w + (long)idx[i + PREFETCH] * ldw + j0);            \
-                for (int c = 0; c < NV * LANES * 2; c += 64) __builtin_prefetch(p + c);             \
+                for (int c = 0; c < NV * LANES * (int)sizeof(WT); c += 64) __builtin_prefetch(p + c); \
             }                                                                                       \
-            for (int q = 0; q < NV; q++) acc[q] += WIDEN(wk[q]);                                    \
+            for (int q = 0; q < NV; q++) acc[q] += XCAT(LOAD_, VIN)(wk + q * LANES);                \
         }                                                                                           \
-        for (int q = 0; q < NV; q++)                                                                \
-            for (int e = 0; e < LANES; e++)                                                         \
-                if (q * LANES + e < width) o[q * LANES + e] = (float)acc[q][e];                     \
+        if (width >= NV * LANES) /* whole vectors: converted and stored as such */                 \
+            for (int q = 0; q < NV; q++) ((VOUT *)o)[q] = __builtin_convertvector(acc[q], VOUT) * scale; \
+        else                                                                                        \
+            for (int q = 0; q < NV; q++)                                                            \
+                for (int e = 0; e < LANES && q * LANES + e < width; e++)                            \
+                    o[q * LANES + e] = (float)acc[q][e] * scale;                                    \
     }
-
-#define KEEP(v) (v)
-#define TO_I32(v) __builtin_convertvector((v), v8i)
-DEFINE_TILE(tile16_256, 16, v16s, v16s_u, 16, KEEP)
-DEFINE_TILE(tile16_64, 4, v16s, v16s_u, 16, KEEP)
-DEFINE_TILE(tile32_128, 16, v8i, v8s_u, 8, TO_I32)
-DEFINE_TILE(tile32_64, 8, v8i, v8s_u, 8, TO_I32)
 
 #define ROW_BLOCK 64 /* rows whose active-input lists are built once and reused for every column tile */
 
-/* out[r, :n] = sum over k with x[r, k] != 0 of w[k, :n], for rows r0 <= r < r1.
- * x: uint8 [rows, k]; w: int16 [k, ldw] (ldw a multiple of TMIN, zero-padded); wmax = max |w|;
+/* out[r, :n] = scale * sum over k with x[r, k] != 0 of w[k, :n], for rows r0 <= r < r1.
+ * x: uint8 [rows, k]; w: [k, ldw] (ldw a multiple of TMIN, zero-padded); wmax = max |w|;
  * out: float32 [rows, n]. A row accumulates in int16 only when (active inputs) x wmax <= 32767 proves
  * that no partial sum overflows, else in int32. Rows are taken in blocks and each column tile is done
- * for the whole block, so a tile of w stays in cache. Returns 0, or -1 without scratch memory. */
-int spike_rows(const uint8_t *x, long k, const int16_t *w, long n, long ldw, long wmax, float *out, long r0,
-               long r1) {
-    if (ldw % TMIN || ldw < n) return -2;
-    int32_t *idx = malloc(sizeof(int32_t) * (size_t)(ROW_BLOCK * (k > 0 ? k : 1)));
-    if (!idx) return -1;
-    long fit16 = wmax > 0 ? 32767 / wmax : k;
-    long m[ROW_BLOCK];
-    for (long rb = r0; rb < r1; rb += ROW_BLOCK) {
-        long nb = r1 - rb < ROW_BLOCK ? r1 - rb : ROW_BLOCK;
-        for (long q = 0; q < nb; q++) {
-            const uint8_t *xr = x + (rb + q) * k;
-            int32_t *iq = idx + q * k;
-            long c = 0;
-            for (long i = 0; i < k; i++) {
-                iq[c] = (int32_t)i;
-                c += xr[i] != 0;
-            }
-            m[q] = c;
-        }
-        for (long j0 = 0; j0 < n;) {
-            long step = ldw - j0 >= 256 ? 256 : TMIN, width = n - j0 < step ? n - j0 : step;
-            for (long q = 0; q < nb; q++) {
-                const int32_t *iq = idx + q * k;
-                float *o = out + (rb + q) * n + j0;
-                if (m[q] <= fit16) {
-                    if (step == 256) tile16_256(iq, m[q], w, ldw, j0, width, o);
-                    else tile16_64(iq, m[q], w, ldw, j0, width, o);
-                } else {
-                    for (long c = 0; c < step; c += 128) {
-                        long wc = width - c;
-                        if (wc <= 0) break;
-                        if (step - c >= 128) tile32_128(iq, m[q], w, ldw, j0 + c, wc, o + c);
-                        else tile32_64(iq, m[q], w, ldw, j0 + c, wc, o + c);
-                    }
-                }
-            }
-            j0 += step;
-        }
+ * for the whole block, so a tile of w stays in cache. Returns 0, -1 without scratch memory, -2 for a
+ * bad ldw. */
+#define DEFINE_SPIKE_ROWS(NAME, WT, SUF)                                                              \
+    DEFINE_TILE(t16_256_##SUF, WT, 16, v16s, VIN16_##SUF, v16f_u, 16)                                 \
+    DEFINE_TILE(t16_64_##SUF, WT, 4, v16s, VIN16_##SUF, v16f_u, 16)                                   \
+    DEFINE_TILE(t32_128_##SUF, WT, 16, v8i, VIN8_##SUF, v8f_u, 8)                                     \
+    DEFINE_TILE(t32_64_##SUF, WT, 8, v8i, VIN8_##SUF, v8f_u, 8)                                       \
+    int NAME(const uint8_t *x, long k, const WT *w, long n, long ldw, long wmax, float scale,         \
+             float *out, long r0, long r1) {                                                          \
+        if (ldw % TMIN || ldw < n) return -2;                                                         \
+        int32_t *idx = malloc(sizeof(int32_t) * (size_t)(ROW_BLOCK * (k > 0 ? k : 1)));               \
+        if (!idx) return -1;                                                                          \
+        long fit16 = wmax > 0 ? 32767 / wmax : k;                                                     \
+        long m[ROW_BLOCK];                                                                            \
+        for (long rb = r0; rb < r1; rb += ROW_BLOCK) {                                                \
+            long nb = r1 - rb < ROW_BLOCK ? r1 - rb : ROW_BLOCK;                                      \
+            for (long q = 0; q < nb; q++) {                                                           \
+                const uint8_t *xr = x + (rb + q) * k;                                                 \
+                int32_t *iq = idx + q * k;                                                            \
+                long c = 0;                                                                           \
+                for (long i = 0; i < k; i++) {                                                        \
+                    iq[c] = (int32_t)i;                                                               \
+                    c += xr[i] != 0;                                                                  \
+                }                                                                                     \
+                m[q] = c;                                                                             \
+            }                                                                                         \
+            for (long j0 = 0; j0 < n;) {                                                              \
+                long step = ldw - j0 >= 256 ? 256 : TMIN, width = n - j0 < step ? n - j0 : step;      \
+                for (long q = 0; q < nb; q++) {                                                       \
+                    const int32_t *iq = idx + q * k;                                                  \
+                    float *o = out + (rb + q) * n + j0;                                               \
+                    if (m[q] <= fit16) {                                                              \
+                        if (step == 256) t16_256_##SUF(iq, m[q], w, ldw, j0, width, scale, o);        \
+                        else t16_64_##SUF(iq, m[q], w, ldw, j0, width, scale, o);                     \
+                    } else                                                                            \
+                        for (long c = 0; c < step && c < width; c += 128) {                           \
+                            if (step - c >= 128) t32_128_##SUF(iq, m[q], w, ldw, j0 + c, width - c, scale, o + c); \
+                            else t32_64_##SUF(iq, m[q], w, ldw, j0 + c, width - c, scale, o + c);     \
+                        }                                                                             \
+                }                                                                                     \
+                j0 += step;                                                                           \
+            }                                                                                         \
+        }                                                                                             \
+        free(idx);                                                                                    \
+        return 0;                                                                                     \
     }
-    free(idx);
-    return 0;
-}
+
+#define VIN16_i16 v16s
+#define VIN8_i16 v8s
+#define VIN16_i8 v16c
+#define VIN8_i8 v8c
+DEFINE_SPIKE_ROWS(spike_rows_i16, int16_t, i16)
+DEFINE_SPIKE_ROWS(spike_rows_i8, int8_t, i8)
 
 static inline double wrap_bits(double x, double half, double full, double inv_full) {
     return x - full * floor((x + half) * inv_full);

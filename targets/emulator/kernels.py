@@ -3,7 +3,7 @@
 `available()` says whether the library was built (setup.py builds it at install time when a C compiler
 is there). The stages call `spike_rows` and `lif_scan` when it is, and their numpy code otherwise; both
 give the same integers, which tests/test_emulator_kernels.py checks. SPIKEDEPLOY_KERNELS=numpy forces
-the numpy path (for comparisons and debugging).
+the numpy path (for comparisons and debugging); SPIKEDEPLOY_THREADS=N caps the threads the kernels use.
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ def _lib():
         lib = ctypes.CDLL(spec.origin)
     except OSError:
         return None
-    lib.spike_rows.argtypes = [_P, _L, _P, _L, _L, _L, _P, _L, _L]
-    lib.spike_rows.restype = _I
+    for fn in (lib.spike_rows_i16, lib.spike_rows_i8):
+        fn.argtypes = [_P, _L, _P, _L, _L, _L, ctypes.c_float, _P, _L, _L]
+        fn.restype = _I
     lib.lif_scan.argtypes = [_L, _L, _L, _L, _L, _P, _I, _D, _P, _P, _P, _P, _P, _P, _D, _I, _I, _L, _L, _L,
                              _P, _P, _P, _P, _P]
     lib.lif_scan.restype = None
@@ -52,6 +53,9 @@ def describe() -> str:
 
 @cache
 def _threads() -> int:
+    """SPIKEDEPLOY_THREADS, else every CPU this process may run on."""
+    if os.environ.get("SPIKEDEPLOY_THREADS", "").isdigit():
+        return max(1, int(os.environ["SPIKEDEPLOY_THREADS"]))
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:
@@ -83,30 +87,43 @@ def _ptr(a: np.ndarray | None):
 TILE_COLUMNS = 64  # kernels.c TMIN: weight rows are padded to a multiple of it
 
 
-def spike_weights(w_out_in: np.ndarray) -> tuple[np.ndarray, int]:
-    """(out, in) integer weights as spike_rows reads them: int16 [in, out padded to TILE_COLUMNS], max |w|."""
+def spike_weights(w_out_in: np.ndarray) -> tuple[np.ndarray, int, float]:
+    """(out, in) integer weights as spike_rows reads them: [in, out padded to TILE_COLUMNS], max |w|, scale.
+
+    int8 when the weights divided by their common power of two fit it (Lava's 8-bit mixed-sign weights
+    are all even), which halves the cache traffic; int16 otherwise. scale is that power of two.
+    """
     n_out, n_in = w_out_in.shape
     ldw = -(-max(n_out, 1) // TILE_COLUMNS) * TILE_COLUMNS
-    w16 = np.zeros((n_in, ldw), np.int16)
-    w16[:, :n_out] = w_out_in.T
-    return w16, int(np.abs(w_out_in).max(initial=0))
+    wi = w_out_in.astype(np.int32)  # the stage only calls this for |w| < 2**15
+    low = int(np.bitwise_or.reduce(wi, axis=None)) if wi.size else 0
+    # trailing zeros common to every weight: those of the OR of all (two's complement keeps them)
+    z = (low & -low).bit_length() - 1 if low else 0
+    if z:
+        wi >>= z
+    small = wi.size == 0 or (int(wi.min()) >= -128 and int(wi.max()) <= 127)
+    dt = np.int8 if small else np.int16
+    wk = np.zeros((n_in, ldw), dt)
+    wk[:, :n_out] = wi.astype(dt).T
+    return wk, int(np.abs(wi).max(initial=0)), float(2**z)
 
 
-def spike_rows(x: np.ndarray, w16: np.ndarray, wmax: int, out: np.ndarray) -> None:
-    """out[r] = sum of w16[k, :n] over the k with x[r, k] != 0 (exact integers in float32).
+def spike_rows(x: np.ndarray, wk: np.ndarray, wmax: int, scale: float, out: np.ndarray) -> None:
+    """out[r] = scale * sum of wk[k, :n] over the k with x[r, k] != 0 (exact integers in float32).
 
-    x: uint8 [R, K] of 0/1; w16, wmax: from spike_weights; out: float32 [R, n], C-contiguous.
+    x: uint8 [R, K] of 0/1; wk, wmax, scale: from spike_weights; out: float32 [R, n], C-contiguous.
     """
     lib = _lib()
     r, k = x.shape
     n = out.shape[1]
-    ldw = w16.shape[1]
-    assert x.dtype == np.uint8 and w16.dtype == np.int16 and out.dtype == np.float32
-    assert x.flags.c_contiguous and w16.flags.c_contiguous and out.flags.c_contiguous
-    assert out.shape[0] == r and w16.shape[0] == k and ldw % TILE_COLUMNS == 0 and ldw >= n
+    ldw = wk.shape[1]
+    fn = {np.dtype(np.int8): lib.spike_rows_i8, np.dtype(np.int16): lib.spike_rows_i16}[wk.dtype]
+    assert x.dtype == np.uint8 and out.dtype == np.float32
+    assert x.flags.c_contiguous and wk.flags.c_contiguous and out.flags.c_contiguous
+    assert out.shape[0] == r and wk.shape[0] == k and ldw % TILE_COLUMNS == 0 and ldw >= n
 
     def part(r0, r1):
-        return lib.spike_rows(_ptr(x), k, _ptr(w16), n, ldw, int(wmax), _ptr(out), r0, r1)
+        return fn(_ptr(x), k, _ptr(wk), n, ldw, int(wmax), float(scale), _ptr(out), r0, r1)
 
     if any(rc != 0 for rc in _run_parts(part, _split(r, MIN_ROWS_PER_THREAD))):
         raise MemoryError("emulator kernel spike_rows: no memory for its scratch index")

@@ -110,7 +110,7 @@ class DenseStage(SynapseStage):
         if self.sparse:
             self.groups = [(k, *kernels.spike_weights(m)) for k, m in groups]
         else:
-            self.groups = [(k, m.astype(ft, copy=False), 0) for k, m in groups]
+            self.groups = [(k, m.astype(ft, copy=False), 0, 1.0) for k, m in groups]
         buf_t = np.float32 if (self.mode == "f32" and self.exp >= 0) else np.float64
         super().__init__(name, (n_out,), buf_t)
         if self.reg_wrap:
@@ -129,7 +129,7 @@ class DenseStage(SynapseStage):
 
     def _accumulate_blas(self, x2: np.ndarray, tc: int, b: int) -> None:
         # binary sources already hold 0/1 (neuron spikes, or inputs checked to be binary)
-        for k, wt, _ in self.groups:
+        for k, wt, _, _ in self.groups:
             dst = self.buf[1 + k : 1 + k + tc].reshape(tc * b, -1)
             if self.mode == "i64":
                 acc = x2.astype(np.int64) @ wt.T
@@ -147,13 +147,13 @@ class DenseStage(SynapseStage):
         x8 = x2 if x2.dtype == np.uint8 else (x2 != 0).view(np.uint8)
         x8 = np.ascontiguousarray(x8)
         direct = self.exp == 0 and len(self.groups) == 1 and self.buf.dtype == np.float32
-        for k, w16, wmax in self.groups:
+        for k, wk, wmax, scale in self.groups:
             dst = self.buf[1 + k : 1 + k + tc].reshape(tc * b, -1)
             if direct:  # a fresh slice of zeros: write the sums in place
-                kernels.spike_rows(x8, w16, wmax, dst)
+                kernels.spike_rows(x8, wk, wmax, scale, dst)
             else:
                 tmp = np.empty(dst.shape, np.float32)
-                kernels.spike_rows(x8, w16, wmax, tmp)
+                kernels.spike_rows(x8, wk, wmax, scale, tmp)
                 dst += shift_sum(tmp, self.exp)
 
 
