@@ -46,6 +46,7 @@ SEARCH_GOOD_ENOUGH = 1.02  # no search when the first packing is within 2% of th
 COMPLEMENT_MAX = 0.75
 PAIR_MARGIN = (1.0, 0.95, 0.9, 0.85)
 ALLOCATORS = ("greedy", "roundrobin")
+REBALANCE_PASSES = 3
 
 
 @dataclass
@@ -196,6 +197,7 @@ def partition(graph, target, *, run=None, qgraph=None, chips: int | None = None,
     if (totals["neurons"] <= SEARCH_MAX_NEURONS and len(core_groups) > SEARCH_GOOD_ENOUGH * lower
             and not violations):
         splits, core_groups = _search(model, lim, idx, sharing, target, rates, splits, core_groups, lower)
+        splits, core_groups = _rebalance(model, splits, core_groups, lim, idx, sharing)
 
     # resources per core, recomputed from final groups
     out_need = _out_need_all(model, splits)
@@ -281,6 +283,35 @@ def _over(u, lim) -> str | None:
     return None
 
 
+def _longest_fit(layer: Layer, a: int, lim, out_cum, idx, sharing, prev: int) -> int:
+    """The largest b such that neurons [a, b) fit `lim` (a where not even one does); tries a + prev first
+    because layers are usually uniform. Every resource grows with b, so bisection finds it."""
+    def fits(b):
+        return _over(_usage(layer, a, b, out_cum, idx, sharing), lim) is None
+
+    hi = min(layer.n, a + lim["neurons"])
+    if hi <= a or fits(hi):
+        return max(a, hi)
+    if not fits(a + 1):
+        return a
+    lo = a + 1
+    guess = a + prev
+    if lo < guess < hi:
+        if fits(guess):
+            lo = guess
+            if guess + 1 < hi and not fits(guess + 1):
+                hi = guess + 1
+        else:
+            hi = guess
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
 def _split_layer(layer: Layer, out_cum, lim, idx, sharing, target, strict, violations,
                  first: tuple[dict, int] | None = None) -> list[tuple[int, int]]:
     """Consecutive longest ranges that fit `lim`; with `first=(lim_a, k)` the first k ranges fit lim_a."""
@@ -291,40 +322,19 @@ def _split_layer(layer: Layer, out_cum, lim, idx, sharing, target, strict, viola
     prev = lim["neurons"]
     while a < n:
         lim = first[0] if first is not None and len(groups) < first[1] else base
-        hi = min(n, a + lim["neurons"])
-        if _over(_usage(layer, a, hi, out_cum, idx, sharing), lim) is None:
-            b = hi
-        else:
+        b = _longest_fit(layer, a, lim, out_cum, idx, sharing, prev)
+        if b == a:
             u1 = _usage(layer, a, a + 1, out_cum, idx, sharing)
             r = _over(u1, lim)
-            if r is not None:
-                src = ", ".join(sorted({p.src for p in layer.incoming})) or "-"
-                err = check_single(layer, r, u1[r], lim[r], target, f" (neuron {a}; sources: {src})")
-                if strict:
-                    raise err
-                violations.append(str(err))
-                groups.append((a, a + 1))
-                a += 1
-                continue
-            lo = a + 1
-            # try the previous group's size first: layers are usually uniform
-            guess = a + prev
-            if lo < guess < hi:
-                if _over(_usage(layer, a, guess, out_cum, idx, sharing), lim) is None:
-                    lo = guess
-                    if guess + 1 < hi and _over(_usage(layer, a, guess + 1, out_cum, idx, sharing), lim) is not None:
-                        hi = guess + 1
-                else:
-                    hi = guess
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                if _over(_usage(layer, a, mid, out_cum, idx, sharing), lim) is None:
-                    lo = mid
-                else:
-                    hi = mid
-            b = lo
+            src = ", ".join(sorted({p.src for p in layer.incoming})) or "-"
+            err = check_single(layer, r, u1[r], lim[r], target, f" (neuron {a}; sources: {src})")
+            if strict:
+                raise err
+            violations.append(str(err))
+            b = a + 1
+        else:
+            prev = b - a
         groups.append((a, b))
-        prev = b - a
         a = b
     return groups
 
@@ -451,6 +461,103 @@ def _search(model, lim, idx, sharing, target, rates, splits, core_groups, lower)
             if best[0] <= lower:
                 break
     return best[1], best[2]
+
+
+# ---- rebalancing ----------------------------------------------------------------------------------
+def _vec(u: dict[str, int]) -> np.ndarray:
+    return np.array([u[r] for r in RESOURCES], dtype=np.int64)
+
+
+class _Cores:
+    """A packing being edited: per layer its cores in neuron order, per core the use of each group."""
+
+    def __init__(self, model, splits, core_groups, lim, idx, sharing):
+        self.model, self.idx, self.sharing = model, idx, sharing
+        self.limv = _vec(lim)
+        self.splits = dict(splits)
+        self.out_need = _out_need_all(model, splits)
+        self.use = np.zeros((len(core_groups), len(RESOURCES)), np.int64)
+        self.group_use: dict[tuple[str, int], np.ndarray] = {}
+        where: dict[str, list[tuple[int, int]]] = {}
+        for ci, members in enumerate(core_groups):
+            for lname, a, b in members:
+                where.setdefault(lname, []).append((a, ci))
+                self._set(lname, ci, a, b)
+        self.cores_of = {k: [c for _, c in sorted(v)] for k, v in where.items()}
+
+    def _set(self, lname, ci, a, b):
+        old = self.group_use.pop((lname, ci), None)
+        if old is not None:
+            self.use[ci] -= old
+        if b > a:
+            u = _vec(_usage(self.model.layers[lname], a, b, self.out_need[lname], self.idx, self.sharing))
+            self.group_use[(lname, ci)] = u
+            self.use[ci] += u
+
+    def _apply(self, lname, groups, cores):
+        for ci, (a, b) in zip(cores, groups + [(0, 0)] * (len(cores) - len(groups)), strict=True):
+            self._set(lname, ci, a, b)
+
+    def refill(self, lname: str, depth: int = 1, force: bool = False) -> bool:
+        """Re-cut `lname` so each of its cores, in order, takes the longest range that fits beside the
+        other groups there; cores it no longer needs lose its group. Kept only if every core still fits
+        once the source layers' output axons (which depend on this cut) are recounted."""
+        layer, cores = self.model.layers[lname], self.cores_of[lname]
+        old = self.splits[lname]
+        groups, a = [], 0
+        for ci in cores:
+            if a >= layer.n:
+                break
+            room = self.limv - self.use[ci] + self.group_use.get((lname, ci), 0)
+            cap = dict(zip(RESOURCES, (int(x) for x in room), strict=True))
+            b = _longest_fit(layer, a, cap, self.out_need[lname], self.idx, self.sharing, max(1, old[0][1] - old[0][0]))
+            if b == a:
+                return False
+            groups.append((a, b))
+            a = b
+        if a < layer.n or (groups == old and not force):
+            return False
+        srcs = sorted({p.src for p in layer.incoming if p.src in self.model.layers})
+        saved = self._state()
+        self.splits[lname] = groups
+        self._apply(lname, groups, cores)
+        for src in srcs:  # their neurons now feed a different set of cores
+            self.out_need[src] = _out_need(self.model, src, self.splits)
+            self._apply(src, self.splits[src], self.cores_of[src])
+        self.cores_of[lname] = cores[: len(groups)]
+        # a source whose cores now overflow may fit again once its own cut points move
+        for src in srcs:
+            if depth > 0 and src != lname and np.any(self.use[self.cores_of[src]] > self.limv[None, :]):
+                self.refill(src, depth - 1, force=True)
+        if np.any(self.use > self.limv[None, :]):
+            self.splits, self.cores_of, self.out_need, self.group_use, self.use = saved
+            return False
+        return True
+
+    def _state(self):
+        return dict(self.splits), dict(self.cores_of), dict(self.out_need), dict(self.group_use), self.use.copy()
+
+    def result(self):
+        """(splits, core groups) without the cores left empty."""
+        members: dict[int, list[tuple[str, int, int]]] = {}
+        for lname, cores in self.cores_of.items():
+            for ci, (a, b) in zip(cores, self.splits[lname], strict=True):
+                members.setdefault(ci, []).append((lname, a, b))
+        return self.splits, [members[ci] for ci in sorted(members)]
+
+
+def _rebalance(model, splits, core_groups, lim, idx, sharing, passes: int = REBALANCE_PASSES):
+    """Move cut points so earlier cores of each layer fill up and its last ones empty (cores that lose
+    every group are dropped). The packing keeps its cores' layer sets; only ranges move."""
+    cores = _Cores(model, splits, core_groups, lim, idx, sharing)
+    for _ in range(passes):
+        changed = False
+        for lname in model.order:
+            if len(cores.cores_of.get(lname, ())) > 1:
+                changed |= cores.refill(lname)
+        if not changed:
+            break
+    return cores.result()
 
 
 # ---- packing --------------------------------------------------------------------------------------
