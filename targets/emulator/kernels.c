@@ -14,7 +14,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-/* Column tiles held in registers: NV vectors of 16 int16 or of 8 int32 accumulators. GCC/Clang vector
+/* Column tiles held in registers: NV vectors of 16 (32 with AVX-512) int16 or of 8 int32 accumulators. GCC/Clang vector
  * extensions, so the same code builds for whatever vector width the compiler targets. Weights are int16,
  * or int8 when they fit (half the cache traffic); the rows are padded to ldw, a multiple of TMIN
  * columns, so every tile reads whole vectors, and only the first n columns are stored, times `scale`
@@ -43,6 +43,26 @@ static inline v16s LOAD_v16c(const int8_t *p) { v16c v; __builtin_memcpy(&v, p, 
 static inline v8i LOAD_v8c(const int8_t *p) { v8c v; __builtin_memcpy(&v, p, sizeof v); return __builtin_convertvector(v, v8i); }
 #endif
 
+/* int16 accumulators: 32 lanes in a 512-bit register with AVX-512BW (half the instructions), else 16 */
+#if defined(__AVX512BW__)
+typedef int16_t v32s __attribute__((vector_size(64)));
+typedef float v32f_u __attribute__((vector_size(128), aligned(4)));
+static inline v32s LOAD_v32s(const int16_t *p) { return (v32s)_mm512_loadu_si512((const void *)p); }
+static inline v32s LOAD_v32c(const int8_t *p) { return (v32s)_mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)p)); }
+#define ACC16 v32s
+#define OUT16 v32f_u
+#define L16 32
+#define VIN16_i16 v32s
+#define VIN16_i8 v32c
+#else
+#define ACC16 v16s
+#define OUT16 v16f_u
+#define L16 16
+#define VIN16_i16 v16s
+#define VIN16_i8 v16c
+#endif
+#define BIG (16 * L16) /* widest tile: 16 accumulator registers */
+
 #define CAT(a, b) a##b
 #define XCAT(a, b) CAT(a, b)
 
@@ -67,6 +87,28 @@ static inline v8i LOAD_v8c(const int8_t *p) { v8c v; __builtin_memcpy(&v, p, siz
                     o[q * LANES + e] = (float)acc[q][e] * scale;                                    \
     }
 
+/* The indices of the nonzero bytes of xr[0..k) into idx; returns how many. */
+static long active_inputs(const uint8_t *xr, long k, int32_t *idx) {
+    long c = 0, i = 0;
+#if defined(__AVX2__)
+    /* 32 bytes at a time: a bit mask of the nonzero ones, then one step per spike */
+    const __m256i zero = _mm256_setzero_si256();
+    for (; i + 32 <= k; i += 32) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(xr + i));
+        uint32_t mask = ~(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, zero));
+        while (mask) {
+            idx[c++] = (int32_t)(i + __builtin_ctz(mask));
+            mask &= mask - 1;
+        }
+    }
+#endif
+    for (; i < k; i++) {
+        idx[c] = (int32_t)i;
+        c += xr[i] != 0;
+    }
+    return c;
+}
+
 #define ROW_BLOCK 64 /* rows whose active-input lists are built once and reused for every column tile */
 
 /* out[r, :n] = scale * sum over k with x[r, k] != 0 of w[k, :n], for rows r0 <= r < r1.
@@ -76,8 +118,9 @@ static inline v8i LOAD_v8c(const int8_t *p) { v8c v; __builtin_memcpy(&v, p, siz
  * for the whole block, so a tile of w stays in cache. Returns 0, -1 without scratch memory, -2 for a
  * bad ldw. */
 #define DEFINE_SPIKE_ROWS(NAME, WT, SUF)                                                              \
-    DEFINE_TILE(t16_256_##SUF, WT, 16, v16s, VIN16_##SUF, v16f_u, 16)                                 \
-    DEFINE_TILE(t16_64_##SUF, WT, 4, v16s, VIN16_##SUF, v16f_u, 16)                                   \
+    DEFINE_TILE(t16_big_##SUF, WT, 16, ACC16, VIN16_##SUF, OUT16, L16)                                \
+    DEFINE_TILE(t16_256_##SUF, WT, 256 / L16, ACC16, VIN16_##SUF, OUT16, L16)                         \
+    DEFINE_TILE(t16_64_##SUF, WT, TMIN / L16, ACC16, VIN16_##SUF, OUT16, L16)                         \
     DEFINE_TILE(t32_128_##SUF, WT, 16, v8i, VIN8_##SUF, v8f_u, 8)                                     \
     DEFINE_TILE(t32_64_##SUF, WT, 8, v8i, VIN8_##SUF, v8f_u, 8)                                       \
     int NAME(const uint8_t *x, long k, const WT *w, long n, long ldw, long wmax, float scale,         \
@@ -89,23 +132,16 @@ static inline v8i LOAD_v8c(const int8_t *p) { v8c v; __builtin_memcpy(&v, p, siz
         long m[ROW_BLOCK];                                                                            \
         for (long rb = r0; rb < r1; rb += ROW_BLOCK) {                                                \
             long nb = r1 - rb < ROW_BLOCK ? r1 - rb : ROW_BLOCK;                                      \
-            for (long q = 0; q < nb; q++) {                                                           \
-                const uint8_t *xr = x + (rb + q) * k;                                                 \
-                int32_t *iq = idx + q * k;                                                            \
-                long c = 0;                                                                           \
-                for (long i = 0; i < k; i++) {                                                        \
-                    iq[c] = (int32_t)i;                                                               \
-                    c += xr[i] != 0;                                                                  \
-                }                                                                                     \
-                m[q] = c;                                                                             \
-            }                                                                                         \
+            for (long q = 0; q < nb; q++) m[q] = active_inputs(x + (rb + q) * k, k, idx + q * k);     \
             for (long j0 = 0; j0 < n;) {                                                              \
-                long step = ldw - j0 >= 256 ? 256 : TMIN, width = n - j0 < step ? n - j0 : step;      \
+                long step = ldw - j0 >= BIG ? BIG : ldw - j0 >= 256 ? 256 : TMIN;                     \
+                long width = n - j0 < step ? n - j0 : step;                                           \
                 for (long q = 0; q < nb; q++) {                                                       \
                     const int32_t *iq = idx + q * k;                                                  \
                     float *o = out + (rb + q) * n + j0;                                               \
                     if (m[q] <= fit16) {                                                              \
-                        if (step == 256) t16_256_##SUF(iq, m[q], w, ldw, j0, width, scale, o);        \
+                        if (step == BIG) t16_big_##SUF(iq, m[q], w, ldw, j0, width, scale, o);        \
+                        else if (step == 256) t16_256_##SUF(iq, m[q], w, ldw, j0, width, scale, o);   \
                         else t16_64_##SUF(iq, m[q], w, ldw, j0, width, scale, o);                     \
                     } else                                                                            \
                         for (long c = 0; c < step && c < width; c += 128) {                           \
@@ -120,9 +156,7 @@ static inline v8i LOAD_v8c(const int8_t *p) { v8c v; __builtin_memcpy(&v, p, siz
         return 0;                                                                                     \
     }
 
-#define VIN16_i16 v16s
 #define VIN8_i16 v8s
-#define VIN16_i8 v16c
 #define VIN8_i8 v8c
 DEFINE_SPIKE_ROWS(spike_rows_i16, int16_t, i16)
 DEFINE_SPIKE_ROWS(spike_rows_i8, int8_t, i8)
@@ -131,10 +165,10 @@ static inline double wrap_bits(double x, double half, double full, double inv_fu
     return x - full * floor((x + half) * inv_full);
 }
 
-/* (x * f) >> decay_bits toward zero, or to nearest with ties away from zero when rnd = 0.5 */
-static inline double decay(double x, double f_scaled, double rnd) {
+/* (x * f) >> decay_bits toward zero, or to nearest with ties away from zero */
+static inline double decay(double x, double f_scaled, int nearest) {
     double y = x * f_scaled;
-    return trunc(y + (y < 0 ? -rnd : rnd));
+    return nearest ? trunc(y + (y < 0 ? -0.5 : 0.5)) : trunc(y);
 }
 
 enum { REG_WRAP = 1, CHECK_U = 2, CHECK_V = 4, BIAS = 8, NEAREST = 16 };
@@ -150,20 +184,20 @@ typedef struct {
 static inline __attribute__((always_inline)) int32_t lif_row(
     const int F, long n, const lif_consts *c, const double *restrict ain, double *restrict ub,
     double *restrict vb, double *restrict spk_d, int64_t *wraps, int64_t *sats) {
-    const double rnd = (F & NEAREST) ? 0.5 : 0.0, big_m = c->big_m, two_m = 2 * c->big_m, lim = c->big_m - 1;
+    const double big_m = c->big_m, two_m = 2 * c->big_m, lim = c->big_m - 1;
     const double *restrict fu_s = c->fu_s, *restrict fv_s = c->fv_s, *restrict vth = c->vth;
     const double *restrict bias = c->bias;
     int64_t nw = 0, ns = 0;
     int32_t cnt = 0;
     for (long j = 0; j < n; j++) {
-        double x = decay(ub[j], fu_s[j], rnd) + ain[j];
+        double x = decay(ub[j], fu_s[j], F & NEAREST) + ain[j];
         if (F & REG_WRAP) x = wrap_bits(x, c->half, c->full, c->inv_full);
         if (F & CHECK_U) { /* a single wrap, not modulo, as Lava does */
             int hi = x > big_m, lo = x <= -big_m;
             nw += hi + lo;
             x = hi ? x - two_m : (lo ? x + two_m : x);
         }
-        double y = decay(vb[j], fv_s[j], rnd) + x;
+        double y = decay(vb[j], fv_s[j], F & NEAREST) + x;
         if (F & BIAS) y += bias[j];
         if (F & REG_WRAP) y = wrap_bits(y, c->half, c->full, c->inv_full);
         if (F & CHECK_V) {
