@@ -216,7 +216,8 @@ def _execute(prog: Program, xs, steps: int, batch: int, chunk_bytes: int) -> Run
         tc = 1
     else:
         widest = max((int(np.prod(n.out_shape or (1,))) for n in g.nodes.values()), default=1)
-        tc = int(max(1, min(steps, chunk_bytes // max(1, 8 * batch * widest))))
+        # synapse outputs are float32 and spikes uint8, so 4 bytes bound one value of the widest node
+        tc = int(max(1, min(steps, chunk_bytes // max(1, 4 * batch * widest))))
     run = Run(backend="emulator", steps=steps, batch=batch)
     run.meta["arith"] = prog.ar.name
     run.meta["chunk_steps"] = tc
