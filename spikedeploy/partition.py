@@ -47,6 +47,9 @@ COMPLEMENT_MAX = 0.75
 PAIR_MARGIN = (1.0, 0.95, 0.9, 0.85)
 ALLOCATORS = ("greedy", "roundrobin")
 REBALANCE_PASSES = 3
+# core elimination (_Cores.eliminate): least used cores tried, and cores tried for each half of a group
+ELIMINATE_TRIES = 4
+RELOCATE_CANDIDATES = 6
 
 
 @dataclass
@@ -508,34 +511,105 @@ class _Cores:
         for ci in cores:
             if a >= layer.n:
                 break
-            room = self.limv - self.use[ci] + self.group_use.get((lname, ci), 0)
-            cap = dict(zip(RESOURCES, (int(x) for x in room), strict=True))
-            b = _longest_fit(layer, a, cap, self.out_need[lname], self.idx, self.sharing, max(1, old[0][1] - old[0][0]))
+            b = _longest_fit(layer, a, self._room(ci, lname), self.out_need[lname], self.idx, self.sharing,
+                             max(1, old[0][1] - old[0][0]))
             if b == a:
                 return False
             groups.append((a, b))
             a = b
         if a < layer.n or (groups == old and not force):
             return False
-        srcs = sorted({p.src for p in layer.incoming if p.src in self.model.layers})
         saved = self._state()
         self.splits[lname] = groups
         self._apply(lname, groups, cores)
-        for src in srcs:  # their neurons now feed a different set of cores
+        self.cores_of[lname] = cores[: len(groups)]
+        self._recount_sources(lname, depth)
+        return self._keep_if_fits(saved)
+
+    def _room(self, ci: int, lname: str | None = None) -> dict[str, int]:
+        """What core ci has left, counting `lname`'s group there as free."""
+        room = self.limv - self.use[ci] + (self.group_use.get((lname, ci), 0) if lname else 0)
+        return dict(zip(RESOURCES, (int(x) for x in room), strict=True))
+
+    def _recount_sources(self, lname: str, depth: int) -> None:
+        """Source layers' output axons after `lname` was re-cut; a source whose cores overflow is re-cut
+        too (its own cut points may absorb the change), `depth` levels deep."""
+        srcs = sorted({p.src for p in self.model.layers[lname].incoming if p.src in self.model.layers})
+        for src in srcs:
             self.out_need[src] = _out_need(self.model, src, self.splits)
             self._apply(src, self.splits[src], self.cores_of[src])
-        self.cores_of[lname] = cores[: len(groups)]
-        # a source whose cores now overflow may fit again once its own cut points move
         for src in srcs:
             if depth > 0 and src != lname and np.any(self.use[self.cores_of[src]] > self.limv[None, :]):
                 self.refill(src, depth - 1, force=True)
+
+    def _keep_if_fits(self, saved) -> bool:
         if np.any(self.use > self.limv[None, :]):
             self.splits, self.cores_of, self.out_need, self.group_use, self.use = saved
             return False
         return True
 
     def _state(self):
-        return dict(self.splits), dict(self.cores_of), dict(self.out_need), dict(self.group_use), self.use.copy()
+        return (dict(self.splits), dict(self.cores_of), dict(self.out_need), dict(self.group_use),
+                self.use.copy())
+
+    def _replace(self, lname: str, i: int, parts: list[tuple[int, int, int]]) -> None:
+        """Group i of `lname` becomes the consecutive parts [(core, start, stop), ...]."""
+        self._set(lname, self.cores_of[lname][i], 0, 0)
+        sp, co = self.splits[lname], self.cores_of[lname]
+        self.splits[lname] = sp[:i] + [(a, b) for _, a, b in parts] + sp[i + 1:]
+        self.cores_of[lname] = co[:i] + [c for c, _, _ in parts] + co[i + 1:]
+        for c, a, b in parts:
+            self._set(lname, c, a, b)
+
+    def _relocate(self, lname: str, victim: int) -> bool:
+        """Move `lname`'s group off core `victim`: whole onto the core it fits best, else cut in two onto
+        the pair of cores with most room for it."""
+        layer = self.model.layers[lname]
+        i = self.cores_of[lname].index(victim)
+        a, b = self.splits[lname][i]
+        u = self.group_use[(lname, victim)]
+        others = [c for c in range(len(self.use)) if c != victim and self.use[c].any()
+                  and c not in self.cores_of[lname]]
+        whole = [c for c in others if np.all(self.use[c] + u <= self.limv)]
+        if whole:  # ranges unchanged, so no axon count changes
+            c = min(whole, key=lambda c: (float(np.min((self.limv - self.use[c] - u) / self.limv)), c))
+            self._replace(lname, i, [(c, a, b)])
+            return True
+        # rank by the room left on the group's scarcest resource
+        fill = lambda c: float(np.min((self.limv - self.use[c]) / np.maximum(u, 1)))  # noqa: E731
+        best = sorted(others, key=lambda c: (-fill(c), c))[:RELOCATE_CANDIDATES]
+        for cj in best:
+            m = _longest_fit(layer, a, self._room(cj), self.out_need[lname], self.idx, self.sharing,
+                             (b - a) // 2)
+            if not a < m < b:
+                continue
+            rest = _vec(_usage(layer, m, b, self.out_need[lname], self.idx, self.sharing))
+            for ck in best:
+                if ck == cj or np.any(self.use[ck] + rest > self.limv):
+                    continue
+                saved = self._state()
+                self._replace(lname, i, [(cj, a, m), (ck, m, b)])
+                self._recount_sources(lname, 1)
+                if self._keep_if_fits(saved):
+                    return True
+        return False
+
+    def empty(self, victim: int) -> bool:
+        """Move every group off core `victim` (largest first), or change nothing."""
+        saved = self._state()
+        members = sorted((lname for lname, c in self.group_use if c == victim),
+                         key=lambda k: (-int(self.group_use[(k, victim)][0]), k))
+        for lname in members:
+            if not self._relocate(lname, victim):
+                self.splits, self.cores_of, self.out_need, self.group_use, self.use = saved
+                return False
+        return True
+
+    def eliminate(self, tries: int) -> bool:
+        """Empty one of the `tries` least used cores."""
+        load = (self.use / self.limv[None, :]).max(axis=1)
+        live = [c for c in np.argsort(load, kind="stable") if self.use[c].any()]
+        return any(self.empty(int(c)) for c in live[:tries])
 
     def result(self):
         """(splits, core groups) without the cores left empty."""
@@ -547,14 +621,17 @@ class _Cores:
 
 
 def _rebalance(model, splits, core_groups, lim, idx, sharing, passes: int = REBALANCE_PASSES):
-    """Move cut points so earlier cores of each layer fill up and its last ones empty (cores that lose
-    every group are dropped). The packing keeps its cores' layer sets; only ranges move."""
+    """Move cut points so earlier cores of each layer fill up and its last ones empty, then try to empty
+    the least used cores by moving (or cutting in two) their groups onto others; cores that lose every
+    group are dropped. Every change is kept only if all cores still fit after the axon counts it
+    affects are redone."""
     cores = _Cores(model, splits, core_groups, lim, idx, sharing)
     for _ in range(passes):
         changed = False
         for lname in model.order:
             if len(cores.cores_of.get(lname, ())) > 1:
                 changed |= cores.refill(lname)
+        changed |= cores.eliminate(ELIMINATE_TRIES)
         if not changed:
             break
     return cores.result()

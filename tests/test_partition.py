@@ -39,28 +39,22 @@ def test_dense_chain_fits_checker_and_bound():
     json.dumps(p.as_dict())
 
 
-def _assert_near_bound(p, gap=None):
-    """cores <= 1.15 x lower bound; a known gap (reason, cores now) is a regression ceiling and an xfail."""
-    assert p.lower_bound <= p.cores_used
-    if gap is not None:
-        reason, ceiling = gap
-        assert p.cores_used <= ceiling, f"regressed: {p.cores_used} cores, was {ceiling}"
-        if p.cores_used > 1.15 * p.lower_bound:
-            pytest.xfail(f"{p.cores_used} cores vs bound {p.lower_bound}: {reason}")
-    assert p.cores_used <= 1.15 * p.lower_bound
+def _assert_near_bound(p):
+    """The acceptance goal: cores used <= 1.15 x the lower bound (which holds for any placement)."""
+    assert p.lower_bound <= p.cores_used <= 1.15 * p.lower_bound, (p.cores_used, p.lower_bound)
 
 
-@pytest.mark.parametrize("g,gap", [
+@pytest.mark.parametrize("g", [
     # 30%-dense rows: groups large enough for 3 cores read most sources, so they store w + index bits per
     # synapse; the group-size memory bound proves 4 cores are needed
-    (dense_chain([300, 500, 500], recurrent=(1,), density=0.3, seed=1), None),
-    (conv_net(pool=2), None),  # SumPool2d -> Flatten -> Linear: a composite chain
-    (conv_net((2, 24, 24), ((8, 3, 1, 1), (8, 3, 2, 1)), (32,)), None),
+    dense_chain([300, 500, 500], recurrent=(1,), density=0.3, seed=1),
+    conv_net(pool=2),  # SumPool2d -> Flatten -> Linear: a composite chain
+    conv_net((2, 24, 24), ((8, 3, 1, 1), (8, 3, 2, 1)), (32,)),
 ], ids=["recurrent_sparse", "conv_pool_chain", "conv_small"])
-def test_synthetic_graphs_pass_independent_check(g, gap):
+def test_synthetic_graphs_pass_independent_check(g):
     p = partition(g, LOIHI1)
     check_placement(g, p, LOIHI1)
-    _assert_near_bound(p, gap)
+    _assert_near_bound(p)
 
 
 def test_input_saturating_layer_gets_cores_of_its_own_in_the_bound():
@@ -158,21 +152,19 @@ def test_loihi1_limits_are_nengo_loihi():
 
 
 NETX = [("gts/pilotnet_lif/network.net", None), ("gts/ntidigits/ntidigits.net", 5), ("mnist.net", None)]
-NETX_GAPS = {  # (why, cores used now)
-    ("pilotnet_lif", "loihi2"): ("conv halo (+8% input axons over the halo bound) and in/out-axon packing", 60),
-}
 
 
 @pytest.mark.parametrize("target", ["loihi1", "loihi2"])
 @pytest.mark.parametrize("rel,num_layers", NETX, ids=["pilotnet_lif", "ntidigits", "mnist"])
-def test_lava_dl_networks(lavadl_netx_dir, rel, num_layers, target, request):
+def test_lava_dl_networks(lavadl_netx_dir, rel, num_layers, target):
+    # mnist: groups large enough for 3 cores read most of their sources as dense blocks, so the
+    # group-size memory bound proves 4 cores; pilotnet: bound 52 from the conv halos, 59 cores on Loihi 2
     netx = pytest.importorskip("spikedeploy.converters.netx")
-    net = request.node.callspec.id.split("-")[0]
     t = get_target(target)
     q = netx.read_netx(lavadl_netx_dir / rel, num_layers=num_layers)
     p = partition(q.graph, t, qgraph=q)
     check_placement(q.graph, p, t, qgraph=q)
-    _assert_near_bound(p, NETX_GAPS.get((net, target)))
+    _assert_near_bound(p)
 
 
 @pytest.mark.parametrize("s,k", [((2, 2), (3, 3)), ((1, 1), (3, 3)), ((2, 1), (3, 3)), ((1, 1), (1, 3)),
@@ -312,3 +304,22 @@ def test_dense_group_size_bound_never_exceeds_best_split(density, idx, monkeypat
     monkeypatch.setattr("spikedeploy.partition_bound.DENSE_DP_MAX_CELLS", 0)  # the pairwise bound alone
     pairwise = _dense_layer_bits(projs, idx, n, n)
     assert any(fn(C) > pairwise(C) for C in range(1, n + 1))  # the group-size bound is doing work
+
+
+def test_spectral_norm_upper_bound():
+    from spikedeploy.partition_bound import spectral_norm_upper
+
+    rng = np.random.default_rng(3)
+    for shape in ((1, 1), (5, 9), (40, 12), (200, 300)):
+        for scale in (1e-3, 1.0, 1e3):
+            e = rng.standard_normal(shape) * scale
+            true = float(np.linalg.norm(e, 2))
+            assert true <= spectral_norm_upper(e) <= true * max(shape) ** (1 / 512) * 1.00001
+    assert spectral_norm_upper(np.zeros((3, 4))) == 0.0
+
+
+def test_same_input_same_placement():
+    # searched, rebalanced and core-eliminating paths all run here (the first packing is over the bound)
+    g = dense_chain([300, 500, 500], recurrent=(1,), density=0.3, seed=1)
+    a, b = partition(g, LOIHI1), partition(g, LOIHI1)
+    assert a.groups == b.groups and [c.as_dict() for c in a.cores] == [c.as_dict() for c in b.cores]
