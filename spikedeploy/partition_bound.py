@@ -24,6 +24,7 @@ PAIR_UNION_MAX_WORK = 400_000_000  # rows^2 x columns of one dense projection, f
 # group-size bound on dense memory (_dense_layer_bits): rows x largest group, and the most groups it is
 # worked out for (beyond that the pairwise bound, which holds for any number of groups, is used)
 DENSE_DP_MAX_CELLS = 1_500_000
+UNION_MAX_WORK = 1_200_000_000  # rows x columns x the smaller of the two, for union_lower's matrix products
 DENSE_DP_MAX_GROUPS = 64
 
 
@@ -89,7 +90,7 @@ def union_lower(p) -> np.ndarray | None:
     most the largest b that satisfies this and reads >= columns - b sources; all rows read every used
     column. The least union of m rows does not fall as m grows, so L is made non-decreasing."""
     n, m_cols = p.w.shape
-    if n * n * m_cols > PAIR_UNION_MAX_WORK:
+    if n * m_cols * min(n, m_cols) > UNION_MAX_WORK or int(p.row_nnz.min()) == int(np.count_nonzero(p.cols_any)):
         return None
     z = (p.w[:, p.cols_any] == 0).astype(np.float64)
     tot = float(z.sum())
