@@ -15,7 +15,10 @@ groups of different layers onto shared cores, and assigns cores to chips:
 2. Pack groups in topological order into the open core (among the last `WINDOW`) that fits and is most
    strongly connected to it (spike traffic from a Run when given, else neuron counts), first-fit on ties.
    Two groups of one layer never share a core, which keeps the axon counts exact under the model.
-3. Chips: "greedy" fills chips in core order (neighbouring layers share a chip); "roundrobin" deals cores
+3. Rebalance (graphs where the search runs): each layer's cut points move so its earlier cores fill up,
+   then the least used cores are emptied by moving their groups, whole or cut in two, onto others. A
+   change is kept only if every core still fits once the output axons it alters are recounted.
+4. Chips: "greedy" fills chips in core order (neighbouring layers share a chip); "roundrobin" deals cores
    to chips in turn (nengo-loihi's RoundRobin, useful to see inter-chip traffic at its worst).
 
 The lower bound (partition_bound.py) holds for any placement under the resource model.
