@@ -24,6 +24,9 @@ PAIR_UNION_MAX_WORK = 400_000_000  # rows^2 x columns of one dense projection, f
 # group-size bound on dense memory (_dense_layer_bits): rows x largest group, and the most groups it is
 # worked out for (beyond that the pairwise bound, which holds for any number of groups, is used)
 DENSE_DP_MAX_CELLS = 1_500_000
+# what a layer's memory "needs" on a core count that cannot hold it: larger than any total, so the
+# bound keeps falling with C
+NO_PLACEMENT_BITS = 1 << 62
 UNION_MAX_WORK = 1_200_000_000  # rows x columns x the smaller of the two, for union_lower's matrix products
 DENSE_DP_MAX_GROUPS = 64
 
@@ -160,7 +163,9 @@ def _dense_layer_bits(projs, idx: int, n: int, g_max: int):
         if C >= len(f) and not fixed[0]:
             return pairwise(C)
         v = f[min(C, len(f) - 1)][n]
-        return max(pairwise(C), int(v)) if np.isfinite(v) else pairwise(C)
+        if not np.isfinite(v):  # C groups of <= g_max rows cannot hold the layer: no such placement
+            return NO_PLACEMENT_BITS
+        return max(pairwise(C), int(v))
 
     return by_size
 
