@@ -203,7 +203,8 @@ def partition(graph, target, *, run=None, qgraph=None, chips: int | None = None,
     if (totals["neurons"] <= SEARCH_MAX_NEURONS and len(core_groups) > SEARCH_GOOD_ENOUGH * lower
             and not violations):
         splits, core_groups = _search(model, lim, idx, sharing, target, rates, splits, core_groups, lower)
-        splits, core_groups = _rebalance(model, splits, core_groups, lim, idx, sharing)
+        if len(core_groups) > lower:
+            splits, core_groups = _rebalance(model, splits, core_groups, lim, idx, sharing)
 
     # resources per core, recomputed from final groups
     out_need = _out_need_all(model, splits)
