@@ -58,6 +58,14 @@ def test_spike_rows_equals_integer_matmul(rows, k, n, wmax, mult, seed, dtype):
         assert (m * wm > 32767).any() and (m * wm <= 32767).any()
 
 
+@needs_kernels
+@pytest.mark.parametrize("shape", [(7, 3, 100), (2, 5, 3, 11, 4), (1, 1, 32), (3, 2, 0)])
+def test_count_nonzero_rows(shape):
+    x = (np.random.default_rng(1).random(shape) < 0.3).astype(np.uint8) * 3
+    want = np.count_nonzero(x.reshape(shape[0], shape[1], -1), axis=2)
+    np.testing.assert_array_equal(kernels.count_nonzero_rows(x), want)
+
+
 NEARES = Arith(rounding="nearest", name="nearest")
 NARROW = Arith(state_bits=12, name="narrow")  # u wraps and v saturates at +-2048
 

@@ -18,6 +18,7 @@ from spikedeploy.qgraph import QGraph
 from spikedeploy.run import Run
 from spikedeploy.targets.spec import NumericFormat, TargetSpec
 
+from . import kernels
 from .arith import LOIHI2, Arith
 from .stages import NeuronStage, SynapseStage, prepare_synapse
 
@@ -264,7 +265,7 @@ def _execute(prog: Program, xs, steps: int, batch: int, chunk_bytes: int) -> Run
                     x = np.concatenate([x, pad])
                 x = x.astype(np.float64 if prog.graded[name] else np.uint8)
                 vals[name] = x
-                run.counts[name][t0:t1] = np.count_nonzero(x.reshape(n_t, batch, -1), axis=2)
+                run.counts[name][t0:t1] = kernels.count_nonzero_rows(x)
             elif k == "synapse":
                 st: SynapseStage = prog.stages[name]
                 if not prog.step_mode:

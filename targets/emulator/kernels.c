@@ -109,6 +109,23 @@ static long active_inputs(const uint8_t *xr, long k, int32_t *idx) {
     return c;
 }
 
+/* counts[r] = number of nonzero bytes in x[r, 0..k), for rows r0 <= r < r1 */
+void count_rows(const uint8_t *x, long k, int32_t *counts, long r0, long r1) {
+    for (long r = r0; r < r1; r++) {
+        const uint8_t *xr = x + r * k;
+        long c = 0, i = 0;
+#if defined(__AVX2__)
+        const __m256i zero = _mm256_setzero_si256();
+        for (; i + 32 <= k; i += 32) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(xr + i));
+            c += __builtin_popcount(~(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, zero)));
+        }
+#endif
+        for (; i < k; i++) c += xr[i] != 0;
+        counts[r] = (int32_t)c;
+    }
+}
+
 #define ROW_BLOCK 64 /* rows whose active-input lists are built once and reused for every column tile */
 
 /* out[r, :n] = scale * sum over k with x[r, k] != 0 of w[k, :n], for rows r0 <= r < r1.

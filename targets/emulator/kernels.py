@@ -37,6 +37,8 @@ def _lib():
     for fn in (lib.spike_rows_i16, lib.spike_rows_i8):
         fn.argtypes = [_P, _L, _P, _L, _L, _L, ctypes.c_float, _P, _L, _L]
         fn.restype = _I
+    lib.count_rows.argtypes = [_P, _L, _P, _L, _L]
+    lib.count_rows.restype = None
     lib.lif_scan.argtypes = [_L, _L, _L, _L, _L, _P, _I, _D, _P, _P, _P, _P, _P, _P, _D, _I, _I, _L, _L, _L,
                              _P, _P, _P, _P, _P]
     lib.lif_scan.restype = None
@@ -127,6 +129,18 @@ def spike_rows(x: np.ndarray, wk: np.ndarray, wmax: int, scale: float, out: np.n
 
     if any(rc != 0 for rc in _run_parts(part, _split(r, MIN_ROWS_PER_THREAD))):
         raise MemoryError("emulator kernel spike_rows: no memory for its scratch index")
+
+
+def count_nonzero_rows(x: np.ndarray) -> np.ndarray:
+    """Nonzero entries per step and sample of a time-major array [T, B, ...] (int32 [T, B])."""
+    t, b = x.shape[0], x.shape[1]
+    if not available() or x.dtype != np.uint8 or not x.flags.c_contiguous:
+        return np.count_nonzero(x.reshape(t, b, -1), axis=2).astype(np.int32)
+    lib = _lib()
+    k = x.size // max(1, t * b)
+    out = np.empty((t, b), np.int32)
+    _run_parts(lambda r0, r1: lib.count_rows(_ptr(x), k, _ptr(out), r0, r1), _split(t * b, 1024))
+    return out
 
 
 def lif_scan(na, a: np.ndarray | None, u: np.ndarray, v: np.ndarray, params: dict, reset: tuple[int, int, int],

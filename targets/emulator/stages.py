@@ -43,6 +43,7 @@ class SynapseStage:
     """Common buffer handling of Dense/Sparse/DelayDense/Conv-like synapses."""
 
     n_slots = 1  # delays 0..n_slots-1 (+1 step each)
+    overwrites = False  # accumulate writes every new row of the buffer, so begin need not zero it
 
     def __init__(self, name: str, out_shape: tuple[int, ...], dtype):
         self.name = name
@@ -56,7 +57,8 @@ class SynapseStage:
 
     def begin(self, tc: int) -> None:
         b = self.carry.shape[1]
-        self.buf = np.zeros((tc + self.n_slots, b, *self.out_shape), self.dtype)
+        alloc = np.empty if self.overwrites else np.zeros
+        self.buf = alloc((tc + self.n_slots, b, *self.out_shape), self.dtype)
         self.buf[: self.n_slots] = self.carry
         self.tc = tc
 
@@ -113,6 +115,8 @@ class DenseStage(SynapseStage):
             self.groups = [(k, m.astype(ft, copy=False), 0, 1.0) for k, m in groups]
         buf_t = np.float32 if (self.mode == "f32" and self.exp >= 0) else np.float64
         super().__init__(name, (n_out,), buf_t)
+        # one product written straight into the buffer (BLAS out= or the kernel) instead of added to it
+        self.overwrites = self.exp == 0 and len(self.groups) == 1 and self.mode != "i64"
         if self.reg_wrap:
             self.bound = reg
 
@@ -138,7 +142,7 @@ class DenseStage(SynapseStage):
                 dst += acc.astype(np.float64)
                 continue
             xx = x2.astype(wt.dtype, copy=False)
-            if self.exp == 0 and len(self.groups) == 1 and dst.dtype == wt.dtype:
+            if self.overwrites:
                 np.matmul(xx, wt.T, out=dst)
             else:
                 dst += shift_sum(xx @ wt.T, self.exp)
@@ -146,10 +150,9 @@ class DenseStage(SynapseStage):
     def _accumulate_spikes(self, x2: np.ndarray, tc: int, b: int) -> None:
         x8 = x2 if x2.dtype == np.uint8 else (x2 != 0).view(np.uint8)
         x8 = np.ascontiguousarray(x8)
-        direct = self.exp == 0 and len(self.groups) == 1 and self.buf.dtype == np.float32
         for k, wk, wmax, scale in self.groups:
             dst = self.buf[1 + k : 1 + k + tc].reshape(tc * b, -1)
-            if direct:  # a fresh slice of zeros: write the sums in place
+            if self.overwrites:
                 kernels.spike_rows(x8, wk, wmax, scale, dst)
             else:
                 tmp = np.empty(dst.shape, np.float32)
