@@ -188,7 +188,7 @@ static inline double decay(double x, double f_scaled, int nearest) {
     return nearest ? trunc(y + (y < 0 ? -0.5 : 0.5)) : trunc(y);
 }
 
-enum { REG_WRAP = 1, CHECK_U = 2, CHECK_V = 4, BIAS = 8, NEAREST = 16 };
+enum { REG_WRAP = 1, CHECK_U = 2, CHECK_V = 4, BIAS = 8, NEAREST = 16, IN_F32 = 32, IN_F64 = 64 };
 
 typedef struct {
     const double *fu_s, *fv_s, *vth, *bias;
@@ -199,7 +199,7 @@ typedef struct {
  * lif_row_any), so the steps whose flag is off, which the bounds prove to be identities, cost nothing,
  * and the loop has no branches left and vectorises. Every operation is exact on integers below 2**53. */
 static inline __attribute__((always_inline)) int32_t lif_row(
-    const int F, long n, const lif_consts *c, const double *restrict ain, double *restrict ub,
+    const int F, long n, const lif_consts *c, const void *restrict a_row, double act, double *restrict ub,
     double *restrict vb, double *restrict spk_d, int64_t *wraps, int64_t *sats) {
     const double big_m = c->big_m, two_m = 2 * c->big_m, lim = c->big_m - 1;
     const double *restrict fu_s = c->fu_s, *restrict fv_s = c->fv_s, *restrict vth = c->vth;
@@ -207,7 +207,9 @@ static inline __attribute__((always_inline)) int32_t lif_row(
     int64_t nw = 0, ns = 0;
     int32_t cnt = 0;
     for (long j = 0; j < n; j++) {
-        double x = decay(ub[j], fu_s[j], F & NEAREST) + ain[j];
+        double ain = (F & IN_F32) ? (double)((const float *)a_row)[j] * act
+                     : (F & IN_F64) ? ((const double *)a_row)[j] * act : 0.0;
+        double x = decay(ub[j], fu_s[j], F & NEAREST) + ain;
         if (F & REG_WRAP) x = wrap_bits(x, c->half, c->full, c->inv_full);
         if (F & CHECK_U) { /* a single wrap, not modulo, as Lava does */
             int hi = x > big_m, lo = x <= -big_m;
@@ -233,13 +235,18 @@ static inline __attribute__((always_inline)) int32_t lif_row(
     return cnt;
 }
 
-#define ROW(F) case F: return lif_row(F, n, c, ain, ub, vb, spk_d, wraps, sats);
-static int32_t lif_row_any(int flags, long n, const lif_consts *c, const double *ain, double *ub, double *vb,
-                           double *spk_d, int64_t *wraps, int64_t *sats) {
-    switch (flags & 31) {
-        ROW(0) ROW(1) ROW(2) ROW(3) ROW(4) ROW(5) ROW(6) ROW(7) ROW(8) ROW(9) ROW(10) ROW(11) ROW(12)
-        ROW(13) ROW(14) ROW(15) ROW(16) ROW(17) ROW(18) ROW(19) ROW(20) ROW(21) ROW(22) ROW(23) ROW(24)
-        ROW(25) ROW(26) ROW(27) ROW(28) ROW(29) ROW(30) ROW(31)
+#define ROW(F) case F: return lif_row(F, n, c, a_row, act, ub, vb, spk_d, wraps, sats);
+static int32_t lif_row_any(int flags, long n, const lif_consts *c, const void *a_row, double act, double *ub,
+                           double *vb, double *spk_d, int64_t *wraps, int64_t *sats) {
+    switch (flags & 127) {
+        ROW(0) ROW(1) ROW(2) ROW(3) ROW(4) ROW(5) ROW(6) ROW(7) ROW(8) ROW(9) ROW(10) ROW(11)
+        ROW(12) ROW(13) ROW(14) ROW(15) ROW(16) ROW(17) ROW(18) ROW(19) ROW(20) ROW(21) ROW(22) ROW(23)
+        ROW(24) ROW(25) ROW(26) ROW(27) ROW(28) ROW(29) ROW(30) ROW(31) ROW(32) ROW(33) ROW(34) ROW(35)
+        ROW(36) ROW(37) ROW(38) ROW(39) ROW(40) ROW(41) ROW(42) ROW(43) ROW(44) ROW(45) ROW(46) ROW(47)
+        ROW(48) ROW(49) ROW(50) ROW(51) ROW(52) ROW(53) ROW(54) ROW(55) ROW(56) ROW(57) ROW(58) ROW(59)
+        ROW(60) ROW(61) ROW(62) ROW(63) ROW(64) ROW(65) ROW(66) ROW(67) ROW(68) ROW(69) ROW(70) ROW(71)
+        ROW(72) ROW(73) ROW(74) ROW(75) ROW(76) ROW(77) ROW(78) ROW(79) ROW(80) ROW(81) ROW(82) ROW(83)
+        ROW(84) ROW(85) ROW(86) ROW(87) ROW(88) ROW(89) ROW(90) ROW(91) ROW(92) ROW(93) ROW(94) ROW(95)
     }
     return -1;
 }
@@ -257,11 +264,10 @@ void lif_scan(long tc, long batch, long n, long b0, long b1, const void *a, int 
               int64_t *events) {
     lif_consts c = {fu_s, fv_s, vth, bias, big_m, ldexp(1.0, reg_bits - 1), ldexp(1.0, reg_bits),
                     ldexp(1.0, -reg_bits)};
-    /* scratch: the input row, and the spikes as doubles (a uint8 store in the neuron loop would keep
-     * GCC from vectorising it) */
-    double *ain = malloc(sizeof(double) * 2 * (size_t)(n > 0 ? n : 1));
-    if (!ain) { events[2] = -1; return; }
-    double *spk_d = ain + n;
+    /* scratch: the spikes as doubles (a uint8 store in the neuron loop would keep GCC from vectorising it) */
+    double *spk_d = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
+    if (!spk_d) { events[2] = -1; return; }
+    if (a) flags |= a_f64 ? IN_F64 : IN_F32;
     int64_t wraps = 0, sats = 0;
     for (long b = b0; b < b1; b++) {
         double *ub = u + b * n, *vb = v + b * n;
@@ -269,20 +275,16 @@ void lif_scan(long tc, long batch, long n, long b0, long b1, const void *a, int 
             long row = (t * batch + b) * n;
             if (reset_interval && (t0 + t + 1) % reset_interval == reset_offset)
                 for (long j = 0; j < n; j++) ub[j] = vb[j] = 0.0;
-            if (!a)
-                for (long j = 0; j < n; j++) ain[j] = 0.0;
-            else if (a_f64)
-                for (long j = 0; j < n; j++) ain[j] = ((const double *)a)[row + j] * act;
-            else
-                for (long j = 0; j < n; j++) ain[j] = (double)((const float *)a)[row + j] * act;
-            counts[t * batch + b] = lif_row_any(flags, n, &c, ain, ub, vb, spk_d, &wraps, &sats);
+            const void *a_row = !a ? NULL : a_f64 ? (const void *)((const double *)a + row)
+                                                  : (const void *)((const float *)a + row);
+            counts[t * batch + b] = lif_row_any(flags, n, &c, a_row, act, ub, vb, spk_d, &wraps, &sats);
             uint8_t *sr = s + row;
             for (long j = 0; j < n; j++) sr[j] = (uint8_t)spk_d[j];
             if (v_out) for (long j = 0; j < n; j++) v_out[row + j] = vb[j];
             if (u_out) for (long j = 0; j < n; j++) u_out[row + j] = ub[j];
         }
     }
-    free(ain);
+    free(spk_d);
     events[0] += wraps;
     events[1] += sats;
 }
