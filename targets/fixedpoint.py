@@ -42,7 +42,7 @@ from pathlib import Path
 from spikedeploy.errors import FileFormatError, SpikeDeployError
 
 from .loihi1 import SPEC as LOIHI1
-from .spec import HOST_45NM, CoreLimits, NumericFormat, TargetSpec, Value, borrowed
+from .spec import HOST_45NM, NumericFormat, TargetSpec, Value, borrowed
 
 _NL = "default (Loihi 1 limit, nengo-loihi block.py)"
 
@@ -54,14 +54,9 @@ SPEC = TargetSpec(
     name="fixedpoint",
     description="Parametric fixed-point target (defaults: Loihi-1-sized cores; load a chip file to change them)",
     numeric=NumericFormat(),
-    core=CoreLimits(
-        neurons=1024,
-        synapse_memory_bits=16384 * 64,
-        input_axons=4096,
-        output_axons=4096,
-        sources={k: _NL for k in ("neurons", "synapse_memory_bits", "input_axons", "output_axons")},
-        estimate=True,
-    ),
+    # Loihi 1's limits, marked as defaults of this target rather than measured figures for it
+    core=replace(LOIHI1.core, sources={k: _NL for k in ("neurons", "synapse_memory_bits", "input_axons",
+                                                        "output_axons")}, estimate=True),
     cores_per_chip=128,
     max_chips=32,
     energy=dict(DEFAULT_ENERGY),

@@ -289,7 +289,7 @@ class NeuronStage:
             if u_out is not None:
                 u_out[t] = u
         self.u, self.v = u, v
-        counts[...] = np.count_nonzero(s_out, axis=2)
+        counts[...] = kernels.count_nonzero_rows(s_out)
         return s_out, counts, v_out, u_out
 
     def _kernel_params(self) -> dict:
