@@ -192,6 +192,7 @@ class NeuronArith:
         self.M = float(M)
         self.act = float(2**ar.act_shift)
         self.nearest = ar.rounding == "nearest"
+        self.bound_in = float(bound_in)
         self.u_wraps = 0  # events, for reports: both change the result and are usually quantization bugs
         self.v_saturations = 0
         # Which wraps can happen, from bounds: skipping impossible ones is exact and saves time.

@@ -20,7 +20,7 @@ from spikedeploy.targets.spec import NumericFormat, TargetSpec
 
 from . import kernels
 from .arith import LOIHI2, Arith
-from .stages import NeuronStage, SynapseStage, prepare_synapse
+from .stages import NeuronStage, Scratch, SynapseStage, prepare_synapse
 
 CHUNK_BYTES = 4 << 20  # per-node activations of one chunk of time steps; larger is faster, smaller leaner
 
@@ -112,6 +112,7 @@ class Program:
                 self.stages[name] = NeuronStage(name, q, node.out_shape, ar, bin_, OPS[node.op].spiking,
                                                 name in self.probes)
         self.synapses = [n for n in order if self.kind[n] == "synapse"]
+        self.scratch = Scratch()
         self.consumers = {n: [b for a, b in g.edges if a == n] for n in g.nodes}
 
     def input_bound(self, name: str) -> float:
@@ -244,14 +245,17 @@ def _execute(prog: Program, xs, steps: int, batch: int, chunk_bytes: int) -> Run
         for n in prog.order:
             users = [pos[c] for c in prog.consumers[n]]
             last_use.setdefault(max(users, default=pos[n]), []).append(n)
+    scratch = prog.scratch
     for t0 in range(0, steps, tc):
+        if prog.step_mode:
+            scratch.flip()  # the previous step's values stay readable for the back edges
         t1 = min(steps, t0 + tc)
         n_t = t1 - t0
         vals: dict[str, np.ndarray] = {}
         vvals: dict[str, np.ndarray] = {}
         if prog.step_mode:
             for s in prog.synapses:
-                prog.stages[s].begin(n_t)
+                prog.stages[s].begin(n_t, scratch)
                 # a synapse's output this step is already fixed by earlier steps, so a back edge out of
                 # a synapse reads the current value
                 vals[s] = prog.stages[s].emitted()
@@ -263,13 +267,14 @@ def _execute(prog: Program, xs, steps: int, batch: int, chunk_bytes: int) -> Run
                 if x.shape[0] < n_t:
                     pad = np.zeros((n_t - x.shape[0], *x.shape[1:]), x.dtype)
                     x = np.concatenate([x, pad])
-                x = x.astype(np.float64 if prog.graded[name] else np.uint8)
-                vals[name] = x
+                xb = scratch.get(name, "x", x.shape, np.float64 if prog.graded[name] else np.uint8)
+                np.copyto(xb, x, casting="unsafe")
+                x = vals[name] = xb
                 run.counts[name][t0:t1] = kernels.count_nonzero_rows(x)
             elif k == "synapse":
                 st: SynapseStage = prog.stages[name]
                 if not prog.step_mode:
-                    st.begin(n_t)
+                    st.begin(n_t, scratch)
                     st.accumulate(_gather(prog, name, vals, prev, n_t, batch, node.in_shape))
                 vals[name] = st.emitted()
             elif k == "flatten":
@@ -277,7 +282,7 @@ def _execute(prog: Program, xs, steps: int, batch: int, chunk_bytes: int) -> Run
             elif k == "neuron":
                 st: NeuronStage = prog.stages[name]
                 a = _gather(prog, name, vals, prev, n_t, batch, (st.n,)) if prog.preds[name] else None
-                s_out, counts, v_out, u_out = st.run(a, n_t, name in prog.want_v, t0)
+                s_out, counts, v_out, u_out = st.run(a, n_t, name in prog.want_v, t0, scratch)
                 shp = (n_t, batch, *node.out_shape)
                 vals[name] = s_out.reshape(shp)
                 if name in prog.want_v:

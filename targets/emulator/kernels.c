@@ -4,13 +4,13 @@
  *   Work grows with the number of spikes, not with the size of the matrix, and the weights are read
  *   as int16 in column tiles whose accumulators stay in registers. A row accumulates in int16 only
  *   when (active inputs) x max|w| <= 32767 proves that no partial sum can overflow; otherwise int32.
- * lif_scan: the CUBA update of NeuronArith.step (arith.py), the same float64 operations in the same
- *   order on exact integers, so the results are the numpy path's bit for bit.
+ * lif_scan: the CUBA update of NeuronArith.step (arith.py) on int32 state, for datapaths whose registers
+ *   are 32 bits wide: unsigned 32-bit arithmetic wraps exactly as those registers do, and the decay
+ *   products are split so that no partial product needs more than 32 bits. Bit for bit the numpy path.
  *
  * Both work on a range of rows (or samples) so that Python threads can split the work; they hold no
  * global state and call nothing that needs the GIL.
  */
-#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -178,56 +178,55 @@ void count_rows(const uint8_t *x, long k, int32_t *counts, long r0, long r1) {
 DEFINE_SPIKE_ROWS(spike_rows_i16, int16_t, i16)
 DEFINE_SPIKE_ROWS(spike_rows_i8, int8_t, i8)
 
-static inline double wrap_bits(double x, double half, double full, double inv_full) {
-    return x - full * floor((x + half) * inv_full);
-}
-
-/* (x * f) >> decay_bits toward zero, or to nearest with ties away from zero */
-static inline double decay(double x, double f_scaled, int nearest) {
-    double y = x * f_scaled;
-    return nearest ? trunc(y + (y < 0 ? -0.5 : 0.5)) : trunc(y);
-}
-
-enum { REG_WRAP = 1, CHECK_U = 2, CHECK_V = 4, BIAS = 8, NEAREST = 16, IN_F32 = 32, IN_F64 = 64 };
+enum { K_CHECK_U = 1, K_CHECK_V = 2, K_BIAS = 4, K_NEAREST = 8, K_IN_F32 = 16, K_IN_F64 = 32 };
 
 typedef struct {
-    const double *fu_s, *fv_s, *vth, *bias;
-    double big_m, half, full, inv_full;
-} lif_consts;
+    const uint32_t *fu, *fv;
+    const int32_t *vth, *bias;
+    int32_t big_m;
+    int dbits, act_shift;
+} lif32_consts;
 
-/* One step of one sample's neurons: NeuronArith.step. F is a compile-time constant at each call (see
- * lif_row_any), so the steps whose flag is off, which the bounds prove to be identities, cost nothing,
- * and the loop has no branches left and vectorises. Every operation is exact on integers below 2**53. */
-static inline __attribute__((always_inline)) int32_t lif_row(
-    const int F, long n, const lif_consts *c, const void *restrict a_row, double act, double *restrict ub,
-    double *restrict vb, double *restrict spk_d, int64_t *wraps, int64_t *sats) {
-    const double big_m = c->big_m, two_m = 2 * c->big_m, lim = c->big_m - 1;
-    const double *restrict fu_s = c->fu_s, *restrict fv_s = c->fv_s, *restrict vth = c->vth;
-    const double *restrict bias = c->bias;
-    int64_t nw = 0, ns = 0;
-    int32_t cnt = 0;
+/* (x * f) >> dbits toward zero (or to nearest, ties away from zero) on |x| <= 2**31 and f <= 2**dbits,
+ * dbits <= 16: |x| split at dbits bits so that both partial products fit 32 bits; exact. */
+static inline __attribute__((always_inline)) uint32_t decay32(int32_t x, uint32_t f, int dbits, int nearest) {
+    uint32_t ax = x < 0 ? 0u - (uint32_t)x : (uint32_t)x;
+    uint32_t r = (ax >> dbits) * f + (((ax & ((1u << dbits) - 1)) * f + (nearest ? 1u << (dbits - 1) : 0u)) >> dbits);
+    return x < 0 ? 0u - r : r;
+}
+
+/* One step of one sample's neurons. F is a compile-time constant at each call (see lif32_row_any), so
+ * the checks the bounds prove impossible cost nothing, and the loop has no branches left and vectorises. */
+static inline __attribute__((always_inline)) int32_t lif32_row(
+    const int F, long n, const lif32_consts *c, const void *restrict a_row, int32_t *restrict ub,
+    int32_t *restrict vb, uint8_t *restrict sr, int64_t *wraps, int64_t *sats) {
+    const int32_t big_m = c->big_m, lim = c->big_m - 1;
+    const uint32_t two_m = 2u * (uint32_t)c->big_m;
+    const uint32_t *restrict fu = c->fu, *restrict fv = c->fv;
+    const int32_t *restrict vth = c->vth, *restrict bias = c->bias;
+    const int db = c->dbits, sh = c->act_shift;
+    int32_t nw = 0, ns = 0, cnt = 0;
     for (long j = 0; j < n; j++) {
-        double ain = (F & IN_F32) ? (double)((const float *)a_row)[j] * act
-                     : (F & IN_F64) ? ((const double *)a_row)[j] * act : 0.0;
-        double x = decay(ub[j], fu_s[j], F & NEAREST) + ain;
-        if (F & REG_WRAP) x = wrap_bits(x, c->half, c->full, c->inv_full);
-        if (F & CHECK_U) { /* a single wrap, not modulo, as Lava does */
+        uint32_t ain = (F & K_IN_F32) ? (uint32_t)(int32_t)((const float *)a_row)[j]
+                       : (F & K_IN_F64) ? (uint32_t)(int64_t)((const double *)a_row)[j] : 0u;
+        int32_t x = (int32_t)(decay32(ub[j], fu[j], db, F & K_NEAREST) + (ain << sh));
+        if (F & K_CHECK_U) { /* a single wrap, not modulo, as Lava does */
             int hi = x > big_m, lo = x <= -big_m;
             nw += hi + lo;
-            x = hi ? x - two_m : (lo ? x + two_m : x);
+            x = hi ? (int32_t)((uint32_t)x - two_m) : (lo ? (int32_t)((uint32_t)x + two_m) : x);
         }
-        double y = decay(vb[j], fv_s[j], F & NEAREST) + x;
-        if (F & BIAS) y += bias[j];
-        if (F & REG_WRAP) y = wrap_bits(y, c->half, c->full, c->inv_full);
-        if (F & CHECK_V) {
+        uint32_t ys = decay32(vb[j], fv[j], db, F & K_NEAREST) + (uint32_t)x;
+        if (F & K_BIAS) ys += (uint32_t)bias[j];
+        int32_t y = (int32_t)ys;
+        if (F & K_CHECK_V) {
             int hi = y > lim, lo = y < -lim;
             ns += hi + lo;
             y = hi ? lim : (lo ? -lim : y);
         }
-        int spk = y > vth[j];
+        int32_t spk = y > vth[j];
         ub[j] = x;
-        vb[j] = spk ? 0.0 : y;
-        spk_d[j] = spk;
+        vb[j] = spk ? 0 : y;
+        sr[j] = (uint8_t)spk;
         cnt += spk;
     }
     *wraps += nw;
@@ -235,56 +234,43 @@ static inline __attribute__((always_inline)) int32_t lif_row(
     return cnt;
 }
 
-#define ROW(F) case F: return lif_row(F, n, c, a_row, act, ub, vb, spk_d, wraps, sats);
-static int32_t lif_row_any(int flags, long n, const lif_consts *c, const void *a_row, double act, double *ub,
-                           double *vb, double *spk_d, int64_t *wraps, int64_t *sats) {
-    switch (flags & 127) {
-        ROW(0) ROW(1) ROW(2) ROW(3) ROW(4) ROW(5) ROW(6) ROW(7) ROW(8) ROW(9) ROW(10) ROW(11)
-        ROW(12) ROW(13) ROW(14) ROW(15) ROW(16) ROW(17) ROW(18) ROW(19) ROW(20) ROW(21) ROW(22) ROW(23)
-        ROW(24) ROW(25) ROW(26) ROW(27) ROW(28) ROW(29) ROW(30) ROW(31) ROW(32) ROW(33) ROW(34) ROW(35)
-        ROW(36) ROW(37) ROW(38) ROW(39) ROW(40) ROW(41) ROW(42) ROW(43) ROW(44) ROW(45) ROW(46) ROW(47)
-        ROW(48) ROW(49) ROW(50) ROW(51) ROW(52) ROW(53) ROW(54) ROW(55) ROW(56) ROW(57) ROW(58) ROW(59)
-        ROW(60) ROW(61) ROW(62) ROW(63) ROW(64) ROW(65) ROW(66) ROW(67) ROW(68) ROW(69) ROW(70) ROW(71)
-        ROW(72) ROW(73) ROW(74) ROW(75) ROW(76) ROW(77) ROW(78) ROW(79) ROW(80) ROW(81) ROW(82) ROW(83)
-        ROW(84) ROW(85) ROW(86) ROW(87) ROW(88) ROW(89) ROW(90) ROW(91) ROW(92) ROW(93) ROW(94) ROW(95)
+#define ROW32(F) case F: return lif32_row(F, n, c, a_row, ub, vb, sr, wraps, sats);
+#define ROW32_8(F) ROW32(F) ROW32(F + 1) ROW32(F + 2) ROW32(F + 3) ROW32(F + 4) ROW32(F + 5) ROW32(F + 6) ROW32(F + 7)
+static int32_t lif32_row_any(int flags, long n, const lif32_consts *c, const void *a_row, int32_t *ub,
+                             int32_t *vb, uint8_t *sr, int64_t *wraps, int64_t *sats) {
+    switch (flags & 63) {
+        ROW32_8(0) ROW32_8(8) ROW32_8(16) ROW32_8(24) ROW32_8(32) ROW32_8(40)
     }
     return -1;
 }
 
-/* Advances samples b0 <= b < b1 through tc steps. a: [tc, batch, n] float32 or float64 (a_f64 says
- * which) or NULL for no input; u, v: [batch, n] float64 state, updated in place; fu_s, fv_s, vth, bias:
- * [n] float64. s: uint8 [tc, batch, n]; counts: int32 [tc, batch]; v_out, u_out: float64 [tc, batch, n]
- * or NULL. flags: REG_WRAP | CHECK_U | CHECK_V | BIAS | NEAREST. Steps with
- * (t0 + t + 1) % reset_interval == reset_offset zero u and v first. events[0] += u wraps,
- * events[1] += v saturations; events[2] = -1 when scratch memory cannot be had. */
-void lif_scan(long tc, long batch, long n, long b0, long b1, const void *a, int a_f64, double act,
-              double *u, double *v, const double *fu_s, const double *fv_s, const double *vth,
-              const double *bias, double big_m, int reg_bits, int flags, long reset_interval,
-              long reset_offset, long t0, uint8_t *s, int32_t *counts, double *v_out, double *u_out,
-              int64_t *events) {
-    lif_consts c = {fu_s, fv_s, vth, bias, big_m, ldexp(1.0, reg_bits - 1), ldexp(1.0, reg_bits),
-                    ldexp(1.0, -reg_bits)};
-    /* scratch: the spikes as doubles (a uint8 store in the neuron loop would keep GCC from vectorising it) */
-    double *spk_d = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
-    if (!spk_d) { events[2] = -1; return; }
-    if (a) flags |= a_f64 ? IN_F64 : IN_F32;
+/* Advances samples b0 <= b < b1 through tc steps. a: [tc, batch, n] float32 (a_kind 1, |a| < 2**31) or
+ * float64 (a_kind 2, wrapped to 32 bits on conversion) or NULL; u, v: int32 [batch, n] state, updated in
+ * place; fu, fv: [n] decay factors <= 2**dbits (dbits <= 16); vth, bias: int32 [n]. s: uint8 [tc, batch,
+ * n]; counts: int32 [tc, batch]; v_out, u_out: int32 [tc, batch, n] or NULL. Steps with
+ * (t0 + t + 1) % reset_interval == reset_offset zero u and v first. events[0] += u wraps, events[1] +=
+ * v saturations. */
+void lif_scan(long tc, long batch, long n, long b0, long b1, const void *a, int a_kind, int32_t *u, int32_t *v,
+                const uint32_t *fu, const uint32_t *fv, const int32_t *vth, const int32_t *bias, int32_t big_m,
+                int dbits, int act_shift, int flags, long reset_interval, long reset_offset, long t0, uint8_t *s,
+                int32_t *counts, int32_t *v_out, int32_t *u_out, int64_t *events) {
+    lif32_consts c = {fu, fv, vth, bias, big_m, dbits, act_shift};
+    flags &= K_CHECK_U | K_CHECK_V | K_BIAS | K_NEAREST;
+    if (a) flags |= a_kind == 2 ? K_IN_F64 : K_IN_F32;
     int64_t wraps = 0, sats = 0;
     for (long b = b0; b < b1; b++) {
-        double *ub = u + b * n, *vb = v + b * n;
+        int32_t *ub = u + b * n, *vb = v + b * n;
         for (long t = 0; t < tc; t++) {
             long row = (t * batch + b) * n;
             if (reset_interval && (t0 + t + 1) % reset_interval == reset_offset)
-                for (long j = 0; j < n; j++) ub[j] = vb[j] = 0.0;
-            const void *a_row = !a ? NULL : a_f64 ? (const void *)((const double *)a + row)
-                                                  : (const void *)((const float *)a + row);
-            counts[t * batch + b] = lif_row_any(flags, n, &c, a_row, act, ub, vb, spk_d, &wraps, &sats);
-            uint8_t *sr = s + row;
-            for (long j = 0; j < n; j++) sr[j] = (uint8_t)spk_d[j];
+                for (long j = 0; j < n; j++) ub[j] = vb[j] = 0;
+            const void *a_row = !a ? NULL : a_kind == 2 ? (const void *)((const double *)a + row)
+                                                        : (const void *)((const float *)a + row);
+            counts[t * batch + b] = lif32_row_any(flags, n, &c, a_row, ub, vb, s + row, &wraps, &sats);
             if (v_out) for (long j = 0; j < n; j++) v_out[row + j] = vb[j];
             if (u_out) for (long j = 0; j < n; j++) u_out[row + j] = ub[j];
         }
     }
-    free(spk_d);
     events[0] += wraps;
     events[1] += sats;
 }

@@ -18,7 +18,6 @@ import numpy as np
 
 _P = ctypes.c_void_p
 _L = ctypes.c_long
-_D = ctypes.c_double
 _I = ctypes.c_int
 MIN_ROWS_PER_THREAD = 64  # below this a second thread costs more than it saves
 
@@ -39,8 +38,8 @@ def _lib():
         fn.restype = _I
     lib.count_rows.argtypes = [_P, _L, _P, _L, _L]
     lib.count_rows.restype = None
-    lib.lif_scan.argtypes = [_L, _L, _L, _L, _L, _P, _I, _D, _P, _P, _P, _P, _P, _P, _D, _I, _I, _L, _L, _L,
-                             _P, _P, _P, _P, _P]
+    lib.lif_scan.argtypes = [_L, _L, _L, _L, _L, _P, _I, _P, _P, _P, _P, _P, _P, ctypes.c_int32, _I, _I, _I,
+                             _L, _L, _L, _P, _P, _P, _P, _P]
     lib.lif_scan.restype = None
     return lib
 
@@ -143,38 +142,54 @@ def count_nonzero_rows(x: np.ndarray) -> np.ndarray:
     return out
 
 
+def lif_params(na, n: int) -> dict | None:
+    """NeuronArith's operands as lif_scan reads them (per neuron, length n), or None where the kernel does
+    not apply: it computes in 32-bit registers, splits the decay product at decay_bits <= 16 and holds
+    thresholds in int32; anything wider runs on the numpy path."""
+    ar = na.ar
+    unity = 2**ar.decay_bits
+    fu, fv = np.asarray(na.fu), np.asarray(na.fv)
+    vth = np.asarray(na.vth)
+    if (ar.reg_bits != 32 or ar.decay_bits > 16 or na.M > 2**29 or min(fu.min(), fv.min()) < 0
+            or max(fu.max(), fv.max()) > unity or vth.min() < -(2**31) or vth.max() > 2**31 - 1):
+        return None
+    return {"fu": np.broadcast_to(fu.astype(np.uint32), (n,)).copy(),
+            "fv": np.broadcast_to(fv.astype(np.uint32), (n,)).copy(),
+            "vth": np.broadcast_to(vth.astype(np.int32), (n,)).copy(),
+            "bias": np.broadcast_to(np.asarray(na.bias).astype(np.int32), (n,)).copy()}
+
+
 def lif_scan(na, a: np.ndarray | None, u: np.ndarray, v: np.ndarray, params: dict, reset: tuple[int, int, int],
              s: np.ndarray, counts: np.ndarray, v_out: np.ndarray | None, u_out: np.ndarray | None) -> None:
-    """NeuronArith.step for tc steps over the batch, in place on u and v (float64 [B, n]).
+    """NeuronArith.step for tc steps over the batch, in place on u and v (int32 [B, n]).
 
-    a: [tc, B, n] float32/float64 or None; params: per-neuron float64 arrays fu_s, fv_s, vth, bias
-    (length n); reset: (interval, offset, t0). Writes s (uint8), counts (int32 [tc, B]), v_out, u_out.
+    a: [tc, B, n] float32/float64 or None; params: from lif_params; reset: (interval, offset, t0).
+    Writes s (uint8), counts (int32 [tc, B]), v_out and u_out (int32 [tc, B, n], or None).
     Adds the wrap and saturation events to na.u_wraps and na.v_saturations.
     """
     lib = _lib()
     tc, b, n = s.shape
-    a_f64 = 0
+    a_kind = 0
     if a is not None:
-        if a.dtype not in (np.float32, np.float64):
-            a = a.astype(np.float64)
+        # float32 converts straight to int32 when its values fit; else through float64, which wraps
+        if a.dtype != np.float32 or na.bound_in >= 2**31:
+            a = a.astype(np.float64, copy=False)
         a = np.ascontiguousarray(a)
-        a_f64 = int(a.dtype == np.float64)
-    # kernels.c REG_WRAP | CHECK_U | CHECK_V | BIAS | NEAREST
-    flags = (bool(na.reg_wrap_u or na.reg_wrap_v) | bool(na.check_u_wrap) << 1 | bool(na.check_v_clip) << 2
-             | bool(na.has_bias) << 3 | bool(na.nearest) << 4)
+        a_kind = 2 if a.dtype == np.float64 else 1
+    assert u.dtype == v.dtype == np.int32 and u.flags.c_contiguous and v.flags.c_contiguous
+    # kernels.c K_CHECK_U | K_CHECK_V | K_BIAS | K_NEAREST
+    flags = bool(na.check_u_wrap) | bool(na.check_v_clip) << 1 | bool(na.has_bias) << 2 | bool(na.nearest) << 3
     interval, offset, t0 = reset
-    ev = [np.zeros(3, np.int64) for _ in range(_threads())]
+    ev = [np.zeros(2, np.int64) for _ in range(_threads())]
+    act_shift = int(na.act).bit_length() - 1
 
     def part(i, b0, b1):
-        lib.lif_scan(tc, b, n, b0, b1, _ptr(a), a_f64, na.act, _ptr(u), _ptr(v), _ptr(params["fu_s"]),
-                     _ptr(params["fv_s"]), _ptr(params["vth"]), _ptr(params["bias"]), na.M, na.ar.reg_bits,
-                     int(flags), interval, offset, t0, _ptr(s), _ptr(counts), _ptr(v_out), _ptr(u_out),
-                     _ptr(ev[i]))
+        lib.lif_scan(tc, b, n, b0, b1, _ptr(a), a_kind, _ptr(u), _ptr(v), _ptr(params["fu"]), _ptr(params["fv"]),
+                     _ptr(params["vth"]), _ptr(params["bias"]), int(na.M), na.ar.decay_bits, act_shift, int(flags),
+                     interval, offset, t0, _ptr(s), _ptr(counts), _ptr(v_out), _ptr(u_out), _ptr(ev[i]))
 
     parts = [(i, b0, b1) for i, (b0, b1) in enumerate(_split(b, max(1, 4096 // max(n, 1))))]
     _run_parts(part, parts)
     total = np.sum(ev, axis=0)
-    if total[2]:
-        raise MemoryError("emulator kernel lif_scan: no memory for its scratch row")
     na.u_wraps += int(total[0])
     na.v_saturations += int(total[1])

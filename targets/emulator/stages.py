@@ -39,6 +39,37 @@ def expand_param(p, shape: tuple[int, ...], what: str) -> np.ndarray:
     raise ParameterError(f"{what}: {a.size} values for a layer of shape {list(shape)} ({n} neurons)")
 
 
+class Scratch:
+    """Chunk buffers reused from one chunk (and one call) to the next.
+
+    A fresh large array costs a page fault per 4 KiB page on first touch, which was a fifth of a
+    simulation's time. Nothing may hold a buffer past the chunk after the one that wrote it: step-by-step
+    runs read the previous step's values (back edges), so they alternate between two sets (`flip`).
+    """
+
+    def __init__(self):
+        self._arrays: dict = {}
+        self.parity = 0
+
+    def flip(self) -> None:
+        self.parity ^= 1
+
+    def get(self, owner: str, role: str, shape: tuple[int, ...], dtype, zero: bool = False) -> np.ndarray:
+        key = (owner, role, self.parity, tuple(shape), np.dtype(dtype).str)
+        a = self._arrays.get(key)
+        if a is None:
+            a = self._arrays[key] = np.empty(shape, dtype)
+        if zero:
+            a.fill(0)
+        return a
+
+
+def _buffer(scratch: Scratch | None, owner: str, role: str, shape, dtype, zero: bool = False) -> np.ndarray:
+    if scratch is None:
+        return np.zeros(shape, dtype) if zero else np.empty(shape, dtype)
+    return scratch.get(owner, role, shape, dtype, zero)
+
+
 class SynapseStage:
     """Common buffer handling of Dense/Sparse/DelayDense/Conv-like synapses."""
 
@@ -55,10 +86,10 @@ class SynapseStage:
     def reset(self, batch: int) -> None:
         self.carry = np.zeros((self.n_slots, batch, *self.out_shape), self.dtype)
 
-    def begin(self, tc: int) -> None:
+    def begin(self, tc: int, scratch: Scratch | None = None) -> None:
         b = self.carry.shape[1]
-        alloc = np.empty if self.overwrites else np.zeros
-        self.buf = alloc((tc + self.n_slots, b, *self.out_shape), self.dtype)
+        self.buf = _buffer(scratch, self.name, "buf", (tc + self.n_slots, b, *self.out_shape), self.dtype,
+                           zero=not self.overwrites)
         self.buf[: self.n_slots] = self.carry
         self.tc = tc
 
@@ -252,28 +283,31 @@ class NeuronStage:
         self.spiking = spiking
         self.probe = probe
         self.u = self.v = None
-        self._kparams = None
+        # the compiled kernel's operands, or None where it does not apply (then the numpy path, float64 state)
+        self.kparams = kernels.lif_params(self.na, self.n) if kernels.available() else None
         # Lava LIFReset (lif/models.py:426-449): u and v zeroed before the dynamics of every time step
         # (1-based) with time_step % reset_interval == reset_offset % reset_interval
         self.reset_interval = int(q["reset_interval"]) if q.get("reset_interval") else 0
         self.reset_offset = int(q.get("reset_offset", 0)) % self.reset_interval if self.reset_interval else 0
 
     def reset(self, batch: int) -> None:
-        self.u = np.zeros((batch, self.n))
-        self.v = np.zeros((batch, self.n))
+        dt = np.float64 if self.kparams is None else np.int32
+        self.u = np.zeros((batch, self.n), dt)
+        self.v = np.zeros((batch, self.n), dt)
 
-    def run(self, a: np.ndarray | None, tc: int, want_v: bool, t0: int = 0):
+    def run(self, a: np.ndarray | None, tc: int, want_v: bool, t0: int = 0, scratch: Scratch | None = None):
         """Advance tc steps. Returns spikes [tc,B,n] uint8, spikes per step and sample [tc,B] int32, and
-        v (and u) [tc,B,n] float64 when asked (else None)."""
+        v (and u) [tc,B,n] when asked (else None): int32 from the kernel, float64 from the numpy path."""
         b = self.u.shape[0]
-        s_out = np.empty((tc, b, self.n), np.uint8)
-        counts = np.empty((tc, b), np.int32)
-        v_out = np.empty((tc, b, self.n)) if (want_v or self.probe) else None
-        u_out = np.empty((tc, b, self.n)) if self.probe else None
+        shape, dt = (tc, b, self.n), self.u.dtype
+        s_out = _buffer(scratch, self.name, "s", shape, np.uint8)
+        counts = _buffer(scratch, self.name, "counts", (tc, b), np.int32)
+        v_out = _buffer(scratch, self.name, "v", shape, dt) if (want_v or self.probe) else None
+        u_out = _buffer(scratch, self.name, "u", shape, dt) if self.probe else None
         if a is not None:
             a = a.reshape(tc, b, self.n)
-        if kernels.available():
-            kernels.lif_scan(self.na, a, self.u, self.v, self._kernel_params(),
+        if self.kparams is not None:
+            kernels.lif_scan(self.na, a, self.u, self.v, self.kparams,
                              (self.reset_interval, self.reset_offset, t0), s_out, counts, v_out, u_out)
             return s_out, counts, v_out, u_out
         act = self.na.act
@@ -291,15 +325,6 @@ class NeuronStage:
         self.u, self.v = u, v
         counts[...] = kernels.count_nonzero_rows(s_out)
         return s_out, counts, v_out, u_out
-
-    def _kernel_params(self) -> dict:
-        """NeuronArith's per-neuron operands as the contiguous float64 arrays of length n the kernel reads."""
-        if self._kparams is None:
-            na = self.na
-            self._kparams = {k: np.ascontiguousarray(np.broadcast_to(np.asarray(getattr(na, k), np.float64)
-                                                                     .reshape(-1), (self.n,)))
-                             for k in ("fu_s", "fv_s", "vth", "bias")}
-        return self._kparams
 
 
 def prepare_synapse(name, node, q, ar: Arith, x_bound: float, graded: bool):
