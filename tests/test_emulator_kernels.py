@@ -98,13 +98,15 @@ def _scan(q, a, bound, ar):
 @pytest.mark.parametrize("bias,reset", [(False, False), (True, True)])
 def test_lif_scan_equals_numpy_step(monkeypatch, ar, du, dv, bias, reset):
     q, a, bound = _neuron_case(du + dv, ar, du, dv, bias, reset)
-    fast, fast_events = _scan(q, a, bound, ar)
     with monkeypatch.context() as m:
         m.setattr(kernels, "available", lambda: False)
         ref, ref_events = _scan(q, a, bound, ar)
-    for got, want, what in zip(fast, ref, ("spikes", "counts", "v", "u"), strict=True):
-        np.testing.assert_array_equal(got, want, err_msg=what)
-    assert fast_events == ref_events
+    # float64 inputs (wrapped to 32 bits as they convert) and float32 ones (converted directly)
+    for a_in in (a, a.astype(np.float32)):
+        fast, fast_events = _scan(q, a_in, bound, ar)
+        for got, want, what in zip(fast, ref, ("spikes", "counts", "v", "u"), strict=True):
+            np.testing.assert_array_equal(got, want, err_msg=f"{what} ({a_in.dtype} input)")
+        assert fast_events == ref_events
     if ar is NARROW:
         assert fast_events[0] > 0 and fast_events[1] > 0  # the wrap and saturation paths ran
 
@@ -138,3 +140,14 @@ def test_whole_graph_kernels_equal_numpy(monkeypatch, build, seed, kw):
     assert fast.meta["u_wraps"] == ref.meta["u_wraps"]
     assert fast.meta["v_saturations"] == ref.meta["v_saturations"]
     assert sum(int(c.sum()) for n, c in ref.counts.items() if n not in qg.graph.inputs) > 0
+
+
+@needs_kernels
+def test_neuron_kernel_only_for_32_bit_registers():
+    """The int32 neuron kernel relies on 32-bit registers wrapping; wider formats take the numpy path."""
+    from spikedeploy.targets.spec import NumericFormat
+
+    wide = Arith.from_numeric(NumericFormat(state_bits=28), name="wide")  # 28 + 6 bits: 64-bit registers
+    q = {"du": 100, "dv": 200, "vth": 5}
+    assert wide.reg_bits == 64 and NeuronStage("lif", q, (4,), wide, 10.0, True, False).kparams is None
+    assert NeuronStage("lif", q, (4,), LOIHI2, 10.0, True, False).kparams is not None

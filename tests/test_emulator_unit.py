@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from random_qgraphs import conv_net, dense_chain, recurrent_net
+from random_qgraphs import conv_net, dense_chain, overflow_net, recurrent_net
 
 from spikedeploy.errors import BackendError, ParameterError
 from spikedeploy.graph import Graph, Node
@@ -198,3 +198,31 @@ def test_compiled_program_runs_many_batches_like_fresh_runs():
     graded = compile_emulator(qg, graded_inputs={"in": 3})
     np.testing.assert_array_equal(simulate_emulator(graded, {"in": x["in"] * 3}).outputs["out"],
                                   simulate_emulator(qg, {"in": x["in"] * 3}).outputs["out"])
+
+
+@pytest.mark.parametrize("build", [dense_chain, recurrent_net, overflow_net])
+def test_batch_split_across_threads_equals_one_thread(monkeypatch, build):
+    """Slices of the batch run in parallel, each through the whole network (step by step for the
+    recurrent graph); the joined result must be the single-thread one, event counters included, and a
+    reused program must count each call's events afresh."""
+    from spikedeploy.targets.emulator import compile_emulator, kernels
+
+    qg, x, _ = build(4, batch=3 * 9)
+    probes = [n for n, v in qg.graph.nodes.items() if v.spec.family == "neuron"]
+    monkeypatch.setattr(kernels, "_threads", lambda: 1)
+    one = simulate_emulator(qg, x, probes=probes, chunk_bytes=1 << 12)
+    monkeypatch.setattr(kernels, "_threads", lambda: 3)
+    prog = compile_emulator(qg, probes=probes)
+    for _ in range(2):
+        par = simulate_emulator(prog, x, chunk_bytes=1 << 12)
+        assert par.meta["threads"] == 3 and "threads" not in one.meta
+        for k in one.counts:
+            np.testing.assert_array_equal(par.counts[k], one.counts[k], err_msg=k)
+        np.testing.assert_array_equal(par.outputs["out"], one.outputs["out"])
+        for n in probes:
+            for var in "uvs":
+                np.testing.assert_array_equal(par.traces[n][var], one.traces[n][var], err_msg=f"{n}.{var}")
+        assert par.meta["u_wraps"] == one.meta["u_wraps"]
+        assert par.meta["v_saturations"] == one.meta["v_saturations"]
+    if build is overflow_net:
+        assert sum(one.meta["u_wraps"].values()) > 0 and sum(one.meta["v_saturations"].values()) > 0

@@ -145,6 +145,8 @@ def wrap(x: np.ndarray, bits: int) -> np.ndarray:
 
 def wrap_int(x: int | np.ndarray, bits: int):
     """Two's-complement wrap of Python/numpy integers."""
+    if bits >= 64:  # int64 holds them already
+        return np.asarray(x, dtype=np.int64)
     half = 1 << (bits - 1)
     return ((np.asarray(x, dtype=np.int64) + half) % (1 << bits)) - half
 

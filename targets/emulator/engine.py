@@ -7,6 +7,7 @@ integers, because a synapse's output at step t only depends on its input before 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -23,6 +24,7 @@ from .arith import LOIHI2, Arith
 from .stages import NeuronStage, Scratch, SynapseStage, prepare_synapse
 
 CHUNK_BYTES = 4 << 20  # per-node activations of one chunk of time steps; larger is faster, smaller leaner
+MIN_SAMPLES_PER_THREAD = 8  # a batch smaller than twice this runs whole, its kernels split by rows
 
 
 def arith_for(mode) -> Arith:
@@ -114,6 +116,22 @@ class Program:
         self.synapses = [n for n in order if self.kind[n] == "synapse"]
         self.scratch = Scratch()
         self.consumers = {n: [b for a, b in g.edges if a == n] for n in g.nodes}
+
+    def replicas(self, k: int) -> list[Program]:
+        """k programs sharing this one's weights, each with its own state, buffers and event counters,
+        so that slices of a batch can run at the same time (kept for the next call)."""
+        reps = self.__dict__.setdefault("_replicas", [])
+        while len(reps) < k:
+            r = copy.copy(self)
+            r.stages = {}
+            for n, st in self.stages.items():
+                r.stages[n] = copy.copy(st)
+                if isinstance(st, NeuronStage):
+                    r.stages[n].na = copy.copy(st.na)
+            r.scratch = Scratch()
+            r._replicas = []
+            reps.append(r)
+        return reps[:k]
 
     def input_bound(self, name: str) -> float:
         """The largest |value| the program was compiled to take on input `name` (1 for spikes)."""
@@ -207,13 +225,36 @@ def simulate_emulator(qg: QGraph | Program, inputs: Mapping[str, np.ndarray], *,
     steps = t_in if steps is None else int(steps)
     if chunk_bytes is None:
         chunk_bytes = max(CHUNK_BYTES, sum(int(np.asarray(x).nbytes) for x in inputs.values()))
-    return _execute(prog, xs, steps, batch, chunk_bytes)
+    return _execute_parallel(prog, xs, steps, batch, chunk_bytes)
+
+
+def _execute_parallel(prog: Program, xs, steps: int, batch: int, chunk_bytes: int) -> Run:
+    """The batch split into one slice per thread, each slice through the whole network in its own thread:
+    samples are independent, and one hand-off per slice costs far less than one per kernel call."""
+    parts = kernels.split_range(batch, MIN_SAMPLES_PER_THREAD)
+    if len(parts) == 1:
+        return _execute(prog, xs, steps, batch, chunk_bytes)
+    reps = prog.replicas(len(parts))
+
+    def part(i, b0, b1):
+        return _execute(reps[i], {n: x[:, b0:b1] for n, x in xs.items()}, steps, b1 - b0, chunk_bytes // len(parts))
+
+    runs = kernels.parallel_parts(part, parts)
+    run = Run(backend="emulator", steps=steps, batch=batch, meta=dict(runs[0].meta))
+    run.counts = {n: np.concatenate([r.counts[n] for r in runs], axis=1) for n in runs[0].counts}
+    run.outputs = {n: np.concatenate([r.outputs[n] for r in runs], axis=1) for n in runs[0].outputs}
+    run.traces = {n: {k: np.concatenate([r.traces[n][k] for r in runs], axis=1) for k in tr}
+                  for n, tr in runs[0].traces.items()}
+    for key in ("u_wraps", "v_saturations"):
+        run.meta[key] = {n: sum(r.meta[key][n] for r in runs) for n in runs[0].meta[key]}
+    run.meta["threads"] = len(parts)
+    return run
 
 
 def _execute(prog: Program, xs, steps: int, batch: int, chunk_bytes: int) -> Run:
     g = prog.g
     for st in prog.stages.values():
-        st.reset(batch)
+        st.reset(batch)  # also zeroes the neurons' event counters: they count this call's events
     if prog.step_mode:
         tc = 1
     else:

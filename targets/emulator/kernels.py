@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 
@@ -68,10 +69,29 @@ def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(_threads(), thread_name_prefix="spikedeploy-emulator")
 
 
-def _split(n: int, min_part: int) -> list[tuple[int, int]]:
-    parts = max(1, min(_threads(), n // max(1, min_part)))
-    edges = np.linspace(0, n, parts + 1).astype(int)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+_local = threading.local()  # .serial: this thread's kernel calls run alone (it is one of parallel_parts)
+
+
+def split_range(n: int, min_part: int) -> list[tuple[int, int]]:
+    """range(n) as one contiguous share per thread, each at least min_part long (one share when the
+    calling thread is already one of parallel_parts')."""
+    parts = 1 if getattr(_local, "serial", False) else max(1, min(_threads(), n // max(1, min_part)))
+    edges = [n * i // parts for i in range(parts + 1)]
+    return [(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+
+
+def parallel_parts(fn, parts: list[tuple[int, int]]) -> list:
+    """fn(i, b0, b1) for each share i from split_range, in parallel; the kernels those calls make run alone
+    in their thread."""
+
+    def serial(i, b0, b1):
+        _local.serial = True
+        try:
+            return fn(i, b0, b1)
+        finally:
+            _local.serial = False
+
+    return _run_parts(serial, [(i, b0, b1) for i, (b0, b1) in enumerate(parts)])
 
 
 def _run_parts(fn, parts) -> list:
@@ -126,7 +146,7 @@ def spike_rows(x: np.ndarray, wk: np.ndarray, wmax: int, scale: float, out: np.n
     def part(r0, r1):
         return fn(_ptr(x), k, _ptr(wk), n, ldw, int(wmax), float(scale), _ptr(out), r0, r1)
 
-    if any(rc != 0 for rc in _run_parts(part, _split(r, MIN_ROWS_PER_THREAD))):
+    if any(rc != 0 for rc in _run_parts(part, split_range(r, MIN_ROWS_PER_THREAD))):
         raise MemoryError("emulator kernel spike_rows: no memory for its scratch index")
 
 
@@ -138,7 +158,7 @@ def count_nonzero_rows(x: np.ndarray) -> np.ndarray:
     lib = _lib()
     k = x.size // max(1, t * b)
     out = np.empty((t, b), np.int32)
-    _run_parts(lambda r0, r1: lib.count_rows(_ptr(x), k, _ptr(out), r0, r1), _split(t * b, 1024))
+    _run_parts(lambda r0, r1: lib.count_rows(_ptr(x), k, _ptr(out), r0, r1), split_range(t * b, 1024))
     return out
 
 
@@ -188,7 +208,7 @@ def lif_scan(na, a: np.ndarray | None, u: np.ndarray, v: np.ndarray, params: dic
                      _ptr(params["vth"]), _ptr(params["bias"]), int(na.M), na.ar.decay_bits, act_shift, int(flags),
                      interval, offset, t0, _ptr(s), _ptr(counts), _ptr(v_out), _ptr(u_out), _ptr(ev[i]))
 
-    parts = [(i, b0, b1) for i, (b0, b1) in enumerate(_split(b, max(1, 4096 // max(n, 1))))]
+    parts = [(i, b0, b1) for i, (b0, b1) in enumerate(split_range(b, max(1, 4096 // max(n, 1))))]
     _run_parts(part, parts)
     total = np.sum(ev, axis=0)
     na.u_wraps += int(total[0])

@@ -291,6 +291,7 @@ class NeuronStage:
         self.reset_offset = int(q.get("reset_offset", 0)) % self.reset_interval if self.reset_interval else 0
 
     def reset(self, batch: int) -> None:
+        self.na.u_wraps = self.na.v_saturations = 0
         dt = np.float64 if self.kparams is None else np.int32
         self.u = np.zeros((batch, self.n), dt)
         self.v = np.zeros((batch, self.n), dt)
