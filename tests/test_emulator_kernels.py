@@ -8,6 +8,9 @@ graphs are run both ways, traces and wrap counts included.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +21,25 @@ from spikedeploy.targets.emulator.arith import LOIHI2, Arith
 from spikedeploy.targets.emulator.stages import NeuronStage
 
 needs_kernels = pytest.mark.skipif(not kernels.available(), reason="compiled kernels not built")
+_PORTABLE = {}
+
+
+@pytest.fixture(params=["installed", "portable"])
+def kernel_build(request, monkeypatch, tmp_path_factory):
+    """The installed kernels (AVX-512 paths on this machine) and a build for baseline x86-64 without
+    -march (the generic C paths), so that both sets of code are checked wherever the tests run."""
+    if request.param == "portable":
+        if "lib" not in _PORTABLE:
+            src = Path(kernels.__file__).with_name("kernels.c")
+            cc = shutil.which("cc") or shutil.which("gcc")
+            if not src.exists() or not cc:
+                pytest.skip("no kernels.c or no C compiler for the portable build")
+            so = tmp_path_factory.mktemp("portable") / "kernels_portable.so"
+            subprocess.run([cc, "-O2", "-fno-math-errno", "-fno-trapping-math", "-shared", "-fPIC", str(src),
+                            "-o", str(so)], check=True, capture_output=True)
+            _PORTABLE["lib"] = kernels.load_library(so)
+        monkeypatch.setattr(kernels, "_lib", lambda: _PORTABLE["lib"])
+    return request.param
 
 
 def test_install_builds_the_kernels():
@@ -39,7 +61,7 @@ def test_install_builds_the_kernels():
     (5, 1, 64, 7, 1, 3, np.int8),
     (3, 40, 600, 0, 1, 4, np.int8),  # all-zero weights
 ])
-def test_spike_rows_equals_integer_matmul(rows, k, n, wmax, mult, seed, dtype):
+def test_spike_rows_equals_integer_matmul(kernel_build, rows, k, n, wmax, mult, seed, dtype):
     rng = np.random.default_rng(seed)
     w = rng.integers(-wmax, wmax + 1, (n, k)) * mult
     w[0, 0] = wmax * mult
@@ -96,7 +118,7 @@ def _scan(q, a, bound, ar):
 @pytest.mark.parametrize("ar", [LOIHI2, NEARES, NARROW], ids=["loihi2", "nearest", "narrow"])
 @pytest.mark.parametrize("du,dv", [(0, 0), (1024, 256), (4095, 4096), (4000, 3)])
 @pytest.mark.parametrize("bias,reset", [(False, False), (True, True)])
-def test_lif_scan_equals_numpy_step(monkeypatch, ar, du, dv, bias, reset):
+def test_lif_scan_equals_numpy_step(kernel_build, monkeypatch, ar, du, dv, bias, reset):
     q, a, bound = _neuron_case(du + dv, ar, du, dv, bias, reset)
     with monkeypatch.context() as m:
         m.setattr(kernels, "available", lambda: False)
@@ -122,7 +144,7 @@ GRAPHS = [
 
 @needs_kernels
 @pytest.mark.parametrize("build,seed,kw", GRAPHS, ids=[f"{b.__name__}-{s}" for b, s, _ in GRAPHS])
-def test_whole_graph_kernels_equal_numpy(monkeypatch, build, seed, kw):
+def test_whole_graph_kernels_equal_numpy(kernel_build, monkeypatch, build, seed, kw):
     qg, x, _ = build(seed, **kw)
     probes = [n for n, v in qg.graph.nodes.items() if v.spec.family == "neuron"]
     fast = simulate_emulator(qg, x, probes=probes, chunk_bytes=1 << 14)  # several chunks

@@ -234,7 +234,74 @@ static inline __attribute__((always_inline)) int32_t lif32_row(
     return cnt;
 }
 
-#define ROW32(F) case F: return lif32_row(F, n, c, a_row, ub, vb, sr, wraps, sats);
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__) && defined(__AVX512VL__)
+/* The same step written for AVX-512: sixteen neurons per register, masks instead of selects, and the
+ * wrap and saturation events counted from the masks (GCC's version of the loop above is 1.3-1.5x slower). */
+static inline __attribute__((always_inline)) __m512i decay16(__m512i x, __m512i f, __m128i db, __m512i low,
+                                                             __m512i half, int nearest) {
+    __m512i ax = _mm512_abs_epi32(x); /* |INT32_MIN| reads as 2**31 unsigned, as in decay32 */
+    __m512i lo = _mm512_mullo_epi32(_mm512_and_si512(ax, low), f);
+    if (nearest) lo = _mm512_add_epi32(lo, half);
+    __m512i r = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_srl_epi32(ax, db), f), _mm512_srl_epi32(lo, db));
+    return _mm512_mask_sub_epi32(r, _mm512_movepi32_mask(x), _mm512_setzero_si512(), r);
+}
+
+static inline __attribute__((always_inline)) int32_t lif16_row(
+    const int F, long n, const lif32_consts *c, const void *restrict a_row, int32_t *restrict ub,
+    int32_t *restrict vb, uint8_t *restrict sr, int64_t *wraps, int64_t *sats) {
+    const __m128i db = _mm_cvtsi32_si128(c->dbits), sh = _mm_cvtsi32_si128(c->act_shift);
+    const __m512i low = _mm512_set1_epi32((1 << c->dbits) - 1), half = _mm512_set1_epi32(1 << (c->dbits - 1));
+    const __m512i big_m = _mm512_set1_epi32(c->big_m), neg_m = _mm512_set1_epi32(-c->big_m);
+    const __m512i two_m = _mm512_set1_epi32((int32_t)(2u * (uint32_t)c->big_m));
+    const __m512i lim = _mm512_set1_epi32(c->big_m - 1), neg_lim = _mm512_set1_epi32(1 - c->big_m);
+    const __m128i one8 = _mm_set1_epi8(1);
+    int32_t nw = 0, ns = 0, cnt = 0;
+    for (long j = 0; j < n; j += 16) {
+        __mmask16 m = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1);
+        __m512i ain = _mm512_setzero_si512();
+        if (F & K_IN_F32) ain = _mm512_cvttps_epi32(_mm512_maskz_loadu_ps(m, (const float *)a_row + j));
+        if (F & K_IN_F64) { /* through int64, so that the low 32 bits are the wrapped value */
+            const double *ad = (const double *)a_row + j;
+            __m256i a0 = _mm512_cvtepi64_epi32(_mm512_cvttpd_epi64(_mm512_maskz_loadu_pd((__mmask8)m, ad)));
+            __m256i a1 = _mm512_cvtepi64_epi32(_mm512_cvttpd_epi64(_mm512_maskz_loadu_pd((__mmask8)(m >> 8), ad + 8)));
+            ain = _mm512_inserti64x4(_mm512_castsi256_si512(a0), a1, 1);
+        }
+        __m512i u = _mm512_maskz_loadu_epi32(m, ub + j), v = _mm512_maskz_loadu_epi32(m, vb + j);
+        __m512i x = _mm512_add_epi32(decay16(u, _mm512_maskz_loadu_epi32(m, c->fu + j), db, low, half, F & K_NEAREST),
+                                     _mm512_sll_epi32(ain, sh));
+        if (F & K_CHECK_U) {
+            __mmask16 hi = _mm512_cmpgt_epi32_mask(x, big_m), lo = _mm512_cmple_epi32_mask(x, neg_m);
+            if (hi | lo) {
+                nw += __builtin_popcount(hi & m) + __builtin_popcount(lo & m);
+                x = _mm512_mask_sub_epi32(x, hi, x, two_m);
+                x = _mm512_mask_add_epi32(x, lo, x, two_m);
+            }
+        }
+        __m512i y = _mm512_add_epi32(decay16(v, _mm512_maskz_loadu_epi32(m, c->fv + j), db, low, half, F & K_NEAREST), x);
+        if (F & K_BIAS) y = _mm512_add_epi32(y, _mm512_maskz_loadu_epi32(m, c->bias + j));
+        if (F & K_CHECK_V) {
+            __mmask16 out = _mm512_cmpgt_epi32_mask(y, lim) | _mm512_cmplt_epi32_mask(y, neg_lim);
+            if (out) {
+                ns += __builtin_popcount(out & m);
+                y = _mm512_min_epi32(_mm512_max_epi32(y, neg_lim), lim);
+            }
+        }
+        __mmask16 spk = _mm512_cmpgt_epi32_mask(y, _mm512_maskz_loadu_epi32(m, c->vth + j)) & m;
+        _mm512_mask_storeu_epi32(ub + j, m, x);
+        _mm512_mask_storeu_epi32(vb + j, m, _mm512_maskz_mov_epi32((__mmask16)~spk, y));
+        _mm_mask_storeu_epi8(sr + j, m, _mm_maskz_mov_epi8(spk, one8));
+        cnt += __builtin_popcount(spk);
+    }
+    *wraps += nw;
+    *sats += ns;
+    return cnt;
+}
+#define LIF_ROW lif16_row
+#else
+#define LIF_ROW lif32_row
+#endif
+
+#define ROW32(F) case F: return LIF_ROW(F, n, c, a_row, ub, vb, sr, wraps, sats);
 #define ROW32_8(F) ROW32(F) ROW32(F + 1) ROW32(F + 2) ROW32(F + 3) ROW32(F + 4) ROW32(F + 5) ROW32(F + 6) ROW32(F + 7)
 static int32_t lif32_row_any(int flags, long n, const lif32_consts *c, const void *a_row, int32_t *ub,
                              int32_t *vb, uint8_t *sr, int64_t *wraps, int64_t *sats) {

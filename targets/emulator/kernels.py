@@ -30,8 +30,13 @@ def _lib():
     spec = importlib.util.find_spec(f"{__package__}._kernels")
     if spec is None or not spec.origin:
         return None
+    return load_library(spec.origin)
+
+
+def load_library(path) -> ctypes.CDLL | None:
+    """A build of kernels.c with its functions' signatures declared (None when it cannot be loaded)."""
     try:
-        lib = ctypes.CDLL(spec.origin)
+        lib = ctypes.CDLL(str(path))
     except OSError:
         return None
     for fn in (lib.spike_rows_i16, lib.spike_rows_i8):
