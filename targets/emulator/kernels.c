@@ -8,8 +8,8 @@
  *   are 32 bits wide: unsigned 32-bit arithmetic wraps exactly as those registers do, and the decay
  *   products are split so that no partial product needs more than 32 bits. Bit for bit the numpy path.
  *
- * Both work on a range of rows (or samples) so that Python threads can split the work; they hold no
- * global state and call nothing that needs the GIL.
+ * Both work on a range of rows (or samples) so that Python threads can split the work; they call
+ * nothing that needs the GIL, and their only state is each thread's index scratch (index_scratch).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -127,6 +127,20 @@ void count_rows(const uint8_t *x, long k, int32_t *counts, long r0, long r1) {
 }
 
 #define ROW_BLOCK 64 /* rows whose active-input lists are built once and reused for every column tile */
+#define INDEX_BYTES (1L << 20) /* at most this much index scratch per thread: fewer rows per block for wide inputs */
+
+/* This thread's index scratch of at least n entries, kept for its next call: a fresh block each call
+ * cost a page fault per page, every chunk. NULL without memory. */
+static int32_t *index_scratch(size_t n) {
+    static __thread int32_t *buf;
+    static __thread size_t cap;
+    if (n > cap) {
+        free(buf);
+        buf = malloc(sizeof(int32_t) * n);
+        cap = buf ? n : 0;
+    }
+    return buf;
+}
 
 /* out[r, :n] = scale * sum over k with x[r, k] != 0 of w[k, :n], for rows r0 <= r < r1.
  * x: uint8 [rows, k]; w: [k, ldw] (ldw a multiple of TMIN, zero-padded); wmax = max |w|;
@@ -143,12 +157,14 @@ void count_rows(const uint8_t *x, long k, int32_t *counts, long r0, long r1) {
     int NAME(const uint8_t *x, long k, const WT *w, long n, long ldw, long wmax, float scale,         \
              float *out, long r0, long r1) {                                                          \
         if (ldw % TMIN || ldw < n) return -2;                                                         \
-        int32_t *idx = malloc(sizeof(int32_t) * (size_t)(ROW_BLOCK * (k > 0 ? k : 1)));               \
+        long kk = k > 0 ? k : 1, block = INDEX_BYTES / (long)sizeof(int32_t) / kk;                    \
+        block = block < 1 ? 1 : block > ROW_BLOCK ? ROW_BLOCK : block;                                \
+        int32_t *idx = index_scratch((size_t)(block * kk));                                           \
         if (!idx) return -1;                                                                          \
         long fit16 = wmax > 0 ? 32767 / wmax : k;                                                     \
         long m[ROW_BLOCK];                                                                            \
-        for (long rb = r0; rb < r1; rb += ROW_BLOCK) {                                                \
-            long nb = r1 - rb < ROW_BLOCK ? r1 - rb : ROW_BLOCK;                                      \
+        for (long rb = r0; rb < r1; rb += block) {                                                    \
+            long nb = r1 - rb < block ? r1 - rb : block;                                              \
             for (long q = 0; q < nb; q++) m[q] = active_inputs(x + (rb + q) * k, k, idx + q * k);     \
             for (long j0 = 0; j0 < n;) {                                                              \
                 long step = ldw - j0 >= BIG ? BIG : ldw - j0 >= 256 ? 256 : TMIN;                     \
@@ -169,7 +185,6 @@ void count_rows(const uint8_t *x, long k, int32_t *counts, long r0, long r1) {
                 j0 += step;                                                                           \
             }                                                                                         \
         }                                                                                             \
-        free(idx);                                                                                    \
         return 0;                                                                                     \
     }
 
