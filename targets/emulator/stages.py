@@ -55,10 +55,14 @@ class Scratch:
         self.parity ^= 1
 
     def get(self, owner: str, role: str, shape: tuple[int, ...], dtype, zero: bool = False) -> np.ndarray:
-        key = (owner, role, self.parity, tuple(shape), np.dtype(dtype).str)
-        a = self._arrays.get(key)
-        if a is None:
-            a = self._arrays[key] = np.empty(shape, dtype)
+        """A C-contiguous array of this shape, a view of the owner's buffer for this role (the last, shorter
+        chunk reuses the front of it)."""
+        key = (owner, role, self.parity, np.dtype(dtype).str)
+        size = int(np.prod(shape))
+        flat = self._arrays.get(key)
+        if flat is None or flat.size < size:
+            flat = self._arrays[key] = np.empty(size, dtype)
+        a = flat[:size].reshape(shape)
         if zero:
             a.fill(0)
         return a
