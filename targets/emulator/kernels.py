@@ -215,6 +215,5 @@ def lif_scan(na, a: np.ndarray | None, u: np.ndarray, v: np.ndarray, params: dic
 
     parts = [(i, b0, b1) for i, (b0, b1) in enumerate(split_range(b, max(1, 4096 // max(n, 1))))]
     _run_parts(part, parts)
-    total = np.sum(ev, axis=0)
-    na.u_wraps += int(total[0])
-    na.v_saturations += int(total[1])
+    na.u_wraps += sum(int(e[0]) for e in ev)
+    na.v_saturations += sum(int(e[1]) for e in ev)

@@ -8,6 +8,8 @@ the previous step (lava-fixed-point.md §1, "Time step and ordering").
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -58,7 +60,7 @@ class Scratch:
         """A C-contiguous array of this shape, a view of the owner's buffer for this role (the last, shorter
         chunk reuses the front of it)."""
         key = (owner, role, self.parity, np.dtype(dtype).str)
-        size = int(np.prod(shape))
+        size = math.prod(shape)
         flat = self._arrays.get(key)
         if flat is None or flat.size < size:
             flat = self._arrays[key] = np.empty(size, dtype)
