@@ -53,7 +53,7 @@ def test_install_builds_the_kernels():
 @needs_kernels
 @pytest.mark.parametrize("rows,k,n,wmax,mult,seed,dtype", [
     (50, 30, 10, 255, 1, 0, np.int16),  # one narrow tile, partly stored
-    (130, 100, 300, 256, 1, 1, np.int16),  # a 256-column tile and a 64-column tile storing 44 columns
+    (130, 100, 300, 256, 1, 1, np.int16),  # two 128-column tiles and a 64-column tile storing 44 columns
     (130, 100, 300, 127, 2, 1, np.int8),  # Lava's even 8-bit weights: int8 storage, scale 2
     (90, 300, 70, 100, 1, 5, np.int8),
     (70, 2000, 257, 8000, 1, 2, np.int16),  # dense rows overflow int16: int32 tiles, sparse rows stay int16
@@ -137,7 +137,7 @@ GRAPHS = [
     (dense_chain, 0, {}), (dense_chain, 5, {"sparse": True, "delay": True}), (dense_chain, 300, {"graded": True}),
     (dense_chain, 400, {"reset": 10, "cuba": True}), (conv_net, 1, {}), (recurrent_net, 0, {}),
     (overflow_net, 1, {}), (two_input_net, 0, {}),
-    # wide layers with dense input: 256-column tiles and int32 rows in the synapse kernel
+    # wide layers with dense input: several 128-column tiles and int32 rows in the synapse kernel
     (dense_chain, 7, {"sizes": [600, 300, 40], "steps": 12, "batch": 3}),
 ]
 

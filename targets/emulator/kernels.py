@@ -111,10 +111,12 @@ def _ptr(a: np.ndarray | None):
 
 
 TILE_COLUMNS = 64  # kernels.c TMIN: weight rows are padded to a multiple of it
+TILE = 128  # kernels.c TILE: the weights are stored in column tiles this wide (the last may be TILE_COLUMNS)
 
 
 def spike_weights(w_out_in: np.ndarray) -> tuple[np.ndarray, int, float]:
-    """(out, in) integer weights as spike_rows reads them: [in, out padded to TILE_COLUMNS], max |w|, scale.
+    """(out, in) integer weights as spike_rows reads them: an [in, ldw] array (out padded to TILE_COLUMNS)
+    whose memory holds the column tiles of kernels.c one after the other, max |w|, scale.
 
     int8 when the weights divided by their common power of two fit it (Lava's 8-bit mixed-sign weights
     are all even), which halves the cache traffic; int16 otherwise. scale is that power of two.
@@ -129,9 +131,15 @@ def spike_weights(w_out_in: np.ndarray) -> tuple[np.ndarray, int, float]:
         wi >>= z
     small = wi.size == 0 or (int(wi.min()) >= -128 and int(wi.max()) <= 127)
     dt = np.int8 if small else np.int16
-    wk = np.zeros((n_in, ldw), dt)
-    wk[:, :n_out] = wi.astype(dt).T
-    return wk, int(np.abs(wi).max(initial=0)), float(2**z)
+    padded = np.zeros((n_in, ldw), dt)
+    padded[:, :n_out] = wi.astype(dt).T
+    flat = np.empty(n_in * ldw, dt)
+    j0 = 0
+    while j0 < ldw:  # the tile at column j0 is [in, tw], stored contiguously from element j0 * in
+        tw = TILE if ldw - j0 >= TILE else TILE_COLUMNS
+        flat[j0 * n_in:(j0 + tw) * n_in] = padded[:, j0:j0 + tw].reshape(-1)
+        j0 += tw
+    return flat.reshape(n_in, ldw), int(np.abs(wi).max(initial=0)), float(2**z)
 
 
 def spike_rows(x: np.ndarray, wk: np.ndarray, wmax: int, scale: float, out: np.ndarray) -> None:
