@@ -271,7 +271,8 @@ def export(model, checkpoint, out_path, onnx_path, input_names, input_specs, sha
 @click.option("-o", "--output", "out_path", type=click.Path(dir_okay=False), required=True,
               help="Quantized graph file (.npz).")
 @click.option("--netx", "netx_path", type=click.Path(dir_okay=False), default=None,
-              help="Also write a lava-dl netx .net file (loihi2 only).")
+              help="Also write a lava-dl netx .net file (loihi2 only; biases are then quantized in whole "
+                   "weight units, as netx stores them).")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def quantize(graph_file, target, method, calib_specs, weight_bits, allow_approximate, dt, seed, out_path, netx_path,
              as_json) -> None:
@@ -288,17 +289,22 @@ def quantize(graph_file, target, method, calib_specs, weight_bits, allow_approxi
         set_dt(graph, dt)
     calib = parse_input_args(graph, calib_specs) if calib_specs else None
     with _about(graph_file), console.status(f"quantizing for {target} ({method})…") if not as_json else nullcontext():
+        # netx stores biases at a fixed exponent: quantize them on that grid so that the file and the
+        # quantized graph (and the fidelity report) hold the same network
+        bias_exp_min = 0
+        if netx_path:
+            from .converters.netx import NETX_BIAS_EXP as bias_exp_min
         qg = run_quantize(graph, target, method=method, calibration=calib, allow_approximate=allow_approximate,
-                          weight_bits=weight_bits, seed=seed)
+                          weight_bits=weight_bits, seed=seed, bias_exp_min=bias_exp_min)
         data = calib if calib is not None else random_inputs(graph, steps=50, batch=16, seed=seed)
         fid = fidelity(graph, qg, data)
     fid["fidelity"]["inputs"] = "calibration data" if calib is not None else "random spikes (density 0.15, 50 steps × 16)"
     qg.meta["fidelity"] = fid["fidelity"]
-    save_qgraph(qg, out_path)
-    if netx_path:
+    if netx_path:  # first: a graph netx cannot hold stops here, before either file is written
         from .converters.netx import write_netx
 
         write_netx(qg, netx_path)
+    save_qgraph(qg, out_path)
     res = {"target": qg.target, "method": method, "output": out_path, "netx": netx_path,
            "deviations": qg.deviations, "warnings": qg.meta.get("warnings", []), **fid}
     if as_json:

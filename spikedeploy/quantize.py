@@ -58,14 +58,22 @@ def quantize(
     seed: int = 0,
     percentile: float = 99.99,
     dt: float | None = None,
+    bias_exp_min: int = 0,
 ) -> QGraph:
-    """Quantize `graph` for `target`. calibration: {input name: [T, B, ...]} (needed by percentile/search)."""
+    """Quantize `graph` for `target`. calibration: {input name: [T, B, ...]} (needed by percentile/search).
+
+    bias_exp_min: the smallest bias exponent used, for consumers that fix it (lava-dl netx stores biases
+    with bias_exp = 6, whole weight units); biases finer than 2**bias_exp_min round to that step.
+    """
     spec = get_target(target) if isinstance(target, str) else target
     fmt = spec.numeric
     if method not in METHODS:
         raise SpikeDeployError(f"unknown quantization method '{method}'; choose one of {', '.join(METHODS)}")
     if method != "maxabs" and calibration is None:
         raise SpikeDeployError(f"method '{method}' needs calibration data (calibration={{input: [T, B, ...]}})")
+    if not 0 <= bias_exp_min <= fmt.bias_exp_max:
+        raise TargetLimitError(f"bias_exp_min must be in 0..{fmt.bias_exp_max} for target '{spec.name}', "
+                               f"got {bias_exp_min}")
     nwb = fmt.weight_bits if weight_bits is None else int(weight_bits)
     if not 1 <= nwb <= fmt.weight_bits:
         raise TargetLimitError(f"weight_bits must be in 1..{fmt.weight_bits} for target '{spec.name}', got {nwb}")
@@ -77,7 +85,7 @@ def quantize(
     check_graph(g, approx)
     rewrites = fold_pooling(g)
     layers = find_layers(g, g.dt, fmt, approx)
-    q = Quantizer(g, layers, fmt, nwb)
+    q = Quantizer(g, layers, fmt, nwb, bias_exp_min)
 
     stats = q.calibrate(calibration, percentile) if calibration is not None else None
     n_max = {name: q.n_static_max(lay) for name, lay in layers.items()}
@@ -92,6 +100,7 @@ def quantize(
     qg.meta.update({
         "method": method, "weight_bits": nwb, "rewrites": rewrites, "percentile": percentile if stats else None,
         "notes": sorted({f"{name}: {m}" for name, lay in layers.items() for m in lay.notes}),
+        "bias_exp_min": bias_exp_min,
         "source": {k: graph.meta[k] for k in ("source", "format") if k in graph.meta},
     })
     warns = overflow_warnings(q, qg, stats)
@@ -111,8 +120,9 @@ def _grid(fmt: NumericFormat, nwb: int, mode: str) -> tuple[int, int]:
 
 
 class Quantizer:
-    def __init__(self, g: Graph, layers: dict[str, Layer], fmt: NumericFormat, nwb: int):
+    def __init__(self, g: Graph, layers: dict[str, Layer], fmt: NumericFormat, nwb: int, bias_exp_min: int = 0):
         self.g, self.layers, self.fmt, self.nwb = g, layers, fmt, nwb
+        self.bias_exp_min = bias_exp_min
         self._xmax: dict[str, float] = {}  # largest input value per source (calibration; spikes: 1)
         self.vth_max = 2**fmt.vth_bits - 1
         self.a_lim = 2 ** (fmt.state_bits - 1 - fmt.act_shift)  # |a_in| at which 64·a_in reaches the state range
@@ -259,7 +269,7 @@ class Quantizer:
         bias = (2**fmt.act_shift) * lam * lay.bias_f
         bmax = float(np.abs(bias).max(initial=0))
         mant_max = 2 ** (fmt.bias_mant_bits - 1) - 1
-        be = 0
+        be = self.bias_exp_min
         while be < fmt.bias_exp_max and np.rint(bmax / 2**be) > mant_max:
             be += 1
         bm = np.rint(bias / 2**be)

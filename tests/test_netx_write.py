@@ -327,6 +327,65 @@ def test_quantized_graph_without_bias_is_written(tmp_path):
     np.testing.assert_array_equal(a.counts["l1"], b.counts["2.neuron"])
 
 
+def _biased_graph(seed=2):
+    """Affine (with bias) -> LIF -> Affine -> LIF: biases the quantizer puts below netx's step of 64."""
+    def lif(name, n):
+        return Node(name, "LIF", {"tau": np.full(n, 10e-3), "r": np.full(n, 10.0), "v_leak": np.zeros(n),
+                                  "v_threshold": np.full(n, 0.3)})
+
+    rng = np.random.default_rng(seed)
+    return Graph.chain(Node("in", "Input", {"shape": [20]}),
+                       Node("fc0", "Affine", {"weight": rng.normal(0, 0.5, (16, 20)), "bias": rng.normal(0, 0.02, 16)}),
+                       lif("l0", 16),
+                       Node("fc1", "Affine", {"weight": rng.normal(0, 0.5, (6, 16)), "bias": rng.normal(0, 0.02, 6)}),
+                       lif("l1", 6), Node("out", "Output"), dt=1e-3).validate()
+
+
+def test_biased_graph_quantized_for_netx_runs_in_lava_like_the_emulator(netx_mod, tmp_path):
+    """Quantized as usual, the biases are finer than netx's fixed bias_exp 6 and the writer refuses them;
+    quantized with bias_exp_min = 6 (what `quantize --netx` does), lava-dl runs the file bit for bit like
+    the emulator runs the quantized graph."""
+    from spikedeploy.converters.netx import NETX_BIAS_EXP
+    from spikedeploy.quantize import quantize
+
+    g = _biased_graph()
+    with pytest.raises(UnsupportedError, match="multiple of 2\\^6"):
+        write_netx(quantize(g, "loihi2"), tmp_path / "fine.net")
+    qg = quantize(g, "loihi2", bias_exp_min=NETX_BIAS_EXP)
+    assert qg.meta["bias_exp_min"] == NETX_BIAS_EXP
+    assert all(int(qg.q[n]["bias_exp"]) >= NETX_BIAS_EXP for n in ("l0", "l1"))
+    assert any(np.any(qg.q[n]["bias_mant"] != 0) for n in ("l0", "l1")), "no bias survived; the test proves little"
+    path = write_netx(qg, tmp_path / "q.net")
+    x = _spikes(np.random.default_rng(3), (20,), 0.4)
+    emu = simulate_emulator(qg, {"in": x}, probes=["l0", "l1"])
+    spikes, v = run_netx(netx_mod, path, x)
+    for n, s in zip(("l0", "l1"), spikes, strict=True):
+        want = emu.traces[n]["s"][:, 0].reshape(STEPS, -1)
+        assert want.sum() > 0, f"{n} is silent"
+        np.testing.assert_array_equal(s, want, err_msg=n)
+    np.testing.assert_array_equal(v, emu.traces["l1"]["v"][:, 0].reshape(STEPS, -1))
+
+
+def test_cli_quantize_netx_writes_both_files_or_neither(tmp_path):
+    import subprocess
+    import sys
+
+    from spikedeploy.converters.nir import write_nir
+
+    write_nir(_biased_graph(), tmp_path / "g.nir")
+    cmd = [sys.executable, "-m", "spikedeploy", "quantize", str(tmp_path / "g.nir"), "-o", str(tmp_path / "q.sdq"),
+           "--netx", str(tmp_path / "q.net"), "--json"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "q.sdq").exists() and (tmp_path / "q.net").exists()
+    assert read_netx(tmp_path / "q.net").graph.nodes
+    # a target netx cannot hold: refused before either file is written
+    r = subprocess.run([*cmd[:-5], "--target", "loihi1", "-o", str(tmp_path / "l1.sdq"), "--netx",
+                        str(tmp_path / "l1.net"), "--json"], capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert not (tmp_path / "l1.sdq").exists() and not (tmp_path / "l1.net").exists()
+
+
 # ---- refusals ----------------------------------------------------------------------------------------
 def _small():
     rng = np.random.default_rng(3)
