@@ -222,8 +222,8 @@ class _Builder:
         for i, lc in enumerate(layers):
             kind = _str(lc.get("type", b"?"))
             if kind in _REFUSED_LAYERS:
-                hint = (f"; read the first {i} layers with read_netx(path, num_layers={i}) "
-                        "(lava-dl's own tests do the same)") if i > 1 else ""
+                hint = (f"; read the first {i} layers: read_netx(path, num_layers={i}), or --netx-layers {i} on "
+                        "the command line (lava-dl's own tests do the same)") if i > 1 else ""
                 raise self.err(i, kind, f"'{kind}' layers ({_REFUSED_LAYERS[kind]}) are not supported (lava-dl netx "
                                         f"itself raises NotImplementedError for them){hint}", UnsupportedError)
             if kind not in SUPPORTED_LAYERS:

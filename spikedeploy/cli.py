@@ -27,6 +27,24 @@ def _emit_json(obj) -> None:
     click.echo(dumps(obj))
 
 
+def _keep_netx_layers(ctx, _param, value):
+    ctx.meta["netx_layers"] = value
+
+
+netx_layers_option = click.option(
+    "--netx-layers", type=click.IntRange(min=1), default=None, expose_value=False, callback=_keep_netx_layers,
+    metavar="N", help="Read only the first N layers of a lava-dl netx file, as netx.hdf5.Network(num_layers=N) "
+                      "does (e.g. 5 for ntidigits, whose average readout layer netx cannot run).")
+
+
+def _load(path: str, float_graph: bool = False):
+    """The graph file at `path` (load_graph, or load_any with float_graph), with this command's --netx-layers."""
+    from .io import load_any, load_graph
+
+    n = click.get_current_context().meta.get("netx_layers")
+    return load_any(path, netx_layers=n) if float_graph else load_graph(path, netx_layers=n)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="spikedeploy")
 def cli() -> None:
@@ -42,13 +60,14 @@ def cli() -> None:
 # ---- inspect --------------------------------------------------------------------------------------
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=str))
+@netx_layers_option
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of tables.")
 def inspect(file: str, as_json: bool) -> None:
     """Show the nodes of a NIR, netx (.net) or quantized graph FILE: shapes, neurons, synapses,
     parameters, and whether each node runs on the chip or the host."""
     from .inspect_graph import inspect_file
 
-    info = inspect_file(file)
+    info = inspect_file(file, netx_layers=click.get_current_context().meta.get("netx_layers"))
     if as_json:
         _emit_json(info)
         return
@@ -154,17 +173,17 @@ def _about(path: str):
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of random inputs.")
 @click.option("--dt", type=float, default=None, help="Time step in seconds, for graphs that do not record one (NIR).")
 @click.option("-o", "--output", "out_path", type=click.Path(dir_okay=False), default=None, help="Write RUN.npz.")
+@netx_layers_option
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def simulate(graph_file, backend, target, input_specs, steps, batch, density, seed, dt, out_path, as_json) -> None:
     """Simulate GRAPH (NIR, netx .net or quantized file) and write spikes per layer and outputs to RUN.npz."""
     from .graph import set_dt
-    from .io import load_graph
     from .qgraph import QGraph
     from .run import save_run
     from .simulate import parse_input_args, random_inputs
     from .simulate import simulate as run_sim
 
-    model = load_graph(graph_file)
+    model = _load(graph_file)
     graph = model.graph if isinstance(model, QGraph) else model
     if dt is not None:
         set_dt(graph, dt)
@@ -270,6 +289,7 @@ def export(model, checkpoint, out_path, onnx_path, input_names, input_specs, sha
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of random inputs when no calibration is given.")
 @click.option("-o", "--output", "out_path", type=click.Path(dir_okay=False), required=True,
               help="Quantized graph file (.npz).")
+@netx_layers_option
 @click.option("--netx", "netx_path", type=click.Path(dir_okay=False), default=None,
               help="Also write a lava-dl netx .net file (loihi2 only; biases are then quantized in whole "
                    "weight units, as netx stores them).")
@@ -278,13 +298,12 @@ def quantize(graph_file, target, method, calib_specs, weight_bits, allow_approxi
              as_json) -> None:
     """Quantize GRAPH for a target and report, layer by layer, how far the fixed-point spikes stay from float."""
     from .graph import set_dt
-    from .io import load_any
     from .qgraph_io import save_qgraph
     from .quantize import quantize as run_quantize
     from .quantize_fidelity import fidelity
     from .simulate import parse_input_args, random_inputs
 
-    graph = load_any(graph_file)
+    graph = _load(graph_file, float_graph=True)
     if dt is not None:
         set_dt(graph, dt)
     calib = parse_input_args(graph, calib_specs) if calib_specs else None
@@ -330,17 +349,17 @@ def quantize(graph_file, target, method, calib_specs, weight_bits, allow_approxi
 @click.option("--max-cores", type=int, default=None, help="Cores available in total.")
 @click.option("--allocator", type=click.Choice(["greedy", "roundrobin"]), default="greedy", show_default=True)
 @click.option("-o", "--output", "out_path", type=click.Path(dir_okay=False), default=None, help="placement.json")
+@netx_layers_option
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def partition(graph_file, target, run_path, chips, max_cores, allocator, out_path, as_json) -> None:
     """Place GRAPH onto cores and chips under the target's limits; report cores used against the lower bound."""
     from .atomic import atomic_write
-    from .io import load_graph
     from .jsonout import dumps
     from .partition import partition as run_partition
     from .qgraph import QGraph
     from .run import load_run
 
-    model = load_graph(graph_file)
+    model = _load(graph_file)
     graph, qg = (model.graph, model) if isinstance(model, QGraph) else (model, None)
     run = load_run(run_path) if run_path else None
     with _about(graph_file):
@@ -382,19 +401,19 @@ def partition(graph_file, target, run_path, chips, max_cores, allocator, out_pat
 @click.option("--fidelity", "fidelity_path", type=click.Path(dir_okay=False), default=None,
               help="JSON from `quantize --json` (its fidelity section is carried into the report).")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None, help="Write a self-contained HTML report.")
+@netx_layers_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schema: spikedeploy/report_schema.json).")
 def report(graph_file, target, run_path, placement_path, fidelity_path, html_path, as_json) -> None:
     """Core usage, spike traffic, synaptic operations, energy and latency of GRAPH on a target."""
     import json
 
     from .errors import FileFormatError
-    from .io import load_graph
     from .partition import partition as run_partition
     from .qgraph import QGraph
     from .report import build_report, render_terminal
     from .run import load_run
 
-    model = load_graph(graph_file)
+    model = _load(graph_file)
     graph, qg = (model.graph, model) if isinstance(model, QGraph) else (model, None)
     run = load_run(run_path) if run_path else None
     placement = None

@@ -29,11 +29,11 @@ def describe(graph: Graph, *, fmt: str, path: str | None = None) -> dict[str, An
     }
 
 
-def inspect_file(path: str | Path) -> dict[str, Any]:
+def inspect_file(path: str | Path, *, netx_layers: int | None = None) -> dict[str, Any]:
     from .io import load_graph
     from .qgraph import QGraph
 
-    obj = load_graph(path)
+    obj = load_graph(path, netx_layers=netx_layers)
     if isinstance(obj, QGraph):
         info = describe(obj.graph, fmt=obj.meta.get("format", f"quantized ({obj.target})"), path=str(path))
         info["target"] = obj.target

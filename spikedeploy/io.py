@@ -137,26 +137,32 @@ def sniff(path: str | os.PathLike) -> str:
     )
 
 
-def load_graph(path: str | os.PathLike):
-    """Read a graph file: NIR -> Graph, netx -> QGraph (target loihi2), or a registered format."""
+def load_graph(path: str | os.PathLike, *, netx_layers: int | None = None):
+    """Read a graph file: NIR -> Graph, netx -> QGraph (target loihi2), or a registered format.
+
+    netx_layers: read only the first layers of a lava-dl netx file, as `netx.hdf5.Network(num_layers=)`
+    does (e.g. to leave out a readout layer that netx cannot run)."""
     name = sniff(path)
     p = Path(path)
+    if netx_layers is not None and name != "netx":
+        raise SpikeDeployError(f"{p}: a number of netx layers ({netx_layers}) was given, but this is not a lava-dl "
+                               f"netx file ({name}); leave it out")
     if name == "qgraph":
         from .qgraph_io import load_qgraph
 
         return load_qgraph(p)
     fmt = next(f for f in _FORMATS if f.name == name)
     try:
-        return fmt.load(p)
+        return fmt.load(p) if netx_layers is None else _load_netx(p, num_layers=netx_layers)
     except SpikeDeployError:
         raise
     except (OSError, KeyError, RuntimeError) as e:  # lazy h5py reads of damaged data
         raise corrupt_error(p, e) from e
 
 
-def load_any(path: str | os.PathLike) -> Graph:
+def load_any(path: str | os.PathLike, *, netx_layers: int | None = None) -> Graph:
     """The float Graph of any graph file (a QGraph's `.graph`), e.g. for `inspect`."""
-    obj = load_graph(path)
+    obj = load_graph(path, netx_layers=netx_layers)
     return obj if isinstance(obj, Graph) else obj.graph
 
 
@@ -193,10 +199,10 @@ def _load_nir(p: Path):
     return read_nir(p)
 
 
-def _load_netx(p: Path):
+def _load_netx(p: Path, num_layers: int | None = None):
     from .converters.netx import read_netx
 
-    return read_netx(p)
+    return read_netx(p, num_layers=num_layers)
 
 
 def _register_builtin() -> None:

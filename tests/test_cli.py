@@ -95,6 +95,22 @@ def test_inspect_json_lavadl_nets(rel, lavadl_netx_dir):
         _one_error_line(r, path.name, "layer")
 
 
+def test_netx_layers_reads_ntidigits_from_the_command_line(lavadl_netx_dir, tmp_path):
+    """ntidigits ends in an average layer netx cannot run: refused with the fix named, read with
+    --netx-layers 5 (the layers lava-dl's own test runs) by inspect and simulate; other formats refuse it."""
+    path = lavadl_netx_dir / "gts" / "ntidigits" / "ntidigits.net"
+    _one_error_line(sd("inspect", path, "--json"), "average", "--netx-layers 5")
+    r = sd("inspect", path, "--netx-layers", "5", "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["total"]["neurons"] > 0
+    r = sd("simulate", path, "--netx-layers", "5", "--steps", "50", "--batch", "1", "-o", tmp_path / "run.npz", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["spikes"]["input"] > 0 and (tmp_path / "run.npz").exists()
+    _one_error_line(sd("inspect", SHARED / "fixtures" / "nir-paper" / "two_lif_neurons.nir", "--netx-layers", "2"),
+                    "two_lif_neurons.nir", "not a lava-dl netx file")
+
+
 def test_inspect_table_shows_chip_host_split():
     r = sd("inspect", SHARED / "fixtures" / "nir-paper" / "two_lif_neurons.nir")
     assert r.returncode == 0, r.stderr
