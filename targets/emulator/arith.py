@@ -121,14 +121,16 @@ def prepare_weights(w, sign_mode: str | None, num_weight_bits: int | None, ar: A
     return x
 
 
-def shift_sum(acc: np.ndarray, exp: int) -> np.ndarray:
-    """acc << exp, or acc >> -exp (floor), on exact-integer float arrays (Dense models.py:101-106)."""
+def shift_sum(acc: np.ndarray, exp: int, out: np.ndarray | None = None) -> np.ndarray:
+    """acc << exp, or acc >> -exp (floor), on exact-integer float arrays (Dense models.py:101-106); into
+    `out` when given (which may be acc itself)."""
     exp = int(exp)
-    if exp > 0:
-        return acc * float(2**exp)
-    if exp < 0:
-        return np.floor(acc * (0.5 ** (-exp)))
-    return acc
+    if exp == 0:
+        if out is not None and out is not acc:
+            out[...] = acc
+        return acc if out is None else out
+    y = np.multiply(acc, 2.0**exp, out=out)  # a power of two: exact
+    return np.floor(y, out=y) if exp < 0 else y
 
 
 def shift_bound(bound: float, exp: int) -> float:

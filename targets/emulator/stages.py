@@ -88,11 +88,13 @@ class SynapseStage:
         self.dtype = dtype
         self.carry = None
         self.buf = None
+        self.scratch = None
 
     def reset(self, batch: int) -> None:
         self.carry = np.zeros((self.n_slots, batch, *self.out_shape), self.dtype)
 
     def begin(self, tc: int, scratch: Scratch | None = None) -> None:
+        self.scratch = scratch  # for accumulate's own temporaries
         b = self.carry.shape[1]
         self.buf = _buffer(scratch, self.name, "buf", (tc + self.n_slots, b, *self.out_shape), self.dtype,
                            zero=not self.overwrites)
@@ -150,10 +152,12 @@ class DenseStage(SynapseStage):
             self.groups = [(k, *kernels.spike_weights(m)) for k, m in groups]
         else:
             self.groups = [(k, m.astype(ft, copy=False), 0, 1.0) for k, m in groups]
-        buf_t = np.float32 if (self.mode == "f32" and self.exp >= 0) else np.float64
-        super().__init__(name, (n_out,), buf_t)
-        # one product written straight into the buffer (BLAS out= or the kernel) instead of added to it
-        self.overwrites = self.exp == 0 and len(self.groups) == 1 and self.mode != "i64"
+        # float32 holds every value exactly in f32 mode: sums below 2**24, and their shifts (by a power of
+        # two, floored) too
+        super().__init__(name, (n_out,), np.float32 if self.mode == "f32" else np.float64)
+        # one product written straight into the buffer (BLAS out= or the kernel) and shifted there, instead
+        # of added to it
+        self.overwrites = len(self.groups) == 1 and self.mode != "i64"
         if self.reg_wrap:
             self.bound = reg
 
@@ -179,22 +183,23 @@ class DenseStage(SynapseStage):
                 dst += acc.astype(np.float64)
                 continue
             xx = x2.astype(wt.dtype, copy=False)
-            if self.overwrites:
-                np.matmul(xx, wt.T, out=dst)
-            else:
-                dst += shift_sum(xx @ wt.T, self.exp)
+            out = dst if self.overwrites else _buffer(self.scratch, self.name, "sum", dst.shape, dst.dtype)
+            shift_sum(np.matmul(xx, wt.T, out=out), self.exp, out=out)
+            if not self.overwrites:
+                dst += out
 
     def _accumulate_spikes(self, x2: np.ndarray, tc: int, b: int) -> None:
         x8 = x2 if x2.dtype == np.uint8 else (x2 != 0).view(np.uint8)
         x8 = np.ascontiguousarray(x8)
         for k, wk, wmax, scale in self.groups:
             dst = self.buf[1 + k : 1 + k + tc].reshape(tc * b, -1)
-            if self.overwrites:
-                kernels.spike_rows(x8, wk, wmax, scale, dst)
-            else:
-                tmp = np.empty(dst.shape, np.float32)
-                kernels.spike_rows(x8, wk, wmax, scale, tmp)
-                dst += shift_sum(tmp, self.exp)
+            out = dst if self.overwrites else _buffer(self.scratch, self.name, "sum", dst.shape, np.float32)
+            # the kernel's scale takes the weight exponent too: a power of two, so the product stays exact
+            kernels.spike_rows(x8, wk, wmax, scale * 2.0**self.exp, out)
+            if self.exp < 0:
+                np.floor(out, out=out)
+            if not self.overwrites:
+                dst += out
 
 
 class ScaleStage(SynapseStage):
