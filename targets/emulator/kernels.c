@@ -1,8 +1,8 @@
 /* Compiled inner loops of the fixed-point emulator (loaded through ctypes by kernels.py).
  *
  * spike_rows: binary spikes times integer weights, as sums of the weight rows of the active inputs.
- *   Work grows with the number of spikes, not with the size of the matrix, and the weights are read
- *   as int16 in column tiles whose accumulators stay in registers. A row accumulates in int16 only
+ *   Work grows with the number of spikes, not with the size of the matrix, and the weights (int8 or
+ *   int16) are added in column tiles whose accumulators stay in registers. A row accumulates in int16 only
  *   when (active inputs) x max|w| <= 32767 proves that no partial sum can overflow; otherwise int32.
  * lif_scan: the CUBA update of NeuronArith.step (arith.py) on int32 state, for datapaths whose registers
  *   are 32 bits wide: unsigned 32-bit arithmetic wraps exactly as those registers do, and the decay
