@@ -259,52 +259,78 @@ static inline __attribute__((always_inline)) __m512i decay16(__m512i x, __m512i 
     return _mm512_mask_sub_epi32(r, _mm512_movepi32_mask(x), _mm512_setzero_si512(), r);
 }
 
+typedef struct {
+    __m128i db, sh;
+    __m512i low, half, big_m, neg_m, two_m, lim, neg_lim;
+} lif16_vconsts;
+
+/* Sixteen neurons from j. FULL (compile time): all sixteen exist, plain loads and stores; else the
+ * lanes of m, with masked ones (slower on some CPUs, so only for a row's last, partial vector). */
+static inline __attribute__((always_inline)) void lif16_block(
+    const int F, const int FULL, long j, __mmask16 m, const lif32_consts *c, const lif16_vconsts *k,
+    const void *restrict a_row, int32_t *restrict ub, int32_t *restrict vb, uint8_t *restrict sr, int32_t *nw,
+    int32_t *ns, int32_t *cnt) {
+#define LD(p) (FULL ? _mm512_loadu_si512((const void *)(p)) : _mm512_maskz_loadu_epi32(m, (p)))
+    __m512i ain = _mm512_setzero_si512();
+    if (F & K_IN_F32) {
+        const float *af = (const float *)a_row + j;
+        ain = _mm512_cvttps_epi32(FULL ? _mm512_loadu_ps(af) : _mm512_maskz_loadu_ps(m, af));
+    }
+    if (F & K_IN_F64) { /* through int64, so that the low 32 bits are the wrapped value */
+        const double *ad = (const double *)a_row + j;
+        __m512d d0 = FULL ? _mm512_loadu_pd(ad) : _mm512_maskz_loadu_pd((__mmask8)m, ad);
+        __m512d d1 = FULL ? _mm512_loadu_pd(ad + 8) : _mm512_maskz_loadu_pd((__mmask8)(m >> 8), ad + 8);
+        __m256i a0 = _mm512_cvtepi64_epi32(_mm512_cvttpd_epi64(d0)), a1 = _mm512_cvtepi64_epi32(_mm512_cvttpd_epi64(d1));
+        ain = _mm512_inserti64x4(_mm512_castsi256_si512(a0), a1, 1);
+    }
+    __m512i x = _mm512_add_epi32(decay16(LD(ub + j), LD(c->fu + j), k->db, k->low, k->half, F & K_NEAREST),
+                                 _mm512_sll_epi32(ain, k->sh));
+    if (F & K_CHECK_U) {
+        __mmask16 hi = _mm512_cmpgt_epi32_mask(x, k->big_m), lo = _mm512_cmple_epi32_mask(x, k->neg_m);
+        if (hi | lo) {
+            *nw += __builtin_popcount(hi & m) + __builtin_popcount(lo & m);
+            x = _mm512_mask_sub_epi32(x, hi, x, k->two_m);
+            x = _mm512_mask_add_epi32(x, lo, x, k->two_m);
+        }
+    }
+    __m512i y = _mm512_add_epi32(decay16(LD(vb + j), LD(c->fv + j), k->db, k->low, k->half, F & K_NEAREST), x);
+    if (F & K_BIAS) y = _mm512_add_epi32(y, LD(c->bias + j));
+    if (F & K_CHECK_V) {
+        __mmask16 out = _mm512_cmpgt_epi32_mask(y, k->lim) | _mm512_cmplt_epi32_mask(y, k->neg_lim);
+        if (out) {
+            *ns += __builtin_popcount(out & m);
+            y = _mm512_min_epi32(_mm512_max_epi32(y, k->neg_lim), k->lim);
+        }
+    }
+    __mmask16 spk = _mm512_cmpgt_epi32_mask(y, LD(c->vth + j)) & m;
+    __m512i v_new = _mm512_maskz_mov_epi32((__mmask16)~spk, y);
+    __m128i s8 = _mm_maskz_mov_epi8(spk, _mm_set1_epi8(1));
+    if (FULL) {
+        _mm512_storeu_si512((void *)(ub + j), x);
+        _mm512_storeu_si512((void *)(vb + j), v_new);
+        _mm_storeu_si128((__m128i *)(sr + j), s8);
+    } else {
+        _mm512_mask_storeu_epi32(ub + j, m, x);
+        _mm512_mask_storeu_epi32(vb + j, m, v_new);
+        _mm_mask_storeu_epi8(sr + j, m, s8);
+    }
+    *cnt += __builtin_popcount(spk);
+#undef LD
+}
+
 static inline __attribute__((always_inline)) int32_t lif16_row(
     const int F, long n, const lif32_consts *c, const void *restrict a_row, int32_t *restrict ub,
     int32_t *restrict vb, uint8_t *restrict sr, int64_t *wraps, int64_t *sats) {
-    const __m128i db = _mm_cvtsi32_si128(c->dbits), sh = _mm_cvtsi32_si128(c->act_shift);
-    const __m512i low = _mm512_set1_epi32((1 << c->dbits) - 1), half = _mm512_set1_epi32(1 << (c->dbits - 1));
-    const __m512i big_m = _mm512_set1_epi32(c->big_m), neg_m = _mm512_set1_epi32(-c->big_m);
-    const __m512i two_m = _mm512_set1_epi32((int32_t)(2u * (uint32_t)c->big_m));
-    const __m512i lim = _mm512_set1_epi32(c->big_m - 1), neg_lim = _mm512_set1_epi32(1 - c->big_m);
-    const __m128i one8 = _mm_set1_epi8(1);
+    const lif16_vconsts k = {
+        _mm_cvtsi32_si128(c->dbits), _mm_cvtsi32_si128(c->act_shift), _mm512_set1_epi32((1 << c->dbits) - 1),
+        _mm512_set1_epi32(1 << (c->dbits - 1)), _mm512_set1_epi32(c->big_m), _mm512_set1_epi32(-c->big_m),
+        _mm512_set1_epi32((int32_t)(2u * (uint32_t)c->big_m)), _mm512_set1_epi32(c->big_m - 1),
+        _mm512_set1_epi32(1 - c->big_m)};
     int32_t nw = 0, ns = 0, cnt = 0;
-    for (long j = 0; j < n; j += 16) {
-        __mmask16 m = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1);
-        __m512i ain = _mm512_setzero_si512();
-        if (F & K_IN_F32) ain = _mm512_cvttps_epi32(_mm512_maskz_loadu_ps(m, (const float *)a_row + j));
-        if (F & K_IN_F64) { /* through int64, so that the low 32 bits are the wrapped value */
-            const double *ad = (const double *)a_row + j;
-            __m256i a0 = _mm512_cvtepi64_epi32(_mm512_cvttpd_epi64(_mm512_maskz_loadu_pd((__mmask8)m, ad)));
-            __m256i a1 = _mm512_cvtepi64_epi32(_mm512_cvttpd_epi64(_mm512_maskz_loadu_pd((__mmask8)(m >> 8), ad + 8)));
-            ain = _mm512_inserti64x4(_mm512_castsi256_si512(a0), a1, 1);
-        }
-        __m512i u = _mm512_maskz_loadu_epi32(m, ub + j), v = _mm512_maskz_loadu_epi32(m, vb + j);
-        __m512i x = _mm512_add_epi32(decay16(u, _mm512_maskz_loadu_epi32(m, c->fu + j), db, low, half, F & K_NEAREST),
-                                     _mm512_sll_epi32(ain, sh));
-        if (F & K_CHECK_U) {
-            __mmask16 hi = _mm512_cmpgt_epi32_mask(x, big_m), lo = _mm512_cmple_epi32_mask(x, neg_m);
-            if (hi | lo) {
-                nw += __builtin_popcount(hi & m) + __builtin_popcount(lo & m);
-                x = _mm512_mask_sub_epi32(x, hi, x, two_m);
-                x = _mm512_mask_add_epi32(x, lo, x, two_m);
-            }
-        }
-        __m512i y = _mm512_add_epi32(decay16(v, _mm512_maskz_loadu_epi32(m, c->fv + j), db, low, half, F & K_NEAREST), x);
-        if (F & K_BIAS) y = _mm512_add_epi32(y, _mm512_maskz_loadu_epi32(m, c->bias + j));
-        if (F & K_CHECK_V) {
-            __mmask16 out = _mm512_cmpgt_epi32_mask(y, lim) | _mm512_cmplt_epi32_mask(y, neg_lim);
-            if (out) {
-                ns += __builtin_popcount(out & m);
-                y = _mm512_min_epi32(_mm512_max_epi32(y, neg_lim), lim);
-            }
-        }
-        __mmask16 spk = _mm512_cmpgt_epi32_mask(y, _mm512_maskz_loadu_epi32(m, c->vth + j)) & m;
-        _mm512_mask_storeu_epi32(ub + j, m, x);
-        _mm512_mask_storeu_epi32(vb + j, m, _mm512_maskz_mov_epi32((__mmask16)~spk, y));
-        _mm_mask_storeu_epi8(sr + j, m, _mm_maskz_mov_epi8(spk, one8));
-        cnt += __builtin_popcount(spk);
-    }
+    long j = 0;
+    for (; j + 16 <= n; j += 16) lif16_block(F, 1, j, (__mmask16)0xFFFF, c, &k, a_row, ub, vb, sr, &nw, &ns, &cnt);
+    if (j < n)
+        lif16_block(F, 0, j, (__mmask16)((1u << (n - j)) - 1), c, &k, a_row, ub, vb, sr, &nw, &ns, &cnt);
     *wraps += nw;
     *sats += ns;
     return cnt;
