@@ -177,13 +177,13 @@ def count_nonzero_rows(x: np.ndarray) -> np.ndarray:
 
 def lif_params(na, n: int) -> dict | None:
     """NeuronArith's operands as lif_scan reads them (per neuron, length n), or None where the kernel does
-    not apply: it computes in 32-bit registers, splits the decay product at decay_bits <= 16 and holds
-    thresholds in int32; anything wider runs on the numpy path."""
+    not apply: it computes in 32-bit registers, splits the decay product at 1 <= decay_bits <= 16 and holds
+    thresholds in int32; anything else runs on the numpy path."""
     ar = na.ar
     unity = 2**ar.decay_bits
     fu, fv = np.asarray(na.fu), np.asarray(na.fv)
     vth = np.asarray(na.vth)
-    if (ar.reg_bits != 32 or ar.decay_bits > 16 or na.M > 2**29 or min(fu.min(), fv.min()) < 0
+    if (ar.reg_bits != 32 or not 1 <= ar.decay_bits <= 16 or na.M > 2**29 or min(fu.min(), fv.min()) < 0
             or max(fu.max(), fv.max()) > unity or vth.min() < -(2**31) or vth.max() > 2**31 - 1):
         return None
     return {"fu": np.broadcast_to(fu.astype(np.uint32), (n,)).copy(),
