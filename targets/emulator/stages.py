@@ -42,32 +42,50 @@ def expand_param(p, shape: tuple[int, ...], what: str) -> np.ndarray:
 
 
 class Scratch:
-    """Chunk buffers reused from one chunk (and one call) to the next.
+    """Chunk buffers reused from one chunk (and one call) to the next, and between nodes.
 
     A fresh large array costs a page fault per 4 KiB page on first touch, which was a fifth of a
-    simulation's time. Nothing may hold a buffer past the chunk after the one that wrote it: step-by-step
-    runs read the previous step's values (back edges), so they alternate between two sets (`flip`).
+    simulation's time. Each (owner, role) holds one block of bytes; `release(owner)` hands the owner's
+    blocks to later requests once its values are dead (the engine calls it at the owner's last use), so a
+    chunk needs only the memory of the values alive at once. Step-by-step runs read the previous step's
+    values (back edges): they release nothing and alternate between two sets of blocks (`flip`).
     """
 
     def __init__(self):
-        self._arrays: dict = {}
+        self._held: dict = {}  # (owner, role, parity) -> uint8 block
+        self._free: list[np.ndarray] = []
         self.parity = 0
 
     def flip(self) -> None:
         self.parity ^= 1
 
     def get(self, owner: str, role: str, shape: tuple[int, ...], dtype, zero: bool = False) -> np.ndarray:
-        """A C-contiguous array of this shape, a view of the owner's buffer for this role (the last, shorter
-        chunk reuses the front of it)."""
-        key = (owner, role, self.parity, np.dtype(dtype).str)
-        size = math.prod(shape)
-        flat = self._arrays.get(key)
-        if flat is None or flat.size < size:
-            flat = self._arrays[key] = np.empty(size, dtype)
-        a = flat[:size].reshape(shape)
+        """A C-contiguous array of this shape and dtype in the block (owner, role) holds."""
+        dt = np.dtype(dtype)
+        nbytes = math.prod(shape) * dt.itemsize
+        key = (owner, role, self.parity)
+        block = self._held.get(key)
+        if block is None or block.size < nbytes:
+            if block is not None:
+                self._free.append(block)
+            block = self._held[key] = self._take(nbytes)
+        a = block[:nbytes].view(dt).reshape(shape)
         if zero:
             a.fill(0)
         return a
+
+    def release(self, owner: str) -> None:
+        for key in [k for k in self._held if k[0] == owner]:
+            self._free.append(self._held.pop(key))
+
+    def _take(self, nbytes: int) -> np.ndarray:
+        """The smallest free block of at least nbytes, else a new one (64-byte aligned for any dtype)."""
+        fits = [i for i, blk in enumerate(self._free) if blk.size >= nbytes]
+        if fits:
+            return self._free.pop(min(fits, key=lambda i: self._free[i].size))
+        raw = np.empty(nbytes + 64, np.uint8)
+        off = -raw.ctypes.data % 64
+        return raw[off:off + nbytes]
 
 
 def _buffer(scratch: Scratch | None, owner: str, role: str, shape, dtype, zero: bool = False) -> np.ndarray:
