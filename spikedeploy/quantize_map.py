@@ -290,11 +290,13 @@ def _flat(node: Node, key: str, n: int, default=None) -> np.ndarray:
 def _decay(k: np.ndarray, name: str, what: str, approx: Approx, bits: int) -> tuple[np.ndarray, np.ndarray]:
     """12-bit decay constant round(4096·k) and the factor it really applies."""
     one = 2**bits
-    if np.any(k > 1 + 1e-12):
+    # time constants stored as float32 (NIR files) put dt/tau = 1 a few 1e-7 above 1: that is still tau = dt
+    if np.any(k > 1 + 1e-6):
         raise UnsupportedError(
-            f"node '{name}': dt/{what} = {float(k.max()):g} > 1 (dt larger than the time constant); the chip's decay "
-            f"is at most {one}/{one}. Fix: a smaller dt, or a larger time constant"
+            f"node '{name}': dt/{what} = {float(k.max()):.7g} > 1 (dt larger than the time constant); the chip's "
+            f"decay is at most {one}/{one}. Fix: a smaller dt, or a larger time constant"
         )
+    k = np.minimum(k, 1.0)
     d = np.rint(k * one).astype(np.int64)
     kq = d / one
     lost = (d == 0) & (k > 0)

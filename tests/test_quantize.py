@@ -102,6 +102,22 @@ def test_exact_mapping_if_and_full_decay_lif():
     assert qg.q["if1"]["vth"] == 320 and any("v_reset" in d for d in qg.deviations)
 
 
+def test_tau_equal_to_dt_stored_as_float32_is_full_decay():
+    """NIR stores tau as float32: a tau of 1e-3 can read back as 0.99999976e-3 (the NIR paper's braille
+    network), so dt/tau is 1 + 2.4e-7. That is still tau = dt (dv = 4096), while a time constant really
+    shorter than dt is refused with its value."""
+    lif = {"r": np.ones(4), "v_leak": np.zeros(4), "v_threshold": np.ones(4)}
+    def graph(tau):
+        return Graph.chain(Node("in", "Input", {"shape": [3]}), Node("fc", "Linear", {"weight": np.ones((4, 3))}),
+                           Node("l", "LIF", {"tau": np.full(4, tau), **lif}), Node("out", "Output"),
+                           dt=1e-3).validate()
+
+    qg = quantize(graph(float(np.nextafter(np.float32(1e-3), np.float32(0)))))
+    assert int(np.asarray(qg.q["l"]["dv"]).max()) == 4096
+    with pytest.raises(UnsupportedError, match=r"dt/tau = 1\.111111 > 1"):
+        quantize(graph(0.9e-3))
+
+
 def test_negative_weight_exponent_when_threshold_overflows():
     """A threshold far above the weights: λ·v_th would pass 2^17, so the weights move to a negative exponent
     and keep their full mantissa range; spikes still equal the float model on this exact case."""
