@@ -37,6 +37,21 @@ netx_layers_option = click.option(
                       "does (e.g. 5 for ntidigits, whose average readout layer netx cannot run).")
 
 
+@contextmanager
+def _progress(what: str, quiet: bool):
+    """A progress bar on stderr for long work; yields the callback that takes the fraction done (None when
+    quiet, e.g. under --json, or when stderr is not a terminal)."""
+    if quiet or not err_console.is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn(what), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
+                  console=err_console, transient=True) as bar:
+        task = bar.add_task(what, total=1.0)
+        yield lambda f: bar.update(task, completed=f)
+
+
 def _load(path: str, float_graph: bool = False):
     """The graph file at `path` (load_graph, or load_any with float_graph), with this command's --netx-layers."""
     from .io import load_any, load_graph
@@ -193,8 +208,8 @@ def simulate(graph_file, backend, target, input_specs, steps, batch, density, se
             inputs = {k: v[:, :batch] for k, v in inputs.items()}
     else:
         inputs = random_inputs(graph, steps=steps or 100, batch=batch or 8, density=density, seed=seed)
-    with _about(graph_file), console.status(f"simulating with the {backend} backend…") if not as_json else nullcontext():
-        run = run_sim(model, inputs, backend=backend, target=target, steps=steps)
+    with _about(graph_file), _progress(f"simulating ({backend})", as_json) as advance:
+        run = run_sim(model, inputs, backend=backend, target=target, steps=steps, progress=advance)
     if out_path:
         save_run(run, out_path)
     spikes = run.spikes_per_node()

@@ -24,14 +24,16 @@ BACKENDS = ("float", "emulator", "lava")
 
 
 def simulate(model: Graph | QGraph, inputs: Mapping[str, np.ndarray], *, backend: str = "emulator",
-             target: str = "loihi2", steps: int | None = None, probes=()) -> Run:
+             target: str = "loihi2", steps: int | None = None, probes=(), progress=None) -> Run:
+    """Run `model` on `inputs` ({input name: [T, B, ...]}) with one backend. progress(fraction done), when
+    given, is called as the run advances (per step, chunk or sample, by backend)."""
     if backend not in BACKENDS:
         raise SpikeDeployError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
     graph = model.graph if isinstance(model, QGraph) else model
     if backend == "float":
         from .simulate_float import simulate_float
 
-        return simulate_float(graph, inputs, steps=steps, probes=probes)
+        return simulate_float(graph, inputs, steps=steps, probes=probes, progress=progress)
     qg = model
     note = None
     if not isinstance(model, QGraph):
@@ -42,11 +44,11 @@ def simulate(model: Graph | QGraph, inputs: Mapping[str, np.ndarray], *, backend
     if backend == "emulator":
         from .targets.emulator import simulate_emulator
 
-        run = simulate_emulator(qg, inputs, steps=steps, probes=probes)
+        run = simulate_emulator(qg, inputs, steps=steps, probes=probes, progress=progress)
     else:
         from .targets.lava_backend import simulate_lava
 
-        run = simulate_lava(qg, inputs, steps=steps, probes=probes)
+        run = simulate_lava(qg, inputs, steps=steps, probes=probes, progress=progress)
     if note:
         run.meta.setdefault("notes", []).append(note)
     return run

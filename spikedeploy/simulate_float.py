@@ -49,6 +49,7 @@ def simulate_float(
     probes: Iterable[str] | str = (),
     synapse_delay: bool = False,
     dtype: torch.dtype = torch.float64,
+    progress=None,
 ) -> Run:
     """Run `graph` on `inputs` (name of each Input node -> array `[T, B, *shape]`).
 
@@ -57,7 +58,8 @@ def simulate_float(
     probes: node names whose full state is recorded in `run.traces` (`"*"` for every node): neurons
         give `v` (and `u` for Cuba nodes) and `s` for spiking ones; other nodes give `out`.
     Returns a Run with `outputs` for every Output node and per-step spike `counts` for every spiking and
-    Input node (Input counts are non-zero entries: events, binary or graded).
+    Input node (Input counts are non-zero entries: events, binary or graded). progress(fraction done) is
+    called after every step.
     """
     g = graph.copy()
     g.infer_shapes()
@@ -113,6 +115,8 @@ def simulate_float(
                 for k, v in layers[n].probe(y).items():
                     traces[n].setdefault(k, []).append(v.clone())
         prev = cur
+        if progress:
+            progress((t + 1) / T)
 
     def stack(xs, shape):
         return torch.stack(xs).numpy() if xs else np.zeros((0, B, *shape))

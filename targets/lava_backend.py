@@ -282,11 +282,12 @@ class _Net:
 
 def simulate_lava(qg: QGraph, inputs: Mapping[str, np.ndarray], *, steps: int | None = None,
                   probes: Iterable[str] = (), counts: bool = True, sparse: bool | None = None,
-                  quiet: bool = True) -> Run:
+                  quiet: bool = True, progress=None) -> Run:
     """Run `qg` in Lava's bit-accurate Loihi 2 model; same contract as simulate_emulator.
 
     counts=False skips the per-layer spike monitors (Monitor reads are slow for large layers); outputs
     and probes are recorded regardless. sparse=True/False forces Sparse/Dense for every dense layer.
+    progress(fraction done) is called after every sample.
     """
     from spikedeploy.lava_compat import lava_ready
 
@@ -302,9 +303,13 @@ def simulate_lava(qg: QGraph, inputs: Mapping[str, np.ndarray], *, steps: int | 
         # Lava compiles only the processes connected to the one it runs (the rest would stay silent), so
         # independent parts (one encoder per modality) run as separate Lava networks, records merged
         probes = tuple(probes)
+        def part_progress(i):
+            return None if progress is None else (lambda f: progress((i + f) / len(comps)))
+
         parts = [simulate_lava(qg.subgraph(names), {k: v for k, v in inputs.items() if k in names}, steps=steps,
-                               probes=[p for p in probes if p in names], counts=counts, sparse=sparse, quiet=quiet)
-                 for names in comps]
+                               probes=[p for p in probes if p in names], counts=counts, sparse=sparse, quiet=quiet,
+                               progress=part_progress(i))
+                 for i, names in enumerate(comps)]
         run = parts[0]
         for r in parts[1:]:
             run.outputs.update(r.outputs)
@@ -330,6 +335,8 @@ def simulate_lava(qg: QGraph, inputs: Mapping[str, np.ndarray], *, steps: int | 
                         var.set(zeros.astype(np.int32) if zeros.ndim else zeros)
                 net.root.run(condition=RunSteps(num_steps=steps), run_cfg=cfg)
                 seconds.append(time.perf_counter() - t)
+                if progress:
+                    progress((b + 1) / batch)
             rec = net.read()
     except SpikeDeployError:
         raise

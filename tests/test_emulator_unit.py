@@ -226,3 +226,25 @@ def test_batch_split_across_threads_equals_one_thread(monkeypatch, build):
         assert par.meta["v_saturations"] == one.meta["v_saturations"]
     if build is overflow_net:
         assert sum(one.meta["u_wraps"].values()) > 0 and sum(one.meta["v_saturations"].values()) > 0
+
+
+def test_progress_reaches_one_on_every_backend(monkeypatch):
+    """simulate(progress=) reports the fraction done: per chunk (emulator, batch split or not), per step
+    (float) and per sample (Lava); the values stay in [0, 1] and end at 1."""
+    from spikedeploy.simulate import simulate
+    from spikedeploy.targets.emulator import kernels
+
+    qg, x, _ = dense_chain(6, batch=18, steps=40)
+    cases = [("emulator", 1, {"in": x["in"]}), ("emulator", 2, {"in": x["in"]}), ("float", 1, {"in": x["in"]}),
+             ("lava", 1, {"in": x["in"][:, :2]})]
+    for backend, threads, inputs in cases:
+        monkeypatch.setattr(kernels, "_threads", lambda threads=threads: threads)
+        seen = []
+        model = qg.graph if backend == "float" else qg
+        if backend == "lava":
+            pytest.importorskip("lava")
+        simulate(model, inputs, backend=backend, progress=seen.append)
+        assert seen and all(0 <= f <= 1 for f in seen), (backend, seen)
+        assert max(seen) == pytest.approx(1.0), (backend, threads, seen)
+        if threads == 1:
+            assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0), backend

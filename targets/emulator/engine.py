@@ -8,7 +8,7 @@ integers, because a synapse's output at step t only depends on its input before 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -190,7 +190,8 @@ def compile_emulator(qg: QGraph, *, mode=None, probes: Iterable[str] = (),
 
 
 def simulate_emulator(qg: QGraph | Program, inputs: Mapping[str, np.ndarray], *, steps: int | None = None,
-                      probes: Iterable[str] = (), mode=None, chunk_bytes: int | None = None) -> Run:
+                      probes: Iterable[str] = (), mode=None, chunk_bytes: int | None = None,
+                      progress: Callable[[float], None] | None = None) -> Run:
     """Run `qg` on `inputs` (`{input_name: [T, B, *shape]}`) in fixed point.
 
     qg: a QGraph, or a Program from compile_emulator (then mode and probes are the program's).
@@ -199,7 +200,8 @@ def simulate_emulator(qg: QGraph | Program, inputs: Mapping[str, np.ndarray], *,
     beyond the input length see zero input. Returns counts for every spiking node and Input, outputs for
     every Output node, and u/v/s traces (post-reset, as Lava's Monitor records them) for probed nodes.
     chunk_bytes bounds the activations kept per chunk of time steps (default: as large as the inputs
-    given, at least CHUNK_BYTES), trading memory for fewer, larger kernel calls.
+    given, at least CHUNK_BYTES), trading memory for fewer, larger kernel calls. progress(fraction done)
+    is called after every chunk (from worker threads when the batch is split).
     """
     if isinstance(qg, Program):
         prog = qg
@@ -225,19 +227,25 @@ def simulate_emulator(qg: QGraph | Program, inputs: Mapping[str, np.ndarray], *,
     steps = t_in if steps is None else int(steps)
     if chunk_bytes is None:
         chunk_bytes = max(CHUNK_BYTES, sum(int(np.asarray(x).nbytes) for x in inputs.values()))
-    return _execute_parallel(prog, xs, steps, batch, chunk_bytes)
+    return _execute_parallel(prog, xs, steps, batch, chunk_bytes, progress)
 
 
-def _execute_parallel(prog: Program, xs, steps: int, batch: int, chunk_bytes: int) -> Run:
+def _execute_parallel(prog: Program, xs, steps: int, batch: int, chunk_bytes: int, progress=None) -> Run:
     """The batch split into one slice per thread, each slice through the whole network in its own thread:
     samples are independent, and one hand-off per slice costs far less than one per kernel call."""
     parts = kernels.split_range(batch, MIN_SAMPLES_PER_THREAD)
     if len(parts) == 1:
-        return _execute(prog, xs, steps, batch, chunk_bytes)
+        return _execute(prog, xs, steps, batch, chunk_bytes, progress)
     reps = prog.replicas(len(parts))
+    done = [0.0] * len(parts)
 
     def part(i, b0, b1):
-        return _execute(reps[i], {n: x[:, b0:b1] for n, x in xs.items()}, steps, b1 - b0, chunk_bytes // len(parts))
+        def report(f):
+            done[i] = f
+            progress(sum(done) / len(done))
+
+        return _execute(reps[i], {n: x[:, b0:b1] for n, x in xs.items()}, steps, b1 - b0, chunk_bytes // len(parts),
+                        report if progress else None)
 
     runs = kernels.parallel_parts(part, parts)
     run = Run(backend="emulator", steps=steps, batch=batch, meta=dict(runs[0].meta))
@@ -251,7 +259,7 @@ def _execute_parallel(prog: Program, xs, steps: int, batch: int, chunk_bytes: in
     return run
 
 
-def _execute(prog: Program, xs, steps: int, batch: int, chunk_bytes: int) -> Run:
+def _execute(prog: Program, xs, steps: int, batch: int, chunk_bytes: int, progress=None) -> Run:
     g = prog.g
     for st in prog.stages.values():
         st.reset(batch)  # also zeroes the neurons' event counters: they count this call's events
@@ -366,6 +374,8 @@ def _execute(prog: Program, xs, steps: int, batch: int, chunk_bytes: int) -> Run
             prev = vals
             for s in prog.synapses:
                 prog.stages[s].end()
+        if progress:
+            progress(t1 / steps)
     run.outputs = outs
     run.traces = traces
     neurons = [n for n in prog.order if prog.kind[n] == "neuron"]
