@@ -52,12 +52,16 @@ def _progress(what: str, quiet: bool):
         yield lambda f: bar.update(task, completed=f)
 
 
+def _netx_layers() -> int | None:
+    """This command's --netx-layers."""
+    return click.get_current_context().meta.get("netx_layers")
+
+
 def _load(path: str, float_graph: bool = False):
     """The graph file at `path` (load_graph, or load_any with float_graph), with this command's --netx-layers."""
     from .io import load_any, load_graph
 
-    n = click.get_current_context().meta.get("netx_layers")
-    return load_any(path, netx_layers=n) if float_graph else load_graph(path, netx_layers=n)
+    return (load_any if float_graph else load_graph)(path, netx_layers=_netx_layers())
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -82,7 +86,7 @@ def inspect(file: str, as_json: bool) -> None:
     parameters, and whether each node runs on the chip or the host."""
     from .inspect_graph import inspect_file
 
-    info = inspect_file(file, netx_layers=click.get_current_context().meta.get("netx_layers"))
+    info = inspect_file(file, netx_layers=_netx_layers())
     if as_json:
         _emit_json(info)
         return

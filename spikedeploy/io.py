@@ -34,7 +34,7 @@ _HDF5_OFFSETS = (0, 512, 1024, 2048, 4096, 8192)
 class FileFormat:
     name: str
     sniff: Callable[[Any], bool]  # given an open h5py.File, True when the file is in this format
-    load: Callable[[Path], Any]
+    load: Callable[..., Any]  # load(path); the netx loader also takes num_layers=
     describe: str  # shown in "neither ... nor ..." messages
 
 
@@ -153,7 +153,7 @@ def load_graph(path: str | os.PathLike, *, netx_layers: int | None = None):
         return load_qgraph(p)
     fmt = next(f for f in _FORMATS if f.name == name)
     try:
-        return fmt.load(p) if netx_layers is None else _load_netx(p, num_layers=netx_layers)
+        return fmt.load(p) if netx_layers is None else fmt.load(p, num_layers=netx_layers)  # netx only
     except SpikeDeployError:
         raise
     except (OSError, KeyError, RuntimeError) as e:  # lazy h5py reads of damaged data

@@ -289,18 +289,15 @@ def _execute(prog: Program, xs, steps: int, batch: int, chunk_bytes: int, progre
             traces[n] = {"s": np.zeros((steps, batch, *shp), np.int64)}
     prev: dict[str, np.ndarray] = {}
     pos = {n: i for i, n in enumerate(prog.order)}
+    # where each node's values die: after its last user, and a flatten passes its input's array on (a
+    # view), so that array lives as long as the flatten's users
     last_use: dict[int, list[str]] = {}
-    release_at: dict[int, list[str]] = {}
     if not prog.step_mode:
-        for n in prog.order:
-            users = [pos[c] for c in prog.consumers[n]]
-            last_use.setdefault(max(users, default=pos[n]), []).append(n)
-        # a flatten passes its input's array on (a view), so that array lives as long as the flatten's users
         free_pos: dict[str, int] = {}
         for n in reversed(prog.order):
             free_pos[n] = max((free_pos[c] if prog.kind[c] == "flatten" else pos[c] for c in prog.consumers[n]),
                               default=pos[n])
-            release_at.setdefault(free_pos[n], []).append(n)
+            last_use.setdefault(free_pos[n], []).append(n)
     scratch = prog.scratch
     for t0 in range(0, steps, tc):
         if prog.step_mode:
@@ -365,7 +362,6 @@ def _execute(prog: Program, xs, steps: int, batch: int, chunk_bytes: int, progre
                 vvals.pop(done, None)
                 if prog.kind[done] == "synapse":
                     prog.stages[done].end()  # keep only the pending outputs, free the chunk
-            for done in release_at.get(pos[name], ()):
                 scratch.release(done)  # its buffers serve the nodes after it
         if prog.step_mode:
             for s in prog.synapses:
