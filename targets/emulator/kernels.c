@@ -88,10 +88,21 @@ static inline v32s LOAD_v32c(const int8_t *p) { return (v32s)_mm512_cvtepi8_epi1
                     o[q * LANES + e] = (float)acc[q][e] * scale;                                    \
     }
 
-/* The indices of the nonzero bytes of xr[0..k) into idx; returns how many. */
+/* The indices of the nonzero bytes of xr[0..k) into idx[0..k); returns how many. */
 static long active_inputs(const uint8_t *xr, long k, int32_t *idx) {
     long c = 0, i = 0;
-#if defined(__AVX2__)
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+    /* no branch per spike: the loop below mispredicts about once per 32 bytes and was 3-4x slower (270
+     * vs 71 ns a row of 784 inputs at 15 % density). Each store of 16 ends within idx[0..k), since c <= i. */
+    __m512i pos = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i sixteen = _mm512_set1_epi32(16);
+    for (; i + 16 <= k; i += 16) {
+        __mmask16 m = _mm_test_epi8_mask(_mm_loadu_si128((const __m128i *)(xr + i)), _mm_set1_epi8(-1));
+        _mm512_storeu_si512((void *)(idx + c), _mm512_maskz_compress_epi32(m, pos));
+        c += __builtin_popcount(m);
+        pos = _mm512_add_epi32(pos, sixteen);
+    }
+#elif defined(__AVX2__)
     /* 32 bytes at a time: a bit mask of the nonzero ones, then one step per spike */
     const __m256i zero = _mm256_setzero_si256();
     for (; i + 32 <= k; i += 32) {
