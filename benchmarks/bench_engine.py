@@ -5,7 +5,7 @@ even weights in [-80, 82], du = 1024, dv = 256, Poisson input with per-input rat
 The emulator runs batch 64; Lava compiles once and resets state between its few samples; snnTorch runs
 snn.Leaky layers in float32 at batch 64. Prints a markdown table and writes benchmarks/results/engine.json.
 
-    .venv/bin/python benchmarks/bench_engine.py [--lava-samples 5] [--repeats 5]
+    .venv/bin/python benchmarks/bench_engine.py [--lava-samples 8] [--repeats 15] [--out FILE]
 """
 
 from __future__ import annotations
@@ -137,8 +137,8 @@ def time_lava(qg, x, n):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--lava-samples", type=int, default=5)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--lava-samples", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--no-lava", action="store_true")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "engine.json"))
     args = ap.parse_args(argv)
