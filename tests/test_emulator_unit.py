@@ -248,3 +248,29 @@ def test_progress_reaches_one_on_every_backend(monkeypatch):
         assert max(seen) == pytest.approx(1.0), (backend, threads, seen)
         if threads == 1:
             assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0), backend
+
+
+def test_output_sums_every_layer_that_feeds_it():
+    """An Output fed by two LIF layers holds the sum of their spikes, per step, sample and neuron."""
+    rng = np.random.default_rng(3)
+    g = Graph(dt=1e-3)
+    g.add(Node("in", "Input", {"shape": np.array([6])}))
+    q = {}
+    for name in ("a", "b"):
+        w = 2 * rng.integers(-20, 60, (4, 6))
+        g.add(Node(f"fc_{name}", "Linear", {"weight": w.astype(float)}))
+        g.add(Node(name, "LIF", {"tau": np.ones(4), "r": np.ones(4), "v_leak": np.zeros(4),
+                                 "v_threshold": np.ones(4)}))
+        g.connect("in", f"fc_{name}")
+        g.connect(f"fc_{name}", name)
+        q[f"fc_{name}"] = {"weight": w, "weight_exp": 0, "num_weight_bits": 8}
+        q[name] = {"du": 1024, "dv": 512, "vth": int(rng.integers(20, 60))}
+    g.add(Node("out", "Output"))
+    g.connect("a", "out")
+    g.connect("b", "out")
+    g.validate()
+    x = (rng.random((30, 3, 6)) < 0.5).astype(np.int8)
+    r = simulate_emulator(QGraph(graph=g, target="loihi2", q=q), {"in": x}, probes=["a", "b"], chunk_bytes=256)
+    sa, sb = r.traces["a"]["s"].astype(int), r.traces["b"]["s"].astype(int)
+    assert sa.sum() > 0 and sb.sum() > 0 and ((sa == 1) & (sb == 1)).any()  # both fire, sometimes together
+    np.testing.assert_array_equal(r.outputs["out"], sa + sb)

@@ -348,13 +348,14 @@ def _execute(prog: Program, xs, steps: int, batch: int, chunk_bytes: int, progre
                     tr["v"][t0:t1] = v_out.reshape(shp)
                     tr["s"][t0:t1] = s_out.reshape(shp)
             elif k == "output":
-                acc = None
-                for p in prog.preds[name]:
-                    src = vvals[p] if p in vvals else vals[p]
-                    src = src.reshape(n_t, batch, *node.out_shape)
-                    acc = src.astype(np.int64) if acc is None else acc + src
-                if acc is not None:
-                    outs[name][t0:t1] = acc
+                # summed straight into the output's rows, without an int64 copy of each chunk
+                dst = outs[name][t0:t1]
+                for i, p in enumerate(prog.preds[name]):
+                    src = (vvals[p] if p in vvals else vals[p]).reshape(n_t, batch, *node.out_shape)
+                    if i == 0:
+                        np.copyto(dst, src, casting="unsafe")
+                    else:
+                        np.add(dst, src, out=dst, casting="unsafe")
             if name in prog.probes and prog.kind[name] != "neuron":
                 traces[name]["s"][t0:t1] = vals[name].reshape(n_t, batch, *node.out_shape)
             for done in last_use.get(pos[name], ()):

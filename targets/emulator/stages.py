@@ -161,7 +161,7 @@ class DenseStage(SynapseStage):
         else:
             self.mode, ft = "i64", np.int64
         self.n_slots = 1 + max(k for k, _ in groups)
-        # Binary sources with sums exact in float32: the compiled kernel adds the int16 weight rows of the
+        # Binary sources with sums exact in float32: the compiled kernel adds the int8/int16 weight rows of the
         # inputs that spiked (work proportional to the spikes); else BLAS on (out, in) weights used as
         # m.T, which reads the transpose without a copy.
         self.sparse = (kernels.available() and not graded and x_bound <= 1 and self.mode == "f32"
