@@ -264,7 +264,8 @@ def render_retrieval(ret: dict, console) -> None:
         return
     ks = sorted({k for v in rows.values() for d in ("image_to_text", "text_to_image") for k in v.get(d, {})},
                 key=lambda k: int(k.split("@")[1]))
-    t = Table(title=f"cross-modal retrieval ({ret.get('queries', '?')} queries, gallery {ret.get('gallery_size', '?')})")
+    gallery = ret.get("gallery_size") or (ret.get("gallery") or {}).get("items", "?")  # the pipeline's section
+    t = Table(title=f"cross-modal retrieval ({ret.get('queries', '?')} queries, gallery {gallery})")
     t.add_column("backend")
     for d in ("image→text", "text→image"):
         for k in ks:

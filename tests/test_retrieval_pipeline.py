@@ -27,6 +27,16 @@ def test_float_r1_and_emulator_within_two_points(pipeline):
         assert abs(r["emulator"][d]["R@1"] - r["float"][d]["R@1"]) <= 0.02, (d, r["emulator"][d], r["float"][d])
 
 
+def test_chip_similarity_head_ranks_as_the_host_search(pipeline):
+    # the gallery as 8-bit Dense weights into integrators that sum only the embedding window: ranking by its
+    # scores is ranking by cosine up to the rounding of the weights, which moves no query's top item here
+    _, rep = pipeline
+    chip = rep["retrieval"]["emulator_chip_similarity"]
+    host = rep["retrieval"]["emulator"]["image_to_text"]
+    assert abs(chip["image_to_text"]["R@1"] - host["R@1"]) <= 0.005, (chip, host)
+    assert chip["lava_equals_emulator"] == {"queries": 2, "equal": True}
+
+
 def test_lava_equals_emulator_on_its_samples(pipeline):
     _, rep = pipeline
     par = rep["retrieval"]["lava"]["parity_with_emulator"]
