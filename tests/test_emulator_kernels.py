@@ -58,15 +58,23 @@ def test_install_builds_the_kernels():
     (90, 300, 70, 100, 1, 5, np.int8),
     (70, 2000, 257, 8000, 1, 2, np.int16),  # dense rows overflow int16: int32 tiles, sparse rows stay int16
     (70, 3000, 130, 120, 32, 6, np.int8),  # int8 weights, int32 rows, scale 32
-    (5, 1, 64, 7, 1, 3, np.int8),
-    (3, 40, 600, 0, 1, 4, np.int8),  # all-zero weights
+    (5, 1, 64, 7, 1, 3, np.uint8),  # from here: weights in [-64, 63] once halved, two per byte (p8)
+    (3, 40, 600, 0, 1, 4, np.uint8),  # all-zero weights
+    (130, 100, 300, 64, 2, 7, np.uint8),  # Lava's 8-bit range, -128..126 even; tiles of 128, 128 and 64
+    (40, 1200, 70, 64, 1, 8, np.uint8),  # rows of up to 1200 spikes: more than 258 pairs, summed in parts
+    (33, 517, 129, 41, 2, 9, np.uint8),  # odd spike counts, a 64-column tile storing 1 column
+    (9, 50, 97, 63, 1, 10, np.uint8),  # one tile storing 97 columns: the last 64-column chunk's high half holds 1
 ])
 def test_spike_rows_equals_integer_matmul(kernel_build, rows, k, n, wmax, mult, seed, dtype):
     rng = np.random.default_rng(seed)
     w = rng.integers(-wmax, wmax + 1, (n, k)) * mult
     w[0, 0] = wmax * mult
+    if dtype == np.uint8 and wmax == 64:  # the p8 range is asymmetric: -64 is in it, 64 is not
+        w = np.clip(w, -64 * mult, 63 * mult)
+        w[0], w[1] = -64 * mult, 63 * mult  # every input's extreme weights in one column each
     density = rng.random((rows, 1))  # some rows nearly empty, some nearly full
     density[0] = 0.0
+    density[-1] = 1.0  # every input spikes: the largest sums, and the most pairs
     x = (rng.random((rows, k)) < density).astype(np.uint8)
     assert np.abs(w).sum(axis=1).max() < 2**24  # the stage only uses the kernel when float32 is exact
     wk, wm, scale = kernels.spike_weights(w)
@@ -75,7 +83,7 @@ def test_spike_rows_equals_integer_matmul(kernel_build, rows, k, n, wmax, mult, 
     kernels.spike_rows(x, wk, wm, scale, out)
     ref = x.astype(np.int64) @ w.T.astype(np.int64)
     np.testing.assert_array_equal(out.astype(np.int64), ref)
-    if wm * k > 32767:  # the case really mixes int16 and int32 rows
+    if wk.dtype != np.uint8 and wm * k > 32767:  # the case really mixes int16 and int32 rows
         m = x.sum(axis=1)
         assert (m * wm > 32767).any() and (m * wm <= 32767).any()
 

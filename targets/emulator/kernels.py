@@ -42,6 +42,8 @@ def load_library(path) -> ctypes.CDLL | None:
     for fn in (lib.spike_rows_i16, lib.spike_rows_i8):
         fn.argtypes = [_P, _L, _P, _L, _L, _L, ctypes.c_float, _P, _L, _L]
         fn.restype = _I
+    lib.spike_rows_p8.argtypes = [_P, _L, _P, _L, _L, ctypes.c_float, _P, _L, _L]
+    lib.spike_rows_p8.restype = _I
     lib.count_rows.argtypes = [_P, _L, _P, _L, _L]
     lib.count_rows.restype = None
     lib.lif_scan.argtypes = [_L, _L, _L, _L, _L, _P, _I, _P, _P, _P, _P, _P, _P, ctypes.c_int32, _I, _I, _I,
@@ -118,8 +120,10 @@ def spike_weights(w_out_in: np.ndarray) -> tuple[np.ndarray, int, float]:
     """(out, in) integer weights as spike_rows reads them: an [in, ldw] array (out padded to TILE_COLUMNS)
     whose memory holds the column tiles of kernels.c one after the other, max |w|, scale.
 
-    int8 when the weights divided by their common power of two fit it (Lava's 8-bit mixed-sign weights
-    are all even), which halves the cache traffic; int16 otherwise. scale is that power of two.
+    The weights are first divided by their common power of two (scale). Lava's 8-bit mixed-sign weights
+    are all even, and halved they lie in [-64, 63]: weights in that range are stored as uint8 w + 64 with the
+    columns of each 64-byte chunk interleaved, for kernels.c's spike_rows_p8, which adds two inputs' weights
+    per byte. Other weights are int8 when they fit it, int16 otherwise.
     """
     n_out, n_in = w_out_in.shape
     ldw = -(-max(n_out, 1) // TILE_COLUMNS) * TILE_COLUMNS
@@ -129,11 +133,15 @@ def spike_weights(w_out_in: np.ndarray) -> tuple[np.ndarray, int, float]:
     z = (low & -low).bit_length() - 1 if low else 0
     if z:
         wi >>= z
-    small = wi.size == 0 or (int(wi.min()) >= -128 and int(wi.max()) <= 127)
-    dt = np.int8 if small else np.int16
-    padded = np.zeros((n_in, ldw), dt)
-    padded[:, :n_out] = wi.astype(dt).T
-    flat = np.empty(n_in * ldw, dt)
+    lo, hi = (int(wi.min()), int(wi.max())) if wi.size else (0, 0)
+    padded = np.zeros((n_in, ldw), np.int32)
+    padded[:, :n_out] = wi.T
+    if lo >= -64 and hi <= 63:
+        # byte 2p of each 64-column chunk holds column p, byte 2p + 1 column 32 + p
+        padded = (padded + 64).reshape(n_in, -1, 2, 32).swapaxes(2, 3).reshape(n_in, ldw).astype(np.uint8)
+    else:
+        padded = padded.astype(np.int8 if lo >= -128 and hi <= 127 else np.int16)
+    flat = np.empty(n_in * ldw, padded.dtype)
     j0 = 0
     while j0 < ldw:  # the tile at column j0 is [in, tw], stored contiguously from element j0 * in
         tw = TILE if ldw - j0 >= TILE else TILE_COLUMNS
@@ -143,7 +151,8 @@ def spike_weights(w_out_in: np.ndarray) -> tuple[np.ndarray, int, float]:
 
 
 def spike_rows(x: np.ndarray, wk: np.ndarray, wmax: int, scale: float, out: np.ndarray) -> None:
-    """out[r] = scale * sum of wk[k, :n] over the k with x[r, k] != 0 (exact integers in float32).
+    """out[r] = scale * sum of the weights wk stands for, over the inputs k with x[r, k] != 0 (exact
+    integers in float32).
 
     x: uint8 [R, K] of 0/1; wk, wmax, scale: from spike_weights; out: float32 [R, n], C-contiguous.
     """
@@ -151,13 +160,17 @@ def spike_rows(x: np.ndarray, wk: np.ndarray, wmax: int, scale: float, out: np.n
     r, k = x.shape
     n = out.shape[1]
     ldw = wk.shape[1]
-    fn = {np.dtype(np.int8): lib.spike_rows_i8, np.dtype(np.int16): lib.spike_rows_i16}[wk.dtype]
     assert x.dtype == np.uint8 and out.dtype == np.float32
     assert x.flags.c_contiguous and wk.flags.c_contiguous and out.flags.c_contiguous
     assert out.shape[0] == r and wk.shape[0] == k and ldw % TILE_COLUMNS == 0 and ldw >= n
+    if wk.dtype == np.uint8:
+        def part(r0, r1):
+            return lib.spike_rows_p8(_ptr(x), k, _ptr(wk), n, ldw, float(scale), _ptr(out), r0, r1)
+    else:
+        fn = {np.dtype(np.int8): lib.spike_rows_i8, np.dtype(np.int16): lib.spike_rows_i16}[wk.dtype]
 
-    def part(r0, r1):
-        return fn(_ptr(x), k, _ptr(wk), n, ldw, int(wmax), float(scale), _ptr(out), r0, r1)
+        def part(r0, r1):
+            return fn(_ptr(x), k, _ptr(wk), n, ldw, int(wmax), float(scale), _ptr(out), r0, r1)
 
     if any(rc != 0 for rc in _run_parts(part, split_range(r, MIN_ROWS_PER_THREAD))):
         raise MemoryError("emulator kernel spike_rows: no memory for its scratch index")
