@@ -79,6 +79,7 @@ def test_spike_rows_equals_integer_matmul(kernel_build, rows, k, n, wmax, mult, 
     assert np.abs(w).sum(axis=1).max() < 2**24  # the stage only uses the kernel when float32 is exact
     wk, wm, scale = kernels.spike_weights(w)
     assert wk.dtype == dtype and (wmax == 0 or scale == mult)
+    assert wk.ctypes.data % 64 == 0  # a 64-byte load within one cache line (25% on a misaligned layer)
     out = np.full((rows, n), np.nan, np.float32)
     kernels.spike_rows(x, wk, wm, scale, out)
     ref = x.astype(np.int64) @ w.T.astype(np.int64)

@@ -108,6 +108,16 @@ def _run_parts(fn, parts) -> list:
     return list(_pool().map(lambda p: fn(*p), parts))
 
 
+def aligned_empty(shape, dtype) -> np.ndarray:
+    """np.empty, but starting on a 64-byte boundary: the kernels' 64-byte loads and stores then stay within
+    one cache line each (misaligned int8 weights made a layer of the engine benchmark 25% slower)."""
+    dt = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+    raw = np.empty(nbytes + 64, np.uint8)
+    off = -raw.ctypes.data % 64
+    return raw[off:off + nbytes].view(dt).reshape(shape)
+
+
 def _ptr(a: np.ndarray | None):
     return None if a is None else a.ctypes.data
 
@@ -141,7 +151,7 @@ def spike_weights(w_out_in: np.ndarray) -> tuple[np.ndarray, int, float]:
         padded = (padded + 64).reshape(n_in, -1, 2, 32).swapaxes(2, 3).reshape(n_in, ldw).astype(np.uint8)
     else:
         padded = padded.astype(np.int8 if lo >= -128 and hi <= 127 else np.int16)
-    flat = np.empty(n_in * ldw, padded.dtype)
+    flat = aligned_empty(n_in * ldw, padded.dtype)
     j0 = 0
     while j0 < ldw:  # the tile at column j0 is [in, tw], stored contiguously from element j0 * in
         tw = TILE if ldw - j0 >= TILE else TILE_COLUMNS

@@ -83,9 +83,7 @@ class Scratch:
         fits = [i for i, blk in enumerate(self._free) if blk.size >= nbytes]
         if fits:
             return self._free.pop(min(fits, key=lambda i: self._free[i].size))
-        raw = np.empty(nbytes + 64, np.uint8)
-        off = -raw.ctypes.data % 64
-        return raw[off:off + nbytes]
+        return kernels.aligned_empty(nbytes, np.uint8)
 
 
 def _buffer(scratch: Scratch | None, owner: str, role: str, shape, dtype, zero: bool = False) -> np.ndarray:
@@ -322,8 +320,10 @@ class NeuronStage:
     def reset(self, batch: int) -> None:
         self.na.u_wraps = self.na.v_saturations = 0
         dt = np.float64 if self.kparams is None else np.int32
-        self.u = np.zeros((batch, self.n), dt)
-        self.v = np.zeros((batch, self.n), dt)
+        self.u = kernels.aligned_empty((batch, self.n), dt)
+        self.v = kernels.aligned_empty((batch, self.n), dt)
+        self.u.fill(0)
+        self.v.fill(0)
 
     def run(self, a: np.ndarray | None, tc: int, want_v: bool, t0: int = 0, scratch: Scratch | None = None):
         """Advance tc steps. Returns spikes [tc,B,n] uint8, spikes per step and sample [tc,B] int32, and
