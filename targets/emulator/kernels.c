@@ -211,39 +211,36 @@ DEFINE_SPIKE_ROWS(spike_rows_i8, int8_t, i8)
  * int16 lane takes 32. The pair sums are then added as 16-bit words without widening any byte: a word
  * holds two columns, lo + 256 * hi, and the high bytes are also summed apart, (word >> 8); the low
  * columns' sum is the word sum minus 256 times that, exact as long as no sum of either column reaches
- * 2**16 (P8_MAX_PAIRS pairs of at most 254). An odd last input pairs with 64 (w = 0); the bias, 128 per
- * pair, comes off at the end. Half the vector operations of the widening kernel per spike: 18-33 % faster
+ * 2**16 (P8_MAX_PAIRS + 1 pairs of at most 254). The bias, 128 per pair, comes off at the end. Half the vector operations of the widening kernel per spike: 18-33 % faster
  * on the engine benchmark's three layers (C benchmark, one thread). Tiles as above (TILE columns, the last TMIN),
  * except that within each 64-byte chunk byte 2p holds column p and byte 2p + 1 column 32 + p. */
 typedef uint8_t v64u8 __attribute__((vector_size(64), aligned(1)));
 typedef uint16_t v32u16 __attribute__((vector_size(64)));
-#define P8_MAX_PAIRS 258 /* 258 * 254 < 2**16 */
+#define P8_MAX_PAIRS 257 /* and the tail's pair: 258 * 254 < 2**16 */
 
-/* Pairs [p0, p1) of idx (odd_last: idx[2 * p1 - 2] is alone): per 64-column chunk z, the biased sums of
- * columns 64z..64z+31 (lo) and 64z+32..64z+63 (hi), 128 * (p1 - p0) too high each. */
+/* Pairs [p0, p1) of idx and then `tail` paired with a zero weight (64): an odd count's last input, or
+ * p8_zero_row (zero weights), so that no branch depends on the parity of each row's count, which is
+ * random. Per 64-column chunk z, the sums of columns 64z..64z+31 (lo) and 64z+32..64z+63 (hi), each
+ * 128 * (p1 - p0 + 1) too high. */
+static const uint8_t p8_zero_row[TILE] __attribute__((aligned(64))) = {[0 ... TILE - 1] = 64};
+
 static inline __attribute__((always_inline)) void p8_sums(const int NZ, const int32_t *restrict idx, long p0,
-                                                          long p1, int odd_last, const uint8_t *restrict slab,
-                                                          v32u16 *lo, v32u16 *hi) {
-    v32u16 raw[2] = {{0}, {0}};
-    hi[0] = hi[NZ - 1] = (v32u16){0};
-    long pe = odd_last ? p1 - 1 : p1;
-    for (long p = p0; p < pe; p++) {
+                                                          long p1, const uint8_t *tail,
+                                                          const uint8_t *restrict slab, v32u16 *lo, v32u16 *hi) {
+    v32u16 raw[2];
+    for (int z = 0; z < NZ; z++) { /* the tail first: the pairs add to it */
+        v64u8 x;
+        __builtin_memcpy(&x, tail + 64 * z, sizeof x);
+        raw[z] = (v32u16)(x + (uint8_t)64);
+        hi[z] = raw[z] >> 8;
+    }
+    for (long p = p0; p < p1; p++) {
         const uint8_t *a = slab + (long)idx[2 * p] * (NZ * 64), *b = slab + (long)idx[2 * p + 1] * (NZ * 64);
         for (int z = 0; z < NZ; z++) {
             v64u8 x, y;
             __builtin_memcpy(&x, a + 64 * z, sizeof x);
             __builtin_memcpy(&y, b + 64 * z, sizeof y);
             v32u16 s = (v32u16)(x + y);
-            raw[z] += s;
-            hi[z] += s >> 8;
-        }
-    }
-    if (odd_last) {
-        const uint8_t *a = slab + (long)idx[2 * pe] * (NZ * 64);
-        for (int z = 0; z < NZ; z++) {
-            v64u8 x;
-            __builtin_memcpy(&x, a + 64 * z, sizeof x);
-            v32u16 s = (v32u16)(x + (uint8_t)64);
             raw[z] += s;
             hi[z] += s >> 8;
         }
@@ -273,10 +270,11 @@ static inline __attribute__((always_inline)) void p8_tile(const int NZ, const in
                                                           const uint8_t *restrict slab, long width, float scale,
                                                           float *restrict o) {
     v32u16 lo[2], hi[2];
-    long pairs = (m + 1) / 2;
+    long pairs = m / 2;
+    const uint8_t *tail = m & 1 ? slab + (long)idx[m - 1] * (NZ * 64) : p8_zero_row;
     if (pairs <= P8_MAX_PAIRS) {
-        p8_sums(NZ, idx, 0, pairs, (int)(m & 1), slab, lo, hi);
-        const int32_t bias = 128 * (int32_t)pairs;
+        p8_sums(NZ, idx, 0, pairs, tail, slab, lo, hi);
+        const int32_t bias = 128 * (int32_t)(pairs + 1);
         for (int z = 0; z < NZ && 64 * z < width; z++) {
             p8_store(&lo[z], bias, scale, o + 64 * z, width - 64 * z < 32 ? width - 64 * z : 32);
             if (width > 64 * z + 32)
@@ -285,11 +283,11 @@ static inline __attribute__((always_inline)) void p8_tile(const int NZ, const in
         return;
     }
     /* more than P8_MAX_PAIRS pairs (a row denser than this kernel's 16-bit sums allow): in parts, in int32 */
-    int32_t tot[128] = {0};
+    int32_t tot[TILE] = {0};
     for (long p0 = 0; p0 < pairs; p0 += P8_MAX_PAIRS) {
         long p1 = pairs - p0 < P8_MAX_PAIRS ? pairs : p0 + P8_MAX_PAIRS;
-        p8_sums(NZ, idx, p0, p1, p1 == pairs && (m & 1), slab, lo, hi);
-        const int32_t bias = 128 * (int32_t)(p1 - p0);
+        p8_sums(NZ, idx, p0, p1, p1 == pairs ? tail : p8_zero_row, slab, lo, hi);
+        const int32_t bias = 128 * (int32_t)(p1 - p0 + 1);
         for (int z = 0; z < NZ; z++)
             for (int c = 0; c < 32; c++) {
                 tot[64 * z + c] += (int32_t)lo[z][c] - bias;
