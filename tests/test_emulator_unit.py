@@ -274,3 +274,14 @@ def test_output_sums_every_layer_that_feeds_it():
     sa, sb = r.traces["a"]["s"].astype(int), r.traces["b"]["s"].astype(int)
     assert sa.sum() > 0 and sb.sum() > 0 and ((sa == 1) & (sb == 1)).any()  # both fire, sometimes together
     np.testing.assert_array_equal(r.outputs["out"], sa + sb)
+
+
+def test_synapse_bound_is_one_sided_for_spikes():
+    # by hand: spikes (x >= 0) reach at most the positive or the negative weights of a row, graded inputs
+    # of either sign reach sum |w|
+    from spikedeploy.targets.emulator.stages import _row_bound
+
+    w = np.array([[3, -5, 2], [-1, -1, 4]])
+    assert _row_bound(w, signed=False) == 5  # row 0: +5 or -5; row 1: +4 or -2
+    assert _row_bound(w, signed=True) == 10
+    assert _row_bound(np.zeros((0, 3)), signed=False) == 0

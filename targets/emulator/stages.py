@@ -128,6 +128,16 @@ class SynapseStage:
         raise NotImplementedError
 
 
+def _row_bound(m: np.ndarray, *, signed: bool) -> float:
+    """max over rows of sum |w| (signed inputs), or of max(sum of w > 0, sum of -w over w < 0) (inputs >= 0)."""
+    if m.size == 0:
+        return 0.0
+    m = np.asarray(m, dtype=np.float64)
+    if signed:
+        return float(np.abs(m).sum(axis=1).max())
+    return float(max(np.maximum(m, 0).sum(axis=1).max(), np.maximum(-m, 0).sum(axis=1).max()))
+
+
 class DenseStage(SynapseStage):
     """Dense / Sparse / DelayDense (dense/models.py:57-114, 290-352; sparse/models.py:58-114)."""
 
@@ -146,7 +156,11 @@ class DenseStage(SynapseStage):
                     f"node '{name}': delays must be in 0..{ar.max_delay} steps, got {int(d.min())}..{int(d.max())}"
                 )
             groups = [(int(k), np.where(d == k, w, 0).astype(w.dtype)) for k in np.unique(d[w != 0])] or [(0, w * 0)]
-        acc_bound = [float(np.abs(m).sum(axis=1, dtype=np.float64).max(initial=0)) * x_bound for _, m in groups]
+        # |sum of w x| per output: binary sources are 0 <= x <= x_bound, so the sum lies between x_bound times
+        # the output's negative weights and x_bound times its positive ones, about half of sum |w| for mixed
+        # signs: more layers stay on the float32 kernel path, and fewer neurons need the wrap checks. Graded
+        # sources can be negative
+        acc_bound = [x_bound * float(_row_bound(m, signed=graded)) for _, m in groups]
         shifted = [shift_bound(b, self.exp) for b in acc_bound]
         self.bound = float(sum(shifted))
         big = max(acc_bound, default=0.0)
