@@ -211,9 +211,10 @@ DEFINE_SPIKE_ROWS(spike_rows_i8, int8_t, i8)
  * int16 lane takes 32. The pair sums are then added as 16-bit words without widening any byte: a word
  * holds two columns, lo + 256 * hi, and the high bytes are also summed apart, (word >> 8); the low
  * columns' sum is the word sum minus 256 times that, exact as long as no sum of either column reaches
- * 2**16 (P8_MAX_PAIRS + 1 pairs of at most 254). The bias, 128 per pair, comes off at the end. Half the vector operations of the widening kernel per spike: 18-33 % faster
- * on the engine benchmark's three layers (C benchmark, one thread). Tiles as above (TILE columns, the last TMIN),
- * except that within each 64-byte chunk byte 2p holds column p and byte 2p + 1 column 32 + p. */
+ * 2**16 (P8_MAX_PAIRS + 1 pairs of at most 254). The bias, 128 per pair, comes off at the end. Half the
+ * vector operations of the widening kernel per spike: 18-33 % faster on the engine benchmark's three layers
+ * (C benchmark, one thread). Tiles as above (TILE columns, the last TMIN), except that within each 64-byte
+ * chunk byte 2p holds column p and byte 2p + 1 column 32 + p. */
 typedef uint8_t v64u8 __attribute__((vector_size(64), aligned(1)));
 typedef uint16_t v32u16 __attribute__((vector_size(64)));
 #define P8_MAX_PAIRS 257 /* and the tail's pair: 258 * 254 < 2**16 */
