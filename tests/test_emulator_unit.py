@@ -285,3 +285,27 @@ def test_synapse_bound_is_one_sided_for_spikes():
     assert _row_bound(w, signed=False) == 5  # row 0: +5 or -5; row 1: +4 or -2
     assert _row_bound(w, signed=True) == 10
     assert _row_bound(np.zeros((0, 3)), signed=False) == 0
+
+
+@pytest.mark.parametrize("graded", [True, False])
+def test_scale_multiplies_each_element_one_step_late(graded):
+    # by hand: a Scale is a diagonal Dense, y[t] = floor(w * x[t - 1] * 2**exp) per element; spikes count as
+    # 0/1, graded inputs with their sign and size
+    w = np.array([4, -2, 0, 6, -8, 2])
+    g = Graph(dt=1e-3)
+    g.add(Node("in", "Input", {"shape": np.array([6])}))
+    g.add(Node("sc", "Scale", {"scale": np.ones(6)}))
+    g.add(Node("n", "LIF", {"tau": np.ones(6), "r": np.ones(6), "v_leak": np.zeros(6), "v_threshold": np.ones(6)}))
+    g.add(Node("out", "Output"))
+    for a, b in (("in", "sc"), ("sc", "n"), ("n", "out")):
+        g.connect(a, b)
+    g.validate()
+    q = {"sc": {"weight": w, "weight_exp": -1, "num_weight_bits": 8},
+         "n": {"du": 4095, "dv": 0, "vth": 10**6, "bias_mant": np.zeros(6, np.int64), "bias_exp": 0}}
+    qg = QGraph(graph=g, target="loihi2", q=q)
+    rng = np.random.default_rng(3)
+    x = rng.integers(-5, 6, (7, 2, 6)) if graded else rng.integers(0, 2, (7, 2, 6))
+    r = simulate_emulator(qg, {"in": x}, probes=["sc"])
+    want = np.zeros((7, 2, 6), np.int64)
+    want[1:] = np.floor(x[:-1] * w / 2)
+    np.testing.assert_array_equal(r.traces["sc"]["s"], want)

@@ -247,11 +247,16 @@ class ScaleStage(SynapseStage):
         super().__init__(name, (n,), np.float64)
 
     def accumulate(self, x):
-        tc = x.shape[0]
-        xx = x.reshape(tc, x.shape[1], -1).astype(np.float64)
-        if not self.graded:
-            xx = (xx != 0).astype(np.float64)
-        y = shift_sum(xx * self.w, self.exp)
+        tc, b = x.shape[0], x.shape[1]
+        x3 = x.reshape(tc, b, -1)
+        # one chunk buffer, reused, for the products (no new arrays per chunk)
+        y = _buffer(self.scratch, self.name, "prod", x3.shape, np.float64)
+        if self.graded:
+            np.multiply(x3, self.w, out=y)
+        else:
+            np.not_equal(x3, 0, out=y, casting="unsafe")
+            np.multiply(y, self.w, out=y)
+        shift_sum(y, self.exp, out=y)
         if self.bound >= 2.0 ** (self.ar.reg_bits - 1):
             y = wrap(y, self.ar.reg_bits)
         self.buf[1 : 1 + tc] += y
