@@ -90,6 +90,19 @@ def test_spike_rows_equals_integer_matmul(kernel_build, rows, k, n, wmax, mult, 
 
 
 @needs_kernels
+@pytest.mark.parametrize("rows,k,n", [(5, 0, 10), (0, 10, 10), (5, 10, 1)])
+@pytest.mark.parametrize("wmax", [63, 127, 300])  # the p8, int8 and int16 layouts
+def test_spike_rows_degenerate_shapes(kernel_build, rows, k, n, wmax):
+    rng = np.random.default_rng(k + n)
+    w = rng.integers(-wmax, wmax + 1, (n, k))
+    x = (rng.random((rows, k)) < 0.5).astype(np.uint8)
+    wk, wm, scale = kernels.spike_weights(w)
+    out = np.full((rows, n), np.nan, np.float32)
+    kernels.spike_rows(x, wk, wm, scale, out)
+    np.testing.assert_array_equal(out.astype(np.int64), x.astype(np.int64) @ w.T.astype(np.int64))
+
+
+@needs_kernels
 @pytest.mark.parametrize("shape", [(7, 3, 100), (2, 5, 3, 11, 4), (1, 1, 32), (3, 2, 0)])
 def test_count_nonzero_rows(shape):
     x = (np.random.default_rng(1).random(shape) < 0.3).astype(np.uint8) * 3

@@ -148,7 +148,8 @@ def spike_weights(w_out_in: np.ndarray) -> tuple[np.ndarray, int, float]:
     padded[:, :n_out] = wi.T
     if lo >= -64 and hi <= 63:
         # byte 2p of each 64-column chunk holds column p, byte 2p + 1 column 32 + p
-        padded = (padded + 64).reshape(n_in, -1, 2, 32).swapaxes(2, 3).reshape(n_in, ldw).astype(np.uint8)
+        chunks = (n_in, ldw // TILE_COLUMNS, 2, TILE_COLUMNS // 2)
+        padded = (padded + 64).reshape(chunks).swapaxes(2, 3).reshape(n_in, ldw).astype(np.uint8)
     else:
         padded = padded.astype(np.int8 if lo >= -128 and hi <= 127 else np.int16)
     flat = aligned_empty(n_in * ldw, padded.dtype)
