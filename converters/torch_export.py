@@ -274,6 +274,7 @@ class Plan:
     dropped_outputs: list[str] = field(default_factory=list)
     const_fx: set[str] = field(default_factory=set)  # fx nodes whose value does not depend on inputs
     val_srcs: dict[str, list[str]] = field(default_factory=dict)  # fx value -> graph nodes it sums
+    defining: dict[str, str] = field(default_factory=dict)  # graph node -> the fx node that created it
 
 
 def _f64(t) -> np.ndarray:
@@ -298,6 +299,7 @@ class _Builder:
         self.plan = Plan()
         self.vals: dict[str, Val] = {}
         self.resets: set[str] = set()
+        self._fx = ""  # the fx node being translated (recorded as each new graph node's origin)
 
     # -- helpers ---------------------------------------------------------------------------------
     def shape(self, n: fx.Node) -> tuple[int, ...]:
@@ -312,6 +314,7 @@ class _Builder:
             name = f"{base}_{k}"
             k += 1
         self.g.add(Node(name, op, params, **kw))
+        self.plan.defining[name] = self._fx
         srcs = src.srcs if isinstance(src, Val) else (src or [])
         for s in srcs:
             self.g.connect(s, name)
@@ -359,6 +362,7 @@ class _Builder:
         nodes = list(self.gm.graph.nodes)
         host_glue = self._host_glue(nodes)
         for n in nodes:
+            self._fx = n.name
             if n.op == "placeholder":
                 if n.name in self.t.state:
                     self.vals[n.name] = Val("const")

@@ -317,6 +317,13 @@ def export_model(
 
     records = tx.run_steps(traced, inputs, steps)
     graph, plan = tx.build_graph(traced, records[0], dt=dt, allow_approximate=allow_approximate)
+    host_info = None
+    if any(n.placement == "host" for n in graph.nodes.values()):
+        from .converters.host_programs import attach_host_programs, insert_host_synapses
+
+        plan.rewrites.extend(insert_host_synapses(graph))
+        graph.meta["rewrites"] = list(plan.rewrites)
+        host_info = attach_host_programs(traced, plan, graph, records)
     _annotate(graph, model, source, checkpoint, dt_source, steps, plan)
     graph.validate()
     _check_trace_against_model(model, traced, inputs, records, steps)
@@ -340,6 +347,8 @@ def export_model(
             if not allow_approximate:
                 raise ExportCheckError(msg + "; nothing was written")
             plan.deviations.append(msg)
+    if host_info is not None:
+        check["hybrid"] = _hybrid_check(graph, plan, inputs, records, steps, host_info)
     graph.meta["deviations"] = list(plan.deviations)
     graph.meta["export_check"] = {k: v for k, v in check.items() if k in ("steps", "batch", "spikes", "identical", "note")}
 
@@ -359,6 +368,25 @@ def export_model(
         write_nir(graph, out_path)
         result.out_path = Path(out_path)
     return result
+
+
+def _hybrid_check(graph: Graph, plan: tx.Plan, inputs, records, steps: int, host_info) -> dict[str, Any]:
+    """The whole graph, host programs included (onnxruntime, float32), against the model's spikes."""
+    from .simulate_float import simulate_float
+
+    feeds = {}
+    for name in graph.inputs:
+        x = inputs[name].detach()
+        feeds[name] = (x.expand(steps, *x.shape[1:]) if x.shape[0] == 1 and steps > 1 else x[:steps]).double().numpy()
+    spikes = _torch_spikes(records, plan)
+    spikes = {k: v for k, v in spikes.items() if k in graph.nodes and graph.nodes[k].placement == "chip"}
+    run = simulate_float(graph, feeds, steps=steps, probes=sorted(spikes))
+    first, bad, total = _compare(graph, spikes, run)
+    out = {"identical": first is None, "spikes": total, "mismatches": bad, "host_nodes": host_info["nodes"],
+           "onnx_max_abs_diff": host_info["max_abs_diff"]}
+    if first is not None:
+        out["first_mismatch"] = first
+    return out
 
 
 def _float64_check(model, traced, graph, plan, inputs, steps, input_names):

@@ -124,6 +124,11 @@ class Quantizer:
         self.g, self.layers, self.fmt, self.nwb = g, layers, fmt, nwb
         self.bias_exp_min = bias_exp_min
         self._xmax: dict[str, float] = {}  # largest input value per source (calibration; spikes: 1)
+        for lay in layers.values():  # host values arrive as integer payloads of known magnitude
+            for c in lay.chains:
+                pay = g.nodes[c.src].meta.get("payload") if g.nodes[c.src].placement == "host" else None
+                if pay is not None:
+                    self._xmax[c.src] = max(1.0, float(pay["max_abs"]) / float(pay["scale"]))
         self.vth_max = 2**fmt.vth_bits - 1
         self.a_lim = 2 ** (fmt.state_bits - 1 - fmt.act_shift)  # |a_in| at which 64·a_in reaches the state range
         self.bias_lim = (2 ** (fmt.bias_mant_bits - 1) - 1) * 2**fmt.bias_exp_max
@@ -198,7 +203,7 @@ class Quantizer:
         g = self.g
         syns = [c.syn for lay in self.layers.values() for c in lay.chains]
         run = simulate_float(g, calibration, probes=list(self.layers) + syns)
-        self._xmax = {n: float(np.abs(np.asarray(x)).max(initial=0)) for n, x in calibration.items()}
+        self._xmax.update({n: float(np.abs(np.asarray(x)).max(initial=0)) for n, x in calibration.items()})
         self._xmax.update({n: 1.0 for n in self.layers})
         self.cal_run = run
         out = {}

@@ -395,8 +395,18 @@ def _neuron_factors(g: Graph, node: Node, chains: list[Chain], dt, fmt: NumericF
 
 
 def effective_weight(g: Graph, lay: Layer, c: Chain) -> np.ndarray:
-    """The chain's float weight with the layer's per-neuron gain folded in (λ-free), in the node's layout."""
+    """The chain's float weight with the layer's per-neuron gain folded in (λ-free), in the node's layout.
+
+    A chain reading a host node receives integer payloads value/scale (node.meta["payload"]), so its
+    weights carry the payload scale."""
     sn = g.nodes[c.syn]
+    pay = g.nodes[c.src].meta.get("payload") if g.nodes[c.src].placement == "host" else None
+    if pay is not None:
+        return _effective_weight(sn, lay, c) * float(pay["scale"])
+    return _effective_weight(sn, lay, c)
+
+
+def _effective_weight(sn: Node, lay: Layer, c: Chain) -> np.ndarray:
     if c.kind == "dense":
         return np.asarray(sn.params["weight"], dtype=np.float64) * lay.gain[:, None]
     if c.kind == "scale":

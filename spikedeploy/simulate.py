@@ -42,13 +42,19 @@ def simulate(model: Graph | QGraph, inputs: Mapping[str, np.ndarray], *, backend
         qg = quantize(model, target)
         note = f"float graph quantized for {target} with max-abs scaling before simulation"
     if backend == "emulator":
-        from .targets.emulator import simulate_emulator
-
-        run = simulate_emulator(qg, inputs, steps=steps, probes=probes, progress=progress)
+        from .targets.emulator import simulate_emulator as chip
     else:
-        from .targets.lava_backend import simulate_lava
+        from .targets.lava_backend import simulate_lava as chip
+    from .host_exec import has_host_part, run_hybrid
 
-        run = simulate_lava(qg, inputs, steps=steps, probes=probes, progress=progress)
+    if has_host_part(qg.graph):
+        def stage(sub, xs, steps, probes):
+            return chip(sub, xs, steps=steps, probes=probes)
+
+        run = run_hybrid(qg, inputs, stage, steps=steps, probes=probes, fixed_point=True, progress=progress,
+                         backend=backend)
+    else:
+        run = chip(qg, inputs, steps=steps, probes=probes, progress=progress)
     if note:
         run.meta.setdefault("notes", []).append(note)
     return run

@@ -61,6 +61,15 @@ def simulate_float(
     Input node (Input counts are non-zero entries: events, binary or graded). progress(fraction done) is
     called after every step.
     """
+    from .host_exec import has_host_part, run_hybrid
+
+    if has_host_part(graph):
+        def stage(sub, xs, steps, probes):
+            return simulate_float(sub, xs, steps=steps, probes=probes, synapse_delay=synapse_delay, dtype=dtype)
+
+        run = run_hybrid(graph, inputs, stage, steps=steps, probes=probes, progress=progress, backend="float")
+        run.meta.update({"synapse_delay": bool(synapse_delay), "reset": graph.reset})
+        return run
     g = graph.copy()
     g.infer_shapes()
     feeds, T, B = _check_inputs(g, inputs, steps)

@@ -50,9 +50,12 @@ def test_host_part_to_onnx_matches_torch(tmp_path):
     assert r.check["identical"] and r.check["spikes"] > 0  # chip spikes checked with host values fed from torch
     oc = r.onnx_check
     assert oc["max_abs_diff"] <= 1e-5 and oc["batch_checked"] == [3, 6]
-    # 0.5 * q is a chip Scale node ("mul_1") whose output the host adds
+    # 0.5 * q is a Scale node ("mul_1") whose output only the host reads: it moves to the host (a chip
+    # synapse must end in neurons), and the host program of the head re-computes it from lif_q's spikes
     assert set(oc["inputs"]) == {"lif_enc", "lif_q", "lif_k", "mul_1"} and set(oc["outputs"]) == {"norm", "output"}
-    assert g.nodes["mul_1"].op == "Scale" and g.nodes["mul_1"].placement == "chip"
+    assert g.nodes["mul_1"].op == "Scale" and g.nodes["mul_1"].placement == "host"
+    head = next(n for n in g.nodes.values() if n.op == "CosineSimilarity")
+    assert set(head.meta["program"]["inputs"]) == {"lif_q", "lif_k"}
     assert (tmp_path / "host.onnx").exists() and (tmp_path / "hybrid.nir").exists()
 
     # independent check: the ONNX file on fresh spikes of another batch size against the torch expressions
