@@ -30,7 +30,7 @@ import torch
 import torch.fx as fx
 
 from ..errors import UnsupportedError
-from .onnx import MAX_ABS_DIFF, _as_tensor, _compare, _ident, _torch_export
+from .onnx import MAX_ABS_DIFF, _as_tensor, _compare, _ident, _torch_export, private_names
 
 PROGRAM_KEY = "program"
 EXACT_SHIFT_MAX = 8  # payload scales 2**-k tried for an exact integer encoding (k = 0..8)
@@ -158,8 +158,9 @@ def attach_host_programs(traced, plan, graph, records: list[dict[str, Any]]) -> 
             in_names.append(nm)
             env[f] = new.placeholder(nm)
         for n in order:
-            env[n.name] = new.node_copy(n, lambda a: env[a.name])
+            env[n.name] = new.node_copy(n, lambda a, env=env: env[a.name])
         new.output(env[out_fx])
+        private_names(new)
         hm = fx.GraphModule(gm, new).eval()
         example = tuple(_as_tensor(records[0][f]) for f in reads)
         with tempfile.TemporaryDirectory() as d:
@@ -177,6 +178,7 @@ def attach_host_programs(traced, plan, graph, records: list[dict[str, Any]]) -> 
                                        f"to ONNX ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
                                        ) from e
             blob = path.read_bytes()
+        _check_per_sample(hm, example, name, node)
         if diff > MAX_ABS_DIFF:
             raise UnsupportedError(f"host node '{name}': onnxruntime differs from torch by {diff:.3g} "
                                    f"(limit {MAX_ABS_DIFF:g})")
@@ -197,6 +199,20 @@ def attach_host_programs(traced, plan, graph, records: list[dict[str, Any]]) -> 
         done.append(name)
     _move_host_only_synapses(graph, plan, boundary)
     return {"nodes": done, "max_abs_diff": worst}
+
+
+def _check_per_sample(hm, example, name, node) -> None:
+    """Backends fold time steps into the batch, so a host op must treat each sample on its own: the
+    result for [x; x] must be [y; y]."""
+    with torch.no_grad():
+        y = _as_tensor(hm(*example))
+        yy = _as_tensor(hm(*(torch.cat([t, t]) for t in example)))
+    if yy.shape[0] != 2 * y.shape[0] or not torch.allclose(yy, torch.cat([y, y]), atol=MAX_ABS_DIFF):
+        raise UnsupportedError(
+            f"host node '{name}' ({node.meta.get('torch', node.op)}): its result for one sample depends on the "
+            "other samples of the batch (a recurrent layer fed a 2-D tensor treats the batch as a sequence); a "
+            "host op must treat each sample on its own. Fix: give it a [B, L, ...] input or compute it outside "
+            "the model")
 
 
 def _move_host_only_synapses(graph, plan, boundary) -> None:

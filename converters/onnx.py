@@ -67,8 +67,17 @@ def host_module(traced, plan) -> tuple[fx.GraphModule, list[tuple[str, str]], li
     if not outputs:
         raise UnsupportedError("the host part has no outputs that the chip or the model reads")
     new.output(tuple(env[f] for _, f in outputs))
+    private_names(new)
     del nodes
     return fx.GraphModule(gm, new), inputs, outputs
+
+
+def private_names(graph: fx.Graph) -> None:
+    """Prefix the inner nodes' names: ONNX names values after fx nodes, and an input or output named after a
+    graph node ('matmul_1') must not clash with an inner value of the same name (ONNX needs SSA form)."""
+    for n in graph.nodes:
+        if n.op not in ("placeholder", "output"):
+            n._rename(f"h_{n.name}")
 
 
 def _ident(name: str) -> str:
@@ -77,11 +86,13 @@ def _ident(name: str) -> str:
 
 
 def export_host_onnx(traced, plan, records: list[dict[str, Any]], path: str | Path, *,
-                     dynamo: bool = True) -> dict[str, Any]:
+                     dynamo: bool = False) -> dict[str, Any]:
     """Write the host part to `path` (atomically) and check it with onnxruntime on the recorded values.
 
     dynamo: use torch's dynamo exporter (maintained; ~10 s on first use) rather than the TorchScript one
-    (deprecated, ~1 s); if the chosen one fails, the other is tried.
+    (deprecated, ~1 s); if the chosen one fails, the other is tried. The TorchScript one is the default: it
+    names inner values by position, where dynamo names them after aten ops ('matmul_1'), which clashes with
+    an output named after a graph node of the same name.
     Returns {"inputs", "outputs", "max_abs_diff", "batch_checked", "path"}; raises UnsupportedError if
     torch cannot export it or onnxruntime disagrees with torch by more than MAX_ABS_DIFF."""
     import onnx

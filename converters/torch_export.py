@@ -289,7 +289,8 @@ def _where(gm, n: fx.Node) -> str:
 
 
 class _Builder:
-    def __init__(self, traced: Traced, rec0: dict[str, Any], dt: float, allow_approximate: bool):
+    def __init__(self, traced: Traced, rec0: dict[str, Any], dt: float, allow_approximate: bool,
+                 host_modules=()):
         self.t = traced
         self.gm = traced.gm
         self.rec = rec0
@@ -300,6 +301,7 @@ class _Builder:
         self.vals: dict[str, Val] = {}
         self.resets: set[str] = set()
         self._fx = ""  # the fx node being translated (recorded as each new graph node's origin)
+        self.host_modules = tuple(host_modules)  # module paths the user puts on the host
 
     # -- helpers ---------------------------------------------------------------------------------
     def shape(self, n: fx.Node) -> tuple[int, ...]:
@@ -427,6 +429,9 @@ class _Builder:
         if is_neuron(m):
             self._neuron(n, m, path)
             return
+        if any(path == p or path.startswith(p + ".") for p in self.host_modules):
+            self._host_node(n, "HostOp", self.tensor_args(n), reason="marked for the host (host_modules)")
+            return
         if isinstance(m, PASS_MODULES):
             self.vals[n.name] = self.vals[n.args[0].name]
             return
@@ -482,10 +487,9 @@ class _Builder:
         if any_host:  # an unknown module applied to host values is part of the host program
             self._host_node(n, "HostOp", ins)
             return
-        self.refuse(n, "this layer has no NIR or chip equivalent and spikedeploy has no host op for it",
-                    "replace it by supported layers (Linear, Conv, AvgPool2d, Flatten, BatchNorm, snnTorch "
-                    "Leaky/Synaptic/RLeaky) or move it out of the exported model")
-        self._host_node(n, "HostOp", ins)
+        # no chip equivalent: the host runs it exactly (its ONNX program is checked against torch at export)
+        self._host_node(n, "HostOp", ins, reason="no chip equivalent (chip layers: Linear, Conv1d/2d, AvgPool2d, "
+                        "Flatten, BatchNorm folded, spiking neurons)")
 
     def _split_linear(self, n: fx.Node, m: nn.Linear, x: Val) -> None:
         w = _f64(m.weight)
@@ -506,6 +510,7 @@ class _Builder:
         x = self.sig(n.args[0], n)
         if x.host:
             self.vals[n.name] = Val("sig", list(x.srcs), host=True, fx_name=n.name)
+            self._glue(n, [n.args[0]])
             return
         if start == 0:
             self.refuse(n, "flattens the batch dimension", "flatten from dim 1")
@@ -718,9 +723,8 @@ class _Builder:
             self.vals[n.name] = Val("sig", srcs, host=any_host, fx_name=n.name)
             self._glue(n, ins)
             return
-        self.refuse(n, "this operation on spike signals has no NIR or chip equivalent",
-                    "express it with supported layers, `+` fan-in, torch.cat or a constant scale")
-        self._host_node(n, "HostOp", ins)
+        self._host_node(n, "HostOp", ins, reason="no chip equivalent (on chip: `+` fan-in, torch.cat, constant "
+                        "scales, shape changes before a Linear)")
 
     def _glue(self, n: fx.Node, ins: list[fx.Node]) -> None:
         self.plan.host_fx.append(n.name)
@@ -758,7 +762,7 @@ class _Builder:
         self.materialize_cat(n)
         self.g.nodes[self.vals[n.name].srcs[0]].meta["dim"] = int(dim)
 
-    def _host_node(self, n: fx.Node, op: str, ins: list[fx.Node]) -> None:
+    def _host_node(self, n: fx.Node, op: str, ins: list[fx.Node], reason: str = "") -> None:
         srcs = []
         operands = []
         for a in ins:
@@ -771,9 +775,8 @@ class _Builder:
         node = self.g.nodes[name]
         node.meta["operands"] = operands
         node.meta["torch"] = _where(self.gm, n)
+        node.meta["host_reason"] = reason or f"{op}: no exact chip mapping"
         self.plan.host_fx.append(n.name)
-        if op == "HostOp":
-            self.plan.deviations.append(f"{_where(self.gm, n)} runs on the host as an opaque ONNX op")
         self.vals[n.name] = Val("sig", [name], host=True, fx_name=n.name)
 
     # -- outputs and the host boundary -----------------------------------------------------------
@@ -819,9 +822,11 @@ class _Builder:
         return best
 
 
-def build_graph(traced: Traced, rec0: dict[str, Any], *, dt: float, allow_approximate: bool = False):
-    """Graph and Plan from a traced step function and one recorded step (for shapes)."""
-    b = _Builder(traced, rec0, dt, allow_approximate)
+def build_graph(traced: Traced, rec0: dict[str, Any], *, dt: float, allow_approximate: bool = False,
+                host_modules=()):
+    """Graph and Plan from a traced step function and one recorded step (for shapes); modules whose path is
+    in `host_modules` (or below one) run on the host."""
+    b = _Builder(traced, rec0, dt, allow_approximate, host_modules)
     g, plan = b.build()
     if b.resets - {"zero"}:
         rs = b.resets - {"zero"}

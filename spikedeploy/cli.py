@@ -252,10 +252,12 @@ def simulate(graph_file, backend, target, input_specs, steps, batch, density, se
 @click.option("--dt", type=float, default=None, help="Time step in seconds (default: model.dt or 1e-3).")
 @click.option("--steps", type=int, default=None, help="Time steps of the self-check (default 10).")
 @click.option("--allow-approximate", is_flag=True, help="Export what is not exact and record each deviation.")
+@click.option("--host", "host_modules", multiple=True, metavar="MODULE",
+              help="Run this module (and everything below it) on the host, e.g. an ANN front end.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def export(model, checkpoint, out_path, onnx_path, input_names, input_specs, shape_specs, dt, steps, allow_approximate,
-           seed, as_json) -> None:
+           host_modules, seed, as_json) -> None:
     """Export MODEL (a `package.module:factory` entry point) to NIR, checking that the exported graph
     reproduces the model's spikes before writing; the host-side part goes to ONNX."""
     from .export import export_model
@@ -274,7 +276,8 @@ def export(model, checkpoint, out_path, onnx_path, input_names, input_specs, sha
     with console.status("tracing, exporting and checking spikes…") if not as_json else nullcontext():
         res = export_model(model, checkpoint=checkpoint, example_inputs=examples, input_names=list(input_names) or None,
                            dt=dt, steps=steps, allow_approximate=allow_approximate, out_path=out_path,
-                           onnx_path=onnx_path, seed=seed, input_shapes=shapes or None)
+                           onnx_path=onnx_path, seed=seed, input_shapes=shapes or None,
+                           host_modules=host_modules)
     summ = res.summary()
     if as_json:
         _emit_json(summ)

@@ -264,6 +264,7 @@ def export_model(
     batch: int = 2,
     seed: int = 0,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
+    host_modules: tuple[str, ...] | list[str] = (),
 ) -> ExportResult:
     """Export a torch/snnTorch model to a Graph, check it against torch, and write NIR (+ ONNX).
 
@@ -279,6 +280,8 @@ def export_model(
     out_path: .nir file (host nodes are kept in its metadata; see converters/nir.py).
     onnx_path: ONNX file for the host-side part (needed when the graph has host nodes and out_path is set).
     input_shapes: {input name: shape without T and B} for random sample inputs when example_inputs is None.
+    host_modules: module paths (e.g. "frontend", "encoder.norm") that run on the host, with everything below
+        them, whatever the chip could run; every host node gets an ONNX program checked against torch.
     """
     source = model_or_entrypoint if isinstance(model_or_entrypoint, str) else None
     if source is not None:
@@ -316,7 +319,12 @@ def export_model(
                                    "T == 1 (repeated), or at least `steps` steps")
 
     records = tx.run_steps(traced, inputs, steps)
-    graph, plan = tx.build_graph(traced, records[0], dt=dt, allow_approximate=allow_approximate)
+    unknown = [p for p in host_modules if p not in dict(model.named_modules())]
+    if unknown:
+        raise UnsupportedError(f"host_modules {unknown} name no module of {type(model).__name__}; its modules are "
+                               f"{[n for n, _ in model.named_children()]}")
+    graph, plan = tx.build_graph(traced, records[0], dt=dt, allow_approximate=allow_approximate,
+                                 host_modules=tuple(host_modules))
     host_info = None
     if any(n.placement == "host" for n in graph.nodes.values()):
         from .converters.host_programs import attach_host_programs, insert_host_synapses

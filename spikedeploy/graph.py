@@ -19,7 +19,8 @@ from .ops import OPS, Shape, is_neuron, synapse_count
 RESET_MODES = ("zero", "subtract")
 # Structural settings, not learned values: not counted as parameters.
 _HYPERPARAMETERS = frozenset(
-    {"shape", "input_shape", "out_shape", "stride", "padding", "dilation", "groups", "kernel_size", "start_dim", "end_dim"}
+    {"shape", "input_shape", "out_shape", "stride", "padding", "dilation", "groups", "kernel_size", "start_dim", "end_dim",
+     "program"}
 )
 PLACEMENTS = ("chip", "host")
 

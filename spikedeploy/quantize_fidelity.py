@@ -21,9 +21,9 @@ def _neuron_layers(qg: QGraph) -> list[str]:
 
 
 def _emulate(qg: QGraph, inputs, steps, probes) -> Run:
-    from .targets.emulator import simulate_emulator
+    from .simulate import simulate
 
-    return simulate_emulator(qg, inputs, steps=steps, probes=probes)
+    return simulate(qg, inputs, backend="emulator", steps=steps, probes=probes)
 
 
 def spike_disagreement(graph: Graph, qg: QGraph, inputs, *, ref: Run | None = None) -> tuple[int, Run]:
