@@ -115,7 +115,7 @@ def run_hybrid(model, inputs: Mapping[str, np.ndarray], runner: Callable, *, ste
     traces: dict[str, dict[str, np.ndarray]] = {}
     stages = 0
     while pending_chip or pending_host:
-        blocked = _downstream(g, set(pending_host) | inner, back)
+        blocked = _downstream(g, set(pending_host), back)
         ready = [n for n in pending_chip if n not in blocked]
         if ready:
             run = _chip_stage(g, qg, ready, values, runner, T, want, fixed_point)
