@@ -206,3 +206,30 @@ def _chip_stage(g: Graph, qg, names: list[str], values: dict, runner, T: int, wa
         if o in run.outputs:
             run.outputs[n] = run.outputs.pop(o)
     return run
+
+
+def host_boundary(graph: Graph) -> dict:
+    """What crosses between chip and host each time step, per sample: chip spikes the host programs read
+    (one bit per neuron), host values the chip reads (payload bits per element), and why each host node is
+    on the host. A host node read by the chip and reading chip spikes sits inside the time loop: each step
+    waits for a chip → host → chip round trip (no sourced figure for its latency exists; not priced)."""
+    ops, to_host, from_host, in_loop = [], 0, 0, 0
+    read = set()
+    for name in host_nodes(graph):
+        node = graph.nodes[name]
+        prog = node.meta.get("program")
+        ops.append({"node": name, "op": node.op, "torch": node.meta.get("torch"),
+                    "why": node.meta.get("host_reason", "host op"), "macs_per_step": node.meta.get("macs"),
+                    "payload": node.meta.get("payload")})
+        if prog:
+            read.update(i for i in prog["inputs"] if graph.nodes[i].placement == "chip" and graph.nodes[i].op != "Input")
+        if "payload" in node.meta and node.out_shape:
+            from_host += int(np.prod(node.out_shape)) * int(node.meta["payload"]["bits"])
+            if prog and any(graph.nodes[i].op != "Input" for i in prog["inputs"]):
+                in_loop += 1
+    for n in sorted(read):
+        to_host += int(np.prod(graph.nodes[n].out_shape or (1,)))
+    return {"operations": ops, "chip_to_host_bits_per_step": to_host, "host_to_chip_bits_per_step": from_host,
+            "round_trips_per_step": in_loop,
+            "round_trip_note": "each round trip adds the host link's latency to every step; no sourced figure "
+                               "for it exists, so latency excludes it"}

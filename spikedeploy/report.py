@@ -12,6 +12,7 @@ from importlib import resources
 from typing import Any
 
 from .energy import estimate
+from .host_exec import host_boundary
 from .jsonout import jsonable
 from .partition import RESOURCES, partition
 from .traffic import traffic as _traffic
@@ -77,6 +78,7 @@ def build_report(graph, target, *, run=None, placement=None, fidelity: dict | No
         "energy_chip_j": float(en["per_inference"]["energy_j"] - host_e),
         "energy_host_j": float(host_e),
         "host_detail": en["host"],
+        **host_boundary(graph),
     }
     tr_out = {
         "per_step": tr["per_step"],

@@ -249,3 +249,7 @@ def test_cli_pipeline_with_host_nodes(tmp_path, monkeypatch):
     rep = json.loads(out)
     split = rep["chip_host_split"]
     assert set(split["host_nodes"]) >= {"matmul", "matmul_1"} and split["host_macs_per_step"] > 0
+    # per step: the q, k, v spikes go to the host (3 x 32 bits), 32 payloads of 16 bits come back, once a step
+    assert split["chip_to_host_bits_per_step"] == 3 * N * D
+    assert split["host_to_chip_bits_per_step"] == N * D * 16 and split["round_trips_per_step"] == 1
+    assert {o["node"]: o["op"] for o in split["operations"]} == {"matmul": "MatMul", "matmul_1": "MatMul"}
