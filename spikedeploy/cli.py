@@ -183,7 +183,9 @@ def _about(path: str):
 @click.argument("graph_file", metavar="GRAPH", type=click.Path(dir_okay=False, path_type=str))
 @click.option("--backend", type=click.Choice(["float", "emulator", "lava"]), default="emulator", show_default=True,
               help="float reference, bit-exact fixed-point emulator, or Lava Loihi2SimCfg (slow, one sample at a time).")
-@click.option("--target", default="loihi2", show_default=True, help="Target whose arithmetic the fixed-point backends use.")
+@click.option("--target", default=None,
+              help="Target a float GRAPH is quantized for (default loihi2). A quantized GRAPH runs in the arithmetic "
+                   "of its own target; a --target that contradicts it is refused.")
 @click.option("--input", "input_specs", multiple=True, metavar="[NAME=]X.npy",
               help="Time-major input [T, B, ...]; NAME=X.npy per graph input. Omit for random spikes.")
 @click.option("--steps", type=int, default=None, help="Time steps (default: the inputs' T, or 100 for random inputs).")
