@@ -338,7 +338,8 @@ def quantize(graph_file, target, method, calib_specs, weight_bits, allow_approxi
                           weight_bits=weight_bits, seed=seed, bias_exp_min=bias_exp_min)
         data = calib if calib is not None else random_inputs(graph, steps=50, batch=16, seed=seed)
         fid = fidelity(graph, qg, data)
-    fid["fidelity"]["inputs"] = "calibration data" if calib is not None else "random spikes (density 0.15, 50 steps × 16)"
+    fid["fidelity"]["inputs"] = ("calibration data" if calib is not None else "random spikes (density 0.15, 50 steps × 16)") \
+        + (f", then {fid['fidelity']['depth']} steps of zeros" if fid["fidelity"]["depth"] else "")
     qg.meta["fidelity"] = fid["fidelity"]
     if netx_path:  # first: a graph netx cannot hold stops here, before either file is written
         from .converters.netx import write_netx
@@ -456,6 +457,9 @@ def report(graph_file, target, run_path, placement_path, fidelity_path, html_pat
             fid = fid.get("fidelity", fid)
         except (OSError, ValueError) as e:
             raise FileFormatError(f"{fidelity_path}: not a JSON fidelity report ({e})") from e
+        if not isinstance(fid, dict) or "dice_min" not in fid:
+            raise FileFormatError(f"{fidelity_path}: not a fidelity report of this version (no 'dice_min' spike "
+                                  "overlap); write it again with `spikedeploy quantize ... --json`")
     with _about(graph_file):
         rep = build_report(graph, target, run=run, placement=placement, fidelity=fid, qgraph=qg)
     if html_path:
