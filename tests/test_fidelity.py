@@ -175,6 +175,8 @@ def test_fidelity_runs_a_12_bit_qgraph_in_12_bit_arithmetic(edge12):
     # step 17, which it reaches only because v saturated at -2047: unsaturated, v would fire at 18 with float.
     assert (r["spikes_float"], r["spikes_quant"], r["spikes_both"]) == (len(S24), len(S12), 0)
     assert r["dice"] == 0.0 and f["dice_min"] == 0.0
+    # the search's objective runs in the same arithmetic: 14 float-only bins + 1 quantized-only bin
+    assert spike_disagreement(g, qg, {"in": X12})[0] == len(S24) + len(S12)
     # the same graph quantized for Loihi 2 loses nothing here
     g24 = quantize(g)
     assert fidelity(g, g24, {"in": X12})["fidelity"]["layers"]["l"]["dice"] == 1.0
@@ -187,11 +189,17 @@ def _sd(*args):
                           env=env, timeout=300)
 
 
-def test_cli_simulate_uses_the_qgraph_target_and_refuses_a_contradicting_one(edge12, tmp_path):
-    _, qg, _ = edge12
-    q, x = tmp_path / "q.npz", tmp_path / "x.npy"
-    save_qgraph(qg, q)
+def test_cli_quantize_and_simulate_use_the_qgraph_target_and_refuse_a_contradicting_one(edge12, tmp_path):
+    from spikedeploy.converters.nir import write_nir
+
+    g, _, chip = edge12
+    q, x, nir = tmp_path / "q.npz", tmp_path / "x.npy", tmp_path / "g.nir"
+    write_nir(g, nir)
     np.save(x, X12)
+    r = _sd("quantize", nir, "--dt", 1, "--target", chip, "--calibrate", x, "-o", q, "--json")
+    assert r.returncode == 0, r.stderr
+    fid = json.loads(r.stdout)["fidelity"]
+    assert fid["arith"] == "edge12" and fid["layers"]["l"]["spikes_quant"] == len(S12)
     r = _sd("simulate", q, "--input", x, "--steps", 19, "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["spikes"]["l"] == len(S12)  # Loihi 2's arithmetic would give len(S24)
