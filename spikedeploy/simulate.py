@@ -2,7 +2,8 @@
 
 Backends:
 - float:    the float reference (torch), on the float Graph.
-- emulator: the batched fixed-point emulator, bit-exact with Lava in Loihi 2 mode, on a QGraph.
+- emulator: the batched fixed-point emulator, bit-exact with Lava in Loihi 2 mode, on a QGraph, in the
+            arithmetic of the target the QGraph was quantized for.
 - lava:     Lava's Loihi2SimCfg(select_tag="fixed_pt"), on a QGraph, one sample at a time.
 
 A float Graph given to a fixed-point backend is quantized first (max-abs per layer) and the Run says so.
