@@ -222,8 +222,9 @@ def simulate_emulator(qg: QGraph | Program, inputs: Mapping[str, np.ndarray], *,
     qg: a QGraph, or a Program from compile_emulator (then mode and probes are the program's).
     mode: default the arithmetic of the target qg was quantized for (`qgraph_arith`); "loihi2" reproduces
     Lava 0.10's Loihi2SimCfg(select_tag="fixed_pt") bit for bit; a NumericFormat, TargetSpec or target name
-    selects a generic fixed-point core with those widths. Steps beyond the input length see zero input. Returns counts for every spiking node and Input, outputs for
-    every Output node, and u/v/s traces (post-reset, as Lava's Monitor records them) for probed nodes.
+    selects a generic fixed-point core with those widths. Steps beyond the input length see zero input.
+    Returns counts for every spiking node and Input, outputs for every Output node, and u/v/s traces
+    (post-reset, as Lava's Monitor records them) for probed nodes.
     chunk_bytes bounds the activations kept per chunk of time steps (default: as large as the inputs
     given, at least CHUNK_BYTES), trading memory for fewer, larger kernel calls. progress(fraction done)
     is called after every chunk (from worker threads when the batch is split).
