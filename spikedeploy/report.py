@@ -240,21 +240,40 @@ def render_terminal(report: dict, console=None) -> None:
 
 
 def render_fidelity(fid: dict, console) -> None:
-    """Per-layer float vs quantized spikes: same-bin agreement, spike overlap, counts, rate change."""
+    """Per-layer float vs quantized spikes: spike-set overlap (Dice), precision, recall, counts, rate change;
+    the headline is the Dice over the layers that spike, with the silent ones named."""
     from rich.table import Table
 
-    t = Table(title=f"fidelity: float vs quantized ({fid.get('inputs', 'given inputs')})")
-    for col in ("layer", "op", "same-bin agreement", "spike overlap", "spikes float", "spikes quantized", "rate change"):
+    t = Table(title=f"fidelity: float vs quantized, {fid.get('steps', '?')} steps = {fid.get('input_steps', '?')} "
+                    f"+ depth {fid.get('depth', '?')} ({fid.get('inputs', 'given inputs')}; {fid.get('arith')} arithmetic)")
+    for col in ("layer", "op", "spike overlap (Dice)", "precision", "recall", "spikes float", "spikes quantized",
+                "rate change"):
         t.add_column(col, justify="left" if col in ("layer", "op") else "right")
     for name, r in fid.get("layers", {}).items():
-        t.add_row(name, r.get("op", ""), _fmt(r.get("spike_agreement")), _fmt(r.get("spike_match")),
+        if r.get("silent") and r.get("spiking"):
+            dice = "silent"
+        elif r.get("spiking"):
+            dice = _fmt(r.get("dice"))
+        else:
+            dice = f"v rel. RMS error {_fmt(r.get('v_rel_rms_error'))}"
+        t.add_row(name, r.get("op", ""), dice, _fmt(r.get("precision")), _fmt(r.get("recall")),
                   _fmt(r.get("spikes_float")), _fmt(r.get("spikes_quant")), _fmt(r.get("rate_change")))
     console.print(t)
-    console.print(f"mean spike agreement: {_fmt(fid.get('spike_agreement'))}")
+    console.print(fidelity_headline(fid))
     for name, o in fid.get("outputs", {}).items():
         console.print(f"output {name}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in o.items()))
     for k, v in (fid.get("task") or {}).items():
         console.print(f"task {k}: {_fmt(v)}")
+
+
+def fidelity_headline(fid: dict) -> str:
+    """One line: Dice min and mean over the layers that spike, and the layers silent on both sides."""
+    silent = fid.get("silent_layers") or []
+    tail = f"; silent on both sides (not scored): {', '.join(silent)}" if silent else ""
+    if fid.get("dice_min") is None:
+        return "spike overlap (Dice): no layer spikes on either side" + tail
+    return (f"spike overlap (Dice) over {fid.get('layers_scored')} spiking layer(s): min {_fmt(fid['dice_min'])}, "
+            f"mean {_fmt(fid['dice_mean'])}{tail}")
 
 
 def render_retrieval(ret: dict, console) -> None:

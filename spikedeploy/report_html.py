@@ -105,11 +105,12 @@ def _figures(report: dict) -> list[tuple[str, str]]:
 
     fid = report.get("fidelity")
     if fid and fid.get("layers"):
-        # per layer: firing rate in float and in fixed point, and how many time bins agree
+        # per layer: firing rate in float and in fixed point, and the overlap of the two spike sets (Dice);
+        # a layer silent on both sides is marked, not drawn as a perfect bar
         names = list(fid["layers"])
-        fl = [fid["layers"][n].get("rate_float") or 0.0 for n in names]
-        qu = [fid["layers"][n].get("rate_quant") or 0.0 for n in names]
-        ag = [fid["layers"][n].get("spike_agreement") for n in names]
+        rows = [fid["layers"][n] for n in names]
+        fl = [r.get("rate_float") or 0.0 for r in rows]
+        qu = [r.get("rate_quant") or 0.0 for r in rows]
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
         x = np.arange(len(names))
         a1.bar(x - 0.2, fl, width=0.4, label="float", color="#3b75af")
@@ -118,11 +119,18 @@ def _figures(report: dict) -> list[tuple[str, str]]:
         a1.set_ylabel("spikes / neuron / step")
         a1.set_title("Firing rate: float vs fixed point")
         a1.legend(fontsize=8)
-        a2.bar(x, [v if v is not None else 0.0 for v in ag], color="#8e6bbf")
+        scored = [bool(r.get("spiking")) and not r.get("silent") for r in rows]
+        a2.bar(x, [r["dice"] if ok else 0.0 for r, ok in zip(rows, scored, strict=True)], color="#8e6bbf")
+        for i, r in enumerate(rows):
+            if not scored[i]:
+                a2.text(i, 0.02, "silent" if r.get("spiking") else "analog", ha="center", va="bottom", rotation=90,
+                        fontsize=8, color="#555555")
         a2.set_xticks(x, names, rotation=45, ha="right", fontsize=8)
         a2.set_ylim(0, 1.05)
-        a2.set_ylabel("fraction of (neuron, step) bins equal")
-        a2.set_title(f"Spike agreement (mean {fid.get('spike_agreement', 0):.3f})")
+        a2.set_ylabel("Dice = 2|A∩B| / (|A| + |B|)")
+        head = ("no layer spikes" if fid.get("dice_min") is None
+                else f"min {fid['dice_min']:.3f}, mean {fid['dice_mean']:.3f}")
+        a2.set_title(f"Spike overlap over {fid.get('steps', '?')} steps ({head})")
         figs.append(("Fidelity per layer: float vs quantized", _png(fig)))
     ret = report.get("retrieval") or {}
     backends = [b for b, v in ret.items() if isinstance(v, dict) and "image_to_text" in v]

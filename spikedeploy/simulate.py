@@ -2,7 +2,8 @@
 
 Backends:
 - float:    the float reference (torch), on the float Graph.
-- emulator: the batched fixed-point emulator, bit-exact with Lava in Loihi 2 mode, on a QGraph.
+- emulator: the batched fixed-point emulator, bit-exact with Lava in Loihi 2 mode, on a QGraph, in the
+            arithmetic of the target the QGraph was quantized for.
 - lava:     Lava's Loihi2SimCfg(select_tag="fixed_pt"), on a QGraph, one sample at a time.
 
 A float Graph given to a fixed-point backend is quantized first (max-abs per layer) and the Run says so.
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import SpikeDeployError
+from .errors import SpikeDeployError, TargetLimitError
 from .graph import Graph
 from .qgraph import QGraph
 from .run import Run
@@ -24,11 +25,17 @@ BACKENDS = ("float", "emulator", "lava")
 
 
 def simulate(model: Graph | QGraph, inputs: Mapping[str, np.ndarray], *, backend: str = "emulator",
-             target: str = "loihi2", steps: int | None = None, probes=(), progress=None) -> Run:
+             target: str | None = None, steps: int | None = None, probes=(), progress=None) -> Run:
     """Run `model` on `inputs` ({input name: [T, B, ...]}) with one backend. progress(fraction done), when
-    given, is called as the run advances (per step, chunk or sample, by backend)."""
+    given, is called as the run advances (per step, chunk or sample, by backend).
+
+    target: the target a float Graph is quantized for (default loihi2). A QGraph runs in the arithmetic of
+    the target it was quantized for; a `target` that names another arithmetic is refused.
+    """
     if backend not in BACKENDS:
         raise SpikeDeployError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
+    if isinstance(model, QGraph) and backend != "float":
+        _check_target(model, target, backend)
     graph = model.graph if isinstance(model, QGraph) else model
     if backend == "float":
         from .simulate_float import simulate_float
@@ -39,10 +46,14 @@ def simulate(model: Graph | QGraph, inputs: Mapping[str, np.ndarray], *, backend
     if not isinstance(model, QGraph):
         from .quantize import quantize
 
+        target = target or "loihi2"
         qg = quantize(model, target)
         note = f"float graph quantized for {target} with max-abs scaling before simulation"
     if backend == "emulator":
-        from .targets.emulator import simulate_emulator as chip
+        from .targets.emulator import simulate_emulator
+
+        def chip(m, xs, **kw):  # the QGraph's own target decides the arithmetic
+            return simulate_emulator(m, xs, mode=m, **kw)
     else:
         from .targets.lava_backend import simulate_lava as chip
     from .host_exec import has_host_part, run_hybrid
@@ -58,6 +69,22 @@ def simulate(model: Graph | QGraph, inputs: Mapping[str, np.ndarray], *, backend
     if note:
         run.meta.setdefault("notes", []).append(note)
     return run
+
+
+def _check_target(qg: QGraph, target: str | None, backend: str) -> None:
+    """A QGraph's own target decides its arithmetic: refuse a --target that says otherwise, and Lava (which
+    computes Loihi 2's arithmetic only) for a QGraph of another arithmetic."""
+    from .targets.emulator import LOIHI2, arith_for
+
+    own = arith_for(qg)
+    if target is not None and arith_for(target) != own:
+        raise TargetLimitError(
+            f"target '{target}' contradicts the QGraph, which was quantized for '{qg.target}' "
+            f"({own.state_bits}-bit state, {own.weight_bits}-bit weights); drop --target, or quantize again for '{target}'")
+    if backend == "lava" and own != LOIHI2:
+        raise TargetLimitError(
+            f"backend 'lava' computes Loihi 2's arithmetic only, but the QGraph was quantized for '{qg.target}' "
+            f"({own.state_bits}-bit state, {own.weight_bits}-bit weights); use --backend emulator")
 
 
 def parse_input_args(graph: Graph, specs: tuple[str, ...]) -> dict[str, np.ndarray]:

@@ -161,6 +161,23 @@ def synaptic_nodes(graph: Graph) -> set[str]:
     return syn
 
 
+def synapse_depth(graph: Graph) -> dict[str, int]:
+    """For every node, the most synapse delays on any path from an Input to it (one per chain of synapse
+    ops, as `synapse_delay=True` and the chip count them); edges that close a cycle are not followed.
+
+    A node at depth d answers an input at step t at step t + d, so a run of T input steps shows the
+    node's whole response to them only when it lasts T + d steps.
+    """
+    syn = synaptic_nodes(graph)
+    order, _ = graph.order()
+    pos = {n: i for i, n in enumerate(order)}
+    depth: dict[str, int] = {}
+    for n in order:
+        depth[n] = max((depth[p] + (p in syn and graph.nodes[n].spec.family not in _CHAIN_FAMILIES)
+                        for p in graph.predecessors(n) if pos[p] < pos[n]), default=0)
+    return depth
+
+
 def _schedule(g: Graph, synapse_delay: bool) -> tuple[list[str], set[tuple[str, str]]]:
     """Evaluation order and the edges that deliver the previous step's value."""
     if not synapse_delay:

@@ -45,7 +45,9 @@ def test_quantize_simulate_partition_report(small_nir, tmp_path):
     r = sd("quantize", small_nir, "--target", "loihi2", "-o", q, "--json")
     assert r.returncode == 0, r.stderr
     fid = json.loads(r.stdout)["fidelity"]
-    assert set(fid["layers"]) == {"lif1", "lif2"} and 0 <= fid["spike_agreement"] <= 1
+    (tmp_path / "q.json").write_text(r.stdout)
+    assert set(fid["layers"]) == {"lif1", "lif2"} and (fid["input_steps"], fid["depth"], fid["steps"]) == (50, 2, 52)
+    assert fid["arith"] == "loihi2" and all(0 <= r["dice"] <= 1 for r in fid["layers"].values())
 
     x = (np.random.default_rng(0).random((30, 4, 24)) < 0.2).astype(np.float32)
     xp = tmp_path / "x.npy"
@@ -68,9 +70,15 @@ def test_quantize_simulate_partition_report(small_nir, tmp_path):
     assert placed["cores_used"] >= placed["cores_lower_bound"] >= 1
 
     html = tmp_path / "r.html"
-    r = sd("report", q, "--run", tmp_path / "emulator.npz", "--placement", pl, "--html", html, "--json")
+    r = sd("report", q, "--run", tmp_path / "emulator.npz", "--placement", pl, "--html", html, "--json",
+           "--fidelity", tmp_path / "q.json")
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
+    assert rep["fidelity"]["dice_min"] == fid["dice_min"]
+    # a fidelity file of the old shape (same-bin agreement, empty bins counted) is refused in one line
+    (tmp_path / "old.json").write_text(json.dumps({"fidelity": {"layers": {}, "spike_agreement": 0.93}}))
+    r = sd("report", q, "--fidelity", tmp_path / "old.json")
+    assert r.returncode == 1 and "no 'dice_min'" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     for key in ("cores_used", "cores_lower_bound", "chips", "energy_per_inference_j", "latency_per_inference_s",
                 "synops_per_inference", "spikes_per_inference", "traffic", "assumptions"):
         assert key in rep

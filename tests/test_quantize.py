@@ -239,12 +239,13 @@ def test_search_lowers_the_scale_of_a_layer_that_wraps():
     with pytest.warns(QuantizationWarning, match="layer 'l'.*wraps"):
         qm = quantize(g)
     assert qm.meta["layers"]["l"]["n"] == 0
-    assert fidelity(g, qm, {"in": x})["fidelity"]["layers"]["l"]["spike_agreement"] < 1.0
+    assert fidelity(g, qm, {"in": x})["fidelity"]["layers"]["l"]["dice"] < 1.0
     with warnings.catch_warnings():
         warnings.simplefilter("error", QuantizationWarning)
         qs = quantize(g, calibration={"in": x}, method="search")
     assert qs.meta["warnings"] == [] and qs.meta["layers"]["l"]["n"] < 0
-    assert fidelity(g, qs, {"in": x})["fidelity"]["layers"]["l"]["spike_agreement"] == 1.0
+    f = fidelity(g, qs, {"in": x})["fidelity"]
+    assert f["layers"]["l"]["dice"] == 1.0 and not f["layers"]["l"]["silent"] and f["dice_min"] == 1.0
 
 
 # ---- refusals --------------------------------------------------------------------------------------
@@ -310,7 +311,8 @@ def test_pooling_folds_are_exact_in_float():
     np.testing.assert_array_equal(a.traces["l2"]["s"], b.traces["l2"]["s"])
     np.testing.assert_array_equal(a.traces["l3"]["s"], b.traces["l3"]["s"])
     f = fidelity(g, qg, {"in": x})["fidelity"]
-    assert f["spike_agreement"] > 0.95
+    # 8-bit rounding differences compound with depth: Dice 0.94, 0.82, 0.62 over the three layers
+    assert f["silent_layers"] == [] and f["layers"]["l1"]["dice"] > 0.9 and f["dice_min"] > 0.5
 
 
 # ---- methods and fidelity ------------------------------------------------------------------------
@@ -327,14 +329,14 @@ def test_methods_and_fidelity_report():
         rep = fidelity(g, qg, {"in": x}, labels=labels)
         json.dumps(rep)
         f = rep["fidelity"]
-        assert set(f) >= {"layers", "spike_agreement", "task"}
+        assert set(f) >= {"layers", "dice_min", "dice_mean", "task"}
         assert set(f["layers"]) == {"n0", "n1"} and "v_rel_rms_error" in f["layers"]["n1"]
         assert 0 <= f["task"]["accuracy_quant"] <= 1
         res[m] = f
     for m, f in res.items():
-        assert f["spike_agreement"] > 0.96, m
+        assert f["dice_min"] > 0.8, (m, f["dice_min"])
         assert f["layers"]["n1"]["v_rel_rms_error"] < 0.2, m  # mostly the hidden layer's spike differences
-    assert res["search"]["spike_agreement"] >= res["maxabs"]["spike_agreement"] - 1e-9
+    assert res["search"]["dice_mean"] >= res["maxabs"]["dice_mean"] - 1e-9
 
     # a readout straight from the input: only its own quantization shows
     ro = Graph.chain(Node("in", "Input", {"shape": [60]}), Node("fc", "Affine", {"weight": rng.normal(0, 1, (5, 60)),

@@ -29,13 +29,29 @@ def _run(g: Graph, T=10, B=2, seed=0) -> Run:
     return Run("test", T, B, counts=counts)
 
 
+def _fid_row(op, **kw):
+    from spikedeploy.quantize_fidelity import LAYER_KEYS
+
+    return {**dict.fromkeys(LAYER_KEYS), "op": op, "spiking": True, "silent": False, **kw}
+
+
+# the shape fidelity() returns: lif1 scored, lif2 silent on both sides (left out of the headline)
+FIDELITY = {
+    "dice_min": 0.83, "dice_mean": 0.83, "layers_scored": 1, "silent_layers": ["lif2"],
+    "layers": {"lif1": _fid_row("LIF", dice=0.83, precision=0.8, recall=0.86, count_ratio=1.08, spikes_float=100,
+                                spikes_quant=108, spikes_both=86, rate_float=0.10, rate_quant=0.108, rate_change=0.08),
+               "lif2": _fid_row("LIF", silent=True, dice=1.0, spikes_float=0, spikes_quant=0, spikes_both=0,
+                                rate_float=0.0, rate_quant=0.0, rate_change=0.0)},
+    "outputs": {}, "task": {"accuracy_float": 0.9, "accuracy_quant": 0.88, "prediction_agreement": 0.95},
+    "steps": 28, "input_steps": 25, "depth": 3, "backend": "emulator", "arith": "loihi2",
+}
+
+
 @pytest.fixture(scope="module")
 def report():
     g = dense_chain([64, 300, 200, 10], seed=3)
     return build_report(g, "loihi1", run=_run(g),
-                        fidelity={"layers": {"lif1": {"op": "LIF", "spike_agreement": 0.97, "rate_float": 0.10,
-                                                      "rate_quant": 0.11}},
-                                  "spike_agreement": 0.97},
+                        fidelity=FIDELITY,
                         retrieval={"gallery_size": 500, "embedding_dim": 10,
                                    "float": {"image_to_text": {"R@1": 0.9, "R@5": 0.95},
                                              "text_to_image": {"R@1": 0.8, "R@5": 0.9}},
@@ -61,6 +77,17 @@ def test_schema_rejects_a_broken_report(report):
     del bad["energy_per_inference_j"]
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, report_schema())
+
+
+def test_schema_rejects_a_fidelity_section_without_its_headline(report):
+    # the old shape (a same-bin "spike_agreement" counting empty bins) is not a fidelity report any more
+    bad = {**report, "fidelity": {"layers": {"lif1": {"op": "LIF", "spike_agreement": 0.97}}, "spike_agreement": 0.97}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, report_schema())
+    row = {**FIDELITY["layers"]["lif1"]}
+    del row["dice"]
+    with pytest.raises(jsonschema.ValidationError, match="'dice' is a required property"):
+        jsonschema.validate({**report, "fidelity": {**FIDELITY, "layers": {"lif1": row}}}, report_schema())
 
 
 def test_report_without_run_and_with_host_node():
@@ -89,6 +116,9 @@ def test_render_terminal(report):
     text = con.export_text()
     assert "cores used / lower bound" in text and f"{report['cores_used']} / {report['cores_lower_bound']}" in text
     assert "lif2" in text and "Davies" in text and "energy / retrieval query" in text
+    # the fidelity headline is the Dice over the layers that spike; the silent one is named, not scored
+    assert "spike overlap (Dice) over 1 spiking layer(s): min 0.8300, mean 0.8300" in text
+    assert "silent on both sides (not scored): lif2" in text
 
 
 def _chromium() -> str | None:

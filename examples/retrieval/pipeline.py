@@ -39,18 +39,10 @@ from spikedeploy.quantize_fidelity import fidelity
 from spikedeploy.report import build_report, render_terminal
 from spikedeploy.report_html import write_html
 from spikedeploy.simulate import simulate
+from spikedeploy.simulate_float import synapse_depth
 
 PIXEL_SCALE = 255.0
 TARGET = "loihi2"
-
-
-def synapse_depth(graph: Graph, output: str) -> int:
-    """Number of synapse nodes between the output and its Input: the chip's latency in steps."""
-    depth, node = 0, output
-    while graph.predecessors(node):
-        node = graph.predecessors(node)[0]
-        depth += graph.nodes[node].spec.family == "synapse"
-    return depth
 
 
 def integer_image_input(graph: Graph, image_input: str = "image") -> Graph:
@@ -169,7 +161,7 @@ def run_pipeline(out_dir: Path, *, lava_samples: int = 4, limit: int | None = No
         # 2. quantize for Loihi 2, calibrated on training images
         t0 = stage("quantize")
         g_int = integer_image_input(graph)
-        depth = {o: synapse_depth(g_int, o) for o in g_int.outputs}
+        depth = {o: synapse_depth(g_int)[o] for o in g_int.outputs}  # the chip's latency in steps
         pad = max(depth.values())
         calib = chip_inputs(calib_images, calib_bow, T, pad)
         qg = quantize(g_int, TARGET, method="percentile", calibration=calib)
@@ -213,7 +205,7 @@ def run_pipeline(out_dir: Path, *, lava_samples: int = 4, limit: int | None = No
         t0 = stage("similarity on chip")
         g_chip = with_similarity_head(graph, e_txt.astype(np.float64), on_chip=True)
         qg_chip = quantize(integer_image_input(g_chip), TARGET, method="percentile", calibration=calib)
-        steps_chip = T + synapse_depth(g_chip, "similarity_out")
+        steps_chip = T + synapse_depth(g_chip)["similarity_out"]
         integrate_window(qg_chip, "similarity", start=depth["image_output"] + 1, steps=steps_chip)
         x_chip = chip_inputs(images, bow, T, steps_chip - T)
         chip_run = simulate(qg_chip, x_chip, backend="emulator")

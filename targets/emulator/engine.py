@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
-from spikedeploy.errors import BackendError, GraphError, InputError, UnsupportedError
+from spikedeploy.errors import BackendError, GraphError, InputError, SpikeDeployError, UnsupportedError
 from spikedeploy.inputs import time_major_inputs
 from spikedeploy.ops import OPS
 from spikedeploy.qgraph import QGraph
@@ -28,9 +28,12 @@ MIN_SAMPLES_PER_THREAD = 8  # a batch smaller than twice this runs whole, its ke
 
 
 def arith_for(mode) -> Arith:
-    """'loihi2' (Lava's bit-accurate model), a target name, a TargetSpec or a NumericFormat."""
+    """'loihi2' (Lava's bit-accurate model), a target name, a TargetSpec, a NumericFormat, or a QGraph (the
+    arithmetic of the target it was quantized for)."""
     if isinstance(mode, Arith):
         return mode
+    if isinstance(mode, QGraph):
+        return qgraph_arith(mode)
     if mode is None or mode == "loihi2":
         return LOIHI2
     if isinstance(mode, NumericFormat):
@@ -42,6 +45,27 @@ def arith_for(mode) -> Arith:
 
         return arith_for(get_target(mode))
     raise BackendError(f"emulator mode must be 'loihi2', a target name, TargetSpec or NumericFormat; got {mode!r}")
+
+
+def qgraph_arith(qg: QGraph) -> Arith:
+    """The arithmetic of the target `qg` was quantized for: the numeric format the quantizer recorded in
+    qg.meta["numeric"] (a chip file's name alone cannot be looked up again), else the named target's."""
+    num = qg.meta.get("numeric")
+    if num is None:
+        try:
+            from spikedeploy.targets.spec import get_target
+
+            return arith_for(get_target(qg.target))
+        except SpikeDeployError as e:
+            raise BackendError(f"the QGraph was quantized for target '{qg.target}', which is not a built-in target, "
+                               "and it records no numeric format; quantize it again with this version") from e
+    if qg.target == "loihi2":
+        return LOIHI2
+    try:
+        return Arith.from_numeric(NumericFormat(**num), qg.target)
+    except TypeError as e:
+        raise BackendError(f"the QGraph's numeric format for target '{qg.target}' is malformed ({e}); "
+                           "quantize it again") from e
 
 
 def prepare_inputs(g, inputs: Mapping[str, np.ndarray]):
@@ -182,11 +206,12 @@ def compile_emulator(qg: QGraph, *, mode=None, probes: Iterable[str] = (),
     """Prepare `qg` once (weights as the target stores them, exactness bounds) for many simulate_emulator
     calls, as Lava compiles a network once and resets it between samples.
 
+    mode: as simulate_emulator's (default: the arithmetic of qg's own target).
     graded_inputs: `{input_name: max |value|}` for inputs that carry integers other than 0/1 spikes. The
     program keeps state between calls only for the duration of one call; it is not thread-safe.
     """
     _shapes_known(qg.graph)
-    return Program(qg, arith_for(mode), dict(graded_inputs or {}), probes)
+    return Program(qg, arith_for(qg if mode is None else mode), dict(graded_inputs or {}), probes)
 
 
 def simulate_emulator(qg: QGraph | Program, inputs: Mapping[str, np.ndarray], *, steps: int | None = None,
@@ -195,10 +220,11 @@ def simulate_emulator(qg: QGraph | Program, inputs: Mapping[str, np.ndarray], *,
     """Run `qg` on `inputs` (`{input_name: [T, B, *shape]}`) in fixed point.
 
     qg: a QGraph, or a Program from compile_emulator (then mode and probes are the program's).
-    mode: "loihi2" (default) reproduces Lava 0.10's Loihi2SimCfg(select_tag="fixed_pt") bit for bit; a
-    NumericFormat, TargetSpec or target name selects a generic fixed-point core with those widths. Steps
-    beyond the input length see zero input. Returns counts for every spiking node and Input, outputs for
-    every Output node, and u/v/s traces (post-reset, as Lava's Monitor records them) for probed nodes.
+    mode: default the arithmetic of the target qg was quantized for (`qgraph_arith`); "loihi2" reproduces
+    Lava 0.10's Loihi2SimCfg(select_tag="fixed_pt") bit for bit; a NumericFormat, TargetSpec or target name
+    selects a generic fixed-point core with those widths. Steps beyond the input length see zero input.
+    Returns counts for every spiking node and Input, outputs for every Output node, and u/v/s traces
+    (post-reset, as Lava's Monitor records them) for probed nodes.
     chunk_bytes bounds the activations kept per chunk of time steps (default: as large as the inputs
     given, at least CHUNK_BYTES), trading memory for fewer, larger kernel calls. progress(fraction done)
     is called after every chunk (from worker threads when the batch is split).
@@ -223,7 +249,7 @@ def simulate_emulator(qg: QGraph | Program, inputs: Mapping[str, np.ndarray], *,
         _shapes_known(qg.graph)
         xs, t_in, batch = prepare_inputs(qg.graph, inputs)
         graded = {n: float(np.abs(x).max(initial=0)) for n, x in xs.items() if not is_binary(x)}
-        prog = Program(qg, arith_for(mode), graded, probes)
+        prog = Program(qg, arith_for(qg if mode is None else mode), graded, probes)
     steps = t_in if steps is None else int(steps)
     if chunk_bytes is None:
         chunk_bytes = max(CHUNK_BYTES, sum(int(np.asarray(x).nbytes) for x in inputs.values()))
