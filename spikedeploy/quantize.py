@@ -34,6 +34,7 @@ import numpy as np
 
 from .errors import SpikeDeployError, TargetLimitError, UnsupportedError
 from .graph import Graph, set_dt
+from .neuron_reach import warn_unreachable
 from .qgraph import QGraph
 from .quantize_map import (
     Approx,
@@ -91,6 +92,7 @@ def quantize(
         set_dt(g, dt)
     g.validate()
     check_graph(g, approx)
+    warn_unreachable(g)
     rewrites = fold_pooling(g)
     layers = find_layers(g, g.dt, fmt, approx)
     check_neuron_models(layers, spec)
