@@ -629,7 +629,9 @@ class _Builder:
             self.plan.rewrites.append(f"'{path}': beta clipped to [0, 1] as snnTorch does in its forward")
         thr = per_neuron(m.threshold, "threshold")
         meta = {"source_module": f"snntorch.{kind}", "beta": per_neuron(beta32, "beta").astype(np.float32),
-                "reset": rm, "reset_delay": delay, "fire_at_equal": False}
+                "reset": rm, "reset_delay": delay, "fire_at_equal": False,
+                # snnTorch subtracts the pending reset before firing and corrects after (do_reset = spk - reset)
+                "pending_reset": rm == "subtract" and not delay}
         dt = self.dt
         v_leak = np.zeros(shape)
         rec = None

@@ -22,7 +22,10 @@ RESET_MODES = ("zero", "subtract")
 #   "reset_delay": bool            the reset computed from step t's membrane is applied in step t+1 (snnTorch's
 #                                  default): v[t+1] = update(v[t]) - v_th (subtract), update(v_reset) (zero)
 #   "fire_at_equal": bool          spike when v >= v_th (spikingjelly) instead of v > v_th (NIR, snnTorch, Lava)
-RULE_KEYS = ("reset", "reset_delay", "fire_at_equal")
+#   "pending_reset": bool          with "subtract" and no reset_delay, snnTorch's rule: p = (the previous step's
+#                                  post-reset v > v_th); v = update(v) - p·v_th; s = v > v_th; v += (p - s)·v_th.
+#                                  It differs from plain subtraction only when v stays above v_th after a reset
+RULE_KEYS = ("reset", "reset_delay", "fire_at_equal", "pending_reset")
 # Structural settings, not learned values: not counted as parameters.
 _HYPERPARAMETERS = frozenset(
     {"shape", "input_shape", "out_shape", "stride", "padding", "dilation", "groups", "kernel_size", "start_dim", "end_dim"}
@@ -331,7 +334,7 @@ def neuron_rule(graph: Graph, node: Node) -> dict[str, Any]:
     """A neuron node's reset and firing rule: its own meta where set, else the graph-wide defaults."""
     m = node.meta
     return {"reset": str(m.get("reset", graph.reset)), "reset_delay": bool(m.get("reset_delay", graph.reset_delay)),
-            "fire_at_equal": bool(m.get("fire_at_equal", False))}
+            "fire_at_equal": bool(m.get("fire_at_equal", False)), "pending_reset": bool(m.get("pending_reset", False))}
 
 
 def set_dt(graph: Graph, dt: float) -> Graph:

@@ -37,6 +37,7 @@ from .graph import Graph, set_dt
 from .neuron_reach import warn_unreachable
 from .qgraph import QGraph
 from .quantize_map import (
+    PLAIN_RULE,
     Approx,
     Layer,
     check_graph,
@@ -295,9 +296,8 @@ class Quantizer:
         else:
             vth = 2 ** (fmt.state_bits - 1 - fmt.act_shift)  # vth << 6 = 2^23 > any v: never spikes
         nq = {"du": lay.du, "dv": lay.dv, "vth": vth, "bias_mant": bm.astype(np.int16), "bias_exp": int(be)}
-        if lay.rule["reset"] != "zero" or lay.rule["reset_delay"] or lay.rule["fire_at_equal"]:
-            nq.update(reset=lay.rule["reset"], reset_delay=bool(lay.rule["reset_delay"]),
-                      fire_at_equal=bool(lay.rule["fire_at_equal"]))
+        if lay.rule != PLAIN_RULE:
+            nq.update({k: (str(v) if k == "reset" else bool(v)) for k, v in lay.rule.items()})
         if lay.ubias_f is not None:
             # added to u every step, in state units (a_in << 6): no mantissa/exponent split is needed by our
             # own neuron model; it must stay inside u's 24-bit range

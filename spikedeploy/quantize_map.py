@@ -35,6 +35,7 @@ POOLS = ("SumPool2d", "AvgPool2d")
 READOUTS = ("LI", "CubaLI", "I")  # never spike on chip: vth = 2**17
 SPIKING = ("LIF", "IF", "CubaLIF", "Threshold")
 CHIP_NEURONS = SPIKING + READOUTS
+PLAIN_RULE = {"reset": "zero", "reset_delay": False, "fire_at_equal": False, "pending_reset": False}  # Lava's LIF
 
 
 @dataclass
@@ -60,14 +61,13 @@ class Layer:
     vth_f: np.ndarray | None  # per neuron v_th' (None: readout, never spikes)
     bias_f: np.ndarray = field(default=None)  # λ-free bias per step in weight units (set by build)
     notes: list[str] = field(default_factory=list)
-    rule: dict = field(default_factory=lambda: {"reset": "zero", "reset_delay": False, "fire_at_equal": False})
+    rule: dict = field(default_factory=lambda: dict(PLAIN_RULE))
     ubias_f: np.ndarray | None = None  # λ-free bias into the current per step (CubaLIF synapse bias), or None
 
     @property
     def custom(self) -> bool:
         """Needs spikedeploy's programmable neuron model (not Lava's stock LIF)."""
-        return self.ubias_f is not None or self.rule != {"reset": "zero", "reset_delay": False,
-                                                         "fire_at_equal": False}
+        return self.ubias_f is not None or self.rule != PLAIN_RULE
 
     @property
     def spiking(self) -> bool:
@@ -367,6 +367,8 @@ def _neuron_factors(g: Graph, node: Node, chains: list[Chain], dt, fmt: NumericF
                 gain, hgain, leak, vth_f, notes=notes)
     if op in SPIKING and op != "Threshold":
         lay.rule = neuron_rule(g, node)
+        lay.rule["pending_reset"] = lay.rule["pending_reset"] and lay.rule["reset"] == "subtract" \
+            and not lay.rule["reset_delay"]
         if lay.rule["reset"] == "subtract" and np.any(v_reset != 0):
             raise UnsupportedError(
                 f"node '{name}' ({op}): reset by subtraction with v_reset = {float(np.abs(v_reset).max()):g}; the "
@@ -421,7 +423,8 @@ def check_neuron_models(layers: dict[str, Layer], spec) -> None:
     for name, lay in layers.items():
         if lay.custom:
             what = [f"reset={lay.rule['reset']}" if lay.rule["reset"] != "zero" else "",
-                    "reset_delay" if lay.rule["reset_delay"] else "", "fire_at_equal" if lay.rule["fire_at_equal"] else "",
+                    "reset_delay" if lay.rule["reset_delay"] or lay.rule["pending_reset"] else "",
+                    "fire_at_equal" if lay.rule["fire_at_equal"] else "",
                     "bias into the current" if lay.ubias_f is not None else ""]
             raise UnsupportedError(
                 f"node '{name}' ({lay.op}): neuron model ({', '.join(w for w in what if w)}) needs programmable "

@@ -16,7 +16,9 @@ Semantics (NIR, with the metadata NIR lacks taken from the Graph):
   to v_reset on a spike, "subtract" subtracts v_th. With reset_delay (snnTorch's default) the reset is
   decided from the previous step's membrane, which kept its above-threshold value, and applied in this
   step, exactly as snnTorch's `mem_reset(mem)` before `state_function`: subtract gives
-  v[t] = update(v[t-1]) − v_th, zero gives v[t] = update(v_reset).
+  v[t] = update(v[t-1]) − v_th, zero gives v[t] = update(v_reset). snnTorch's subtraction without the
+  delay (meta "pending_reset") also subtracts that pending reset before the spike test and then corrects
+  by (pending − s)·v_th (its `do_reset = spk − reset`).
 - Delay: y[t] = x[t − delay/dt] (NIR gives the delay in the same time unit as tau and dt).
 
 `synapse_delay=True` reproduces the one step of latency that every synapse process (Dense, Conv,
@@ -187,6 +189,7 @@ class _Layer:
         self.subtract = rule["reset"] == "subtract"
         self.reset_delay = rule["reset_delay"]
         self.fire_at_equal = rule["fire_at_equal"]
+        self.pending_reset = rule["pending_reset"] and self.subtract and not self.reset_delay
         self.dtype = dtype
         self.out_shape = tuple(node.out_shape)
         p = node.params
@@ -292,7 +295,7 @@ class _Layer:
             return (x > self.vth).to(self.dtype)
         # neurons
         pending = None
-        if self.reset_delay and op in _SPIKING:  # the reset decided from the previous step's membrane
+        if (self.reset_delay or self.pending_reset) and op in _SPIKING:  # decided from the previous membrane
             pending = self._fires(self.v)
             if not self.subtract:
                 self.v = torch.where(pending, self.v_reset.expand_as(self.v), self.v)
@@ -309,6 +312,8 @@ class _Layer:
             if self.subtract:
                 self.v = self.v - pending * self.vth
             s = self._fires(self.v)
+            if self.pending_reset:  # snnTorch reset_delay=False: mem -= (spk - reset)·threshold
+                self.v = self.v + (pending.to(self.dtype) - s.to(self.dtype)) * self.vth
             return s.to(self.dtype)
         s = self._fires(self.v)
         if self.subtract:

@@ -222,7 +222,7 @@ class _Net:
                         f"node '{name}': with reset_interval={int(q['reset_interval'])}, Lava's samples run back to "
                         f"back and only stay aligned when steps ({steps}) is a multiple of it; run one sample at a time"
                     )
-                custom = any(k in q for k in ("reset", "reset_delay", "fire_at_equal", "u_bias"))
+                custom = any(k in q for k in ("reset", "reset_delay", "fire_at_equal", "pending_reset", "u_bias"))
                 if custom and q.get("reset_interval"):
                     raise UnsupportedError(f"node '{name}': reset_interval (LIFReset) with a programmable neuron "
                                            "rule is not modelled; fix: run samples without reset_interval")
@@ -232,7 +232,8 @@ class _Net:
                     ub = expand_param(q.get("u_bias", 0), shp, f"node '{name}' u_bias")
                     p = ProgLIF(u_bias=to_lava(np.broadcast_to(ub, (n,)), shp).astype(np.int32),
                                 reset=str(q.get("reset", "zero")), reset_delay=bool(q.get("reset_delay", False)),
-                                fire_at_equal=bool(q.get("fire_at_equal", False)), **kw)
+                                fire_at_equal=bool(q.get("fire_at_equal", False)),
+                                pending_reset=bool(q.get("pending_reset", False)), **kw)
                     self.models[p] = PyProgLifModelFixed
                 elif q.get("reset_interval"):
                     # the RingBuffer plays all samples back to back, so the reset phase runs on

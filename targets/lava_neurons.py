@@ -9,6 +9,9 @@ allow; this model adds them to the same integer update (lava-fixed-point.md §1)
   applied in this step (snnTorch's default): "zero" zeroes v before the decay, "subtract" subtracts th
   after adding u and the bias, before the saturation; there is then no reset after this step's spike;
 - fire_at_equal: s = v >= th (spikingjelly), computed as v > th − 1;
+- pending_reset (with "subtract", no reset_delay: snnTorch's reset_delay=False): p = the previous step's v
+  fires; v −= p·th before the saturation, then v += (p − s)·th after the spike test (snnTorch's
+  `do_reset = spk − reset`), not saturated again;
 - u_bias: a per-neuron integer added to u with a_in << 6 every step, before u's wrap (the synapse bias of
   a NIR CubaLIF enters the current, not v).
 
@@ -44,12 +47,13 @@ class ProgLIF(AbstractLIF):
     """
 
     def __init__(self, *, shape, du=0, dv=0, vth=10, bias_mant=0, bias_exp=0, u_bias=0, reset="zero",
-                 reset_delay=False, fire_at_equal=False, name=None, log_config=None, **kwargs):
+                 reset_delay=False, fire_at_equal=False, pending_reset=False, name=None, log_config=None, **kwargs):
         if reset not in RESETS:
             raise ValueError(f"reset must be one of {RESETS}, got {reset!r}")
         super().__init__(shape=shape, u=0, v=0, du=du, dv=dv, bias_mant=bias_mant, bias_exp=bias_exp, name=name,
                          log_config=log_config, reset=reset, reset_delay=bool(reset_delay),
-                         fire_at_equal=bool(fire_at_equal), **kwargs)
+                         fire_at_equal=bool(fire_at_equal),
+                         pending_reset=bool(pending_reset) and reset == "subtract" and not reset_delay, **kwargs)
         self.vth = Var(shape=(1,), init=vth)
         self.u_bias = Var(shape=shape, init=np.broadcast_to(np.asarray(u_bias, dtype=np.int32), shape).copy())
 
@@ -70,6 +74,7 @@ class PyProgLifModelFixed(AbstractPyLifModelFixed):
         self.subtract = proc_params["reset"] == "subtract"
         self.reset_delay = bool(proc_params["reset_delay"])
         self.fire_at_equal = bool(proc_params["fire_at_equal"])
+        self.pending_reset = bool(proc_params["pending_reset"])
 
     def _decay(self, x, d):
         y = np.int64(x) * (self.decay_unity - d)
@@ -81,7 +86,7 @@ class PyProgLifModelFixed(AbstractPyLifModelFixed):
         th = np.left_shift(np.asarray(self.vth, dtype=np.int64), self.vth_shift)
         cmp = th - 1 if self.fire_at_equal else th  # v >= th  <=>  v > th - 1 (integers)
         pending = None
-        if self.reset_delay:
+        if self.reset_delay or self.pending_reset:
             pending = self.v > cmp
             if not self.subtract:
                 self.v[pending] = 0
@@ -98,7 +103,9 @@ class PyProgLifModelFixed(AbstractPyLifModelFixed):
             y = y - pending * th
         self.v[:] = np.clip(y, -m + 1, m - 1)
         s = self.v > cmp
-        if pending is None:
+        if self.pending_reset:
+            self.v[:] = self.v + (pending.astype(np.int64) - s) * th
+        elif pending is None:
             if self.subtract:
                 self.v[:] = np.where(s, self.v - th, self.v)
             else:

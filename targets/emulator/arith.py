@@ -176,11 +176,13 @@ class NeuronArith:
         reset_delay:   p = (previous v) fires; zero: v = 0 where p, before the decay; subtract: v −= th where p,
                        after adding u and bias and before the saturation; no reset after this step's spike
         subtract:      v −= th where s (without reset_delay), instead of v = 0
+        pending_reset: (subtract, no reset_delay; snnTorch) p as for reset_delay, v −= th where p before the
+                       saturation, then v += (p − s)·th after the spike test (no second saturation)
     """
 
     def __init__(self, du, dv, vth, bias_mant, bias_exp, n: int, ar: Arith = LOIHI2, bound_in: float = np.inf,
                  where: str = "", reset: str = "zero", reset_delay: bool = False, fire_at_equal: bool = False,
-                 u_bias=0):
+                 u_bias=0, pending_reset: bool = False):
         self.ar = ar
         unity = 2**ar.decay_bits
         du = np.asarray(du, dtype=np.int64).reshape(-1)
@@ -206,10 +208,11 @@ class NeuronArith:
         self.has_bias = bool(np.any(self.bias != 0))
         self.subtract = reset == "subtract"
         self.reset_delay = bool(reset_delay)
+        self.pending_reset = bool(pending_reset) and self.subtract and not self.reset_delay
         self.u_bias = _per_neuron(np.asarray(u_bias, dtype=np.float64).reshape(-1), n)
         self.has_u_bias = bool(np.any(self.u_bias != 0))
         # the compiled kernel runs Lava's LIF (and v >= th through vth); these need the numpy step
-        self.programmable = self.subtract or self.reset_delay or self.has_u_bias
+        self.programmable = self.subtract or self.reset_delay or self.has_u_bias or self.pending_reset
         self.M = float(M)
         self.act = float(2**ar.act_shift)
         self.nearest = ar.rounding == "nearest"
@@ -245,7 +248,7 @@ class NeuronArith:
     def step(self, u: np.ndarray, v: np.ndarray, a_scaled: np.ndarray | None):
         """One step. a_scaled is a_in << act_shift (float64). Returns new (u, v) and the boolean spikes."""
         pending = None
-        if self.reset_delay:  # the reset decided from the previous step's v (kept above threshold)
+        if self.reset_delay or self.pending_reset:  # the reset decided from the previous step's v
             pending = v > self.vth
             if not self.subtract:
                 v = np.where(pending, 0.0, v)
@@ -283,7 +286,9 @@ class NeuronArith:
                 self.v_saturations += int((y > lim).sum() + (y < -lim).sum())
                 np.clip(y, -lim, lim, out=y)
         s = y > self.vth
-        if pending is None:
+        if self.pending_reset:
+            y = y + (pending.astype(np.float64) - s) * self.th
+        elif pending is None:
             if self.subtract:
                 y = np.where(s, y - self.th, y)
             else:

@@ -326,7 +326,7 @@ class NeuronStage:
             expand_param(q.get("bias_exp", 0), self.shape, f"{where} bias_exp"),
             self.n, ar, bound_in, where,
             reset=str(q.get("reset", "zero")), reset_delay=bool(q.get("reset_delay", False)),
-            fire_at_equal=bool(q.get("fire_at_equal", False)),
+            fire_at_equal=bool(q.get("fire_at_equal", False)), pending_reset=bool(q.get("pending_reset", False)),
             u_bias=expand_param(q.get("u_bias", 0), self.shape, f"{where} u_bias"),
         )
         self.spiking = spiking
