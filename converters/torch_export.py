@@ -10,6 +10,10 @@ their own buffers (snnTorch does that whether or not `init_hidden` is set). Two 
 - a model without `forward` whose children are chains (an nn.Sequential, or a module holding one as
   `.net`), as the reference retrieval model's encoders are: each chain is one modality.
 
+Neurons: snnTorch Leaky/RLeaky/Synaptic and spikingjelly (activation_based) LIFNode/IFNode, single-step or
+multi-step (run in single-step mode, see `single_step_mode`); `_neuron` documents each mapping and the
+per-node reset rule (node.meta, graph.RULE_KEYS).
+
 Each fx node becomes a chip node (Affine/Linear, Conv, AvgPool2d, Flatten, Scale, LIF/IF/CubaLIF, fan-in
 for `+`), a host node (Mul, MatMul, LayerNorm, Softmax, MaxPool2d, Embedding, CosineSimilarity, Concat),
 a pass-through (Dropout, Identity, shape glue next to host ops), or a refusal naming the module path.

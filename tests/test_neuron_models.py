@@ -463,3 +463,11 @@ def test_exported_models_emulator_equals_lava(lava, name):
     ref = simulate_float(g, {"x": x["x"].astype(float)}, probes=probes, synapse_delay=True)
     for n in probes:
         assert (emu.traces[n]["s"] == ref.traces[n]["s"]).mean() > 0.85
+
+
+def test_netx_writer_refuses_programmable_neurons(tmp_path):
+    from spikedeploy.converters.netx import write_netx
+
+    qg = quantize(export_model(MODELS["snntorch-default-leaky"](), example_inputs=_inputs()).graph)
+    with pytest.raises(UnsupportedError, match="node 'n1'.*programmable neuron.*reset"):
+        write_netx(qg, tmp_path / "m.net")
