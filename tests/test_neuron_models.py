@@ -272,6 +272,7 @@ def _inputs(seed=0, steps=30, batch=3):
 def test_export_reproduces_the_library_spikes(name):
     r = export_model(MODELS[name](), example_inputs=_inputs())
     assert r.check["identical"] and r.check["spikes"] > 20, r.check
+    assert r.graph.meta["provenance"]["source"] == ("spikingjelly" if name.startswith("sj") else "snntorch")
     rules = {n: (v.meta["reset"], v.meta["reset_delay"], v.meta["fire_at_equal"])
              for n, v in r.graph.nodes.items() if v.spec.family == "neuron"}
     if name.startswith("snntorch-default") or name.startswith("snntorch-synaptic"):
@@ -471,3 +472,24 @@ def test_netx_writer_refuses_programmable_neurons(tmp_path):
     qg = quantize(export_model(MODELS["snntorch-default-leaky"](), example_inputs=_inputs()).graph)
     with pytest.raises(UnsupportedError, match="node 'n1'.*programmable neuron.*reset"):
         write_netx(qg, tmp_path / "m.net")
+
+
+def test_braille_cubalif_with_bias_emulator_equals_lava(lava):
+    """The NIR paper's braille network (recurrent CubaLIF with synapse biases, written by snnTorch): its
+    biases enter the current (u_bias) and Lava's run of our neuron equals the emulator's."""
+    from paths import FIXTURES
+
+    from spikedeploy.io import load_any
+    from spikedeploy.simulate import random_inputs
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        g = load_any(FIXTURES / "nir-paper" / "braille_noDelay_bias_zero.nir")
+        g.dt = 1e-4
+        qg = quantize(g, "loihi2")
+    assert any("u_bias" in q for q in qg.q.values())
+    x = {k: (v != 0).astype(np.int8) for k, v in random_inputs(g, steps=30, batch=1, density=0.4, seed=3).items()}
+    probes = _neurons(qg)
+    emu = simulate_emulator(qg, x, probes=probes)
+    _same(emu, lava(qg, x, probes=probes), probes)
+    assert sum(int(emu.counts[n].sum()) for n in probes) > 0
