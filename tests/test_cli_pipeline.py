@@ -115,3 +115,13 @@ def test_snntorch_defaults_go_through_the_cli(tmp_path):
     assert {(v.meta["reset"], v.meta["reset_delay"]) for v in g.nodes.values() if v.op == "LIF"} == {("subtract", True)}
     r = sd("quantize", out, "-o", q)
     assert r.returncode == 0, r.stderr
+    x = (np.random.default_rng(1).random((25, 2, 12)) < 0.5).astype(np.float32)
+    xp = tmp_path / "x.npy"
+    np.save(xp, x)
+    spikes = {}
+    for backend in ("emulator", "lava"):
+        r = sd("simulate", q, "--backend", backend, "--input", f"input={xp}", "-o", tmp_path / f"{backend}.npz",
+               "--json")
+        assert r.returncode == 0, r.stderr
+        spikes[backend] = json.loads(r.stdout)["spikes"]
+    assert spikes["emulator"] == spikes["lava"] and spikes["emulator"]["1"] > 0
