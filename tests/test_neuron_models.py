@@ -493,3 +493,25 @@ def test_braille_cubalif_with_bias_emulator_equals_lava(lava):
     emu = simulate_emulator(qg, x, probes=probes)
     _same(emu, lava(qg, x, probes=probes), probes)
     assert sum(int(emu.counts[n].sum()) for n in probes) > 0
+
+
+def test_multistep_spikingjelly_model_equals_its_graph():
+    """A model written in multi-step form (layer.Linear and LIFNode with step_mode='m', run on [T, B, N] at once)
+    exports step by step, and the graph's float run gives the model's output spikes exactly."""
+    from spikingjelly.activation_based import layer
+
+    torch.manual_seed(0)
+    m = nn.Sequential(layer.Linear(8, 16, step_mode="m"), sj.LIFNode(tau=2.0, step_mode="m"),
+                      layer.Linear(16, 4, step_mode="m"), sj.LIFNode(tau=2.0, v_reset=None, v_threshold=0.5,
+                                                                     step_mode="m"))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.mul_(4)
+    x = _inputs(2, steps=20)["x"]
+    ref = m(x).detach()
+    sj_functional.reset_net(m)
+    r = export_model(m, example_inputs={"input": x})
+    assert r.check["identical"] and m[1].step_mode == "m"  # the caller's model is left as it was
+    run = simulate_float(r.graph, {"input": x.double().numpy()})
+    out = torch.as_tensor(run.outputs[r.graph.outputs[0]]).float()
+    assert torch.equal(out, ref) and ref.sum() > 5
