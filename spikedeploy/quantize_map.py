@@ -423,7 +423,8 @@ def check_neuron_models(layers: dict[str, Layer], spec) -> None:
     for name, lay in layers.items():
         if lay.custom:
             what = [f"reset={lay.rule['reset']}" if lay.rule["reset"] != "zero" else "",
-                    "reset_delay" if lay.rule["reset_delay"] or lay.rule["pending_reset"] else "",
+                    "reset_delay" if lay.rule["reset_delay"] else "",
+                    "pending reset (snnTorch reset_delay=False)" if lay.rule["pending_reset"] else "",
                     "fire_at_equal" if lay.rule["fire_at_equal"] else "",
                     "bias into the current" if lay.ubias_f is not None else ""]
             raise UnsupportedError(
