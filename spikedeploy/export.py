@@ -409,7 +409,11 @@ def _float64_check(model, traced, graph, plan, inputs, steps, input_names):
 def _annotate(graph: Graph, model, source, checkpoint, dt_source, steps, plan: tx.Plan) -> None:
     prov = {"source": "torch", "torch_version": torch.__version__, "model_class": type(model).__qualname__,
             "model_module": type(model).__module__}
-    if any(tx.is_neuron(m) for m in model.modules()):
+    if any(tx.is_sj_neuron(m) for m in model.modules()):
+        from importlib.metadata import version
+
+        prov.update(source="spikingjelly", spikingjelly_version=version("spikingjelly"))
+    elif any(tx.is_neuron(m) for m in model.modules()):
         import snntorch
 
         prov.update(source="snntorch", snntorch_version=snntorch.__version__)
@@ -423,7 +427,9 @@ def _annotate(graph: Graph, model, source, checkpoint, dt_source, steps, plan: t
     graph.meta["reset"] = graph.reset
     graph.meta["neuron_mapping"] = ("snnTorch Leaky beta -> LIF tau=dt/(1-beta), r=1/(1-beta), v_leak=0, "
                                     "v_reset=0 (beta=1 -> IF r=1/dt); Synaptic -> CubaLIF tau_syn=dt/(1-alpha), "
-                                    "w_in=1/(1-alpha); node.meta['beta'/'alpha'] keeps snnTorch's float32 values")
+                                    "w_in=1/(1-alpha); node.meta['beta'/'alpha'] keeps snnTorch's float32 values; "
+                                    "spikingjelly LIFNode -> LIF tau=tau*dt, r=1 (decay_input) or tau, IFNode -> IF "
+                                    "r=1/dt; reset rules per node in node.meta (README 'Neuron models')")
     if plan.dropped_outputs:
         graph.meta["dropped_outputs"] = list(plan.dropped_outputs)
     graph.meta["placement"] = {n: v.placement for n, v in graph.nodes.items()}

@@ -17,6 +17,15 @@ from .errors import GraphError, ParameterError, ShapeError
 from .ops import OPS, Shape, is_neuron, synapse_count
 
 RESET_MODES = ("zero", "subtract")
+# Per-node neuron rule, in node.meta (graph.reset / graph.reset_delay are the defaults for nodes without one):
+#   "reset": "zero" | "subtract"   v -> v_reset, or v -> v - v_threshold
+#   "reset_delay": bool            the reset computed from step t's membrane is applied in step t+1 (snnTorch's
+#                                  default): v[t+1] = update(v[t]) - v_th (subtract), update(v_reset) (zero)
+#   "fire_at_equal": bool          spike when v >= v_th (spikingjelly) instead of v > v_th (NIR, snnTorch, Lava)
+#   "pending_reset": bool          with "subtract" and no reset_delay, snnTorch's rule: p = (the previous step's
+#                                  post-reset v > v_th); v = update(v) - p·v_th; s = v > v_th; v += (p - s)·v_th.
+#                                  It differs from plain subtraction only when v stays above v_th after a reset
+RULE_KEYS = ("reset", "reset_delay", "fire_at_equal", "pending_reset")
 # Structural settings, not learned values: not counted as parameters.
 _HYPERPARAMETERS = frozenset(
     {"shape", "input_shape", "out_shape", "stride", "padding", "dilation", "groups", "kernel_size", "start_dim", "end_dim",
@@ -234,6 +243,9 @@ class Graph:
                     raise ParameterError(
                         f"node '{name}' ({node.op}): parameter '{k}' must be > 0, got min {float(v.min()):g}"
                     )
+            if is_neuron(node.op) and node.meta.get("reset", "zero") not in RESET_MODES:
+                raise ParameterError(f"node '{name}' ({node.op}): meta reset must be one of {RESET_MODES}, "
+                                     f"got '{node.meta['reset']}'")
             if is_neuron(node.op):
                 shapes = {np.shape(node.params[k]) for k in node.spec.required if k in node.params}
                 shapes.discard(())
@@ -317,6 +329,13 @@ class Graph:
         total["edges"] = len(self.edges)
         total["host_nodes"] = sum(1 for n in self.nodes.values() if n.placement == "host")
         return {"nodes": rows, "total": total}
+
+
+def neuron_rule(graph: Graph, node: Node) -> dict[str, Any]:
+    """A neuron node's reset and firing rule: its own meta where set, else the graph-wide defaults."""
+    m = node.meta
+    return {"reset": str(m.get("reset", graph.reset)), "reset_delay": bool(m.get("reset_delay", graph.reset_delay)),
+            "fire_at_equal": bool(m.get("fire_at_equal", False)), "pending_reset": bool(m.get("pending_reset", False))}
 
 
 def set_dt(graph: Graph, dt: float) -> Graph:

@@ -161,7 +161,32 @@ def lava_ready() -> None:
     _stub_object_detection()
     _patch_ports()
     _patch_error_reporting()
+    _import_runtime_multiprocessing()
     _done = True
+
+
+def _import_runtime_multiprocessing() -> None:
+    """Lava's runtime calls `multiprocessing.set_start_method('fork')` at import, which raises "context has
+    already been set" once anything in the process has asked for the start method (torch does during an
+    export). It is imported here, at once; where the method already is 'fork', that call is skipped."""
+    import multiprocessing as mp
+
+    name = "lava.magma.runtime.message_infrastructure.multiprocessing"
+    cur = mp.get_start_method(allow_none=True)
+    if name in sys.modules:
+        return
+    if cur is None:  # import it now, while the call is still allowed (it sets 'fork' for the process)
+        importlib.import_module(name)
+        return
+    if cur != "fork":
+        raise BackendError(f"Lava needs the 'fork' multiprocessing start method, this process uses '{cur}'; "
+                           "run Lava in a fresh process (or call lava_ready() before anything sets it)")
+    orig = mp.set_start_method
+    mp.set_start_method = lambda method, force=False: None if method == cur else orig(method, force)
+    try:
+        importlib.import_module(name)
+    finally:
+        mp.set_start_method = orig
 
 
 def netx():

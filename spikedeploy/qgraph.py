@@ -14,6 +14,13 @@ neuron nodes (LIF, IF, CubaLIF, LI, CubaLI, Threshold):
     vth             int (threshold mantissa; the comparison is v > vth << 6)
     bias_mant       int array (per neuron), stored as int16 on Loihi 2
     bias_exp        int
+    optional, for spikedeploy's programmable neuron (targets/lava_neurons.py), absent means Lava's LIF:
+    reset           "zero" | "subtract" (v -= vth << 6 on a spike)
+    reset_delay     bool: the reset decided from the previous step's v is applied before/after this step's update
+    fire_at_equal   bool: spike when v >= vth << 6 (i.e. v > (vth << 6) - 1)
+    pending_reset   bool (with "subtract", no reset_delay): snnTorch's p = previous v fires; v -= p·th before
+                    the spike test, v += (p - s)·th after it
+    u_bias          int array (per neuron) added to u every step with a_in << 6 (CubaLIF synapse bias)
 
 `scale[node_name]` is λ for each neuron node: v_int = 64·λ·v_float (see lava-fixed-point.md §2).
 `deviations` lists every approximation the quantizer recorded (with --allow-approximate).

@@ -35,8 +35,18 @@ import numpy as np
 
 from .errors import SpikeDeployError, TargetLimitError, UnsupportedError
 from .graph import Graph, set_dt
+from .neuron_reach import warn_unreachable
 from .qgraph import QGraph
-from .quantize_map import Approx, Layer, check_graph, effective_weight, find_layers, fold_pooling
+from .quantize_map import (
+    PLAIN_RULE,
+    Approx,
+    Layer,
+    check_graph,
+    check_neuron_models,
+    effective_weight,
+    find_layers,
+    fold_pooling,
+)
 from .targets.emulator.arith import sign_mode_of
 from .targets.spec import NumericFormat, TargetSpec, get_target
 
@@ -84,8 +94,10 @@ def quantize(
         set_dt(g, dt)
     g.validate()
     check_graph(g, approx)
+    warn_unreachable(g)
     rewrites = fold_pooling(g)
     layers = find_layers(g, g.dt, fmt, approx)
+    check_neuron_models(layers, spec)
     q = Quantizer(g, layers, fmt, nwb, bias_exp_min)
 
     stats = q.calibrate(calibration, percentile) if calibration is not None else None
@@ -290,6 +302,17 @@ class Quantizer:
         else:
             vth = 2 ** (fmt.state_bits - 1 - fmt.act_shift)  # vth << 6 = 2^23 > any v: never spikes
         nq = {"du": lay.du, "dv": lay.dv, "vth": vth, "bias_mant": bm.astype(np.int16), "bias_exp": int(be)}
+        if lay.rule != PLAIN_RULE:
+            nq.update({k: (str(v) if k == "reset" else bool(v)) for k, v in lay.rule.items()})
+        if lay.ubias_f is not None:
+            # added to u every step, in state units (a_in << 6): no mantissa/exponent split is needed by our
+            # own neuron model; it must stay inside u's 24-bit range
+            ub = np.rint((2**fmt.act_shift) * lam * lay.ubias_f).astype(np.int64)
+            umax = 2 ** (fmt.state_bits - 1) - 1
+            if np.abs(ub).max(initial=0) > umax:
+                raise TargetLimitError(f"node '{lay.name}': current bias {int(np.abs(ub).max())} (chip units) exceeds "
+                                       f"u's range {umax}; fix: smaller biases or a smaller scale")
+            nq["u_bias"] = ub
         if np.max(np.asarray(vth)) > self.vth_max and lay.spiking:
             raise TargetLimitError(f"node '{lay.name}': threshold {int(np.max(vth))} exceeds {self.vth_max}")
         return nq, syn_q, rep

@@ -12,6 +12,11 @@ computes for each neuron the factors that turn float weights, biases and thresho
 
 with gain = k_m·r (LIF), k_m·r·k_s·w_in (CubaLIF), dt·r (IF, I), 1 (Threshold); k_m = dv/4096 and
 k_s = (du+1)/4096 use the *rounded* decays so the steady-state gain stays exact.
+
+A CubaLIF's synapse bias b enters its current, as in NIR (u += k_s·(−u + w_in·(Wx + b))), so it is not a
+v bias: u_bias = λ · gain · b per step (Layer.ubias_f), added to u next to a_in by spikedeploy's own neuron
+model (targets/lava_neurons.py), which Loihi 2's programmable neurons can run. The reset rule of each node
+(graph.neuron_rule) is carried into the layer: subtraction subtracts the integer threshold vth << 6.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import UnsupportedError
-from .graph import Graph, Node
+from .graph import Graph, Node, neuron_rule
 from .ops import conv_params, pool_params
 from .targets.spec import NumericFormat
 
@@ -30,6 +35,7 @@ POOLS = ("SumPool2d", "AvgPool2d")
 READOUTS = ("LI", "CubaLI", "I")  # never spike on chip: vth = 2**17
 SPIKING = ("LIF", "IF", "CubaLIF", "Threshold")
 CHIP_NEURONS = SPIKING + READOUTS
+PLAIN_RULE = {"reset": "zero", "reset_delay": False, "fire_at_equal": False, "pending_reset": False}  # Lava's LIF
 
 
 @dataclass
@@ -55,6 +61,13 @@ class Layer:
     vth_f: np.ndarray | None  # per neuron v_th' (None: readout, never spikes)
     bias_f: np.ndarray = field(default=None)  # λ-free bias per step in weight units (set by build)
     notes: list[str] = field(default_factory=list)
+    rule: dict = field(default_factory=lambda: dict(PLAIN_RULE))
+    ubias_f: np.ndarray | None = None  # λ-free bias into the current per step (CubaLIF synapse bias), or None
+
+    @property
+    def custom(self) -> bool:
+        """Needs spikedeploy's programmable neuron model (not Lava's stock LIF)."""
+        return self.ubias_f is not None or self.rule != PLAIN_RULE
 
     @property
     def spiking(self) -> bool:
@@ -78,24 +91,8 @@ class Approx:
 # ---- graph-level checks and rewrites ------------------------------------------------------------
 
 def check_graph(g: Graph, approx: Approx) -> None:
-    if g.reset == "subtract":
-        approx(
-            "graph resets by subtraction; Loihi 2 (Lava fixed_pt) only resets v to 0, so the chip will reset to "
-            "zero instead",
-            "retrain with reset_mechanism='zero' (snnTorch), or keep reset by subtraction on a float backend",
-        )
-    if g.reset != "subtract" and g.meta.get("reset_hint") == "subtract":
-        approx(
-            "the network was trained with reset by subtraction (its provenance says so), which NIR cannot record; "
-            "the file reads as reset to zero and the chip would reset to zero",
-            "retrain with reset_mechanism='zero' (snnTorch)",
-        )
-    if g.reset_delay:
-        approx(
-            "graph has a reset delay (the membrane keeps its above-threshold value for one step); Lava resets in "
-            "the same step",
-            "retrain with reset_delay=False (snnTorch)",
-        )
+    # reset rules are per node (graph.neuron_rule) and run exactly on targets with programmable neurons;
+    # check_neuron_models refuses them on the others
     for name, node in g.nodes.items():
         gsf = node.meta.get("graded_spikes_factor", node.params.get("graded_spikes_factor"))
         if gsf is not None and float(np.asarray(gsf)) != 1.0:
@@ -368,6 +365,15 @@ def _neuron_factors(g: Graph, node: Node, chains: list[Chain], dt, fmt: NumericF
         vth_f = None
     lay = Layer(name, op, shape, chains, _scalar_if_uniform(np.asarray(du)), _scalar_if_uniform(np.asarray(dv)),
                 gain, hgain, leak, vth_f, notes=notes)
+    if op in SPIKING and op != "Threshold":
+        lay.rule = neuron_rule(g, node)
+        lay.rule["pending_reset"] = lay.rule["pending_reset"] and lay.rule["reset"] == "subtract" \
+            and not lay.rule["reset_delay"]
+        if lay.rule["reset"] == "subtract" and np.any(v_reset != 0):
+            raise UnsupportedError(
+                f"node '{name}' ({op}): reset by subtraction with v_reset = {float(np.abs(v_reset).max()):g}; the "
+                "chip state is shifted by v_reset, so subtracting v_threshold is not defined there. Fix: v_reset = 0 "
+                "(a subtracting neuron never resets to v_reset)")
     # the Affine/Conv biases of all chains, per neuron, λ-free, in weight units per step
     b = np.zeros(n)
     for c in chains:
@@ -380,9 +386,11 @@ def _neuron_factors(g: Graph, node: Node, chains: list[Chain], dt, fmt: NumericF
             bias = np.repeat(bias.reshape(-1), int(np.prod(sn.out_shape[1:])))
         b = b + bias.reshape(-1)
     if op in ("CubaLIF", "CubaLI") and np.any(b != 0):
-        approx(f"node '{name}' ({op}): the synapse bias enters the current in NIR but v on Loihi; the chip matches "
-               "only in steady state", "fold the bias into v_leak (v_leak += r·w_in·b) or drop it")
-    lay.bias_f = leak + hgain * b
+        # NIR adds the bias to the current: u gets k_s·w_in·b per step, i.e. gain·b in a_in units (exact)
+        lay.ubias_f = gain * b
+        lay.bias_f = leak
+    else:
+        lay.bias_f = leak + hgain * b
     for c in chains:
         if c.kind == "conv":
             gc = gain.reshape(shape)
@@ -415,3 +423,22 @@ def _effective_weight(sn: Node, lay: Layer, c: Chain) -> np.ndarray:
     w = np.asarray(sn.params["weight"], dtype=np.float64)
     gc = lay.gain.reshape(w.shape[0], -1).mean(axis=1)
     return w * gc.reshape((-1,) + (1,) * (w.ndim - 1))
+
+
+def check_neuron_models(layers: dict[str, Layer], spec) -> None:
+    """Refuse layers that need a programmable neuron (reset by subtraction, delayed reset, v >= threshold,
+    a bias into the current) on a target whose neurons are fixed-function."""
+    if spec.programmable_neurons:
+        return
+    for name, lay in layers.items():
+        if lay.custom:
+            what = [f"reset={lay.rule['reset']}" if lay.rule["reset"] != "zero" else "",
+                    "reset_delay" if lay.rule["reset_delay"] else "",
+                    "pending reset (snnTorch reset_delay=False)" if lay.rule["pending_reset"] else "",
+                    "fire_at_equal" if lay.rule["fire_at_equal"] else "",
+                    "bias into the current" if lay.ubias_f is not None else ""]
+            raise UnsupportedError(
+                f"node '{name}' ({lay.op}): neuron model ({', '.join(w for w in what if w)}) needs programmable "
+                f"neurons, which target '{spec.name}' lacks (fixed CUBA: reset to 0 in the step of the spike, "
+                "v > threshold, bias into v). Fix: quantize for loihi2, or retrain with reset to zero, no reset "
+                "delay, and biases folded into v_leak")

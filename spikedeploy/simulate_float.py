@@ -10,9 +10,15 @@ Semantics (NIR, with the metadata NIR lacks taken from the Graph):
   (v uses the new u, as Lava's CUBA neuron does.)
 - IF:       v += dt · r·x;  I: v += dt · r·x (output v);  LI / CubaLI: as LIF / CubaLIF without spikes.
 - Threshold: s = x > threshold. Spikes fire on strictly greater, as snnTorch (`mem > threshold`) and
-  Lava (`v > vth << 6`) do.
-- Reset: `graph.reset == "zero"` sets v to v_reset on a spike; `"subtract"` subtracts v_th (snnTorch's
-  default `reset_mechanism="subtract"` with `reset_delay=False`).
+  Lava (`v > vth << 6`) do; a neuron node with meta "fire_at_equal" fires at v >= v_th (spikingjelly's
+  heaviside(v - v_th) is 1 at 0).
+- Reset, per node (`graph.neuron_rule`: node.meta, default graph.reset / graph.reset_delay): "zero" sets v
+  to v_reset on a spike, "subtract" subtracts v_th. With reset_delay (snnTorch's default) the reset is
+  decided from the previous step's membrane, which kept its above-threshold value, and applied in this
+  step, exactly as snnTorch's `mem_reset(mem)` before `state_function`: subtract gives
+  v[t] = update(v[t-1]) − v_th, zero gives v[t] = update(v_reset). snnTorch's subtraction without the
+  delay (meta "pending_reset") also subtracts that pending reset before the spike test and then corrects
+  by (pending − s)·v_th (its `do_reset = spk − reset`).
 - Delay: y[t] = x[t − delay/dt] (NIR gives the delay in the same time unit as tau and dt).
 
 `synapse_delay=True` reproduces the one step of latency that every synapse process (Dense, Conv,
@@ -31,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import GraphError, ParameterError, UnsupportedError
-from .graph import Graph
+from .graph import Graph, neuron_rule
 from .inputs import time_major_inputs
 from .ops import OPS, conv_params, pool_params
 from .run import Run
@@ -205,7 +211,11 @@ class _Layer:
         self.node = node = g.nodes[name]
         self.op = node.op
         self.dt = g.dt
-        self.subtract = g.reset == "subtract"
+        rule = neuron_rule(g, node)
+        self.subtract = rule["reset"] == "subtract"
+        self.reset_delay = rule["reset_delay"]
+        self.fire_at_equal = rule["fire_at_equal"]
+        self.pending_reset = rule["pending_reset"] and self.subtract and not self.reset_delay
         self.dtype = dtype
         self.out_shape = tuple(node.out_shape)
         p = node.params
@@ -310,6 +320,11 @@ class _Layer:
         if op == "Threshold":
             return (x > self.vth).to(self.dtype)
         # neurons
+        pending = None
+        if (self.reset_delay or self.pending_reset) and op in _SPIKING:  # decided from the previous membrane
+            pending = self._fires(self.v)
+            if not self.subtract:
+                self.v = torch.where(pending, self.v_reset.expand_as(self.v), self.v)
         if op in ("IF", "I"):
             self.v = self.v + self.r_dt * x
         elif op in ("LIF", "LI"):
@@ -319,12 +334,22 @@ class _Layer:
             self.v = self.v + self.k * (self.v_leak - self.v + self.r * self.u)
         if op in ("I", "LI", "CubaLI"):
             return self.v
-        s = self.v > self.vth
+        if pending is not None:
+            if self.subtract:
+                self.v = self.v - pending * self.vth
+            s = self._fires(self.v)
+            if self.pending_reset:  # snnTorch reset_delay=False: mem -= (spk - reset)·threshold
+                self.v = self.v + (pending.to(self.dtype) - s.to(self.dtype)) * self.vth
+            return s.to(self.dtype)
+        s = self._fires(self.v)
         if self.subtract:
             self.v = self.v - s * self.vth
         else:
             self.v = torch.where(s, self.v_reset.expand_as(self.v), self.v)
         return s.to(self.dtype)
+
+    def _fires(self, v: torch.Tensor) -> torch.Tensor:
+        return v >= self.vth if self.fire_at_equal else v > self.vth
 
     def probe(self, y: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.v is None:

@@ -2,7 +2,8 @@
 
 The graph becomes Lava processes: Input -> RingBuffer, Affine/Linear -> Dense (Sparse when the QGraph asks
 for it or the weights are mostly zero, DelayDense when it has per-synapse delays), Conv2d/Conv1d/SumPool2d
--> Conv, neuron nodes -> LIF, Flatten -> a port transform (CHW order, as netx does). N samples run on one
+-> Conv, neuron nodes -> LIF (spikedeploy's programmable ProgLIF, targets/lava_neurons.py, for a QGraph
+neuron with a reset rule, v >= vth or a current bias), Flatten -> a port transform (CHW order, as netx does). N samples run on one
 compiled network: the RingBuffer holds all samples back to back, and u, v and the synapse buffers are zeroed
 with Var.set between samples (lava-fixed-point.md §4). Monitors record spikes for counts and outputs and
 u/v for probed nodes; reading a Monitor moves one value per message, so only what is asked is probed.
@@ -106,6 +107,7 @@ class _Net:
         self.procs: dict[str, object] = {}
         self.resets: list[tuple[object, np.ndarray]] = []
         self.monitors: list[tuple[str, str, object, object, tuple]] = []
+        self.models: dict[object, type] = {}  # ProgLIF process -> its model (no directory scan by Lava)
         total = steps * batch
         self.total = total
         sm_enum = {"mixed": SignMode.MIXED, "exc": SignMode.EXCITATORY, "inh": SignMode.INHIBITORY}
@@ -220,7 +222,20 @@ class _Net:
                         f"node '{name}': with reset_interval={int(q['reset_interval'])}, Lava's samples run back to "
                         f"back and only stay aligned when steps ({steps}) is a multiple of it; run one sample at a time"
                     )
-                if q.get("reset_interval"):
+                custom = any(k in q for k in ("reset", "reset_delay", "fire_at_equal", "pending_reset", "u_bias"))
+                if custom and q.get("reset_interval"):
+                    raise UnsupportedError(f"node '{name}': reset_interval (LIFReset) with a programmable neuron "
+                                           "rule is not modelled; fix: run samples without reset_interval")
+                if custom:
+                    from spikedeploy.targets.lava_neurons import ProgLIF, PyProgLifModelFixed
+
+                    ub = expand_param(q.get("u_bias", 0), shp, f"node '{name}' u_bias")
+                    p = ProgLIF(u_bias=to_lava(np.broadcast_to(ub, (n,)), shp).astype(np.int32),
+                                reset=str(q.get("reset", "zero")), reset_delay=bool(q.get("reset_delay", False)),
+                                fire_at_equal=bool(q.get("fire_at_equal", False)),
+                                pending_reset=bool(q.get("pending_reset", False)), **kw)
+                    self.models[p] = PyProgLifModelFixed
+                elif q.get("reset_interval"):
                     # the RingBuffer plays all samples back to back, so the reset phase runs on
                     p = LIFReset(reset_interval=int(q["reset_interval"]),
                                  reset_offset=int(q.get("reset_offset", 0)) % int(q["reset_interval"]), **kw)
@@ -326,7 +341,7 @@ def simulate_lava(qg: QGraph, inputs: Mapping[str, np.ndarray], *, steps: int | 
     seconds: list[float] = []  # per sample; the first includes compiling
     try:
         net = _Net(qg, xs, steps, batch, graded, probes, counts, sparse)
-        cfg = Loihi2SimCfg(select_tag="fixed_pt")
+        cfg = Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=net.models)
         with contextlib.redirect_stdout(sink) if quiet else contextlib.nullcontext():
             for b in range(batch):
                 t = time.perf_counter()

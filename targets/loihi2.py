@@ -31,4 +31,7 @@ SPEC = TargetSpec(
     timing=borrowed(LOIHI1.timing, "Loihi 2 publishes no per-event table; Loihi 1 figure"),
     host=dict(HOST_45NM),
     simulators=("emulator", "lava"),
+    # Orchard et al., "Efficient Neuromorphic Signal Processing with Loihi 2", SiPS 2021: "fully programmable
+    # neuron models" (microcode); Lava simulates them as custom fixed_pt process models (targets/lava_neurons.py)
+    programmable_neurons=True,
 )

@@ -67,6 +67,8 @@ class TargetSpec:
     timing: dict[str, Value]  # per-event times (s), barrier
     host: dict[str, Value] = field(default_factory=dict)  # host-side constants (J per MAC etc.)
     simulators: tuple[str, ...] = ()  # backends that can run a QGraph for this target
+    # neuron update programmable (microcode): reset by subtraction, delayed reset, v >= th, current bias
+    programmable_neurons: bool = False
 
     def as_dict(self) -> dict:
         def conv(x):

@@ -104,9 +104,32 @@ def test_export_entry_point_then_inspect(tmp_path):
     assert json.loads(r.stdout)["total"]["neurons"] == 20
 
 
-def test_export_refuses_subtract_reset_and_writes_nothing(tmp_path):
+def test_export_refuses_no_reset_and_writes_nothing(tmp_path):
     out = tmp_path / "m.nir"
-    r = sd("export", "tiny_models:subtract_reset", "--input-shape", "input=12", "-o", out)
+    r = sd("export", "tiny_models:no_reset", "--input-shape", "input=12", "-o", out)
     assert r.returncode == 1, r.stderr
-    assert "subtract" in r.stderr and "Traceback" not in r.stderr
+    assert "reset_mechanism='none'" in r.stderr and "Traceback" not in r.stderr
     assert not out.exists()
+
+
+def test_snntorch_defaults_go_through_the_cli(tmp_path):
+    """snn.Leaky(beta=0.9) as snnTorch builds it (subtract, reset_delay=True): export, quantize, simulate."""
+    out, q = tmp_path / "m.nir", tmp_path / "m.q.npz"
+    r = sd("export", "tiny_models:snntorch_defaults", "--input-shape", "input=12", "-o", out)
+    assert r.returncode == 0, r.stderr
+    from spikedeploy.io import load_graph
+
+    g = load_graph(out)
+    assert {(v.meta["reset"], v.meta["reset_delay"]) for v in g.nodes.values() if v.op == "LIF"} == {("subtract", True)}
+    r = sd("quantize", out, "-o", q)
+    assert r.returncode == 0, r.stderr
+    x = (np.random.default_rng(1).random((25, 2, 12)) < 0.5).astype(np.float32)
+    xp = tmp_path / "x.npy"
+    np.save(xp, x)
+    spikes = {}
+    for backend in ("emulator", "lava"):
+        r = sd("simulate", q, "--backend", backend, "--input", f"input={xp}", "-o", tmp_path / f"{backend}.npz",
+               "--json")
+        assert r.returncode == 0, r.stderr
+        spikes[backend] = json.loads(r.stdout)["spikes"]
+    assert spikes["emulator"] == spikes["lava"] and spikes["emulator"]["1"] > 0

@@ -168,10 +168,21 @@ class NeuronArith:
     """One CUBA compartment group's fixed-point update (PyLifModelBitAcc, lif/models.py:137-192).
 
     All operands are float64 arrays of exact integers with shape broadcastable to [B, n].
+
+    The programmable variant (spikedeploy's own neuron, targets/lava_neurons.py, the same integer steps):
+    with th = vth << 6,
+        fire_at_equal: s = v >= th, computed as v > th − 1 (v and th are integers)
+        u_bias:        u = wrap(decay(u) + (a_in << 6) + u_bias)        (CubaLIF synapse bias, NIR's current)
+        reset_delay:   p = (previous v) fires; zero: v = 0 where p, before the decay; subtract: v −= th where p,
+                       after adding u and bias and before the saturation; no reset after this step's spike
+        subtract:      v −= th where s (without reset_delay), instead of v = 0
+        pending_reset: (subtract, no reset_delay; snnTorch) p as for reset_delay, v −= th where p before the
+                       saturation, then v += (p − s)·th after the spike test (no second saturation)
     """
 
     def __init__(self, du, dv, vth, bias_mant, bias_exp, n: int, ar: Arith = LOIHI2, bound_in: float = np.inf,
-                 where: str = ""):
+                 where: str = "", reset: str = "zero", reset_delay: bool = False, fire_at_equal: bool = False,
+                 u_bias=0, pending_reset: bool = False):
         self.ar = ar
         unity = 2**ar.decay_bits
         du = np.asarray(du, dtype=np.int64).reshape(-1)
@@ -190,9 +201,18 @@ class NeuronArith:
         self.fu_zero = not np.any(self.fu)
         self.fv_zero = not np.any(self.fv)
         vth_eff = np.asarray(vth, dtype=np.int64).reshape(-1) * (2**ar.act_shift)
-        self.vth = _per_neuron(vth_eff.astype(np.float64), n)
+        self.th = _per_neuron(vth_eff.astype(np.float64), n)  # what a subtractive reset subtracts
+        # the comparison threshold: v >= th is v > th - 1 in integers, so the kernel's `>` serves both rules
+        self.vth = self.th - 1 if fire_at_equal else self.th
         self.bias = _per_neuron(effective_bias(bias_mant, bias_exp, ar).reshape(-1), n)
         self.has_bias = bool(np.any(self.bias != 0))
+        self.subtract = reset == "subtract"
+        self.reset_delay = bool(reset_delay)
+        self.pending_reset = bool(pending_reset) and self.subtract and not self.reset_delay
+        self.u_bias = _per_neuron(np.asarray(u_bias, dtype=np.float64).reshape(-1), n)
+        self.has_u_bias = bool(np.any(self.u_bias != 0))
+        # the compiled kernel runs Lava's LIF (and v >= th through vth); these need the numpy step
+        self.programmable = self.subtract or self.reset_delay or self.has_u_bias or self.pending_reset
         self.M = float(M)
         self.act = float(2**ar.act_shift)
         self.nearest = ar.rounding == "nearest"
@@ -201,10 +221,12 @@ class NeuronArith:
         self.v_saturations = 0
         # Which wraps can happen, from bounds: skipping impossible ones is exact and saves time.
         reg_lim = 2.0 ** (ar.reg_bits - 1)
-        bu = M * float(np.abs(self.fu).max()) * self.inv + self.act * bound_in
+        bu = M * float(np.abs(self.fu).max()) * self.inv + self.act * bound_in + float(np.abs(self.u_bias).max())
         self.reg_wrap_u = bu >= reg_lim
         self.check_u_wrap = bu >= M
         bv = (M - 1) * float(np.abs(self.fv).max()) * self.inv + M + float(np.abs(self.bias).max())
+        if self.subtract:
+            bv += float(np.abs(self.th).max())
         self.reg_wrap_v = bv >= reg_lim
         self.check_v_clip = bv > M - 1
         if bound_in * self.act >= EXACT_F64 / 4:
@@ -225,12 +247,19 @@ class NeuronArith:
 
     def step(self, u: np.ndarray, v: np.ndarray, a_scaled: np.ndarray | None):
         """One step. a_scaled is a_in << act_shift (float64). Returns new (u, v) and the boolean spikes."""
+        pending = None
+        if self.reset_delay or self.pending_reset:  # the reset decided from the previous step's v
+            pending = v > self.vth
+            if not self.subtract:
+                v = np.where(pending, 0.0, v)
         if self.fu_zero:  # du = 4095: no current memory
             x = a_scaled if a_scaled is not None else np.zeros_like(u)
         else:
             x = self._decay(u, self.fu_s)
             if a_scaled is not None:
                 x += a_scaled
+        if self.has_u_bias:
+            x = x + self.u_bias
         if self.reg_wrap_u:
             x = wrap(x, self.ar.reg_bits)
         if self.check_u_wrap:
@@ -247,6 +276,8 @@ class NeuronArith:
             y += x
             if self.has_bias:
                 y += self.bias
+        if pending is not None and self.subtract:
+            y = y - pending * self.th
         if self.reg_wrap_v:
             y = wrap(y, self.ar.reg_bits)
         if self.check_v_clip:
@@ -255,7 +286,13 @@ class NeuronArith:
                 self.v_saturations += int((y > lim).sum() + (y < -lim).sum())
                 np.clip(y, -lim, lim, out=y)
         s = y > self.vth
-        np.copyto(y, 0.0, where=s)  # reset v only; u keeps its value
+        if self.pending_reset:
+            y = y + (pending.astype(np.float64) - s) * self.th
+        elif pending is None:
+            if self.subtract:
+                y = np.where(s, y - self.th, y)
+            else:
+                np.copyto(y, 0.0, where=s)  # reset v only; u keeps its value
         return x, y, s
 
 

@@ -325,12 +325,17 @@ class NeuronStage:
             expand_param(q.get("bias_mant", 0), self.shape, f"{where} bias_mant"),
             expand_param(q.get("bias_exp", 0), self.shape, f"{where} bias_exp"),
             self.n, ar, bound_in, where,
+            reset=str(q.get("reset", "zero")), reset_delay=bool(q.get("reset_delay", False)),
+            fire_at_equal=bool(q.get("fire_at_equal", False)), pending_reset=bool(q.get("pending_reset", False)),
+            u_bias=expand_param(q.get("u_bias", 0), self.shape, f"{where} u_bias"),
         )
         self.spiking = spiking
         self.probe = probe
         self.u = self.v = None
         # the compiled kernel's operands, or None where it does not apply (then the numpy path, float64 state)
-        self.kparams = kernels.lif_params(self.na, self.n) if kernels.available() else None
+        # (the programmable neuron rules run on the numpy path: correctness first)
+        self.kparams = (kernels.lif_params(self.na, self.n)
+                        if kernels.available() and not self.na.programmable else None)
         # Lava LIFReset (lif/models.py:426-449): u and v zeroed before the dynamics of every time step
         # (1-based) with time_step % reset_interval == reset_offset % reset_interval
         self.reset_interval = int(q["reset_interval"]) if q.get("reset_interval") else 0

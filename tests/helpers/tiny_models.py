@@ -14,3 +14,14 @@ def two_layer():
 
 def subtract_reset():
     return nn.Sequential(nn.Linear(12, 4), snn.Leaky(beta=0.9, init_hidden=True, reset_mechanism="subtract", reset_delay=False))
+
+
+def no_reset():
+    return nn.Sequential(nn.Linear(12, 4), snn.Leaky(beta=0.9, init_hidden=True, reset_mechanism="none"))
+
+
+def snntorch_defaults():
+    """snn.Leaky with snnTorch's defaults: reset by subtraction, reset_delay=True."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(12, 16), snn.Leaky(beta=0.9, init_hidden=True), nn.Linear(16, 4),
+                         snn.Leaky(beta=0.9, init_hidden=True))
