@@ -76,6 +76,21 @@ GLUE_FUNCTIONS = {
 }
 
 
+# Thresholds of the AND / OR lowerings. Spikes fire on strictly greater (simulate_float, snnTorch, Lava), so
+# AND of two 0/1 inputs needs a threshold in [1, 2) and OR over a window one in [0, 1); the midpoints keep the
+# largest margin to the integer sums on either side once weights are quantized.
+AND_THRESHOLD = 1.5
+OR_THRESHOLD = 0.5
+
+
+def _maxpool_args(n: fx.Node) -> dict:
+    """F.max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False)."""
+    names = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+    a = dict(zip(names, n.args, strict=False))
+    a.update(n.kwargs)
+    return a
+
+
 def is_neuron(m: nn.Module) -> bool:
     return bool(SpikingNeuron) and isinstance(m, SpikingNeuron)
 
@@ -428,6 +443,10 @@ class _Builder:
             return
         ins = self.tensor_args(n)
         any_host = any(self.vals[a.name].host for a in ins)
+        if isinstance(m, nn.MaxPool2d) and ins and self._lower_or(n, ins[0], {
+                "kernel_size": m.kernel_size, "stride": m.stride, "padding": m.padding, "dilation": m.dilation,
+                "ceil_mode": m.ceil_mode, "return_indices": m.return_indices}):
+            return
         if isinstance(m, tuple(HOST_MODULES)):
             self._host_node(n, HOST_MODULES[type(m)], ins)
             return
@@ -438,11 +457,10 @@ class _Builder:
                 return
             x = self.sig(n.args[0], n)
             w = _f64(m.weight)
-            if m.bias is not None:
-                name = self.new(path, "Affine", {"weight": w, "bias": _f64(m.bias)}, x)
-            else:
-                name = self.new(path, "Linear", {"weight": w}, x)
-            self.vals[n.name] = Val("sig", [name], fx_name=n.name)
+            names = self._per_source(n, path, x, lambda first: (
+                ("Affine", {"weight": w, "bias": _f64(m.bias)}) if first and m.bias is not None
+                else ("Linear", {"weight": w})))
+            self.vals[n.name] = Val("sig", names, fx_name=n.name)
             return
         if isinstance(m, nn.Conv1d | nn.Conv2d):
             x = self.sig(n.args[0], n)
@@ -455,8 +473,9 @@ class _Builder:
                 "padding": m.padding if isinstance(m.padding, str) else np.asarray(m.padding),
                 "input_shape": np.asarray(self.shape(n.args[0])[1:]),
             }
-            name = self.new(path, f"Conv{nd}d", params, x)
-            self.vals[n.name] = Val("sig", [name], fx_name=n.name)
+            names = self._per_source(n, path, x, lambda first: (
+                f"Conv{nd}d", params if first else {**params, "bias": None}))
+            self.vals[n.name] = Val("sig", names, fx_name=n.name)
             return
         if isinstance(m, nn.AvgPool2d):
             x = self.sig(n.args[0], n)
@@ -466,8 +485,9 @@ class _Builder:
                                "the average", "use AvgPool2d(k, stride, padding) with the defaults")
             k = np.asarray(torch.nn.modules.utils._pair(m.kernel_size))
             st = np.asarray(torch.nn.modules.utils._pair(m.stride if m.stride is not None else m.kernel_size))
-            name = self.new(path, "AvgPool2d", {"kernel_size": k, "stride": st, "padding": pad}, x)
-            self.vals[n.name] = Val("sig", [name], fx_name=n.name)
+            names = self._per_source(n, path, x, lambda first: (
+                "AvgPool2d", {"kernel_size": k, "stride": st, "padding": pad}))
+            self.vals[n.name] = Val("sig", names, fx_name=n.name)
             return
         if isinstance(m, nn.Flatten):
             self._flatten(n, path, int(m.start_dim), int(m.end_dim))
@@ -482,6 +502,121 @@ class _Builder:
                     "replace it by supported layers (Linear, Conv, AvgPool2d, Flatten, BatchNorm, snnTorch "
                     "Leaky/Synaptic/RLeaky) or move it out of the exported model")
         self._host_node(n, "HostOp", ins)
+
+    # -- exact lowerings of fusion ops onto chip primitives (README "Operations") -------------------
+    def _per_source(self, n: fx.Node, path: str, x: Val, make) -> list[str]:
+        """One node per source of a summed value (a residual `a + b`): on chip a synapse reads one source,
+        and the target neurons sum what their synapses deliver, so W(a + b) = Wa + Wb is exact.
+        `make(first)` gives (op, params); the caller leaves any bias on the first copy only."""
+        names = []
+        for i, s in enumerate(x.srcs):
+            op, params = make(i == 0)
+            params = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in params.items()}
+            names.append(self.new(path if i == 0 else f"{path}.src{i}", op, params, [s]))
+        if len(names) > 1:
+            self.plan.rewrites.append(
+                f"{_where(self.gm, n)} reads a sum of {len(names)} sources: one {self.g.nodes[names[0]].op}"
+                f" per source ({', '.join(names)}) into the same target (exact: W(a+b) = Wa + Wb)")
+        return names
+
+    def _chip_synapse_end(self, name: str) -> bool:
+        """Whether `name` ends a chain of chip synapse ops (Flatten skipped): what a neuron may read."""
+        while self.g.nodes[name].spec.family == "shape":
+            preds = self.g.predecessors(name)
+            if len(preds) != 1:
+                return False
+            name = preds[0]
+        node = self.g.nodes[name]
+        return node.spec.family == "synapse" and node.placement == "chip"
+
+    def _neuron_input(self, path: str, x: Val) -> Val:
+        """A sum of sources straight into a neuron (`lif(a + b)`, a residual of spikes): every chip source
+        that is not already a synapse gets an identity Scale synapse, because on chip every neuron input
+        arrives through a synapse (exact: weight 1, one synapse per element)."""
+        if len(x.srcs) < 2 or x.host:
+            return x
+        srcs = []
+        for i, s in enumerate(x.srcs):
+            if self.g.nodes[s].placement == "chip" and not self._chip_synapse_end(s):
+                s = self.new(f"{path}.in{i}", "Scale", {"scale": np.asarray(1.0)}, [s])
+                self.plan.rewrites.append(f"sum into neuron '{path}': identity Scale synapse '{s}' for source "
+                                          f"'{self.g.predecessors(s)[0]}' (exact)")
+            srcs.append(s)
+        return Val("sig", srcs, fx_name=x.fx_name)
+
+    def _binary(self, v: Val | None) -> bool:
+        """The value is 0/1 spikes: one spiking neuron's output, through pure shape nodes. AND/OR are exact
+        lowerings only on such values (a sum of spikes or an analog value is not binary)."""
+        if v is None or v.kind != "sig" or v.host or len(v.srcs) != 1:
+            return False
+        s = v.srcs[0]
+        while self.g.nodes[s].spec.family == "shape":
+            preds = self.g.predecessors(s)
+            if len(preds) != 1:
+                return False
+            s = preds[0]
+        return self.g.nodes[s].spec.spiking and self.g.nodes[s].placement == "chip"
+
+    def _feeds_chip(self, n: fx.Node) -> bool:
+        """Whether the value of `n` reaches a chip layer or a model output other than through host ops;
+        a product only host ops read stays on the host with them (no chip->host crossing is saved)."""
+        todo, seen = list(n.users), set()
+        while todo:
+            u = todo.pop()
+            if u in seen:
+                continue
+            seen.add(u)
+            if u.op == "output":
+                return True
+            if u.op == "call_module":
+                m = self.gm.get_submodule(u.target)
+                if is_neuron(m) or isinstance(m, CHIP_MODULES):
+                    return True
+            if self._is_host_op(u) and not (u.op == "call_module" and isinstance(self.gm.get_submodule(u.target),
+                                                                                  nn.MaxPool2d)):
+                continue
+            todo.extend(u.users)
+        return False
+
+    def _lower_and(self, n: fx.Node, ins: list[fx.Node]) -> bool:
+        """spike x spike (elementwise) -> identity Scale per operand into Threshold(1.5): a AND b."""
+        va, vb = (self.vals.get(a.name) for a in ins)
+        shp = self.shape(n)
+        if not (self._binary(va) and self._binary(vb)) or self.shape(ins[0]) != shp or self.shape(ins[1]) != shp \
+                or not self._feeds_chip(n):
+            return False
+        if va.srcs == vb.srcs:  # x * x = x: both operands through one synapse of weight 2
+            syn = [self.new(f"{n.name}.and", "Scale", {"scale": np.asarray(2.0)}, va)]
+        else:
+            syn = [self.new(f"{n.name}.and_{k}", "Scale", {"scale": np.asarray(1.0)}, v)
+                   for k, v in (("a", va), ("b", vb))]
+        thr = self.new(n.name, "Threshold", {"threshold": np.asarray(AND_THRESHOLD)}, syn)
+        self.plan.spikes[thr] = n.name
+        self.plan.rewrites.append(f"{_where(self.gm, n)}: spike x spike lowered to AND: identity Scale per operand "
+                                  f"into Threshold '{thr}' (a + b > {AND_THRESHOLD}; exact for 0/1 spikes)")
+        self.vals[n.name] = Val("sig", [thr], fx_name=n.name)
+        return True
+
+    def _lower_or(self, n: fx.Node, x_fx: fx.Node, a: dict) -> bool:
+        """MaxPool2d on spikes -> SumPool2d (same kernel, stride, padding) into Threshold(0.5): OR over the
+        window. torch pads with -inf, SumPool with 0: for spikes >= 0 both give the OR of the valid taps."""
+        v = self.vals.get(x_fx.name)
+        if not self._binary(v) or a.get("ceil_mode") or a.get("return_indices") or len(self.shape(x_fx)) != 3:
+            return False
+        k = torch.nn.modules.utils._pair(a["kernel_size"])
+        st = torch.nn.modules.utils._pair(a.get("stride") or a["kernel_size"])
+        pd = torch.nn.modules.utils._pair(a.get("padding") or 0)
+        if torch.nn.modules.utils._pair(a.get("dilation") or 1) != (1, 1):
+            return False
+        path = str(n.target) if n.op == "call_module" else n.name
+        pool = self.new(f"{path}.sum", "SumPool2d", {"kernel_size": np.asarray(k), "stride": np.asarray(st),
+                                                     "padding": np.asarray(pd)}, v)
+        thr = self.new(path, "Threshold", {"threshold": np.asarray(OR_THRESHOLD)}, [pool])
+        self.plan.spikes[thr] = n.name
+        self.plan.rewrites.append(f"{_where(self.gm, n)}: max pooling of spikes lowered to OR: SumPool2d '{pool}' "
+                                  f"into Threshold '{thr}' (count > {OR_THRESHOLD}; exact for 0/1 spikes)")
+        self.vals[n.name] = Val("sig", [thr], fx_name=n.name)
+        return True
 
     def _split_linear(self, n: fx.Node, m: nn.Linear, x: Val) -> None:
         w = _f64(m.weight)
@@ -509,9 +644,9 @@ class _Builder:
         nd = len(in_shape)
         end_g = end - 1 if end > 0 else end
         start_g = max(start - 1, 0) if start > 0 else start + nd + 1 - 1
-        name = self.new(path, "Flatten", {"start_dim": start_g, "end_dim": end_g,
-                                          "input_shape": np.asarray(in_shape)}, x)
-        self.vals[n.name] = Val("sig", [name], fx_name=n.name)
+        names = self._per_source(n, path, x, lambda first: (
+            "Flatten", {"start_dim": start_g, "end_dim": end_g, "input_shape": np.asarray(in_shape)}))
+        self.vals[n.name] = Val("sig", names, fx_name=n.name)
 
     def _batchnorm(self, n: fx.Node, m, path: str) -> None:
         prev = n.args[0]
@@ -551,7 +686,7 @@ class _Builder:
             self.refuse(n, f"snnTorch neuron {kind} is not supported", "use Leaky, Synaptic or RLeaky")
             self._host_node(n, "HostOp", self.tensor_args(n)[:1])
             return
-        x = self.sig(n.args[0], n)
+        x = self._neuron_input(path, self.sig(n.args[0], n))
         shape = self.shape(n)
         size = int(np.prod(shape))
 
@@ -688,8 +823,8 @@ class _Builder:
             c = np.asarray(c, dtype=np.float64)
             if tgt in DIV or tgt == "div":
                 c = 1.0 / c
-            name = self.new(n.name, "Scale", {"scale": c}, x)
-            self.vals[n.name] = Val("sig", [name], fx_name=n.name)
+            names = self._per_source(n, n.name, x, lambda first: ("Scale", {"scale": c}))
+            self.vals[n.name] = Val("sig", names, fx_name=n.name)
             return
         if n.op == "call_function" and tgt in CAT:
             self._cat(n, ins)
@@ -705,6 +840,10 @@ class _Builder:
             if len(out) == 1:
                 self._flatten(n, n.name, 1, -1)
                 return
+        if n.op == "call_function" and tgt in MUL and len(ins) == 2 and self._lower_and(n, ins):
+            return
+        if n.op == "call_function" and tgt is F.max_pool2d and self._lower_or(n, ins[0], _maxpool_args(n)):
+            return
         if self._is_host_op(n):
             op = "Mul" if tgt in MUL else HOST_FUNCTIONS.get(tgt) or HOST_METHODS.get(tgt)
             self._host_node(n, op, ins)

@@ -301,8 +301,8 @@ class _Layer:
         return s.to(self.dtype)
 
     def probe(self, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        if self.v is None:
-            return {"out": y}
+        if self.v is None:  # stateless: a Threshold's output is its spikes
+            return {"out": y, "s": y} if self.op == "Threshold" else {"out": y}
         d = {"v": self.v}
         if self.u is not None:
             d["u"] = self.u
