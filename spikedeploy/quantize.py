@@ -35,7 +35,7 @@ import numpy as np
 from .errors import SpikeDeployError, TargetLimitError, UnsupportedError
 from .graph import Graph, set_dt
 from .qgraph import QGraph
-from .quantize_map import Approx, Layer, check_graph, effective_weight, find_layers, fold_pooling
+from .quantize_map import Approx, Layer, check_graph, effective_weight, find_layers, lower_structure
 from .targets.emulator.arith import sign_mode_of
 from .targets.spec import NumericFormat, TargetSpec, get_target
 
@@ -83,7 +83,7 @@ def quantize(
         set_dt(g, dt)
     g.validate()
     check_graph(g, approx)
-    rewrites = fold_pooling(g)
+    rewrites = lower_structure(g)
     layers = find_layers(g, g.dt, fmt, approx)
     q = Quantizer(g, layers, fmt, nwb, bias_exp_min)
 
