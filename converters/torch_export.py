@@ -30,6 +30,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from ..align import align_branches
 from ..errors import UnsupportedError
 from ..graph import Graph, Node
 
@@ -400,9 +401,20 @@ class _Builder:
             elif v.kind == "sig":
                 self.plan.val_srcs[k] = list(v.srcs)
         g = self.g
+        self._align()
         g.meta["rewrites"] = list(self.plan.rewrites)
         g.meta["deviations"] = list(self.plan.deviations)
         return g, self.plan
+
+    def _align(self) -> None:
+        """Relay neurons on the shorter branch of every merge, so that the chip's one step per synapse keeps
+        merged branches in step (spikedeploy/align.py); the zero-delay graph, which the check runs, is unchanged."""
+        try:
+            self.plan.rewrites += align_branches(self.g)
+        except UnsupportedError as e:
+            if not self.allow:
+                raise UnsupportedError(f"{e} (or export with allow_approximate=True to record it as a deviation)") from e
+            self.plan.deviations.append(f"on chip: {e}")
 
     def _host_glue(self, nodes: list[fx.Node]) -> set[str]:
         """Shape glue on chip values that only feeds host ops (e.g. k.transpose before q @ k^T)."""
