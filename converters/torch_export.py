@@ -84,6 +84,22 @@ AND_THRESHOLD = 1.5
 OR_THRESHOLD = 0.5
 
 
+# Pure layout ops: on chip a permuted view is only wiring (the builder tracks it, see Val.idx).
+LAYOUT_METHODS = {"transpose", "permute", "reshape", "view", "flatten", "unsqueeze", "squeeze", "contiguous", "t",
+                  "unflatten"}
+LAYOUT_FUNCTIONS = {torch.transpose, torch.permute, torch.reshape, torch.flatten, torch.unsqueeze, torch.squeeze}
+
+
+def _identity(idx: np.ndarray) -> bool:
+    return bool(np.array_equal(idx.ravel(), np.arange(idx.size)))
+
+
+def _same_view(a, b) -> bool:
+    if a.idx is None or b.idx is None:
+        return a.idx is None and b.idx is None
+    return a.base == b.base and np.array_equal(a.idx, b.idx)
+
+
 def _maxpool_args(n: fx.Node) -> dict:
     """F.max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False)."""
     names = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
@@ -268,11 +284,15 @@ class Val:
     """What an fx value is in the Graph: the sum of `srcs` (chip or host nodes), a constant, a membrane
     (not a signal NIR carries), or a lazy concatenation that a following Linear may split."""
 
-    kind: str  # "sig" | "const" | "mem" | "cat" | "tuple"
+    kind: str  # "sig" | "const" | "mem" | "cat" | "tuple" | "view"
     srcs: list[str] = field(default_factory=list)
     host: bool = False
     parts: list[tuple[Val, int]] = field(default_factory=list)
     fx_name: str = ""
+    # kind "view": a permuted view (transpose/permute/reshape) of the graph nodes' channel-first layout `base`:
+    # the torch element at position p is graph element idx[p] (flat, C order). Free on chip: only wiring.
+    idx: np.ndarray | None = None
+    base: tuple[int, ...] = ()
 
 
 @dataclass
@@ -290,6 +310,7 @@ class Plan:
     dropped_outputs: list[str] = field(default_factory=list)
     const_fx: set[str] = field(default_factory=set)  # fx nodes whose value does not depend on inputs
     val_srcs: dict[str, list[str]] = field(default_factory=dict)  # fx value -> graph nodes it sums
+    layouts: dict[str, np.ndarray] = field(default_factory=dict)  # spiking node in a permuted view -> its idx
 
 
 def _f64(t) -> np.ndarray:
@@ -354,6 +375,13 @@ class _Builder:
             )
         if v.kind == "cat":
             return self.materialize_cat(a)
+        if v.kind == "view":
+            if np.array_equal(v.idx.ravel(), np.arange(v.idx.size)):  # torch order is the graph order
+                return Val("sig", list(v.srcs), fx_name=v.fx_name)
+            raise UnsupportedError(
+                f"{_where(self.gm, user)} reads a permuted token view ({a.name}, shape {list(v.idx.shape)} over the "
+                f"chip layout {list(v.base)}); on chip a permuted view feeds only Linear (over its last dim or after "
+                "a flatten), neurons, BatchNorm1d, AND, sums and token means; transpose it back first")
         if v.kind == "tuple":
             raise UnsupportedError(f"{_where(self.gm, user)} takes a tuple ({a.name}); index it first")
         return v
@@ -448,7 +476,11 @@ class _Builder:
         m = self.gm.get_submodule(n.target)
         path = str(n.target)
         if is_neuron(m):
-            self._neuron(n, m, path)
+            xv = self.vals.get(n.args[0].name) if n.args and isinstance(n.args[0], fx.Node) else None
+            if xv is not None and xv.kind == "view":
+                self._neuron_view(n, m, path, xv)
+            else:
+                self._neuron(n, m, path)
             return
         if isinstance(m, PASS_MODULES):
             self.vals[n.name] = self.vals[n.args[0].name]
@@ -466,6 +498,9 @@ class _Builder:
             x = self.vals[n.args[0].name]
             if x.kind == "cat":
                 self._split_linear(n, m, x)
+                return
+            if x.kind == "view" or x.kind == "sig" and not x.host and len(self.shape(n.args[0])) > 1:
+                self._linear_view(n, m, path, self._as_view(n.args[0], x))
                 return
             x = self.sig(n.args[0], n)
             w = _f64(m.weight)
@@ -559,7 +594,7 @@ class _Builder:
     def _binary(self, v: Val | None) -> bool:
         """The value is 0/1 spikes: one spiking neuron's output, through pure shape nodes. AND/OR are exact
         lowerings only on such values (a sum of spikes or an analog value is not binary)."""
-        if v is None or v.kind != "sig" or v.host or len(v.srcs) != 1:
+        if v is None or v.kind not in ("sig", "view") or v.host or len(v.srcs) != 1:
             return False
         s = v.srcs[0]
         while self.g.nodes[s].spec.family == "shape":
@@ -595,7 +630,7 @@ class _Builder:
         va, vb = (self.vals.get(a.name) for a in ins)
         shp = self.shape(n)
         if not (self._binary(va) and self._binary(vb)) or self.shape(ins[0]) != shp or self.shape(ins[1]) != shp \
-                or not self._feeds_chip(n):
+                or not _same_view(va, vb) or not self._feeds_chip(n):
             return False
         if va.srcs == vb.srcs:  # x * x = x: both operands through one synapse of weight 2
             syn = [self.new(f"{n.name}.and", "Scale", {"scale": np.asarray(2.0)}, va)]
@@ -606,13 +641,19 @@ class _Builder:
         self.plan.spikes[thr] = n.name
         self.plan.rewrites.append(f"{_where(self.gm, n)}: spike x spike lowered to AND: identity Scale per operand "
                                   f"into Threshold '{thr}' (a + b > {AND_THRESHOLD}; exact for 0/1 spikes)")
-        self.vals[n.name] = Val("sig", [thr], fx_name=n.name)
+        self.vals[n.name] = self._like(va, [thr], n.name)
+        if va.idx is not None:
+            self.plan.layouts[thr] = va.idx
         return True
 
     def _lower_or(self, n: fx.Node, x_fx: fx.Node, a: dict) -> bool:
         """MaxPool2d on spikes -> SumPool2d (same kernel, stride, padding) into Threshold(0.5): OR over the
         window. torch pads with -inf, SumPool with 0: for spikes >= 0 both give the OR of the valid taps."""
         v = self.vals.get(x_fx.name)
+        if v is not None and v.kind == "view":
+            if not _identity(v.idx):
+                return False
+            v = Val("sig", list(v.srcs), fx_name=v.fx_name)
         if not self._binary(v) or a.get("ceil_mode") or a.get("return_indices") or len(self.shape(x_fx)) != 3:
             return False
         k = torch.nn.modules.utils._pair(a["kernel_size"])
@@ -628,6 +669,202 @@ class _Builder:
         self.plan.rewrites.append(f"{_where(self.gm, n)}: max pooling of spikes lowered to OR: SumPool2d '{pool}' "
                                   f"into Threshold '{thr}' (count > {OR_THRESHOLD}; exact for 0/1 spikes)")
         self.vals[n.name] = Val("sig", [thr], fx_name=n.name)
+        return True
+
+    # -- token layouts: permuted views of channel-first chip tensors -------------------------------
+    def _like(self, v: Val, srcs: list[str], fx_name: str) -> Val:
+        """A signal over `srcs` in the same layout as `v` (a view if `v` is one)."""
+        if v.idx is not None:
+            return Val("view", list(srcs), idx=v.idx, base=v.base, fx_name=fx_name)
+        return Val("sig", list(srcs), fx_name=fx_name)
+
+    def _as_view(self, a: fx.Node, v: Val) -> Val:
+        if v.kind == "view":
+            return v
+        ts = self.shape(a)
+        return Val("view", list(v.srcs), idx=np.arange(int(np.prod(ts))).reshape(ts), base=ts, fx_name=v.fx_name)
+
+    def _layout(self, n: fx.Node, ins: list[fx.Node], vals: list[Val], host_glue: set[str]) -> bool:
+        """transpose / permute / reshape / view / unsqueeze ... of a chip signal: a new index map, no node.
+        (flatten and reshapes to a vector of a plain signal keep their graph Flatten node.)"""
+        tgt = n.target
+        if not (n.op == "call_method" and tgt in LAYOUT_METHODS or n.op == "call_function" and tgt in LAYOUT_FUNCTIONS):
+            return False
+        if len(ins) != 1 or vals[0].host or n.name in host_glue or vals[0].kind not in ("sig", "view") \
+                or not vals[0].srcs:
+            return False
+        v = vals[0]
+        if v.kind == "sig":
+            if tgt in ("flatten", torch.flatten) or len(self.shape(n)) == 1 and tgt in ("view", "reshape", torch.reshape):
+                return False
+            v = self._as_view(ins[0], v)
+        x = self.rec.get(ins[0].name)
+        x = x[0] if isinstance(x, tuple) else x
+        B = int(x.shape[0])
+        t = torch.as_tensor(v.idx).unsqueeze(0).expand(B, *v.idx.shape).contiguous()
+        try:
+            args = fx.node.map_arg(n.args, lambda z: t if z is ins[0] else self.rec[z.name])
+            kwargs = fx.node.map_arg(n.kwargs, lambda z: t if z is ins[0] else self.rec[z.name])
+            r = getattr(t, tgt)(*args[1:], **kwargs) if n.op == "call_method" else tgt(*args, **kwargs)
+        except Exception:  # noqa: BLE001 - anything torch refuses here is not a pure layout op
+            return False
+        if not isinstance(r, torch.Tensor) or r.dim() == 0 or r.shape[0] != B or tuple(r.shape[1:]) != self.shape(n) \
+                or not torch.equal(r, r[:1].expand_as(r)):
+            return False  # it mixes the batch into the layout
+        self.vals[n.name] = Val("view", list(v.srcs), idx=r[0].numpy().copy(), base=v.base, fx_name=n.name)
+        return True
+
+    def _neuron_view(self, n: fx.Node, m, path: str, xv: Val) -> None:
+        """Neurons are elementwise: the layer lives in the chip layout `xv.base`; per-neuron parameters are
+        permuted from torch order into it, and its spikes are the same view."""
+        if snn is not None and isinstance(m, snn.RLeaky):
+            raise UnsupportedError(f"module '{path}' (RLeaky) reads a permuted token view; its recurrent weights would "
+                                   "need the same permutation; transpose the tokens back to channel-first first")
+        a = n.args[0]
+        self.vals[a.name] = Val("sig", list(xv.srcs), fx_name=xv.fx_name)
+        try:
+            self._neuron(n, m, path)
+        finally:
+            self.vals[a.name] = xv
+        out = self.vals[n.name]
+        name = out.srcs[0]
+        node = self.g.nodes[name]
+        perm = xv.idx.ravel()
+        for d in (node.params, node.meta):
+            for k, val in list(d.items()):
+                if isinstance(val, np.ndarray) and val.ndim > 0 and val.size == perm.size:
+                    gv = np.empty(perm.size, dtype=val.dtype)
+                    gv[perm] = val.ravel()
+                    d[k] = gv.reshape(xv.base)
+        out.idx, out.base = xv.idx, xv.base
+        if out.kind == "sig":
+            out.kind = "view"
+        self.plan.layouts[name] = xv.idx
+
+    def _linear_view(self, n: fx.Node, m: nn.Linear, path: str, v: Val) -> None:
+        """Linear on a multi-dim or permuted signal. Over the last dim of a token view [N, D] whose chip layout
+        is channel-first [D, N]: a Conv1d with kernel 1 (the weights shared by the N tokens: N·D·D_out synapses).
+        On a vector view: the permutation folded into the Dense's columns (after a Flatten of the layout)."""
+        w = _f64(m.weight)
+        b = None if m.bias is None else _f64(m.bias)
+        t = v.idx
+        x = Val("sig", list(v.srcs), fx_name=v.fx_name)
+        if t.ndim == 1:
+            wg = np.zeros((w.shape[0], t.size))
+            wg[:, t] = w
+            if len(v.base) > 1:
+                x = Val("sig", self._per_source(n, f"{path}.flat", x, lambda first: (
+                    "Flatten", {"start_dim": 0, "end_dim": -1, "input_shape": np.asarray(v.base)})))
+            names = self._per_source(n, path, x, lambda first: (
+                ("Affine", {"weight": wg, "bias": b}) if first and b is not None else ("Linear", {"weight": wg})))
+            if not _identity(t):
+                self.plan.rewrites.append(f"{_where(self.gm, n)}: the permuted view it reads folded into its columns "
+                                          "(exact; no node)")
+            self.vals[n.name] = Val("sig", names, fx_name=n.name)
+            return
+        if t.ndim == 2 and np.array_equal(t, np.arange(t.size).reshape(t.shape[1], t.shape[0]).T):
+            N, D = t.shape
+            if len(v.base) != 2:  # a conv map [C, H, W] seen as tokens: [C, H·W] on chip (Flatten from dim 1)
+                x = Val("sig", self._per_source(n, f"{path}.flat", x, lambda first: (
+                    "Flatten", {"start_dim": 1, "end_dim": -1, "input_shape": np.asarray(v.base)})))
+            params = {"weight": w[:, :, None], "bias": b, "stride": np.asarray([1]), "padding": np.asarray([0]),
+                      "dilation": np.asarray([1]), "groups": 1, "input_shape": np.asarray([N])}
+            names = self._per_source(n, path, x, lambda first: ("Conv1d", params if first else {**params, "bias": None}))
+            d_out = w.shape[0]
+            self.plan.rewrites.append(
+                f"{_where(self.gm, n)} over the last dim of token view [{N}, {D}]: Conv1d with kernel 1 on the chip "
+                f"layout [{D}, {N}] ({N * D * d_out} synapses, weights shared by the tokens; exact)")
+            self.vals[n.name] = Val("view", names, idx=np.arange(d_out * N).reshape(d_out, N).T, base=(d_out, N),
+                                    fx_name=n.name)
+            return
+        self.refuse(n, f"applies a Linear over the last dim of a {list(t.shape)} signal laid out token-major on chip",
+                    "build the tokens channel-first (x.flatten(2).transpose(1, 2) of a conv map [C, H, W]) so that "
+                    "the Linear becomes a kernel-1 Conv1d, or flatten the tokens before the Linear")
+        self._host_node(n, "HostOp", [n.args[0]])
+
+    def _mean(self, n: fx.Node, a: fx.Node, v: Val) -> bool:
+        """Mean over token (or other non-batch) dims: a synapse with weights 1/count. Over the positions of a
+        channel-first [D, N] layout it is a grouped Conv1d (D·N synapses); otherwise a Dense."""
+        dims = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim")
+        if dims is None or n.kwargs.get("dtype") is not None:
+            return False
+        ts, out = self.shape(a), self.shape(n)
+        rank = len(ts) + 1
+        tdims = sorted((d + rank if d < 0 else d) - 1 for d in ((dims,) if isinstance(dims, int) else tuple(dims)))
+        if not tdims or tdims[0] < 0:
+            return False  # averages over the batch
+        vv = self._as_view(a, v)
+        keep = tuple(1 if i in tdims else s for i, s in enumerate(ts))
+        n_out, count = int(np.prod(keep)), int(np.prod([ts[i] for i in tdims]))
+        if int(np.prod(out)) != n_out:
+            return False
+        opos = np.broadcast_to(np.arange(n_out).reshape(keep), ts)
+        mat = np.zeros((n_out, vv.idx.size))
+        mat[opos.ravel(), vv.idx.ravel()] = 1.0 / count
+        x = Val("sig", list(vv.srcs), fx_name=vv.fx_name)
+        base = vv.base
+        if len(base) == 2 and np.array_equal(mat, np.kron(np.eye(base[0]), np.ones((1, base[1]))) / base[1]):
+            D, N = base
+            params = {"weight": np.full((D, 1, N), 1.0 / N), "bias": None, "stride": np.asarray([1]),
+                      "padding": np.asarray([0]), "dilation": np.asarray([1]), "groups": D, "input_shape": np.asarray([N])}
+            names = self._per_source(n, n.name, x, lambda first: ("Conv1d", params))
+            self.vals[n.name] = Val("view", names, idx=np.arange(D).reshape(out), base=(D, 1), fx_name=n.name)
+            how = f"grouped Conv1d over the {N} positions of each of {D} channels ({D * N} synapses, weight 1/{N})"
+        else:
+            if len(base) > 1:
+                x = Val("sig", self._per_source(n, f"{n.name}.flat", x, lambda first: (
+                    "Flatten", {"start_dim": 0, "end_dim": -1, "input_shape": np.asarray(base)})))
+            names = self._per_source(n, n.name, x, lambda first: ("Linear", {"weight": mat}))
+            self.vals[n.name] = Val("view", names, idx=np.arange(n_out).reshape(out), base=(n_out,), fx_name=n.name)
+            how = f"Dense {n_out}x{vv.idx.size} with weights 1/{count}"
+        self.plan.rewrites.append(f"{_where(self.gm, n)}: mean over dims {[d + 1 for d in tdims]} as a {how} (exact)")
+        return True
+
+    def _batchnorm_view(self, n: fx.Node, m, path: str, prev: fx.Node) -> bool:
+        """BatchNorm over channel dim 1 of a signal reached through layout ops (Spikformer's
+        `bn(x.transpose(1, 2)).transpose(1, 2)` after a token Linear): folded elementwise into the synapses
+        that produce it (their outputs must take one factor per channel for a conv). False: not foldable."""
+        pv = self.vals.get(prev.name)
+        if pv is None or pv.kind not in ("sig", "view") or pv.host or m.training or m.running_mean is None:
+            return False
+        cur = prev
+        while cur.op in ("call_method", "call_function") and (cur.target in LAYOUT_METHODS or cur.target in LAYOUT_FUNCTIONS):
+            if len(cur.users) != 1:
+                return False
+            cur = cur.args[0]
+        if len(cur.users) != 1:
+            return False
+        ts = self.shape(prev)
+        scale, shift = _bn_affine(m)
+        vv = self._as_view(prev, pv)
+        gs, gh = np.empty(vv.idx.size), np.empty(vv.idx.size)
+        per = (scale.size,) + (1,) * (len(ts) - 1)
+        gs[vv.idx.ravel()] = np.broadcast_to(scale.reshape(per), ts).ravel()
+        gh[vv.idx.ravel()] = np.broadcast_to(shift.reshape(per), ts).ravel()
+        plan = []
+        for s in vv.srcs:
+            node = self.g.nodes[s]
+            if node.op not in ("Affine", "Linear", "Conv1d", "Conv2d") or self.g.successors(s):
+                return False
+            if node.op.startswith("Conv"):
+                c_out = node.params["weight"].shape[0]
+                fs, fh = gs.reshape(c_out, -1), gh.reshape(c_out, -1)
+                if not (np.all(fs == fs[:, :1]) and np.all(fh == fh[:, :1])):
+                    return False
+                plan.append((node, fs[:, 0], fh[:, 0]))
+            else:
+                plan.append((node, gs, gh))
+        for i, (node, fs, fh) in enumerate(plan):
+            w = node.params["weight"]
+            node.params["weight"] = w * fs.reshape((-1,) + (1,) * (w.ndim - 1))
+            b = node.params.get("bias")
+            node.params["bias"] = (np.zeros_like(fs) if b is None else b * fs) + (fh if i == 0 else 0.0)
+            if node.op == "Linear":
+                node.op = "Affine"
+            node.meta["folded_batchnorm"] = path
+        self.plan.rewrites.append(f"BatchNorm '{path}' (through layout ops) folded into {', '.join(pv.srcs)} (exact: "
+                                  "w·γ/√(σ²+ε), (b−μ)·γ/√(σ²+ε)+β per channel)")
+        self.vals[n.name] = self._like(pv, pv.srcs, n.name)
         return True
 
     def _split_linear(self, n: fx.Node, m: nn.Linear, x: Val) -> None:
@@ -662,6 +899,8 @@ class _Builder:
 
     def _batchnorm(self, n: fx.Node, m, path: str) -> None:
         prev = n.args[0]
+        if prev.op != "call_module" and self._batchnorm_view(n, m, path, prev):
+            return
         pm = self.gm.get_submodule(prev.target) if prev.op == "call_module" else None
         foldable = isinstance(pm, nn.Linear | nn.Conv1d | nn.Conv2d) and len(prev.users) == 1
         pv = self.vals[prev.name]
@@ -810,11 +1049,21 @@ class _Builder:
             idx = n.args[1]
             src = vals[0].srcs[0]
             if idx == 0:
-                self.vals[n.name] = Val("sig", [src], fx_name=n.name)
+                self.vals[n.name] = self._like(vals[0], [src], n.name)
             else:
                 self.vals[n.name] = Val("mem", [src], fx_name=n.name)
             return
         any_host = any(v.host for v in vals)
+        if self._layout(n, ins, vals, host_glue):
+            return
+        if n.op == "call_function" and tgt in ADD and len(ins) == 2 and not any_host \
+                and all(v.kind == "view" for v in vals) and _same_view(*vals):
+            self.vals[n.name] = self._like(vals[0], vals[0].srcs + vals[1].srcs, n.name)
+            return
+        if (n.op == "call_method" and tgt == "mean" or n.op == "call_function" and tgt is torch.mean) \
+                and len(ins) == 1 and not any_host and n.name not in host_glue and vals[0].kind in ("sig", "view") \
+                and self._mean(n, ins[0], vals[0]):
+            return
         if n.op == "call_function" and tgt in ADD and len(ins) == 2 and not any_host:
             a, b = (self.sig(x, n) for x in ins)
             if self.shape(ins[0]) != self.shape(ins[1]):
@@ -964,6 +1213,15 @@ class _Builder:
             if v.kind == "sig" and v.host and v.srcs == [host]:
                 best = fxn  # the last one in program order is what chip layers consume
         return best
+
+
+def _bn_affine(m) -> tuple[np.ndarray, np.ndarray]:
+    """BatchNorm in eval mode as y = scale·x + shift per channel."""
+    mean, var = _f64(m.running_mean), _f64(m.running_var)
+    gamma = _f64(m.weight) if m.affine else np.ones_like(mean)
+    beta = _f64(m.bias) if m.affine else np.zeros_like(mean)
+    scale = gamma / np.sqrt(var + float(m.eps))
+    return scale, beta - mean * scale
 
 
 def build_graph(traced: Traced, rec0: dict[str, Any], *, dt: float, allow_approximate: bool = False):

@@ -121,7 +121,81 @@ def check_graph(g: Graph, approx: Approx) -> None:
 def lower_structure(g: Graph) -> list[str]:
     """The exact structural rewrites, in order: constant scales into synapses, pooling into synapses (which
     may leave a scale next to a merged pooling conv, hence the second scale pass). Returns what was done."""
-    return fold_scales(g) + fold_pooling(g) + fold_scales(g)
+    return fold_scales(g) + fold_pooling(g) + fold_scales(g) + merge_synapse_chains(g)
+
+
+MERGEABLE = ("Affine", "Linear", "Conv1d", "Conv2d", "Scale", "SumPool2d", "AvgPool2d")
+
+
+def _dense_reader(g: Graph, a: str) -> str | None:
+    """The chip Dense that alone reads synapse `a` (through at most one Flatten) and reads only it, or None."""
+    node = g.nodes[a]
+    if node.op not in MERGEABLE or node.placement != "chip" or len(g.predecessors(a)) != 1 or len(g.successors(a)) != 1:
+        return None
+    b = g.successors(a)[0]
+    if g.nodes[b].op == "Flatten":
+        if g.predecessors(b) != [a] or len(g.successors(b)) != 1:
+            return None
+        b = g.successors(b)[0]
+    ok = g.nodes[b].op in ("Affine", "Linear") and g.nodes[b].placement == "chip" and len(g.predecessors(b)) == 1
+    return b if ok else None
+
+
+def merge_synapse_chains(g: Graph) -> list[str]:
+    """A chip synapse A read only by a Dense B (through at most one Flatten) that reads only A — e.g. a token
+    mean before a classifier head — becomes one Dense: W = W_B·M_A, b = W_B·b_A + b_B, where M_A is A written
+    as a matrix (A applied to the unit vectors). Exact composition of two linear maps; the merged Dense has
+    out_B × in_A weights."""
+    import torch
+
+    from .simulate_float import _Layer  # the float backend's own definition of each synapse op
+
+    done: list[str] = []
+    changed = True
+    while changed:
+        changed = False
+        g.infer_shapes()
+        for bname, bnode in list(g.nodes.items()):
+            if bnode.op not in ("Affine", "Linear") or bnode.placement != "chip" or len(g.predecessors(bname)) != 1:
+                continue
+            a = g.predecessors(bname)[0]
+            if g.nodes[a].op == "Flatten":
+                if len(g.predecessors(a)) != 1:
+                    continue
+                a = g.predecessors(a)[0]
+            if _dense_reader(g, a) != bname:
+                continue
+            flat = g.predecessors(bname)[0] if g.predecessors(bname)[0] != a else None
+            anode = g.nodes[a]
+            in_shape = tuple(anode.in_shape)
+            n_in = int(np.prod(in_shape))
+            layer = _Layer(g, a, torch.float64, n_in)
+            with torch.no_grad():
+                b_a = layer.step(torch.zeros((1, *in_shape), dtype=torch.float64)).reshape(-1).numpy()
+                m_a = layer.step(torch.eye(n_in, dtype=torch.float64).reshape(n_in, *in_shape)).reshape(n_in, -1).numpy()
+            m_a = (m_a - b_a).T
+            w_b = np.asarray(bnode.params["weight"], dtype=np.float64)
+            bias = w_b @ b_a + (np.asarray(bnode.params["bias"], dtype=np.float64) if bnode.op == "Affine" else 0.0)
+            bnode.params["weight"] = w_b @ m_a
+            if np.any(bias != 0):
+                bnode.op, bnode.params["bias"] = "Affine", bias
+            src = g.predecessors(a)[0]
+            g.edges = [e for e in g.edges if a not in e]
+            del g.nodes[a]
+            if flat is None and len(in_shape) > 1:
+                flat = bname + ".flat"
+                g.add(Node(flat, "Flatten", {}, placement="chip", modality=bnode.modality))
+                g.edges = [e for e in g.edges if e[1] != bname] + [(flat, bname)]
+            if flat is not None:
+                g.nodes[flat].params.update(start_dim=np.asarray(0), end_dim=np.asarray(-1), input_shape=None)
+            g.edges.append((src, flat or bname))
+            done.append(f"{anode.op} '{a}' merged into {bnode.op} '{bname}' after it (exact: one Dense "
+                        f"{w_b.shape[0]}x{n_in}, W_B·M_A)")
+            changed = True
+            break
+    if done:
+        g.infer_shapes()
+    return done
 
 
 SCALABLE = ("Affine", "Linear", "Conv1d", "Conv2d", "Scale")
@@ -270,6 +344,8 @@ def fold_pooling(g: Graph) -> list[str]:
             g.nodes[name] = conv
             done.append(f"{node.op} '{name}' into neurons mapped to a grouped Conv2d with constant weights (exact)")
             continue
+        if _dense_reader(g, name) is not None:
+            continue  # merge_synapse_chains makes pooling + Dense one Dense (exact, any overlap or padding)
         why = "it overlaps or is padded" if not non_overlap else "what follows it is not a Conv2d or Flatten→Dense"
         raise UnsupportedError(
             f"node '{name}' ({node.op}): pooling cannot be folded into the chip's synapses ({why}); Lava has no "

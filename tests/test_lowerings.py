@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import snntorch as snn
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from spikedeploy.align import align_branches, chip_delay
