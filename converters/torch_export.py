@@ -510,6 +510,10 @@ class _Builder:
             self.vals[n.name] = Val("sig", names, fx_name=n.name)
             return
         if isinstance(m, nn.Conv1d | nn.Conv2d):
+            xc = self.vals[n.args[0].name]
+            if xc.kind == "cat" and xc.base == ("channel",):
+                self._split_conv(n, m, path, xc)
+                return
             x = self.sig(n.args[0], n)
             nd = 1 if isinstance(m, nn.Conv1d) else 2
             if m.padding_mode != "zeros":
@@ -873,16 +877,27 @@ class _Builder:
         for i, (part, size) in enumerate(x.parts):
             sub = w[:, off:off + size]
             off += size
-            if i == 0 and m.bias is not None:
-                names.append(self.new(f"{n.target}.part{i}", "Affine", {"weight": sub, "bias": _f64(m.bias)}, part))
-            else:
-                names.append(self.new(f"{n.target}.part{i}", "Linear", {"weight": sub}, part))
+            names += self._per_source(n, f"{n.target}.part{i}", part, lambda first, i=i, sub=sub: (
+                ("Affine", {"weight": sub, "bias": _f64(m.bias)}) if first and i == 0 and m.bias is not None
+                else ("Linear", {"weight": sub})))
         self.plan.rewrites.append(
             f"torch.cat '{x.fx_name}' into Linear '{n.target}': split into {len(names)} Linear nodes "
             f"({', '.join(names)}) summed into the same target (exact; the concatenation stays on chip)")
         self.vals[n.name] = Val("sig", names, fx_name=n.name)
 
     def _flatten(self, n: fx.Node, path: str, start: int, end: int) -> None:
+        xc = self.vals[n.args[0].name]
+        if xc.kind == "cat" and xc.base == ("channel",):
+            # flattening a channel concatenation concatenates the flattened parts: a flat lazy cat
+            parts = []
+            for i, (part, _) in enumerate(xc.parts):
+                names = self._per_source(n, f"{path}.part{i}", part, lambda first, b=part.base: (
+                    "Flatten", {"start_dim": 0, "end_dim": -1, "input_shape": np.asarray(b)}))
+                parts.append((Val("sig", names, fx_name=part.fx_name), int(np.prod(part.base))))
+            self.vals[n.name] = Val("cat", parts=parts, fx_name=n.name)
+            if not all(u.op == "call_module" and isinstance(self.gm.get_submodule(u.target), nn.Linear) for u in n.users):
+                self.materialize_cat(n)
+            return
         x = self.sig(n.args[0], n)
         if x.host:
             self.vals[n.name] = Val("sig", list(x.srcs), host=True, fx_name=n.name)
@@ -1150,9 +1165,47 @@ class _Builder:
             if all(u.op == "call_module" and isinstance(self.gm.get_submodule(u.target), nn.Linear)
                    for u in n.users):
                 return
+        rank = len(self.shape(parts_fx[0])) + 1
+        channel = all(len(self.shape(a)) >= 2 for a in parts_fx) and dim in (1, 1 - rank)
+        if channel and not any(v.host or v.kind != "sig" for v in vals) and all(self._reads_channel_cat(u) for u in n.users):
+            # concatenation over channels: kept as parts (an index mapping, no node) for convs and flattens to split
+            self.vals[n.name] = Val("cat", parts=[(Val("sig", list(v.srcs), fx_name=v.fx_name, base=self.shape(a)),
+                                                   self.shape(a)[0]) for v, a in zip(vals, parts_fx, strict=True)],
+                                    fx_name=n.name, base=("channel",))
+            return
         self.vals[n.name] = Val("cat", parts=[(self.sig(a, n), 0) for a in parts_fx], fx_name=n.name)
         self.materialize_cat(n)
         self.g.nodes[self.vals[n.name].srcs[0]].meta["dim"] = int(dim)
+
+    def _reads_channel_cat(self, u: fx.Node) -> bool:
+        """A user that can take a channel concatenation part by part: a Conv (groups 1), a flatten from dim 1."""
+        if u.op == "call_module":
+            m = self.gm.get_submodule(u.target)
+            return isinstance(m, nn.Conv1d | nn.Conv2d) and m.groups == 1 or \
+                isinstance(m, nn.Flatten) and m.start_dim == 1 and m.end_dim == -1
+        if u.target in ("flatten", torch.flatten):
+            sd = u.args[1] if len(u.args) > 1 else u.kwargs.get("start_dim", 0)
+            ed = u.args[2] if len(u.args) > 2 else u.kwargs.get("end_dim", -1)
+            return sd == 1 and ed == -1
+        return False
+
+    def _split_conv(self, n: fx.Node, m, path: str, x: Val) -> None:
+        """Conv over a channel concatenation: one Conv per part with its slice of input channels, summed into
+        the same target (exact: the conv is linear in its input channels; the concatenation stays on chip)."""
+        nd = 1 if isinstance(m, nn.Conv1d) else 2
+        w = _f64(m.weight)
+        names, off = [], 0
+        for i, (part, c) in enumerate(x.parts):
+            params = {"weight": w[:, off:off + c], "bias": None if m.bias is None or i else _f64(m.bias),
+                      "stride": np.asarray(m.stride), "dilation": np.asarray(m.dilation), "groups": 1,
+                      "padding": m.padding if isinstance(m.padding, str) else np.asarray(m.padding),
+                      "input_shape": np.asarray(part.base[1:])}
+            off += c
+            names += self._per_source(n, f"{path}.part{i}", part, lambda first, p=params: (
+                f"Conv{nd}d", p if first else {**p, "bias": None}))
+        self.plan.rewrites.append(f"torch.cat '{x.fx_name}' (channels) into Conv '{path}': split into {len(names)} Conv "
+                                  f"nodes ({', '.join(names)}) summed into the same target (exact; no concat node)")
+        self.vals[n.name] = Val("sig", names, fx_name=n.name)
 
     def _host_node(self, n: fx.Node, op: str, ins: list[fx.Node]) -> None:
         srcs = []
