@@ -109,8 +109,53 @@ class PoolNet(nn.Module):
         return self.l2(self.p2(self.c2(h)))[0]
 
 
+class TokenNet(nn.Module):
+    """Spikformer-style: conv map -> tokens x.flatten(2).transpose(1, 2) -> Linear over tokens (+ BatchNorm1d
+    through transposes) -> Leaky; Q AND K; residual; token mean -> head; and tokens flattened into a Dense."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn, self.l0 = nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), leaky()
+        self.q, self.bn1, self.lq = nn.Linear(8, 8), nn.BatchNorm1d(8), leaky()
+        self.k, self.lk = nn.Linear(8, 8, bias=False), leaky()
+        self.head, self.lo = nn.Linear(8, 3), leaky(0.2, 0.9)
+        self.fc, self.lf = nn.Linear(16 * 8, 3, bias=False), leaky(0.2, 0.9)
+        with torch.no_grad():
+            for bn in (self.bn, self.bn1):
+                bn.running_mean.uniform_(-0.2, 0.2)
+                bn.running_var.uniform_(0.5, 1.5)
+                bn.weight.uniform_(0.5, 1.5)
+                bn.bias.uniform_(-0.2, 0.2)
+
+    def forward(self, x):
+        h, _ = self.l0(self.bn(self.conv(x)))
+        t = h.flatten(2).transpose(1, 2)  # [B, N=16, D=8]
+        q, _ = self.lq(self.bn1(self.q(t).transpose(1, 2)).transpose(1, 2))
+        k, _ = self.lk(self.k(t))
+        m = (q * k + q).mean(1)  # [B, 8]
+        return self.lo(self.head(m))[0], self.lf(self.fc(k.flatten(1)))[0]
+
+
+class CatNet(nn.Module):
+    """Two spike maps concatenated over channels into a Conv, and flattened into a Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.la = nn.Conv2d(1, 3, 3, padding=1, bias=False), leaky()
+        self.b, self.lb = nn.Conv2d(1, 2, 3, padding=1, bias=False), leaky()
+        self.c, self.lc = nn.Conv2d(5, 4, 3, stride=2), leaky(0.5)
+        self.f, self.lo = nn.Linear(5 * 6 * 6, 3, bias=False), leaky(0.2, 0.9)
+
+    def forward(self, x):
+        a, _ = self.la(self.a(x))
+        b, _ = self.lb(self.b(x))
+        c, _ = self.lc(self.c(torch.cat([a, b], dim=1)))
+        return c, self.lo(self.f(torch.cat((a, b), 1).flatten(1)))[0]
+
+
 MODELS = {"and": (AndNet, (6,)), "or": (OrNet, (1, 8, 8)), "residual": (ResNet, (6,)),
-          "scale": (ScaleNet, (6,)), "conv_pool": (PoolNet, (1, 16, 16))}
+          "scale": (ScaleNet, (6,)), "conv_pool": (PoolNet, (1, 16, 16)), "tokens": (TokenNet, (1, 4, 4)),
+          "cat": (CatNet, (1, 6, 6))}
 
 
 def spikes(shape, rate=0.4, seed=0):
@@ -154,7 +199,7 @@ def test_model_exports_exactly_and_emulator_equals_lava(lava, kind):
         for k in ("u", "v", "s"):
             bad = np.argwhere(emu.traces[n][k] != ref.traces[n][k])
             assert bad.size == 0, f"{kind}: {n}.{k} differs first at {bad[0].tolist()}"
-    last = [n for n in probes if n == "lo" or n == "l2"]
+    last = [n for n in probes if n in ("lo", "l2")]
     assert last and emu.counts[last[0]].sum() > 0, f"{kind}: the last layer never spiked"
 
 
@@ -413,3 +458,78 @@ def test_graded_input_on_the_shorter_branch_is_refused_in_one_line():
     assert "\n" not in msg and "node 'lc'" in msg and "'x' (a graded Input)" in msg and "fix:" in msg
     r = export_model(_GradedShortcut(), example_inputs={"x": torch.rand(5, 2, 4)}, allow_approximate=True)
     assert any("graded Input" in d for d in r.deviations)
+
+
+# ---- token layouts and concatenation --------------------------------------------------------------
+
+def test_linear_over_tokens_is_a_kernel_1_conv1d_on_the_channel_first_layout():
+    r, x = exported("tokens")
+    g = r.graph
+    torch.manual_seed(0)
+    m = TokenNet().eval()  # the same weights as exported() builds
+    # k: Linear(8, 8) over [N=16, D=8] tokens -> Conv1d weight (8, 8, 1) = W, reading the [8, 16] layout
+    assert g.nodes["k"].op == "Conv1d" and g.nodes["k"].params["weight"].shape == (8, 8, 1)
+    np.testing.assert_array_equal(g.nodes["k"].params["weight"][:, :, 0], m.k.weight.detach().double().numpy())
+    assert g.nodes["k"].out_shape == (8, 16) and g.stats()["nodes"]["k"]["synapses"] == 16 * 8 * 8  # not 128x128
+    # bn1 folded into q through the transposes: per output channel γ/√(σ²+ε)
+    sc = (m.bn1.weight / torch.sqrt(m.bn1.running_var + m.bn1.eps)).detach().double().numpy()
+    np.testing.assert_allclose(g.nodes["q"].params["weight"][:, :, 0], m.q.weight.detach().double().numpy() * sc[:, None])
+    # token mean: grouped Conv1d, weight 1/16 per (channel, token)
+    mean = [n for n, v in g.nodes.items() if v.op == "Conv1d" and n.startswith("mean")]
+    assert mean and all(np.all(g.nodes[n].params["weight"] == 1 / 16) and int(g.nodes[n].params["groups"]) == 8
+                        for n in mean)
+    # k.flatten(1) is token-major (n·8 + d); the chip layout is d·16 + n: the permutation sits in fc's columns
+    w = m.fc.weight.detach().double().numpy()
+    wg = g.nodes["fc"].params["weight"]
+    for d, n in ((0, 1), (3, 5), (7, 15)):
+        np.testing.assert_array_equal(wg[:, d * 16 + n], w[:, n * 8 + d])
+    assert r.check["identical"] and r.check["spiking_nodes"] >= 6
+
+
+def test_token_major_linear_is_refused_with_the_fix():
+    class TokenMajor(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.la, self.b = nn.Linear(4, 6, bias=False), leaky(), nn.Linear(2, 3)
+
+        def forward(self, x):
+            s, _ = self.la(self.a(x))
+            return self.b(s.reshape(-1, 3, 2))  # Linear over the last dim of a token-major [3, 2] view
+
+    with pytest.raises(UnsupportedError) as e:
+        export_model(TokenMajor(), example_inputs={"x": torch.rand(3, 2, 4)})
+    msg = str(e.value)
+    assert "\n" not in msg and "module 'b'" in msg and "token-major" in msg and "transpose(1, 2)" in msg
+
+
+def test_channel_concat_into_a_conv_is_split_by_input_channels():
+    r, _ = exported("cat")
+    g = r.graph
+    torch.manual_seed(0)
+    m = CatNet().eval()
+    assert not [v for v in g.nodes.values() if v.op == "Concat"]
+    w = m.c.weight.detach().double().numpy()
+    np.testing.assert_array_equal(g.nodes["c.part0"].params["weight"], w[:, :3])
+    np.testing.assert_array_equal(g.nodes["c.part1"].params["weight"], w[:, 3:])
+    assert g.predecessors("c.part0") == ["la"] and g.predecessors("c.part1") == ["lb"]
+    assert g.nodes["c.part1"].params["bias"] is None  # the bias once
+    np.testing.assert_array_equal(g.nodes["f.part1"].params["weight"], m.f.weight.detach().double().numpy()[:, 3 * 36:])
+
+
+def test_synapse_into_dense_merges_into_one_dense_exactly():
+    rng = np.random.default_rng(4)
+    g = _chain(Node("x", "Input", {"shape": [3, 8]}),
+               Node("m", "Conv1d", {"weight": rng.normal(size=(3, 1, 8)), "groups": 3, "bias": rng.normal(size=3)}),
+               Node("f", "Flatten"), Node("h", "Linear", {"weight": rng.normal(size=(2, 3))}),
+               Node("l", "LIF", {"tau": 2e-3, "r": 1.0, "v_leak": 0.0, "v_threshold": 0.2}), Node("out", "Output"))
+    h = g.copy()
+    done = lower_structure(h)
+    assert "m" not in h.nodes and h.nodes["h"].op == "Affine" and h.nodes["h"].params["weight"].shape == (2, 24)
+    assert any("merged" in d for d in done)
+    wc, wh = g.nodes["m"].params["weight"], g.nodes["h"].params["weight"]
+    # hand: h·(conv) -> column c·8 + j holds wh[:, c]·wc[c, 0, j]; bias wh·b
+    np.testing.assert_allclose(h.nodes["h"].params["weight"][:, 1 * 8 + 5], wh[:, 1] * wc[1, 0, 5])
+    np.testing.assert_allclose(h.nodes["h"].params["bias"], wh @ g.nodes["m"].params["bias"])
+    x = {"x": rng.random((10, 2, 3, 8))}
+    a, b = simulate_float(g, x, probes=["l"]), simulate_float(h, x, probes=["l"])
+    np.testing.assert_allclose(b.traces["l"]["v"], a.traces["l"]["v"], rtol=0, atol=1e-12)
