@@ -560,10 +560,10 @@ class _Builder:
         and the target neurons sum what their synapses deliver, so W(a + b) = Wa + Wb is exact.
         `make(first)` gives (op, params); the caller leaves any bias on the first copy only."""
         names = []
-        for i, s in enumerate(x.srcs):
+        for i, s in enumerate(x.srcs or [None]):
             op, params = make(i == 0)
             params = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in params.items()}
-            names.append(self.new(path if i == 0 else f"{path}.src{i}", op, params, [s]))
+            names.append(self.new(path if i == 0 else f"{path}.src{i}", op, params, [s] if s else []))
         if len(names) > 1:
             self.plan.rewrites.append(
                 f"{_where(self.gm, n)} reads a sum of {len(names)} sources: one {self.g.nodes[names[0]].op}"
