@@ -378,6 +378,14 @@ class _Builder:
         if v.kind == "view":
             if np.array_equal(v.idx.ravel(), np.arange(v.idx.size)):  # torch order is the graph order
                 return Val("sig", list(v.srcs), fx_name=v.fx_name)
+            if self._is_host_op(user) or user.name in getattr(self, "host_glue", ()):
+                # the host reads the chip's values in torch order: the index map (Plan.layouts of the source
+                # layer) reorders them at the chip->host boundary, as the ONNX part expects
+                for s in v.srcs:
+                    self.plan.layouts.setdefault(s, v.idx)
+                self.plan.rewrites.append(f"{_where(self.gm, user)} reads token view '{a.name}' on the host: the chip "
+                                          f"sends its {list(v.base)} layout, reordered by Plan.layouts (exact)")
+                return Val("sig", list(v.srcs), fx_name=v.fx_name)
             raise UnsupportedError(
                 f"{_where(self.gm, user)} reads a permuted token view ({a.name}, shape {list(v.idx.shape)} over the "
                 f"chip layout {list(v.base)}); on chip a permuted view feeds only Linear (over its last dim or after "
@@ -457,6 +465,7 @@ class _Builder:
             if all(u.name in host_like or self._is_host_op(u) for u in n.users):
                 if n.op == "call_method" and n.target in GLUE_METHODS or n.target in GLUE_FUNCTIONS:
                     host_like.add(n.name)
+        self.host_glue = host_like
         return host_like
 
     def _is_host_op(self, n: fx.Node) -> bool:
@@ -501,6 +510,13 @@ class _Builder:
                 return
             if x.kind == "view" or x.kind == "sig" and not x.host and len(self.shape(n.args[0])) > 1:
                 self._linear_view(n, m, path, self._as_view(n.args[0], x))
+                return
+            if x.host and len(self.shape(n.args[0])) > 1:
+                self.refuse(n, f"applies a Linear over the last dim of a {list(self.shape(n.args[0]))} host value "
+                               "(token-major); the chip computes it only on a channel-first layout",
+                            "keep this Linear in the host part, or make it an nn.Conv1d(kernel_size=1) over a "
+                            "channel-first [D, N] value")
+                self._host_node(n, "HostOp", ins)
                 return
             x = self.sig(n.args[0], n)
             w = _f64(m.weight)

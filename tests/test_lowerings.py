@@ -533,3 +533,45 @@ def test_synapse_into_dense_merges_into_one_dense_exactly():
     x = {"x": rng.random((10, 2, 3, 8))}
     a, b = simulate_float(g, x, probes=["l"]), simulate_float(h, x, probes=["l"])
     np.testing.assert_allclose(b.traces["l"]["v"], a.traces["l"]["v"], rtol=0, atol=1e-12)
+
+
+class _Attention(nn.Module):
+    """Linear-order spike attention q (kᵀ v) on the host, q/k/v Linear over tokens on chip."""
+
+    def __init__(self, proj_tokens: bool):
+        super().__init__()
+        self.conv, self.l0 = nn.Conv2d(1, 8, 3, padding=1, bias=False), leaky()
+        self.q, self.k, self.v = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 8)
+        self.lq, self.lk, self.lv = leaky(), leaky(), leaky()
+        self.proj_tokens = proj_tokens
+        self.proj, self.lp = nn.Linear(8 if proj_tokens else 128, 8), leaky()
+
+    def forward(self, x):
+        h, _ = self.l0(self.conv(x))
+        t = h.flatten(2).transpose(1, 2)
+        q, _ = self.lq(self.q(t))
+        k, _ = self.lk(self.k(t))
+        v, _ = self.lv(self.v(t))
+        a = q @ (k.transpose(-2, -1) @ v) * 0.125  # [B, 16, 8] on the host
+        return self.lp(self.proj(a if self.proj_tokens else a.flatten(1)))[0]
+
+
+def test_host_ops_read_token_views_in_torch_order():
+    torch.manual_seed(0)
+    x = spikes((10, 2, 1, 4, 4))
+    r = export_model(_Attention(False).eval(), example_inputs={"x": x})
+    g = r.graph
+    assert r.check["identical"] and r.check["spikes"] > 0
+    assert {n: v.op for n, v in g.nodes.items() if v.placement == "host" and v.op != "Output"} == \
+        {"matmul": "MatMul", "matmul_1": "MatMul"}
+    assert all(g.nodes[n].op == "Conv1d" for n in ("q", "k", "v"))
+    # the host receives lq, lk, lv in their chip layout [8, 16]; the recorded index map reorders them
+    from spikedeploy.converters import torch_export as tx
+
+    traced = tx.trace_model(_Attention(False).eval())
+    _, plan = tx.build_graph(traced, tx.run_steps(traced, {"x": x}, 1)[0], dt=1e-3)
+    np.testing.assert_array_equal(plan.layouts["lk"], np.arange(128).reshape(8, 16).T)
+    # a chip Linear over the host's token-major [16, 8] result is refused in one line with the fix
+    with pytest.raises(UnsupportedError) as e:
+        export_model(_Attention(True).eval(), example_inputs={"x": x})
+    assert "\n" not in str(e.value) and "module 'proj'" in str(e.value) and "host value" in str(e.value)
