@@ -121,7 +121,39 @@ def check_graph(g: Graph, approx: Approx) -> None:
 def lower_structure(g: Graph) -> list[str]:
     """The exact structural rewrites, in order: constant scales into synapses, pooling into synapses (which
     may leave a scale next to a merged pooling conv, hence the second scale pass). Returns what was done."""
-    return fold_scales(g) + fold_pooling(g) + fold_scales(g) + merge_synapse_chains(g)
+    return split_fanin(g) + fold_scales(g) + fold_pooling(g) + fold_scales(g) + merge_synapse_chains(g)
+
+
+def split_fanin(g: Graph) -> list[str]:
+    """A chip synapse summing several sources (a residual `W(a + b)` in a NIR file) into neurons becomes one
+    copy per source into the same neurons: W(a + b) = Wa + Wb, the bias on the first copy only. The torch
+    exporter already builds graphs this way; this covers graphs read from files."""
+    done: list[str] = []
+    for name in [n for n, v in g.nodes.items() if v.spec.family == "synapse" and v.placement == "chip"]:
+        node, preds, succ = g.nodes[name], g.predecessors(name), g.successors(name)
+        if len(preds) < 2 or not succ or not all(g.nodes[c].op in CHIP_NEURONS for c in succ):
+            continue
+        copies = []
+        for i, p in enumerate(preds[1:], start=1):
+            c = f"{name}.src{i}"
+            while c in g.nodes:
+                c += "_"
+            params = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in node.params.items()}
+            op = "Linear" if node.op == "Affine" else node.op
+            if op == "Linear":
+                params.pop("bias", None)
+            elif params.get("bias") is not None:
+                params["bias"] = None
+            g.add(Node(c, op, params, placement="chip", modality=node.modality, meta=dict(node.meta)))
+            g.edges[g.edges.index((p, name))] = (p, c)
+            for t in succ:
+                g.connect(c, t)
+            copies.append(c)
+        done.append(f"{node.op} '{name}' summed {len(preds)} sources: one copy per source ({name}, "
+                    f"{', '.join(copies)}) into the same neurons (exact)")
+    if done:
+        g.infer_shapes()
+    return done
 
 
 MERGEABLE = ("Affine", "Linear", "Conv1d", "Conv2d", "Scale", "SumPool2d", "AvgPool2d")

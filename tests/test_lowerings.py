@@ -575,3 +575,26 @@ def test_host_ops_read_token_views_in_torch_order():
     with pytest.raises(UnsupportedError) as e:
         export_model(_Attention(True).eval(), example_inputs={"x": x})
     assert "\n" not in str(e.value) and "module 'proj'" in str(e.value) and "host value" in str(e.value)
+
+
+def test_a_read_graph_with_a_summing_synapse_is_split_per_source():
+    rng = np.random.default_rng(5)
+    g = Graph(dt=1e-3)
+    w = rng.normal(size=(3, 4))
+    for n in (Node("x", "Input", {"shape": [4]}), Node("ia", "Scale", {"scale": 1.0}),
+              Node("a", "Threshold", {"threshold": 0.5}), Node("ib", "Scale", {"scale": 1.0}),
+              Node("b", "Threshold", {"threshold": 0.2}), Node("fc", "Affine", {"weight": w, "bias": np.ones(3)}),
+              Node("l", "LIF", {"tau": 2e-3, "r": 1.0, "v_leak": 0.0, "v_threshold": 0.3}), Node("out", "Output")):
+        g.add(n)
+    for e in (("x", "ia"), ("ia", "a"), ("x", "ib"), ("ib", "b"), ("a", "fc"), ("b", "fc"), ("fc", "l"), ("l", "out")):
+        g.connect(*e)
+    g.validate()
+    h = g.copy()
+    assert any("one copy per source" in d for d in lower_structure(h))
+    assert h.predecessors("fc") == ["a"] and h.predecessors("fc.src1") == ["b"]
+    assert h.nodes["fc.src1"].op == "Linear" and np.array_equal(h.nodes["fc.src1"].params["weight"], w)
+    x = {"x": rng.random((12, 2, 4))}
+    a, b = simulate_float(g, x, probes=["l"]), simulate_float(h, x, probes=["l"])
+    np.testing.assert_allclose(b.traces["l"]["v"], a.traces["l"]["v"], rtol=0, atol=1e-12)
+    assert a.traces["l"]["s"].sum() > 0
+    quantize(g)  # refused before: "synapse 'fc' (Affine) has 2 inputs"
