@@ -201,6 +201,14 @@ def test_model_exports_exactly_and_emulator_equals_lava(lava, kind):
             assert bad.size == 0, f"{kind}: {n}.{k} differs first at {bad[0].tolist()}"
     last = [n for n in probes if n in ("lo", "l2")]
     assert last and emu.counts[last[0]].sum() > 0, f"{kind}: the last layer never spiked"
+    # and the placer maps the lowered layers (independent checker: every neuron once, no core over a limit)
+    from placement_checker import check_placement
+
+    from spikedeploy.partition import partition
+    from spikedeploy.targets.spec import get_target
+
+    target = get_target("loihi2")
+    check_placement(qg.graph, partition(qg.graph, target, qgraph=qg), target, qgraph=qg)
 
 
 # ---- (a) hand-computed rules ----------------------------------------------------------------------
