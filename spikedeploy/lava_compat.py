@@ -161,7 +161,31 @@ def lava_ready() -> None:
     _stub_object_detection()
     _patch_ports()
     _patch_error_reporting()
+    _import_message_infrastructure()
     _done = True
+
+
+def _import_message_infrastructure() -> None:
+    """Lava's multiprocessing module calls mp.set_start_method('fork') at import, which raises "context has
+    already been set" once anything has fixed the default context -- tqdm's lock does, and torch.fx's
+    Interpreter creates one when tqdm is installed, so an export before a Lava run broke it. Import it with
+    that call tolerated when the context already is the one asked for."""
+    name = "lava.magma.runtime.message_infrastructure.multiprocessing"
+    if name in sys.modules:
+        return
+    import multiprocessing as mp
+
+    original = mp.set_start_method
+
+    def tolerant(method, force=False):
+        if mp.get_start_method(allow_none=True) != method:
+            original(method, force=force)
+
+    mp.set_start_method = tolerant
+    try:
+        importlib.import_module(name)
+    finally:
+        mp.set_start_method = original
 
 
 def netx():
