@@ -311,6 +311,7 @@ class Plan:
     const_fx: set[str] = field(default_factory=set)  # fx nodes whose value does not depend on inputs
     val_srcs: dict[str, list[str]] = field(default_factory=dict)  # fx value -> graph nodes it sums
     layouts: dict[str, np.ndarray] = field(default_factory=dict)  # spiking node in a permuted view -> its idx
+    slices: dict[str, tuple[int, int]] = field(default_factory=dict)  # part of a split neuron -> dim-1 range
 
 
 def _f64(t) -> np.ndarray:
@@ -488,6 +489,8 @@ class _Builder:
             xv = self.vals.get(n.args[0].name) if n.args and isinstance(n.args[0], fx.Node) else None
             if xv is not None and xv.kind == "view":
                 self._neuron_view(n, m, path, xv)
+            elif xv is not None and xv.kind == "cat":
+                self._neuron_cat(n, m, path, xv)
             else:
                 self._neuron(n, m, path)
             return
@@ -760,6 +763,44 @@ class _Builder:
         if out.kind == "sig":
             out.kind = "view"
         self.plan.layouts[name] = xv.idx
+
+    def _neuron_cat(self, n: fx.Node, m, path: str, xc: Val) -> None:
+        """A neuron layer over a concatenation: neurons are elementwise, so it is one layer per part (its slice
+        of the parameters), each fed by its part (an identity Scale where the part is not a synapse), and its
+        spikes are the same concatenation, kept lazy for the Linear/Conv that reads it: an index mapping."""
+        if snn is not None and isinstance(m, snn.RLeaky):
+            raise UnsupportedError(f"module '{path}' (RLeaky) reads a torch.cat; its recurrent weights would span the "
+                                   "parts; apply it before the concatenation")
+        a = n.args[0]
+        self.vals[a.name] = Val("sig", [], fx_name=xc.fx_name)  # built unconnected, then split per part
+        try:
+            self._neuron(n, m, path)
+        finally:
+            self.vals[a.name] = xc
+        out = self.vals[n.name]
+        full = out.srcs[0]
+        node = self.g.nodes.pop(full)
+        self.g.edges = [e for e in self.g.edges if full not in e]
+        del self.plan.spikes[full], self.plan.membranes[full]
+        parts, off = [], 0
+        for i, (part, size) in enumerate(xc.parts):
+            srcs = [s if self._chip_synapse_end(s) or self.g.nodes[s].placement != "chip"
+                    else self.new(f"{path}.part{i}.in", "Scale", {"scale": np.asarray(1.0)}, [s]) for s in part.srcs]
+            params = {k: v[off:off + size].copy() if isinstance(v, np.ndarray) and v.ndim > 0 else v
+                      for k, v in node.params.items()}
+            name = self.new(f"{path}.part{i}", node.op, params, srcs, placement=node.placement)
+            self.g.nodes[name].meta.update({k: v[off:off + size].copy() if isinstance(v, np.ndarray) and v.ndim > 0
+                                            else v for k, v in node.meta.items()})
+            self.plan.spikes[name] = n.name
+            self.plan.membranes[name] = path
+            self.plan.slices[name] = (off, off + size)
+            parts.append((Val("sig", [name], fx_name=n.name, base=(size, *part.base[1:])), size))
+            off += size
+        self.plan.rewrites.append(f"module '{path}' reads torch.cat '{xc.fx_name}': one neuron layer per part "
+                                  f"({', '.join(v.srcs[0] for v, _ in parts)}; exact: neurons are elementwise)")
+        out.parts, out.base = parts, xc.base
+        if out.kind == "sig":
+            self.vals[n.name] = Val("cat", parts=parts, base=xc.base, fx_name=n.name)
 
     def _linear_view(self, n: fx.Node, m: nn.Linear, path: str, v: Val) -> None:
         """Linear on a multi-dim or permuted signal. Over the last dim of a token view [N, D] whose chip layout
@@ -1079,7 +1120,9 @@ class _Builder:
         if n.op == "call_function" and tgt is operator.getitem and vals[0].kind == "tuple":
             idx = n.args[1]
             src = vals[0].srcs[0]
-            if idx == 0:
+            if idx == 0 and vals[0].parts:  # spikes of a neuron layer split over a concatenation
+                self.vals[n.name] = Val("cat", parts=vals[0].parts, base=vals[0].base, fx_name=n.name)
+            elif idx == 0:
                 self.vals[n.name] = self._like(vals[0], [src], n.name)
             else:
                 self.vals[n.name] = Val("mem", [src], fx_name=n.name)
@@ -1178,8 +1221,8 @@ class _Builder:
         if flat and not any(v.host or v.kind != "sig" for v in vals):
             self.vals[n.name] = Val("cat", parts=[(v, self.shape(a)[0]) for v, a in zip(vals, parts_fx, strict=True)],
                                     fx_name=n.name)
-            if all(u.op == "call_module" and isinstance(self.gm.get_submodule(u.target), nn.Linear)
-                   for u in n.users):
+            if all(u.op == "call_module" and (isinstance(self.gm.get_submodule(u.target), nn.Linear)
+                                              or self._splittable_neuron(u)) for u in n.users):
                 return
         rank = len(self.shape(parts_fx[0])) + 1
         channel = all(len(self.shape(a)) >= 2 for a in parts_fx) and dim in (1, 1 - rank)
@@ -1193,8 +1236,17 @@ class _Builder:
         self.materialize_cat(n)
         self.g.nodes[self.vals[n.name].srcs[0]].meta["dim"] = int(dim)
 
+    def _splittable_neuron(self, u: fx.Node) -> bool:
+        if u.op != "call_module":
+            return False
+        m = self.gm.get_submodule(u.target)
+        return is_neuron(m) and not (snn is not None and isinstance(m, snn.RLeaky))
+
     def _reads_channel_cat(self, u: fx.Node) -> bool:
-        """A user that can take a channel concatenation part by part: a Conv (groups 1), a flatten from dim 1."""
+        """A user that can take a channel concatenation part by part: a Conv (groups 1), a flatten from dim 1,
+        a neuron layer (split per part)."""
+        if self._splittable_neuron(u):
+            return True
         if u.op == "call_module":
             m = self.gm.get_submodule(u.target)
             return isinstance(m, nn.Conv1d | nn.Conv2d) and m.groups == 1 or \

@@ -153,9 +153,31 @@ class CatNet(nn.Module):
         return c, self.lo(self.f(torch.cat((a, b), 1).flatten(1)))[0]
 
 
+class CatNeuronNet(nn.Module):
+    """torch.cat straight into neuron layers (per-neuron beta), whose spikes feed a Conv and a Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.la = nn.Conv2d(1, 3, 3, padding=1, bias=False), leaky()
+        self.b, self.lb = nn.Conv2d(1, 2, 3, padding=1, bias=False), leaky()
+        self.lc = snn.Leaky(beta=torch.rand(5, 6, 6) * 0.5 + 0.4, threshold=0.5, **Z)
+        self.c, self.ld = nn.Conv2d(5, 4, 3, stride=2), leaky(0.4)
+        self.fa, self.fb, self.le = nn.Linear(36, 4, bias=False), nn.Linear(36, 3, bias=False), leaky()
+        self.f, self.lo = nn.Linear(7, 3), leaky(0.2, 0.9)
+
+    def forward(self, x):
+        a, _ = self.la(self.a(x))
+        b, _ = self.lb(self.b(x))
+        c, _ = self.lc(torch.cat([a, b], dim=1))
+        d, _ = self.ld(self.c(c))
+        f = x.flatten(1)
+        e, _ = self.le(torch.cat([self.fa(f), self.fb(f)], dim=1))
+        return d, self.lo(self.f(e))[0]
+
+
 MODELS = {"and": (AndNet, (6,)), "or": (OrNet, (1, 8, 8)), "residual": (ResNet, (6,)),
           "scale": (ScaleNet, (6,)), "conv_pool": (PoolNet, (1, 16, 16)), "tokens": (TokenNet, (1, 4, 4)),
-          "cat": (CatNet, (1, 6, 6))}
+          "cat": (CatNet, (1, 6, 6)), "cat_neuron": (CatNeuronNet, (1, 6, 6))}
 
 
 def spikes(shape, rate=0.4, seed=0):
@@ -606,3 +628,19 @@ def test_a_read_graph_with_a_summing_synapse_is_split_per_source():
     np.testing.assert_allclose(b.traces["l"]["v"], a.traces["l"]["v"], rtol=0, atol=1e-12)
     assert a.traces["l"]["s"].sum() > 0
     quantize(g)  # refused before: "synapse 'fc' (Affine) has 2 inputs"
+
+
+def test_neuron_over_a_concatenation_is_one_layer_per_part():
+    r, _ = exported("cat_neuron")
+    g = r.graph
+    torch.manual_seed(0)
+    m = CatNeuronNet().eval()
+    assert "lc" not in g.nodes and not [v for v in g.nodes.values() if v.op == "Concat"]
+    assert g.nodes["lc.part0"].out_shape == (3, 6, 6) and g.nodes["lc.part1"].out_shape == (2, 6, 6)
+    # each part keeps its slice of the per-neuron parameters (tau = dt / (1 - beta))
+    beta = m.lc.beta.detach().clamp(0, 1).double().numpy()
+    np.testing.assert_allclose(g.nodes["lc.part1"].params["tau"], 1e-3 / (1 - beta[3:]))
+    assert [g.nodes[p].op for p in g.predecessors("lc.part0")] == ["Scale"]  # spikes reach neurons via synapses
+    assert g.predecessors("lc.part0.in") == ["la"] and g.predecessors("lc.part1.in") == ["lb"]
+    assert sorted(g.predecessors("le.part0") + g.predecessors("le.part1")) == ["fa", "fb"]
+    assert r.check["identical"]
