@@ -34,6 +34,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from ..align import align_branches
 from ..errors import UnsupportedError
 from ..graph import Graph, Node
 
@@ -84,6 +85,37 @@ GLUE_FUNCTIONS = {
     operator.getitem, operator.truediv, operator.mul, operator.add, torch.stack, torch.max, torch.argmax,
     torch.norm, getattr, torch.logsumexp, torch.amax, torch.chunk, torch.split,
 }
+
+
+# Thresholds of the AND / OR lowerings. Spikes fire on strictly greater (simulate_float, snnTorch, Lava), so
+# AND of two 0/1 inputs needs a threshold in [1, 2) and OR over a window one in [0, 1); the midpoints keep the
+# largest margin to the integer sums on either side once weights are quantized.
+AND_THRESHOLD = 1.5
+OR_THRESHOLD = 0.5
+
+
+# Pure layout ops: on chip a permuted view is only wiring (the builder tracks it, see Val.idx).
+LAYOUT_METHODS = {"transpose", "permute", "reshape", "view", "flatten", "unsqueeze", "squeeze", "contiguous", "t",
+                  "unflatten"}
+LAYOUT_FUNCTIONS = {torch.transpose, torch.permute, torch.reshape, torch.flatten, torch.unsqueeze, torch.squeeze}
+
+
+def _identity(idx: np.ndarray) -> bool:
+    return bool(np.array_equal(idx.ravel(), np.arange(idx.size)))
+
+
+def _same_view(a, b) -> bool:
+    if a.idx is None or b.idx is None:
+        return a.idx is None and b.idx is None
+    return a.base == b.base and np.array_equal(a.idx, b.idx)
+
+
+def _maxpool_args(n: fx.Node) -> dict:
+    """F.max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False)."""
+    names = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+    a = dict(zip(names, n.args, strict=False))
+    a.update(n.kwargs)
+    return a
 
 
 def is_neuron(m: nn.Module) -> bool:
@@ -288,11 +320,15 @@ class Val:
     """What an fx value is in the Graph: the sum of `srcs` (chip or host nodes), a constant, a membrane
     (not a signal NIR carries), or a lazy concatenation that a following Linear may split."""
 
-    kind: str  # "sig" | "const" | "mem" | "cat" | "tuple"
+    kind: str  # "sig" | "const" | "mem" | "cat" | "tuple" | "view"
     srcs: list[str] = field(default_factory=list)
     host: bool = False
     parts: list[tuple[Val, int]] = field(default_factory=list)
     fx_name: str = ""
+    # kind "view": a permuted view (transpose/permute/reshape) of the graph nodes' channel-first layout `base`:
+    # the torch element at position p is graph element idx[p] (flat, C order). Free on chip: only wiring.
+    idx: np.ndarray | None = None
+    base: tuple[int, ...] = ()
 
 
 @dataclass
@@ -311,6 +347,8 @@ class Plan:
     const_fx: set[str] = field(default_factory=set)  # fx nodes whose value does not depend on inputs
     val_srcs: dict[str, list[str]] = field(default_factory=dict)  # fx value -> graph nodes it sums
     defining: dict[str, str] = field(default_factory=dict)  # graph node -> the fx node that created it
+    layouts: dict[str, np.ndarray] = field(default_factory=dict)  # spiking node in a permuted view -> its idx
+    slices: dict[str, tuple[int, int]] = field(default_factory=dict)  # part of a split neuron -> dim-1 range
 
 
 def _f64(t) -> np.ndarray:
@@ -379,6 +417,21 @@ class _Builder:
             )
         if v.kind == "cat":
             return self.materialize_cat(a)
+        if v.kind == "view":
+            if np.array_equal(v.idx.ravel(), np.arange(v.idx.size)):  # torch order is the graph order
+                return Val("sig", list(v.srcs), fx_name=v.fx_name)
+            if self._is_host_op(user) or user.name in getattr(self, "host_glue", ()):
+                # the host reads the chip's values in torch order: the index map (Plan.layouts of the source
+                # layer) reorders them at the chip->host boundary, as the ONNX part expects
+                for s in v.srcs:
+                    self.plan.layouts.setdefault(s, v.idx)
+                self.plan.rewrites.append(f"{_where(self.gm, user)} reads token view '{a.name}' on the host: the chip "
+                                          f"sends its {list(v.base)} layout, reordered by Plan.layouts (exact)")
+                return Val("sig", list(v.srcs), fx_name=v.fx_name)
+            raise UnsupportedError(
+                f"{_where(self.gm, user)} reads a permuted token view ({a.name}, shape {list(v.idx.shape)} over the "
+                f"chip layout {list(v.base)}); on chip a permuted view feeds only Linear (over its last dim or after "
+                "a flatten), neurons, BatchNorm1d, AND, sums and token means; transpose it back first")
         if v.kind == "tuple":
             raise UnsupportedError(f"{_where(self.gm, user)} takes a tuple ({a.name}); index it first")
         return v
@@ -427,9 +480,20 @@ class _Builder:
             elif v.kind == "sig":
                 self.plan.val_srcs[k] = list(v.srcs)
         g = self.g
+        self._align()
         g.meta["rewrites"] = list(self.plan.rewrites)
         g.meta["deviations"] = list(self.plan.deviations)
         return g, self.plan
+
+    def _align(self) -> None:
+        """Relay neurons on the shorter branch of every merge, so that the chip's one step per synapse keeps
+        merged branches in step (spikedeploy/align.py); the zero-delay graph, which the check runs, is unchanged."""
+        try:
+            self.plan.rewrites += align_branches(self.g)
+        except UnsupportedError as e:
+            if not self.allow:
+                raise UnsupportedError(f"{e} (or export with allow_approximate=True to record it as a deviation)") from e
+            self.plan.deviations.append(f"on chip: {e}")
 
     def _host_glue(self, nodes: list[fx.Node]) -> set[str]:
         """Shape glue on chip values that only feeds host ops (e.g. k.transpose before q @ k^T)."""
@@ -444,6 +508,7 @@ class _Builder:
             if all(u.name in host_like or self._is_host_op(u) for u in n.users):
                 if n.op == "call_method" and n.target in GLUE_METHODS or n.target in GLUE_FUNCTIONS:
                     host_like.add(n.name)
+        self.host_glue = host_like
         return host_like
 
     def _is_host_op(self, n: fx.Node) -> bool:
@@ -463,7 +528,13 @@ class _Builder:
         m = self.gm.get_submodule(n.target)
         path = str(n.target)
         if is_neuron(m):
-            self._neuron(n, m, path)
+            xv = self.vals.get(n.args[0].name) if n.args and isinstance(n.args[0], fx.Node) else None
+            if xv is not None and xv.kind == "view":
+                self._neuron_view(n, m, path, xv)
+            elif xv is not None and xv.kind == "cat":
+                self._neuron_cat(n, m, path, xv)
+            else:
+                self._neuron(n, m, path)
             return
         if any(path == p or path.startswith(p + ".") for p in self.host_modules):
             self._host_node(n, "HostOp", self.tensor_args(n), reason="marked for the host (host_modules)")
@@ -473,6 +544,10 @@ class _Builder:
             return
         ins = self.tensor_args(n)
         any_host = any(self.vals[a.name].host for a in ins)
+        if isinstance(m, nn.MaxPool2d) and ins and self._lower_or(n, ins[0], {
+                "kernel_size": m.kernel_size, "stride": m.stride, "padding": m.padding, "dilation": m.dilation,
+                "ceil_mode": m.ceil_mode, "return_indices": m.return_indices}):
+            return
         if isinstance(m, tuple(HOST_MODULES)):
             self._host_node(n, HOST_MODULES[type(m)], ins)
             return
@@ -481,15 +556,28 @@ class _Builder:
             if x.kind == "cat":
                 self._split_linear(n, m, x)
                 return
+            if x.kind == "view" or x.kind == "sig" and not x.host and len(self.shape(n.args[0])) > 1:
+                self._linear_view(n, m, path, self._as_view(n.args[0], x))
+                return
+            if x.host and len(self.shape(n.args[0])) > 1:
+                self.refuse(n, f"applies a Linear over the last dim of a {list(self.shape(n.args[0]))} host value "
+                               "(token-major); the chip computes it only on a channel-first layout",
+                            "keep this Linear in the host part, or make it an nn.Conv1d(kernel_size=1) over a "
+                            "channel-first [D, N] value")
+                self._host_node(n, "HostOp", ins)
+                return
             x = self.sig(n.args[0], n)
             w = _f64(m.weight)
-            if m.bias is not None:
-                name = self.new(path, "Affine", {"weight": w, "bias": _f64(m.bias)}, x)
-            else:
-                name = self.new(path, "Linear", {"weight": w}, x)
-            self.vals[n.name] = Val("sig", [name], fx_name=n.name)
+            names = self._per_source(n, path, x, lambda first: (
+                ("Affine", {"weight": w, "bias": _f64(m.bias)}) if first and m.bias is not None
+                else ("Linear", {"weight": w})))
+            self.vals[n.name] = Val("sig", names, fx_name=n.name)
             return
         if isinstance(m, nn.Conv1d | nn.Conv2d):
+            xc = self.vals[n.args[0].name]
+            if xc.kind == "cat" and xc.base == ("channel",):
+                self._split_conv(n, m, path, xc)
+                return
             x = self.sig(n.args[0], n)
             nd = 1 if isinstance(m, nn.Conv1d) else 2
             if m.padding_mode != "zeros":
@@ -500,8 +588,9 @@ class _Builder:
                 "padding": m.padding if isinstance(m.padding, str) else np.asarray(m.padding),
                 "input_shape": np.asarray(self.shape(n.args[0])[1:]),
             }
-            name = self.new(path, f"Conv{nd}d", params, x)
-            self.vals[n.name] = Val("sig", [name], fx_name=n.name)
+            names = self._per_source(n, path, x, lambda first: (
+                f"Conv{nd}d", params if first else {**params, "bias": None}))
+            self.vals[n.name] = Val("sig", names, fx_name=n.name)
             return
         if isinstance(m, nn.AvgPool2d):
             x = self.sig(n.args[0], n)
@@ -511,8 +600,9 @@ class _Builder:
                                "the average", "use AvgPool2d(k, stride, padding) with the defaults")
             k = np.asarray(torch.nn.modules.utils._pair(m.kernel_size))
             st = np.asarray(torch.nn.modules.utils._pair(m.stride if m.stride is not None else m.kernel_size))
-            name = self.new(path, "AvgPool2d", {"kernel_size": k, "stride": st, "padding": pad}, x)
-            self.vals[n.name] = Val("sig", [name], fx_name=n.name)
+            names = self._per_source(n, path, x, lambda first: (
+                "AvgPool2d", {"kernel_size": k, "stride": st, "padding": pad}))
+            self.vals[n.name] = Val("sig", names, fx_name=n.name)
             return
         if isinstance(m, nn.Flatten):
             self._flatten(n, path, int(m.start_dim), int(m.end_dim))
@@ -527,22 +617,388 @@ class _Builder:
         self._host_node(n, "HostOp", ins, reason="no chip equivalent (chip layers: Linear, Conv1d/2d, AvgPool2d, "
                         "Flatten, BatchNorm folded, spiking neurons)")
 
+    # -- exact lowerings of fusion ops onto chip primitives (README "Operations") -------------------
+    def _per_source(self, n: fx.Node, path: str, x: Val, make) -> list[str]:
+        """One node per source of a summed value (a residual `a + b`): on chip a synapse reads one source,
+        and the target neurons sum what their synapses deliver, so W(a + b) = Wa + Wb is exact.
+        `make(first)` gives (op, params); the caller leaves any bias on the first copy only."""
+        names = []
+        for i, s in enumerate(x.srcs or [None]):
+            op, params = make(i == 0)
+            params = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in params.items()}
+            names.append(self.new(path if i == 0 else f"{path}.src{i}", op, params, [s] if s else []))
+        if len(names) > 1:
+            self.plan.rewrites.append(
+                f"{_where(self.gm, n)} reads a sum of {len(names)} sources: one {self.g.nodes[names[0]].op}"
+                f" per source ({', '.join(names)}) into the same target (exact: W(a+b) = Wa + Wb)")
+        return names
+
+    def _chip_synapse_end(self, name: str) -> bool:
+        """Whether `name` ends a chain of chip synapse ops (Flatten skipped): what a neuron may read."""
+        while self.g.nodes[name].spec.family == "shape":
+            preds = self.g.predecessors(name)
+            if len(preds) != 1:
+                return False
+            name = preds[0]
+        node = self.g.nodes[name]
+        return node.spec.family == "synapse" and node.placement == "chip"
+
+    def _neuron_input(self, path: str, x: Val) -> Val:
+        """A sum of sources straight into a neuron (`lif(a + b)`, a residual of spikes): every chip source
+        that is not already a synapse gets an identity Scale synapse, because on chip every neuron input
+        arrives through a synapse (exact: weight 1, one synapse per element)."""
+        if len(x.srcs) < 2 or x.host:
+            return x
+        srcs = []
+        for i, s in enumerate(x.srcs):
+            if self.g.nodes[s].placement == "chip" and not self._chip_synapse_end(s):
+                s = self.new(f"{path}.in{i}", "Scale", {"scale": np.asarray(1.0)}, [s])
+                self.plan.rewrites.append(f"sum into neuron '{path}': identity Scale synapse '{s}' for source "
+                                          f"'{self.g.predecessors(s)[0]}' (exact)")
+            srcs.append(s)
+        return Val("sig", srcs, fx_name=x.fx_name)
+
+    def _binary(self, v: Val | None) -> bool:
+        """The value is 0/1 spikes: one spiking neuron's output, through pure shape nodes. AND/OR are exact
+        lowerings only on such values (a sum of spikes or an analog value is not binary)."""
+        if v is None or v.kind not in ("sig", "view") or v.host or len(v.srcs) != 1:
+            return False
+        s = v.srcs[0]
+        while self.g.nodes[s].spec.family == "shape":
+            preds = self.g.predecessors(s)
+            if len(preds) != 1:
+                return False
+            s = preds[0]
+        return self.g.nodes[s].spec.spiking and self.g.nodes[s].placement == "chip"
+
+    def _feeds_chip(self, n: fx.Node) -> bool:
+        """Whether the value of `n` reaches a chip layer or a model output other than through host ops;
+        a product only host ops read stays on the host with them (no chip->host crossing is saved)."""
+        todo, seen = list(n.users), set()
+        while todo:
+            u = todo.pop()
+            if u in seen:
+                continue
+            seen.add(u)
+            if u.op == "output":
+                return True
+            if u.op == "call_module":
+                m = self.gm.get_submodule(u.target)
+                if is_neuron(m) or isinstance(m, CHIP_MODULES):
+                    return True
+            if self._is_host_op(u) and not (u.op == "call_module" and isinstance(self.gm.get_submodule(u.target),
+                                                                                  nn.MaxPool2d)):
+                continue
+            todo.extend(u.users)
+        return False
+
+    def _lower_and(self, n: fx.Node, ins: list[fx.Node]) -> bool:
+        """spike x spike (elementwise) -> identity Scale per operand into Threshold(1.5): a AND b."""
+        va, vb = (self.vals.get(a.name) for a in ins)
+        shp = self.shape(n)
+        if not (self._binary(va) and self._binary(vb)) or self.shape(ins[0]) != shp or self.shape(ins[1]) != shp \
+                or not _same_view(va, vb) or not self._feeds_chip(n):
+            return False
+        if va.srcs == vb.srcs:  # x * x = x: both operands through one synapse of weight 2
+            syn = [self.new(f"{n.name}.and", "Scale", {"scale": np.asarray(2.0)}, va)]
+        else:
+            syn = [self.new(f"{n.name}.and_{k}", "Scale", {"scale": np.asarray(1.0)}, v)
+                   for k, v in (("a", va), ("b", vb))]
+        thr = self.new(n.name, "Threshold", {"threshold": np.asarray(AND_THRESHOLD)}, syn)
+        self.plan.spikes[thr] = n.name
+        self.plan.rewrites.append(f"{_where(self.gm, n)}: spike x spike lowered to AND: identity Scale per operand "
+                                  f"into Threshold '{thr}' (a + b > {AND_THRESHOLD}; exact for 0/1 spikes)")
+        self.vals[n.name] = self._like(va, [thr], n.name)
+        if va.idx is not None:
+            self.plan.layouts[thr] = va.idx
+        return True
+
+    def _lower_or(self, n: fx.Node, x_fx: fx.Node, a: dict) -> bool:
+        """MaxPool2d on spikes -> SumPool2d (same kernel, stride, padding) into Threshold(0.5): OR over the
+        window. torch pads with -inf, SumPool with 0: for spikes >= 0 both give the OR of the valid taps."""
+        v = self.vals.get(x_fx.name)
+        if v is not None and v.kind == "view":
+            if not _identity(v.idx):
+                return False
+            v = Val("sig", list(v.srcs), fx_name=v.fx_name)
+        if not self._binary(v) or a.get("ceil_mode") or a.get("return_indices") or len(self.shape(x_fx)) != 3:
+            return False
+        k = torch.nn.modules.utils._pair(a["kernel_size"])
+        st = torch.nn.modules.utils._pair(a.get("stride") or a["kernel_size"])
+        pd = torch.nn.modules.utils._pair(a.get("padding") or 0)
+        if torch.nn.modules.utils._pair(a.get("dilation") or 1) != (1, 1):
+            return False
+        path = str(n.target) if n.op == "call_module" else n.name
+        pool = self.new(f"{path}.sum", "SumPool2d", {"kernel_size": np.asarray(k), "stride": np.asarray(st),
+                                                     "padding": np.asarray(pd)}, v)
+        thr = self.new(path, "Threshold", {"threshold": np.asarray(OR_THRESHOLD)}, [pool])
+        self.plan.spikes[thr] = n.name
+        self.plan.rewrites.append(f"{_where(self.gm, n)}: max pooling of spikes lowered to OR: SumPool2d '{pool}' "
+                                  f"into Threshold '{thr}' (count > {OR_THRESHOLD}; exact for 0/1 spikes)")
+        self.vals[n.name] = Val("sig", [thr], fx_name=n.name)
+        return True
+
+    # -- token layouts: permuted views of channel-first chip tensors -------------------------------
+    def _like(self, v: Val, srcs: list[str], fx_name: str) -> Val:
+        """A signal over `srcs` in the same layout as `v` (a view if `v` is one)."""
+        if v.idx is not None:
+            return Val("view", list(srcs), idx=v.idx, base=v.base, fx_name=fx_name)
+        return Val("sig", list(srcs), fx_name=fx_name)
+
+    def _as_view(self, a: fx.Node, v: Val) -> Val:
+        if v.kind == "view":
+            return v
+        ts = self.shape(a)
+        return Val("view", list(v.srcs), idx=np.arange(int(np.prod(ts))).reshape(ts), base=ts, fx_name=v.fx_name)
+
+    def _layout(self, n: fx.Node, ins: list[fx.Node], vals: list[Val], host_glue: set[str]) -> bool:
+        """transpose / permute / reshape / view / unsqueeze ... of a chip signal: a new index map, no node.
+        (flatten and reshapes to a vector of a plain signal keep their graph Flatten node.)"""
+        tgt = n.target
+        if not (n.op == "call_method" and tgt in LAYOUT_METHODS or n.op == "call_function" and tgt in LAYOUT_FUNCTIONS):
+            return False
+        if len(ins) != 1 or vals[0].host or n.name in host_glue or vals[0].kind not in ("sig", "view") \
+                or not vals[0].srcs:
+            return False
+        v = vals[0]
+        if v.kind == "sig":
+            if tgt in ("flatten", torch.flatten) or len(self.shape(n)) == 1 and tgt in ("view", "reshape", torch.reshape):
+                return False
+            v = self._as_view(ins[0], v)
+        x = self.rec.get(ins[0].name)
+        x = x[0] if isinstance(x, tuple) else x
+        B = int(x.shape[0])
+        t = torch.as_tensor(v.idx).unsqueeze(0).expand(B, *v.idx.shape).contiguous()
+        try:
+            args = fx.node.map_arg(n.args, lambda z: t if z is ins[0] else self.rec[z.name])
+            kwargs = fx.node.map_arg(n.kwargs, lambda z: t if z is ins[0] else self.rec[z.name])
+            r = getattr(t, tgt)(*args[1:], **kwargs) if n.op == "call_method" else tgt(*args, **kwargs)
+        except Exception:  # noqa: BLE001 - anything torch refuses here is not a pure layout op
+            return False
+        if not isinstance(r, torch.Tensor) or r.dim() == 0 or r.shape[0] != B or tuple(r.shape[1:]) != self.shape(n) \
+                or not torch.equal(r, r[:1].expand_as(r)):
+            return False  # it mixes the batch into the layout
+        self.vals[n.name] = Val("view", list(v.srcs), idx=r[0].numpy().copy(), base=v.base, fx_name=n.name)
+        return True
+
+    def _neuron_view(self, n: fx.Node, m, path: str, xv: Val) -> None:
+        """Neurons are elementwise: the layer lives in the chip layout `xv.base`; per-neuron parameters are
+        permuted from torch order into it, and its spikes are the same view."""
+        if snn is not None and isinstance(m, snn.RLeaky):
+            raise UnsupportedError(f"module '{path}' (RLeaky) reads a permuted token view; its recurrent weights would "
+                                   "need the same permutation; transpose the tokens back to channel-first first")
+        a = n.args[0]
+        self.vals[a.name] = Val("sig", list(xv.srcs), fx_name=xv.fx_name)
+        try:
+            self._neuron(n, m, path)
+        finally:
+            self.vals[a.name] = xv
+        out = self.vals[n.name]
+        name = out.srcs[0]
+        node = self.g.nodes[name]
+        perm = xv.idx.ravel()
+        for d in (node.params, node.meta):
+            for k, val in list(d.items()):
+                if isinstance(val, np.ndarray) and val.ndim > 0 and val.size == perm.size:
+                    gv = np.empty(perm.size, dtype=val.dtype)
+                    gv[perm] = val.ravel()
+                    d[k] = gv.reshape(xv.base)
+        out.idx, out.base = xv.idx, xv.base
+        if out.kind == "sig":
+            out.kind = "view"
+        self.plan.layouts[name] = xv.idx
+
+    def _neuron_cat(self, n: fx.Node, m, path: str, xc: Val) -> None:
+        """A neuron layer over a concatenation: neurons are elementwise, so it is one layer per part (its slice
+        of the parameters), each fed by its part (an identity Scale where the part is not a synapse), and its
+        spikes are the same concatenation, kept lazy for the Linear/Conv that reads it: an index mapping."""
+        if snn is not None and isinstance(m, snn.RLeaky):
+            raise UnsupportedError(f"module '{path}' (RLeaky) reads a torch.cat; its recurrent weights would span the "
+                                   "parts; apply it before the concatenation")
+        a = n.args[0]
+        self.vals[a.name] = Val("sig", [], fx_name=xc.fx_name)  # built unconnected, then split per part
+        try:
+            self._neuron(n, m, path)
+        finally:
+            self.vals[a.name] = xc
+        out = self.vals[n.name]
+        full = out.srcs[0]
+        node = self.g.nodes.pop(full)
+        self.g.edges = [e for e in self.g.edges if full not in e]
+        del self.plan.spikes[full], self.plan.membranes[full]
+        parts, off = [], 0
+        for i, (part, size) in enumerate(xc.parts):
+            srcs = [s if self._chip_synapse_end(s) or self.g.nodes[s].placement != "chip"
+                    else self.new(f"{path}.part{i}.in", "Scale", {"scale": np.asarray(1.0)}, [s]) for s in part.srcs]
+            params = {k: v[off:off + size].copy() if isinstance(v, np.ndarray) and v.ndim > 0 else v
+                      for k, v in node.params.items()}
+            name = self.new(f"{path}.part{i}", node.op, params, srcs, placement=node.placement)
+            self.g.nodes[name].meta.update({k: v[off:off + size].copy() if isinstance(v, np.ndarray) and v.ndim > 0
+                                            else v for k, v in node.meta.items()})
+            self.plan.spikes[name] = n.name
+            self.plan.membranes[name] = path
+            self.plan.slices[name] = (off, off + size)
+            parts.append((Val("sig", [name], fx_name=n.name, base=(size, *part.base[1:])), size))
+            off += size
+        self.plan.rewrites.append(f"module '{path}' reads torch.cat '{xc.fx_name}': one neuron layer per part "
+                                  f"({', '.join(v.srcs[0] for v, _ in parts)}; exact: neurons are elementwise)")
+        out.parts, out.base = parts, xc.base
+        if out.kind == "sig":
+            self.vals[n.name] = Val("cat", parts=parts, base=xc.base, fx_name=n.name)
+
+    def _linear_view(self, n: fx.Node, m: nn.Linear, path: str, v: Val) -> None:
+        """Linear on a multi-dim or permuted signal. Over the last dim of a token view [N, D] whose chip layout
+        is channel-first [D, N]: a Conv1d with kernel 1 (the weights shared by the N tokens: N·D·D_out synapses).
+        On a vector view: the permutation folded into the Dense's columns (after a Flatten of the layout)."""
+        w = _f64(m.weight)
+        b = None if m.bias is None else _f64(m.bias)
+        t = v.idx
+        x = Val("sig", list(v.srcs), fx_name=v.fx_name)
+        if t.ndim == 1:
+            wg = np.zeros((w.shape[0], t.size))
+            wg[:, t] = w
+            if len(v.base) > 1:
+                x = Val("sig", self._per_source(n, f"{path}.flat", x, lambda first: (
+                    "Flatten", {"start_dim": 0, "end_dim": -1, "input_shape": np.asarray(v.base)})))
+            names = self._per_source(n, path, x, lambda first: (
+                ("Affine", {"weight": wg, "bias": b}) if first and b is not None else ("Linear", {"weight": wg})))
+            if not _identity(t):
+                self.plan.rewrites.append(f"{_where(self.gm, n)}: the permuted view it reads folded into its columns "
+                                          "(exact; no node)")
+            self.vals[n.name] = Val("sig", names, fx_name=n.name)
+            return
+        if t.ndim == 2 and np.array_equal(t, np.arange(t.size).reshape(t.shape[1], t.shape[0]).T):
+            N, D = t.shape
+            if len(v.base) != 2:  # a conv map [C, H, W] seen as tokens: [C, H·W] on chip (Flatten from dim 1)
+                x = Val("sig", self._per_source(n, f"{path}.flat", x, lambda first: (
+                    "Flatten", {"start_dim": 1, "end_dim": -1, "input_shape": np.asarray(v.base)})))
+            params = {"weight": w[:, :, None], "bias": b, "stride": np.asarray([1]), "padding": np.asarray([0]),
+                      "dilation": np.asarray([1]), "groups": 1, "input_shape": np.asarray([N])}
+            names = self._per_source(n, path, x, lambda first: ("Conv1d", params if first else {**params, "bias": None}))
+            d_out = w.shape[0]
+            self.plan.rewrites.append(
+                f"{_where(self.gm, n)} over the last dim of token view [{N}, {D}]: Conv1d with kernel 1 on the chip "
+                f"layout [{D}, {N}] ({N * D * d_out} synapses, weights shared by the tokens; exact)")
+            self.vals[n.name] = Val("view", names, idx=np.arange(d_out * N).reshape(d_out, N).T, base=(d_out, N),
+                                    fx_name=n.name)
+            return
+        self.refuse(n, f"applies a Linear over the last dim of a {list(t.shape)} signal laid out token-major on chip",
+                    "build the tokens channel-first (x.flatten(2).transpose(1, 2) of a conv map [C, H, W]) so that "
+                    "the Linear becomes a kernel-1 Conv1d, or flatten the tokens before the Linear")
+        self._host_node(n, "HostOp", [n.args[0]])
+
+    def _mean(self, n: fx.Node, a: fx.Node, v: Val) -> bool:
+        """Mean over token (or other non-batch) dims: a synapse with weights 1/count. Over the positions of a
+        channel-first [D, N] layout it is a grouped Conv1d (D·N synapses); otherwise a Dense."""
+        dims = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim")
+        if dims is None or n.kwargs.get("dtype") is not None:
+            return False
+        ts, out = self.shape(a), self.shape(n)
+        rank = len(ts) + 1
+        tdims = sorted((d + rank if d < 0 else d) - 1 for d in ((dims,) if isinstance(dims, int) else tuple(dims)))
+        if not tdims or tdims[0] < 0:
+            return False  # averages over the batch
+        vv = self._as_view(a, v)
+        keep = tuple(1 if i in tdims else s for i, s in enumerate(ts))
+        n_out, count = int(np.prod(keep)), int(np.prod([ts[i] for i in tdims]))
+        if int(np.prod(out)) != n_out:
+            return False
+        opos = np.broadcast_to(np.arange(n_out).reshape(keep), ts)
+        mat = np.zeros((n_out, vv.idx.size))
+        mat[opos.ravel(), vv.idx.ravel()] = 1.0 / count
+        x = Val("sig", list(vv.srcs), fx_name=vv.fx_name)
+        base = vv.base
+        if len(base) == 2 and np.array_equal(mat, np.kron(np.eye(base[0]), np.ones((1, base[1]))) / base[1]):
+            D, N = base
+            params = {"weight": np.full((D, 1, N), 1.0 / N), "bias": None, "stride": np.asarray([1]),
+                      "padding": np.asarray([0]), "dilation": np.asarray([1]), "groups": D, "input_shape": np.asarray([N])}
+            names = self._per_source(n, n.name, x, lambda first: ("Conv1d", params))
+            self.vals[n.name] = Val("view", names, idx=np.arange(D).reshape(out), base=(D, 1), fx_name=n.name)
+            how = f"grouped Conv1d over the {N} positions of each of {D} channels ({D * N} synapses, weight 1/{N})"
+        else:
+            if len(base) > 1:
+                x = Val("sig", self._per_source(n, f"{n.name}.flat", x, lambda first: (
+                    "Flatten", {"start_dim": 0, "end_dim": -1, "input_shape": np.asarray(base)})))
+            names = self._per_source(n, n.name, x, lambda first: ("Linear", {"weight": mat}))
+            self.vals[n.name] = Val("view", names, idx=np.arange(n_out).reshape(out), base=(n_out,), fx_name=n.name)
+            how = f"Dense {n_out}x{vv.idx.size} with weights 1/{count}"
+        self.plan.rewrites.append(f"{_where(self.gm, n)}: mean over dims {[d + 1 for d in tdims]} as a {how} (exact)")
+        return True
+
+    def _batchnorm_view(self, n: fx.Node, m, path: str, prev: fx.Node) -> bool:
+        """BatchNorm over channel dim 1 of a signal reached through layout ops (Spikformer's
+        `bn(x.transpose(1, 2)).transpose(1, 2)` after a token Linear): folded elementwise into the synapses
+        that produce it (their outputs must take one factor per channel for a conv). False: not foldable."""
+        pv = self.vals.get(prev.name)
+        if pv is None or pv.kind not in ("sig", "view") or pv.host or m.training or m.running_mean is None:
+            return False
+        cur = prev
+        while cur.op in ("call_method", "call_function") and (cur.target in LAYOUT_METHODS or cur.target in LAYOUT_FUNCTIONS):
+            if len(cur.users) != 1:
+                return False
+            cur = cur.args[0]
+        if len(cur.users) != 1:
+            return False
+        ts = self.shape(prev)
+        scale, shift = _bn_affine(m)
+        vv = self._as_view(prev, pv)
+        gs, gh = np.empty(vv.idx.size), np.empty(vv.idx.size)
+        per = (scale.size,) + (1,) * (len(ts) - 1)
+        gs[vv.idx.ravel()] = np.broadcast_to(scale.reshape(per), ts).ravel()
+        gh[vv.idx.ravel()] = np.broadcast_to(shift.reshape(per), ts).ravel()
+        plan = []
+        for s in vv.srcs:
+            node = self.g.nodes[s]
+            if node.op not in ("Affine", "Linear", "Conv1d", "Conv2d") or self.g.successors(s):
+                return False
+            if node.op.startswith("Conv"):
+                c_out = node.params["weight"].shape[0]
+                fs, fh = gs.reshape(c_out, -1), gh.reshape(c_out, -1)
+                if not (np.all(fs == fs[:, :1]) and np.all(fh == fh[:, :1])):
+                    return False
+                plan.append((node, fs[:, 0], fh[:, 0]))
+            else:
+                plan.append((node, gs, gh))
+        for i, (node, fs, fh) in enumerate(plan):
+            w = node.params["weight"]
+            node.params["weight"] = w * fs.reshape((-1,) + (1,) * (w.ndim - 1))
+            b = node.params.get("bias")
+            node.params["bias"] = (np.zeros_like(fs) if b is None else b * fs) + (fh if i == 0 else 0.0)
+            if node.op == "Linear":
+                node.op = "Affine"
+            node.meta["folded_batchnorm"] = path
+        self.plan.rewrites.append(f"BatchNorm '{path}' (through layout ops) folded into {', '.join(pv.srcs)} (exact: "
+                                  "w·γ/√(σ²+ε), (b−μ)·γ/√(σ²+ε)+β per channel)")
+        self.vals[n.name] = self._like(pv, pv.srcs, n.name)
+        return True
+
     def _split_linear(self, n: fx.Node, m: nn.Linear, x: Val) -> None:
         w = _f64(m.weight)
         names, off = [], 0
         for i, (part, size) in enumerate(x.parts):
             sub = w[:, off:off + size]
             off += size
-            if i == 0 and m.bias is not None:
-                names.append(self.new(f"{n.target}.part{i}", "Affine", {"weight": sub, "bias": _f64(m.bias)}, part))
-            else:
-                names.append(self.new(f"{n.target}.part{i}", "Linear", {"weight": sub}, part))
+            names += self._per_source(n, f"{n.target}.part{i}", part, lambda first, i=i, sub=sub: (
+                ("Affine", {"weight": sub, "bias": _f64(m.bias)}) if first and i == 0 and m.bias is not None
+                else ("Linear", {"weight": sub})))
         self.plan.rewrites.append(
             f"torch.cat '{x.fx_name}' into Linear '{n.target}': split into {len(names)} Linear nodes "
             f"({', '.join(names)}) summed into the same target (exact; the concatenation stays on chip)")
         self.vals[n.name] = Val("sig", names, fx_name=n.name)
 
     def _flatten(self, n: fx.Node, path: str, start: int, end: int) -> None:
+        xc = self.vals[n.args[0].name]
+        if xc.kind == "cat" and xc.base == ("channel",):
+            # flattening a channel concatenation concatenates the flattened parts: a flat lazy cat
+            parts = []
+            for i, (part, _) in enumerate(xc.parts):
+                names = self._per_source(n, f"{path}.part{i}", part, lambda first, b=part.base: (
+                    "Flatten", {"start_dim": 0, "end_dim": -1, "input_shape": np.asarray(b)}))
+                parts.append((Val("sig", names, fx_name=part.fx_name), int(np.prod(part.base))))
+            self.vals[n.name] = Val("cat", parts=parts, fx_name=n.name)
+            if not all(u.op == "call_module" and isinstance(self.gm.get_submodule(u.target), nn.Linear) for u in n.users):
+                self.materialize_cat(n)
+            return
         x = self.sig(n.args[0], n)
         if x.host:
             self.vals[n.name] = Val("sig", list(x.srcs), host=True, fx_name=n.name)
@@ -554,12 +1010,14 @@ class _Builder:
         nd = len(in_shape)
         end_g = end - 1 if end > 0 else end
         start_g = max(start - 1, 0) if start > 0 else start + nd + 1 - 1
-        name = self.new(path, "Flatten", {"start_dim": start_g, "end_dim": end_g,
-                                          "input_shape": np.asarray(in_shape)}, x)
-        self.vals[n.name] = Val("sig", [name], fx_name=n.name)
+        names = self._per_source(n, path, x, lambda first: (
+            "Flatten", {"start_dim": start_g, "end_dim": end_g, "input_shape": np.asarray(in_shape)}))
+        self.vals[n.name] = Val("sig", names, fx_name=n.name)
 
     def _batchnorm(self, n: fx.Node, m, path: str) -> None:
         prev = n.args[0]
+        if prev.op != "call_module" and self._batchnorm_view(n, m, path, prev):
+            return
         pm = self.gm.get_submodule(prev.target) if prev.op == "call_module" else None
         foldable = isinstance(pm, nn.Linear | nn.Conv1d | nn.Conv2d) and len(prev.users) == 1
         pv = self.vals[prev.name]
@@ -603,7 +1061,7 @@ class _Builder:
             self.refuse(n, f"snnTorch neuron {kind} is not supported", "use Leaky, Synaptic or RLeaky")
             self._host_node(n, "HostOp", self.tensor_args(n)[:1])
             return
-        x = self.sig(n.args[0], n)
+        x = self._neuron_input(path, self.sig(n.args[0], n))
         shape = self.shape(n)
         size = int(np.prod(shape))
 
@@ -762,12 +1220,24 @@ class _Builder:
         if n.op == "call_function" and tgt is operator.getitem and vals[0].kind == "tuple":
             idx = n.args[1]
             src = vals[0].srcs[0]
-            if idx == 0:
-                self.vals[n.name] = Val("sig", [src], fx_name=n.name)
+            if idx == 0 and vals[0].parts:  # spikes of a neuron layer split over a concatenation
+                self.vals[n.name] = Val("cat", parts=vals[0].parts, base=vals[0].base, fx_name=n.name)
+            elif idx == 0:
+                self.vals[n.name] = self._like(vals[0], [src], n.name)
             else:
                 self.vals[n.name] = Val("mem", [src], fx_name=n.name)
             return
         any_host = any(v.host for v in vals)
+        if self._layout(n, ins, vals, host_glue):
+            return
+        if n.op == "call_function" and tgt in ADD and len(ins) == 2 and not any_host \
+                and all(v.kind == "view" for v in vals) and _same_view(*vals):
+            self.vals[n.name] = self._like(vals[0], vals[0].srcs + vals[1].srcs, n.name)
+            return
+        if (n.op == "call_method" and tgt == "mean" or n.op == "call_function" and tgt is torch.mean) \
+                and len(ins) == 1 and not any_host and n.name not in host_glue and vals[0].kind in ("sig", "view") \
+                and self._mean(n, ins[0], vals[0]):
+            return
         if n.op == "call_function" and tgt in ADD and len(ins) == 2 and not any_host:
             a, b = (self.sig(x, n) for x in ins)
             if self.shape(ins[0]) != self.shape(ins[1]):
@@ -788,8 +1258,8 @@ class _Builder:
             c = np.asarray(c, dtype=np.float64)
             if tgt in DIV or tgt == "div":
                 c = 1.0 / c
-            name = self.new(n.name, "Scale", {"scale": c}, x)
-            self.vals[n.name] = Val("sig", [name], fx_name=n.name)
+            names = self._per_source(n, n.name, x, lambda first: ("Scale", {"scale": c}))
+            self.vals[n.name] = Val("sig", names, fx_name=n.name)
             return
         if n.op == "call_function" and tgt in CAT:
             self._cat(n, ins)
@@ -805,6 +1275,10 @@ class _Builder:
             if len(out) == 1:
                 self._flatten(n, n.name, 1, -1)
                 return
+        if n.op == "call_function" and tgt in MUL and len(ins) == 2 and self._lower_and(n, ins):
+            return
+        if n.op == "call_function" and tgt is F.max_pool2d and self._lower_or(n, ins[0], _maxpool_args(n)):
+            return
         if self._is_host_op(n):
             op = "Mul" if tgt in MUL else HOST_FUNCTIONS.get(tgt) or HOST_METHODS.get(tgt)
             self._host_node(n, op, ins)
@@ -846,12 +1320,59 @@ class _Builder:
         if flat and not any(v.host or v.kind != "sig" for v in vals):
             self.vals[n.name] = Val("cat", parts=[(v, self.shape(a)[0]) for v, a in zip(vals, parts_fx, strict=True)],
                                     fx_name=n.name)
-            if all(u.op == "call_module" and isinstance(self.gm.get_submodule(u.target), nn.Linear)
-                   for u in n.users):
+            if all(u.op == "call_module" and (isinstance(self.gm.get_submodule(u.target), nn.Linear)
+                                              or self._splittable_neuron(u)) for u in n.users):
                 return
+        rank = len(self.shape(parts_fx[0])) + 1
+        channel = all(len(self.shape(a)) >= 2 for a in parts_fx) and dim in (1, 1 - rank)
+        if channel and not any(v.host or v.kind != "sig" for v in vals) and all(self._reads_channel_cat(u) for u in n.users):
+            # concatenation over channels: kept as parts (an index mapping, no node) for convs and flattens to split
+            self.vals[n.name] = Val("cat", parts=[(Val("sig", list(v.srcs), fx_name=v.fx_name, base=self.shape(a)),
+                                                   self.shape(a)[0]) for v, a in zip(vals, parts_fx, strict=True)],
+                                    fx_name=n.name, base=("channel",))
+            return
         self.vals[n.name] = Val("cat", parts=[(self.sig(a, n), 0) for a in parts_fx], fx_name=n.name)
         self.materialize_cat(n)
         self.g.nodes[self.vals[n.name].srcs[0]].meta["dim"] = int(dim)
+
+    def _splittable_neuron(self, u: fx.Node) -> bool:
+        if u.op != "call_module":
+            return False
+        m = self.gm.get_submodule(u.target)
+        return is_neuron(m) and not (snn is not None and isinstance(m, snn.RLeaky))
+
+    def _reads_channel_cat(self, u: fx.Node) -> bool:
+        """A user that can take a channel concatenation part by part: a Conv (groups 1), a flatten from dim 1,
+        a neuron layer (split per part)."""
+        if self._splittable_neuron(u):
+            return True
+        if u.op == "call_module":
+            m = self.gm.get_submodule(u.target)
+            return isinstance(m, nn.Conv1d | nn.Conv2d) and m.groups == 1 or \
+                isinstance(m, nn.Flatten) and m.start_dim == 1 and m.end_dim == -1
+        if u.target in ("flatten", torch.flatten):
+            sd = u.args[1] if len(u.args) > 1 else u.kwargs.get("start_dim", 0)
+            ed = u.args[2] if len(u.args) > 2 else u.kwargs.get("end_dim", -1)
+            return sd == 1 and ed == -1
+        return False
+
+    def _split_conv(self, n: fx.Node, m, path: str, x: Val) -> None:
+        """Conv over a channel concatenation: one Conv per part with its slice of input channels, summed into
+        the same target (exact: the conv is linear in its input channels; the concatenation stays on chip)."""
+        nd = 1 if isinstance(m, nn.Conv1d) else 2
+        w = _f64(m.weight)
+        names, off = [], 0
+        for i, (part, c) in enumerate(x.parts):
+            params = {"weight": w[:, off:off + c], "bias": None if m.bias is None or i else _f64(m.bias),
+                      "stride": np.asarray(m.stride), "dilation": np.asarray(m.dilation), "groups": 1,
+                      "padding": m.padding if isinstance(m.padding, str) else np.asarray(m.padding),
+                      "input_shape": np.asarray(part.base[1:])}
+            off += c
+            names += self._per_source(n, f"{path}.part{i}", part, lambda first, p=params: (
+                f"Conv{nd}d", p if first else {**p, "bias": None}))
+        self.plan.rewrites.append(f"torch.cat '{x.fx_name}' (channels) into Conv '{path}': split into {len(names)} Conv "
+                                  f"nodes ({', '.join(names)}) summed into the same target (exact; no concat node)")
+        self.vals[n.name] = Val("sig", names, fx_name=n.name)
 
     def _host_node(self, n: fx.Node, op: str, ins: list[fx.Node], reason: str = "") -> None:
         srcs = []
@@ -911,6 +1432,15 @@ class _Builder:
             if v.kind == "sig" and v.host and v.srcs == [host]:
                 best = fxn  # the last one in program order is what chip layers consume
         return best
+
+
+def _bn_affine(m) -> tuple[np.ndarray, np.ndarray]:
+    """BatchNorm in eval mode as y = scale·x + shift per channel."""
+    mean, var = _f64(m.running_mean), _f64(m.running_var)
+    gamma = _f64(m.weight) if m.affine else np.ones_like(mean)
+    beta = _f64(m.bias) if m.affine else np.zeros_like(mean)
+    scale = gamma / np.sqrt(var + float(m.eps))
+    return scale, beta - mean * scale
 
 
 def build_graph(traced: Traced, rec0: dict[str, Any], *, dt: float, allow_approximate: bool = False,

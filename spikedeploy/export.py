@@ -162,6 +162,15 @@ def _torch_spikes(records, plan: tx.Plan) -> dict[str, np.ndarray]:
             v = r[fxn]
             vals.append((v[0] if isinstance(v, tuple) else v).detach().to(torch.float64).numpy())
         out[node] = np.stack(vals)
+        if node in plan.slices:  # one part of a neuron layer split over a concatenation
+            a, b = plan.slices[node]
+            out[node] = out[node][:, :, a:b]
+        idx = plan.layouts.get(node)
+        if idx is not None:  # a neuron in a permuted token view: compare in the graph's (chip) order
+            arr = out[node].reshape(*out[node].shape[:2], -1)
+            g = np.empty_like(arr)
+            g[..., idx.ravel()] = arr
+            out[node] = g
     return out
 
 

@@ -45,7 +45,7 @@ from .quantize_map import (
     check_neuron_models,
     effective_weight,
     find_layers,
-    fold_pooling,
+    lower_structure,
 )
 from .targets.emulator.arith import sign_mode_of
 from .targets.spec import NumericFormat, TargetSpec, get_target
@@ -95,7 +95,7 @@ def quantize(
     g.validate()
     check_graph(g, approx)
     warn_unreachable(g)
-    rewrites = fold_pooling(g)
+    rewrites = lower_structure(g)
     layers = find_layers(g, g.dt, fmt, approx)
     check_neuron_models(layers, spec)
     q = Quantizer(g, layers, fmt, nwb, bias_exp_min)

@@ -115,6 +115,211 @@ def check_graph(g: Graph, approx: Approx) -> None:
                 )
 
 
+def lower_structure(g: Graph) -> list[str]:
+    """The exact structural rewrites, in order: constant scales into synapses, pooling into synapses (which
+    may leave a scale next to a merged pooling conv, hence the second scale pass). Returns what was done."""
+    return split_fanin(g) + fold_scales(g) + fold_pooling(g) + fold_scales(g) + merge_synapse_chains(g)
+
+
+def split_fanin(g: Graph) -> list[str]:
+    """A chip synapse summing several sources (a residual `W(a + b)` in a NIR file) into neurons becomes one
+    copy per source into the same neurons: W(a + b) = Wa + Wb, the bias on the first copy only. The torch
+    exporter already builds graphs this way; this covers graphs read from files."""
+    done: list[str] = []
+    for name in [n for n, v in g.nodes.items() if v.spec.family == "synapse" and v.placement == "chip"]:
+        node, preds, succ = g.nodes[name], g.predecessors(name), g.successors(name)
+        if len(preds) < 2 or not succ or not all(g.nodes[c].op in CHIP_NEURONS for c in succ):
+            continue
+        copies = []
+        for i, p in enumerate(preds[1:], start=1):
+            c = f"{name}.src{i}"
+            while c in g.nodes:
+                c += "_"
+            params = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in node.params.items()}
+            op = "Linear" if node.op == "Affine" else node.op
+            if op == "Linear":
+                params.pop("bias", None)
+            elif params.get("bias") is not None:
+                params["bias"] = None
+            g.add(Node(c, op, params, placement="chip", modality=node.modality, meta=dict(node.meta)))
+            g.edges[g.edges.index((p, name))] = (p, c)
+            for t in succ:
+                g.connect(c, t)
+            copies.append(c)
+        done.append(f"{node.op} '{name}' summed {len(preds)} sources: one copy per source ({name}, "
+                    f"{', '.join(copies)}) into the same neurons (exact)")
+    if done:
+        g.infer_shapes()
+    return done
+
+
+MERGEABLE = ("Affine", "Linear", "Conv1d", "Conv2d", "Scale", "SumPool2d", "AvgPool2d")
+
+
+def _dense_reader(g: Graph, a: str) -> str | None:
+    """The chip Dense that alone reads synapse `a` (through at most one Flatten) and reads only it, or None."""
+    node = g.nodes[a]
+    if node.op not in MERGEABLE or node.placement != "chip" or len(g.predecessors(a)) != 1 or len(g.successors(a)) != 1:
+        return None
+    b = g.successors(a)[0]
+    if g.nodes[b].op == "Flatten":
+        if g.predecessors(b) != [a] or len(g.successors(b)) != 1:
+            return None
+        b = g.successors(b)[0]
+    ok = g.nodes[b].op in ("Affine", "Linear") and g.nodes[b].placement == "chip" and len(g.predecessors(b)) == 1
+    return b if ok else None
+
+
+def merge_synapse_chains(g: Graph) -> list[str]:
+    """A chip synapse A read only by a Dense B (through at most one Flatten) that reads only A — e.g. a token
+    mean before a classifier head — becomes one Dense: W = W_B·M_A, b = W_B·b_A + b_B, where M_A is A written
+    as a matrix (A applied to the unit vectors). Exact composition of two linear maps; the merged Dense has
+    out_B × in_A weights."""
+    import torch
+
+    from .simulate_float import _Layer  # the float backend's own definition of each synapse op
+
+    done: list[str] = []
+    changed = True
+    while changed:
+        changed = False
+        g.infer_shapes()
+        for bname, bnode in list(g.nodes.items()):
+            if bnode.op not in ("Affine", "Linear") or bnode.placement != "chip" or len(g.predecessors(bname)) != 1:
+                continue
+            a = g.predecessors(bname)[0]
+            if g.nodes[a].op == "Flatten":
+                if len(g.predecessors(a)) != 1:
+                    continue
+                a = g.predecessors(a)[0]
+            if _dense_reader(g, a) != bname:
+                continue
+            flat = g.predecessors(bname)[0] if g.predecessors(bname)[0] != a else None
+            anode = g.nodes[a]
+            in_shape = tuple(anode.in_shape)
+            n_in = int(np.prod(in_shape))
+            layer = _Layer(g, a, torch.float64, n_in)
+            with torch.no_grad():
+                b_a = layer.step(torch.zeros((1, *in_shape), dtype=torch.float64)).reshape(-1).numpy()
+                m_a = layer.step(torch.eye(n_in, dtype=torch.float64).reshape(n_in, *in_shape)).reshape(n_in, -1).numpy()
+            m_a = (m_a - b_a).T
+            w_b = np.asarray(bnode.params["weight"], dtype=np.float64)
+            bias = w_b @ b_a + (np.asarray(bnode.params["bias"], dtype=np.float64) if bnode.op == "Affine" else 0.0)
+            bnode.params["weight"] = w_b @ m_a
+            if np.any(bias != 0):
+                bnode.op, bnode.params["bias"] = "Affine", bias
+            src = g.predecessors(a)[0]
+            g.edges = [e for e in g.edges if a not in e]
+            del g.nodes[a]
+            if flat is None and len(in_shape) > 1:
+                flat = bname + ".flat"
+                g.add(Node(flat, "Flatten", {}, placement="chip", modality=bnode.modality))
+                g.edges = [e for e in g.edges if e[1] != bname] + [(flat, bname)]
+            if flat is not None:
+                g.nodes[flat].params.update(start_dim=np.asarray(0), end_dim=np.asarray(-1), input_shape=None)
+            g.edges.append((src, flat or bname))
+            done.append(f"{anode.op} '{a}' merged into {bnode.op} '{bname}' after it (exact: one Dense "
+                        f"{w_b.shape[0]}x{n_in}, W_B·M_A)")
+            changed = True
+            break
+    if done:
+        g.infer_shapes()
+    return done
+
+
+SCALABLE = ("Affine", "Linear", "Conv1d", "Conv2d", "Scale")
+
+
+def fold_scales(g: Graph) -> list[str]:
+    """Fold constant Scale nodes into the synapse next to them, so that no Scale reads a synapse (the chip has
+    no synapse-to-synapse path):
+
+    - after a synapse that feeds only the Scale: s ⊙ (W x + b) = (s ⊙ W) x + s ⊙ b (per output; a Conv needs
+      one factor per output channel);
+    - before synapses that read only the Scale (through at most one Flatten): W (s ⊙ x) = (W ⊙ s) x (per
+      input column; a Conv needs one factor per input channel).
+    A Scale between a neuron and a neuron is itself the synapse and stays.
+    """
+    done: list[str] = []
+    g.infer_shapes()
+    for name in [n for n, v in g.nodes.items() if v.op == "Scale" and v.placement == "chip"]:
+        node = g.nodes[name]
+        preds, succ = g.predecessors(name), g.successors(name)
+        if len(preds) != 1:
+            continue
+        s = np.asarray(node.params["scale"], dtype=np.float64)
+        p = g.nodes[preds[0]]
+        if p.placement == "chip" and p.op in SCALABLE and g.successors(p.name) == [name] and _scale_outputs(p, s):
+            _bypass_all(g, name)
+            done.append(f"Scale '{name}' folded into the weights of {p.op} '{p.name}' before it (exact)")
+            continue
+        targets = [_scale_reader(g, name, c) for c in succ]
+        if succ and all(t is not None for t in targets) and len(preds) == 1:
+            factors = [_input_factor(g.nodes[t], s, node.out_shape) for t in targets]
+            if all(f is not None for f in factors):
+                for t, f in zip(targets, factors, strict=True):
+                    g.nodes[t].params["weight"] = np.asarray(g.nodes[t].params["weight"], dtype=np.float64) * f
+                _bypass_all(g, name)
+                done.append(f"Scale '{name}' folded into the weights of {', '.join(targets)} after it (exact)")
+    if done:
+        g.infer_shapes()
+    return done
+
+
+def _scale_outputs(p: Node, s: np.ndarray) -> bool:
+    """Multiply the outputs of synapse `p` by `s` (scalar or its output shape), in place, if its layout allows."""
+    sf = np.broadcast_to(s, p.out_shape).astype(np.float64)
+    if p.op == "Scale":
+        p.params["scale"] = np.asarray(p.params["scale"], dtype=np.float64) * sf
+        return True
+    if p.op in ("Affine", "Linear"):
+        col = sf.reshape(-1)
+    else:  # conv weights are shared over positions: one factor per output channel
+        per = sf.reshape(sf.shape[0], -1)
+        if not np.all(per == per[:, :1]):
+            return False
+        col = per[:, 0]
+    w = np.asarray(p.params["weight"], dtype=np.float64)
+    p.params["weight"] = w * col.reshape((-1,) + (1,) * (w.ndim - 1))
+    if p.params.get("bias") is not None:
+        p.params["bias"] = np.asarray(p.params["bias"], dtype=np.float64) * col
+    return True
+
+
+def _scale_reader(g: Graph, scale: str, c: str) -> str | None:
+    """The Dense/Conv that reads only `scale` (through at most one Flatten), or None."""
+    if g.nodes[c].op == "Flatten" and g.predecessors(c) == [scale] and len(g.successors(c)) == 1:
+        c2 = g.successors(c)[0]
+        return c2 if g.nodes[c2].op in ("Affine", "Linear") and g.predecessors(c2) == [c] else None
+    ok = g.nodes[c].op in SCALABLE[:4] and g.nodes[c].placement == "chip" and g.predecessors(c) == [scale]
+    return c if ok else None
+
+
+def _input_factor(t: Node, s: np.ndarray, in_shape) -> np.ndarray | None:
+    """The factor on `t`'s weight that applies `s` to its input, or None if shared conv weights forbid it."""
+    sf = np.broadcast_to(s, in_shape).astype(np.float64)
+    if t.op in ("Affine", "Linear"):
+        return sf.reshape(1, -1)
+    per = sf.reshape(sf.shape[0], -1)
+    if not np.all(per == per[:, :1]):
+        return None
+    w = np.asarray(t.params["weight"])
+    groups = int(t.params.get("groups", 1) or 1)
+    out_pg, in_pg = w.shape[0] // groups, w.shape[1]
+    # weight[o, j] reads input channel (o // out_per_group) · in_per_group + j
+    ch = (np.arange(w.shape[0])[:, None] // out_pg) * in_pg + np.arange(in_pg)[None, :]
+    return per[:, 0][ch].reshape(w.shape[:2] + (1,) * (w.ndim - 2))
+
+
+def _bypass_all(g: Graph, name: str) -> None:
+    preds, succ = g.predecessors(name), g.successors(name)
+    g.edges = [e for e in g.edges if name not in e]
+    for p in preds:
+        for c in succ:
+            g.edges.append((p, c))
+    del g.nodes[name]
+
+
 def fold_pooling(g: Graph) -> list[str]:
     """Rewrite pooling in place so that the chip graph has only Dense/Conv synapses. Returns what was done.
 
@@ -157,6 +362,10 @@ def fold_pooling(g: Graph) -> list[str]:
                     done.append(f"{node.op} '{name}' ({k[0]}x{k[1]}) folded into {dense.op} '{dense.name}' "
                                 "after Flatten (exact)")
                     continue
+        if succ and all(g.nodes[s].op in CHIP_NEURONS for s in succ) and _merge_conv_pool(g, name, k, st, pd, factor):
+            done.append(f"{node.op} '{name}' ({k[0]}x{k[1]}, stride {st[0]}x{st[1]}) merged into Conv2d "
+                        f"'{preds[0]}' before it (exact: one Conv whose kernel is the sum of the shifted kernels)")
+            continue
         if all(g.nodes[s].op in CHIP_NEURONS for s in succ):
             conv = Node(name, "Conv2d", {"weight": np.full((C, 1, k[0], k[1]), factor), "stride": np.asarray(st),
                                          "padding": np.asarray(pd), "groups": C}, placement=node.placement,
@@ -164,6 +373,8 @@ def fold_pooling(g: Graph) -> list[str]:
             g.nodes[name] = conv
             done.append(f"{node.op} '{name}' into neurons mapped to a grouped Conv2d with constant weights (exact)")
             continue
+        if _dense_reader(g, name) is not None:
+            continue  # merge_synapse_chains makes pooling + Dense one Dense (exact, any overlap or padding)
         why = "it overlaps or is padded" if not non_overlap else "what follows it is not a Conv2d or Flatten→Dense"
         raise UnsupportedError(
             f"node '{name}' ({node.op}): pooling cannot be folded into the chip's synapses ({why}); Lava has no "
@@ -173,6 +384,38 @@ def fold_pooling(g: Graph) -> list[str]:
     if done:
         g.infer_shapes()
     return done
+
+
+def _merge_conv_pool(g: Graph, name: str, k, st, pd, factor: float) -> bool:
+    """Conv2d → pooling (no padding) → neurons as one Conv2d: pooled output o reads conv outputs o·sp + u,
+    each reading inputs (o·sp + u)·s − p + t·d, i.e. one kernel of size (kp−1)·s + (k−1)·d + 1 holding W
+    shifted by u·s for every pooling tap u, stride s·sp, the conv's padding, bias b·kp²·factor. The output
+    size is the same (floor((floor(A/s) − kp + 1)/sp) = floor((A − (kp−1)s)/(s·sp))). Returns False if the
+    pair does not qualify (pool padding would pad conv outputs, not inputs; the conv feeds something else)."""
+    preds = g.predecessors(name)
+    if len(preds) != 1 or pd != (0, 0):
+        return False
+    conv = g.nodes[preds[0]]
+    if conv.op != "Conv2d" or conv.placement != "chip" or g.successors(conv.name) != [name] \
+            or isinstance(conv.params.get("padding"), str):
+        return False
+    cs, cp, cd = conv_params(conv.params, 2)
+    w = np.asarray(conv.params["weight"], dtype=np.float64)
+    n_out, n_in, kh, kw = w.shape
+    K = [(k[i] - 1) * cs[i] + ((kh, kw)[i] - 1) * cd[i] + 1 for i in range(2)]
+    wn = np.zeros((n_out, n_in, K[0], K[1]))
+    for u in range(k[0]):
+        for v in range(k[1]):
+            a, b = u * cs[0], v * cs[1]
+            wn[:, :, a: a + (kh - 1) * cd[0] + 1: cd[0], b: b + (kw - 1) * cd[1] + 1: cd[1]] += w
+    conv.params["weight"] = wn * factor
+    conv.params["stride"] = np.asarray([cs[i] * st[i] for i in range(2)])
+    conv.params["padding"] = np.asarray(cp)
+    conv.params["dilation"] = np.asarray([1, 1])
+    if conv.params.get("bias") is not None:
+        conv.params["bias"] = np.asarray(conv.params["bias"], dtype=np.float64) * (k[0] * k[1] * factor)
+    _bypass_all(g, name)
+    return True
 
 
 def _foldable_conv(conv: Node, hw: tuple[int, int], k: tuple[int, int]) -> bool:

@@ -65,6 +65,8 @@ def from_lava(x: np.ndarray, shape) -> np.ndarray:
 def _adapt(port, src_shape, dst_shape):
     """Re-lay a port carrying `src_shape` values (Lava layout) as `dst_shape` values (Lava layout)."""
     ls, ld = lava_layout(src_shape), lava_layout(dst_shape)
+    if len(port.shape) == 1:  # a Dense/Sparse output (Scale included) is flat in graph order whatever its shape
+        ls = tuple(port.shape)
     if tuple(port.shape) == ld and (len(src_shape) == len(dst_shape) or len(ls) == 1 and len(ld) == 1):
         return port
     p = port

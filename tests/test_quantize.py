@@ -264,8 +264,10 @@ def test_refusals_name_the_node_and_a_fix():
     with pytest.raises(UnsupportedError, match="node 'n0' \\(CubaLIF\\).*bias into the current.*'loihi1'"):
         quantize(g, "loihi1")
 
-    two = Graph.chain(Node("in", "Input", {"shape": [4]}), Node("a", "Linear", {"weight": np.eye(4)}),
-                      Node("b", "Linear", {"weight": np.eye(4)}), _lif("l", 4), Node("out", "Output"), dt=1e-3).validate()
+    # Linear -> Linear merges into one Dense (quantize_map.merge_synapse_chains); Conv -> Conv has no merge
+    two = Graph.chain(Node("in", "Input", {"shape": [1, 4, 4]}), Node("a", "Conv2d", {"weight": np.ones((1, 1, 2, 2))}),
+                      Node("b", "Conv2d", {"weight": np.ones((1, 1, 2, 2))}), _lif("l", 4), Node("out", "Output"),
+                      dt=1e-3).validate()
     with pytest.raises(UnsupportedError, match="'b'.*'a'.*Fix"):
         quantize(two)
 
@@ -273,8 +275,9 @@ def test_refusals_name_the_node_and_a_fix():
     with pytest.raises(UnsupportedError, match="node 'l'.*Linear with an identity"):
         quantize(direct)
 
+    # (overlapping pooling -> Flatten -> Linear merges into the Dense; before a Conv2d it cannot)
     pool = Graph.chain(Node("in", "Input", {"shape": [1, 6, 6]}), Node("p", "SumPool2d", {"kernel_size": 3, "stride": 1}),
-                       Node("f", "Flatten"), Node("fc", "Linear", {"weight": np.ones((2, 16))}), _lif("l", 2),
+                       Node("c", "Conv2d", {"weight": np.ones((1, 1, 2, 2))}), _lif("l", 9),
                        Node("out", "Output"), dt=1e-3).validate()
     with pytest.raises(UnsupportedError, match="node 'p' \\(SumPool2d\\).*overlaps.*Fix"):
         quantize(pool)
