@@ -159,10 +159,18 @@ def attach_host_programs(traced, plan, graph, records: list[dict[str, Any]]) -> 
             env[f] = new.placeholder(nm)
         for n in order:
             env[n.name] = new.node_copy(n, lambda a, env=env: env[a.name])
-        new.output(env[out_fx])
+        out_node = env[out_fx]
+        if node.meta.get("channel_first"):  # tokens [N, D] handed to the chip as [D, N]
+            out_node = new.call_method("contiguous", (new.call_method("transpose", (out_node, -2, -1)),))
+        new.output(out_node)
         private_names(new)
-        hm = fx.GraphModule(gm, new).eval()
-        example = tuple(_as_tensor(records[0][f]) for f in reads)
+        inner = fx.GraphModule(gm, new).eval()
+        gathers = [plan.layouts.get(boundary[f]) for f in reads]
+        if any(boundary[f] in plan.slices for f in reads):
+            raise UnsupportedError(f"host node '{name}' reads a neuron layer split over a torch.cat; concatenate "
+                                   "after the host op instead")
+        hm = _InChipLayout(inner, gathers).eval()
+        example = tuple(_to_chip_layout(_as_tensor(records[0][f]), g) for f, g in zip(reads, gathers, strict=True))
         with tempfile.TemporaryDirectory() as d:
             path = Path(d) / "host.onnx"
             try:
@@ -170,7 +178,9 @@ def attach_host_programs(traced, plan, graph, records: list[dict[str, Any]]) -> 
                 import onnxruntime as ort
 
                 sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-                diff, _ = _compare(sess, hm, records, list(zip(in_names, reads, strict=True)), [("out", out_fx)])
+                chip_records = [{**r, **{f: _to_chip_layout(_as_tensor(r[f]), g) for f, g in zip(reads, gathers, strict=True)}}
+                                for r in records[:3]]
+                diff, _ = _compare(sess, hm, chip_records, list(zip(in_names, reads, strict=True)), [("out", out_fx)])
             except UnsupportedError:
                 raise
             except Exception as e:
@@ -184,12 +194,14 @@ def attach_host_programs(traced, plan, graph, records: list[dict[str, Any]]) -> 
                                    f"(limit {MAX_ABS_DIFF:g})")
         worst = max(worst, diff)
         out = _as_tensor(records[0][out_fx])
+        if node.meta.get("channel_first"):
+            out = out.transpose(-2, -1)
         macs, ops = _macs(gm, order, records[0])
         node.params[PROGRAM_KEY] = np.frombuffer(blob, dtype=np.uint8).copy()
         node.params["out_shape"] = np.asarray(tuple(out.shape[1:]), dtype=np.int64)
         node.meta["program"] = {
             "inputs": [boundary[f] for f in reads],
-            "input_shapes": [list(_as_tensor(records[0][f]).shape[1:]) for f in reads],
+            "input_shapes": [list(x.shape[1:]) for x in example],
             "out_shape": list(out.shape[1:]), "macs": macs, "ops": ops,
         }
         node.meta["macs"] = macs
@@ -199,6 +211,37 @@ def attach_host_programs(traced, plan, graph, records: list[dict[str, Any]]) -> 
         done.append(name)
     _move_host_only_synapses(graph, plan, boundary)
     return {"nodes": done, "max_abs_diff": worst}
+
+
+class _InChipLayout(torch.nn.Module):
+    """A host program that takes chip values in the chip's layout: a neuron layer in a permuted token view
+    (Plan.layouts) arrives flat in chip order and is gathered back into the torch layout first."""
+
+    def __init__(self, inner: fx.GraphModule, gathers: list):
+        super().__init__()
+        self.inner = inner
+        self.n = len(gathers)
+        self.shapes = []
+        for i, g in enumerate(gathers):
+            self.register_buffer(f"idx{i}", None if g is None else torch.as_tensor(np.asarray(g).ravel(), dtype=torch.long))
+            self.shapes.append(None if g is None else tuple(np.asarray(g).shape))
+
+    def forward(self, *xs):
+        ys = []
+        for i, x in enumerate(xs):
+            idx = getattr(self, f"idx{i}")
+            ys.append(x if idx is None else x.index_select(1, idx).reshape(x.shape[0], *self.shapes[i]))
+        return self.inner(*ys)
+
+
+def _to_chip_layout(x: torch.Tensor, idx) -> torch.Tensor:
+    """torch-layout values [B, ...] of a neuron in a permuted view, as the chip holds them (flat, chip order)."""
+    if idx is None:
+        return x
+    flat = x.reshape(x.shape[0], -1)
+    out = torch.empty_like(flat)
+    out[:, torch.as_tensor(np.asarray(idx).ravel(), dtype=torch.long)] = flat
+    return out
 
 
 def _check_per_sample(hm, example, name, node) -> None:

@@ -53,6 +53,7 @@ try:  # spikingjelly (activation_based API) is optional: only its neurons are re
 except ImportError:  # pragma: no cover
     sj_base = sj_neuron = None
 
+TOKEN_DENSE_MAX = 1 << 22  # weights of a Dense standing in for a Linear over token-major data (32 MiB float64)
 CHIP_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.AvgPool2d, nn.Flatten, nn.BatchNorm1d, nn.BatchNorm2d)
 PASS_MODULES = (nn.Dropout, nn.Identity)
 HOST_MODULES = {
@@ -105,9 +106,11 @@ def _identity(idx: np.ndarray) -> bool:
 
 
 def _same_view(a, b) -> bool:
+    """Both values lay their elements out alike on chip (a view in identity order is a plain signal)."""
     if a.idx is None or b.idx is None:
-        return a.idx is None and b.idx is None
-    return a.base == b.base and np.array_equal(a.idx, b.idx)
+        return all(v.idx is None or _identity(v.idx) for v in (a, b))
+    # the same element order over chip layouts of the same size ([C, H, W] and [C, H·W] hold elements alike)
+    return int(np.prod(a.base)) == int(np.prod(b.base)) and np.array_equal(a.idx, b.idx)
 
 
 def _maxpool_args(n: fx.Node) -> dict:
@@ -529,7 +532,11 @@ class _Builder:
         path = str(n.target)
         if is_neuron(m):
             xv = self.vals.get(n.args[0].name) if n.args and isinstance(n.args[0], fx.Node) else None
-            if xv is not None and xv.kind == "view":
+            if xv is not None and xv.kind == "sig" and xv.host and len(xv.srcs) == 1 \
+                    and len(self.shape(n.args[0])) == 2:
+                self._neuron_view(n, m, path, self._host_channel_first(n.args[0], xv))
+                self.vals[n.args[0].name] = xv  # still the host value (the boundary is found from it)
+            elif xv is not None and xv.kind == "view":
                 self._neuron_view(n, m, path, xv)
             elif xv is not None and xv.kind == "cat":
                 self._neuron_cat(n, m, path, xv)
@@ -781,6 +788,18 @@ class _Builder:
         self.vals[n.name] = Val("view", list(v.srcs), idx=r[0].numpy().copy(), base=v.base, fx_name=n.name)
         return True
 
+    def _host_channel_first(self, a: fx.Node, xv: Val) -> Val:
+        """Tokens [N, D] from a host op into neurons: the host hands them over channel-first [D, N] (its
+        program transposes, converters/host_programs.py), so that a Linear over D on chip is a kernel-1
+        Conv1d with shared weights; the neurons see a token view of that layout."""
+        N, D = self.shape(a)
+        h = self.g.nodes[xv.srcs[0]]
+        h.meta["channel_first"] = True
+        h.params["out_shape"] = np.asarray([D, N], dtype=np.int64)
+        self.plan.rewrites.append(f"host node '{h.name}' hands its [{N}, {D}] tokens to the chip channel-first "
+                                  f"[{D}, {N}] (a transpose on the host; exact)")
+        return Val("view", list(xv.srcs), idx=np.arange(D * N).reshape(D, N).T.copy(), base=(D, N), fx_name=xv.fx_name)
+
     def _neuron_view(self, n: fx.Node, m, path: str, xv: Val) -> None:
         """Neurons are elementwise: the layer lives in the chip layout `xv.base`; per-neuron parameters are
         permuted from torch order into it, and its spikes are the same view."""
@@ -867,7 +886,7 @@ class _Builder:
                                           "(exact; no node)")
             self.vals[n.name] = Val("sig", names, fx_name=n.name)
             return
-        if t.ndim == 2 and np.array_equal(t, np.arange(t.size).reshape(t.shape[1], t.shape[0]).T):
+        if t.ndim == 2 and len(v.base) >= 2 and np.array_equal(t, np.arange(t.size).reshape(t.shape[1], t.shape[0]).T):
             N, D = t.shape
             if len(v.base) != 2:  # a conv map [C, H, W] seen as tokens: [C, H·W] on chip (Flatten from dim 1)
                 x = Val("sig", self._per_source(n, f"{path}.flat", x, lambda first: (
@@ -882,14 +901,37 @@ class _Builder:
             self.vals[n.name] = Val("view", names, idx=np.arange(d_out * N).reshape(d_out, N).T, base=(d_out, N),
                                     fx_name=n.name)
             return
-        self.refuse(n, f"applies a Linear over the last dim of a {list(t.shape)} signal laid out token-major on chip",
+        if t.ndim == 2 and t.size * t.shape[0] * w.shape[0] <= TOKEN_DENSE_MAX:
+            # any other layout (token-major Inputs and host values): one Dense whose rows for token n read
+            # that token's D inputs (a Dense's output is a vector: the view is over its d_out·N values)
+            N, D = t.shape
+            d_out = w.shape[0]
+            wd = np.zeros((d_out * N, int(np.prod(v.base))))
+            for k in range(N):
+                wd[np.ix_(np.arange(d_out) * N + k, t[k])] = w
+            bd = None if b is None else np.repeat(b, N)
+            if len(v.base) > 1:
+                x = Val("sig", self._per_source(n, f"{path}.flat", x, lambda first: (
+                    "Flatten", {"start_dim": 0, "end_dim": -1, "input_shape": np.asarray(v.base)})))
+            names = self._per_source(n, path, x, lambda first: (
+                ("Affine", {"weight": wd, "bias": bd}) if first and bd is not None else ("Linear", {"weight": wd})))
+            self.plan.rewrites.append(
+                f"{_where(self.gm, n)} over the last dim of token-major [{N}, {D}]: one Dense with the weights "
+                f"repeated per token ({N * D * d_out} of its {wd.size} weights non-zero; exact)")
+            self.vals[n.name] = Val("view", names, idx=np.arange(d_out * N).reshape(d_out, N).T, base=(d_out * N,),
+                                    fx_name=n.name)
+            return
+        self.refuse(n, f"applies a Linear over the last dim of a {list(t.shape)} signal laid out token-major on chip "
+                       f"(as one Dense it would hold {t.size * t.shape[0] * w.shape[0]:,} weights, limit "
+                       f"{TOKEN_DENSE_MAX:,})",
                     "build the tokens channel-first (x.flatten(2).transpose(1, 2) of a conv map [C, H, W]) so that "
                     "the Linear becomes a kernel-1 Conv1d, or flatten the tokens before the Linear")
         self._host_node(n, "HostOp", [n.args[0]])
 
-    def _mean(self, n: fx.Node, a: fx.Node, v: Val) -> bool:
-        """Mean over token (or other non-batch) dims: a synapse with weights 1/count. Over the positions of a
-        channel-first [D, N] layout it is a grouped Conv1d (D·N synapses); otherwise a Dense."""
+    def _mean(self, n: fx.Node, a: fx.Node, v: Val, average: bool = True) -> bool:
+        """Mean (sum: average=False) over token (or other non-batch) dims: a synapse with weights 1/count (1).
+        Over the positions of a channel-first [D, N] layout it is a grouped Conv1d (D·N synapses); otherwise a
+        Dense."""
         dims = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim")
         if dims is None or n.kwargs.get("dtype") is not None:
             return False
@@ -905,24 +947,26 @@ class _Builder:
             return False
         opos = np.broadcast_to(np.arange(n_out).reshape(keep), ts)
         mat = np.zeros((n_out, vv.idx.size))
-        mat[opos.ravel(), vv.idx.ravel()] = 1.0 / count
+        wt = 1.0 / count if average else 1.0
+        mat[opos.ravel(), vv.idx.ravel()] = wt
         x = Val("sig", list(vv.srcs), fx_name=vv.fx_name)
         base = vv.base
-        if len(base) == 2 and np.array_equal(mat, np.kron(np.eye(base[0]), np.ones((1, base[1]))) / base[1]):
+        if len(base) == 2 and np.array_equal(mat, np.kron(np.eye(base[0]), np.ones((1, base[1]))) * wt):
             D, N = base
-            params = {"weight": np.full((D, 1, N), 1.0 / N), "bias": None, "stride": np.asarray([1]),
+            params = {"weight": np.full((D, 1, N), wt), "bias": None, "stride": np.asarray([1]),
                       "padding": np.asarray([0]), "dilation": np.asarray([1]), "groups": D, "input_shape": np.asarray([N])}
             names = self._per_source(n, n.name, x, lambda first: ("Conv1d", params))
             self.vals[n.name] = Val("view", names, idx=np.arange(D).reshape(out), base=(D, 1), fx_name=n.name)
-            how = f"grouped Conv1d over the {N} positions of each of {D} channels ({D * N} synapses, weight 1/{N})"
+            how = f"grouped Conv1d over the {N} positions of each of {D} channels ({D * N} synapses, weight {wt:g})"
         else:
             if len(base) > 1:
                 x = Val("sig", self._per_source(n, f"{n.name}.flat", x, lambda first: (
                     "Flatten", {"start_dim": 0, "end_dim": -1, "input_shape": np.asarray(base)})))
             names = self._per_source(n, n.name, x, lambda first: ("Linear", {"weight": mat}))
             self.vals[n.name] = Val("view", names, idx=np.arange(n_out).reshape(out), base=(n_out,), fx_name=n.name)
-            how = f"Dense {n_out}x{vv.idx.size} with weights 1/{count}"
-        self.plan.rewrites.append(f"{_where(self.gm, n)}: mean over dims {[d + 1 for d in tdims]} as a {how} (exact)")
+            how = f"Dense {n_out}x{vv.idx.size} with weights {wt:g}"
+        what = "mean" if average else "sum"
+        self.plan.rewrites.append(f"{_where(self.gm, n)}: {what} over dims {[d + 1 for d in tdims]} as a {how} (exact)")
         return True
 
     def _batchnorm_view(self, n: fx.Node, m, path: str, prev: fx.Node) -> bool:
@@ -1232,11 +1276,18 @@ class _Builder:
             return
         if n.op == "call_function" and tgt in ADD and len(ins) == 2 and not any_host \
                 and all(v.kind == "view" for v in vals) and _same_view(*vals):
+            if len(vals[0].base) != len(vals[1].base):  # same element order, other ranks: both flat
+                flat = []
+                for v in vals:
+                    flat.append(Val("view", self._per_source(n, f"{n.name}.flat", Val("sig", list(v.srcs)), lambda first, b=v.base: (
+                        "Flatten", {"start_dim": 0, "end_dim": -1, "input_shape": np.asarray(b)})) if len(v.base) > 1
+                        else list(v.srcs), idx=v.idx, base=(int(np.prod(v.base)),), fx_name=v.fx_name))
+                vals = flat
             self.vals[n.name] = self._like(vals[0], vals[0].srcs + vals[1].srcs, n.name)
             return
-        if (n.op == "call_method" and tgt == "mean" or n.op == "call_function" and tgt is torch.mean) \
+        if (n.op == "call_method" and tgt in ("mean", "sum") or n.op == "call_function" and tgt in (torch.mean, torch.sum)) \
                 and len(ins) == 1 and not any_host and n.name not in host_glue and vals[0].kind in ("sig", "view") \
-                and self._mean(n, ins[0], vals[0]):
+                and self._mean(n, ins[0], vals[0], average=tgt in ("mean", torch.mean)):
             return
         if n.op == "call_function" and tgt in ADD and len(ins) == 2 and not any_host:
             a, b = (self.sig(x, n) for x in ins)
@@ -1249,7 +1300,9 @@ class _Builder:
             self.refuse(n, "adds a constant to a signal", "use the bias of the preceding Linear/Conv")
         if (n.op == "call_function" and tgt in MUL + DIV or n.op == "call_method" and tgt in ("mul", "div")) \
                 and len(ins) == 1 and not any_host and n.name not in host_glue:
-            x = self.sig(ins[0], n)
+            v0 = self.vals[ins[0].name]
+            view = v0 if v0.kind == "view" else None  # a constant scale is elementwise: any layout passes
+            x = Val("sig", list(v0.srcs), fx_name=v0.fx_name) if view else self.sig(ins[0], n)
             other = [a for a in n.args if a is not ins[0]][0]
             c = self._const_value(other)
             if c is None or (tgt in DIV or tgt == "div") and n.args[0] is not ins[0]:
@@ -1258,8 +1311,10 @@ class _Builder:
             c = np.asarray(c, dtype=np.float64)
             if tgt in DIV or tgt == "div":
                 c = 1.0 / c
+            if view is not None and c.size != 1:
+                self.refuse(n, "scales a permuted token view by a non-scalar", "scale by a scalar")
             names = self._per_source(n, n.name, x, lambda first: ("Scale", {"scale": c}))
-            self.vals[n.name] = Val("sig", names, fx_name=n.name)
+            self.vals[n.name] = self._like(view, names, n.name) if view else Val("sig", names, fx_name=n.name)
             return
         if n.op == "call_function" and tgt in CAT:
             self._cat(n, ins)
@@ -1315,7 +1370,7 @@ class _Builder:
     def _cat(self, n: fx.Node, ins: list[fx.Node]) -> None:
         dim = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim", 0)
         parts_fx = list(n.args[0])
-        vals = [self.vals[a.name] for a in parts_fx]
+        vals = [self._plain(self.vals[a.name], n, k) for k, a in enumerate(parts_fx)]
         flat = all(len(self.shape(a)) == 1 for a in parts_fx) and dim in (1, -1)
         if flat and not any(v.host or v.kind != "sig" for v in vals):
             self.vals[n.name] = Val("cat", parts=[(v, self.shape(a)[0]) for v, a in zip(vals, parts_fx, strict=True)],
@@ -1334,6 +1389,18 @@ class _Builder:
         self.vals[n.name] = Val("cat", parts=[(self.sig(a, n), 0) for a in parts_fx], fx_name=n.name)
         self.materialize_cat(n)
         self.g.nodes[self.vals[n.name].srcs[0]].meta["dim"] = int(dim)
+
+    def _plain(self, v: Val, n: fx.Node, k: int) -> Val:
+        """A view in identity order is a plain signal (flattened when its chip layout has more dims), so that a
+        concatenation of token means splits into the Linear that reads it."""
+        if v.kind != "view" or not _identity(v.idx):
+            return v
+        if len(v.base) == len(v.idx.shape) and tuple(v.base) == tuple(v.idx.shape):
+            return Val("sig", list(v.srcs), fx_name=v.fx_name)
+        srcs = self._per_source(n, f"{n.name}.part{k}.flat", Val("sig", list(v.srcs)), lambda first: (
+            "Flatten", {"start_dim": 0, "end_dim": -1, "input_shape": np.asarray(v.base)})) if len(v.base) > 1 \
+            else list(v.srcs)
+        return Val("sig", srcs, fx_name=v.fx_name)
 
     def _splittable_neuron(self, u: fx.Node) -> bool:
         if u.op != "call_module":

@@ -72,8 +72,8 @@ def align_branches(graph: Graph) -> list[str]:
     was done; raises UnsupportedError naming the node when the shorter branch does not carry 0/1 spikes
     (a graded Input, an analog readout), which a relay cannot delay exactly."""
     done: list[str] = []
-    syn = synaptic_nodes(graph)
     while True:
+        syn = synaptic_nodes(graph)
         _, arrive = _arrivals(graph)
         n = _misaligned(graph, arrive)
         if n is None:
@@ -97,11 +97,13 @@ def _branch_head(g: Graph, syn: set[str], p: str, n: str, arr: dict[str, int]) -
     cur, child = p, n
     while cur in syn or g.nodes[cur].spec.family == "shape":
         preds = g.predecessors(cur)
-        if len(preds) != 1 or g.successors(cur) != [child]:
+        if len(preds) != 1:
             raise UnsupportedError(
                 f"node '{n}' sums branches arriving after {_steps(arr)} synapse steps, and the branch through "
-                f"'{cur}' ({g.nodes[cur].op}) is shared or has {len(preds)} inputs, so no relay can delay it alone; "
+                f"'{cur}' ({g.nodes[cur].op}) has {len(preds)} inputs, so no relay can delay it alone; "
                 "fix: give the branch its own synapses")
+        if g.successors(cur) != [child]:  # shared with other branches: this branch gets its own copy
+            cur = _private_copy(g, cur, child)
         cur, child = preds[0], cur
     src = cur
     while g.nodes[src].spec.family == "shape":
@@ -114,6 +116,21 @@ def _branch_head(g: Graph, syn: set[str], p: str, n: str, arr: dict[str, int]) -
             f"at '{src}' ({what}), which relay neurons cannot delay exactly; fix: give that branch as many "
             "synapse layers as the other, or feed spikes")
     return cur, child
+
+
+def _private_copy(g: Graph, name: str, child: str) -> str:
+    """A copy of synapse/shape node `name` reading what it reads, feeding `child` in its place (the other
+    readers keep the original): exact, at the cost of the copy's synapses."""
+    import copy as _copy
+
+    node = g.nodes[name]
+    c = _unique(g, f"{name}.{child}")
+    g.add(Node(c, node.op, _copy.deepcopy(node.params), placement=node.placement, modality=node.modality,
+               meta={**_copy.deepcopy(node.meta), "copy_of": name}))
+    for p in g.predecessors(name):
+        g.connect(p, c)
+    g.edges[g.edges.index((name, child))] = (c, child)
+    return c
 
 
 def _insert_relays(g: Graph, src: str, child: str, k: int) -> list[str]:

@@ -141,8 +141,11 @@ def chip_part(graph: Graph, plan: tx.Plan, fx_shapes: dict[str, tuple[int, ...]]
         if name in chip:
             g.add(copy.deepcopy(node))
         elif name in plan.from_host:
-            g.add(Node(name, "Input", {"shape": np.asarray(fx_shapes[plan.from_host[name]], dtype=np.int64)},
-                       meta={"from_host": True}))
+            shp = fx_shapes[plan.from_host[name]]
+            if node.meta.get("channel_first"):
+                shp = (*shp[:-2], shp[-1], shp[-2])
+            g.add(Node(name, "Input", {"shape": np.asarray(shp, dtype=np.int64)},
+                       meta={"from_host": True, "channel_first": bool(node.meta.get("channel_first"))}))
     for a, b in graph.edges:
         if a in g.nodes and b in chip:
             g.connect(a, b)
@@ -180,6 +183,8 @@ def _feeds(sub: Graph, inputs: dict[str, torch.Tensor], records, plan: tx.Plan, 
         if name in plan.from_host:
             fxn = plan.from_host[name]
             feeds[name] = np.stack([r[fxn].detach().to(torch.float64).numpy() for r in records])
+            if sub.nodes[name].meta.get("channel_first"):
+                feeds[name] = np.swapaxes(feeds[name], -1, -2)
         else:
             x = inputs[name].detach()
             if x.shape[0] == 1 and steps > 1:
