@@ -516,20 +516,34 @@ def test_linear_over_tokens_is_a_kernel_1_conv1d_on_the_channel_first_layout():
     assert r.check["identical"] and r.check["spiking_nodes"] >= 6
 
 
-def test_token_major_linear_is_refused_with_the_fix():
+def test_token_major_linear_becomes_one_block_dense_or_is_refused_with_the_fix():
     class TokenMajor(nn.Module):
-        def __init__(self):
+        def __init__(self, n, d, out=3):
             super().__init__()
-            self.a, self.la, self.b = nn.Linear(4, 6, bias=False), leaky(), nn.Linear(2, 3)
+            self.n, self.d = n, d
+            self.a, self.la, self.b = nn.Linear(4, n * d, bias=False), leaky(), nn.Linear(d, out)
 
         def forward(self, x):
             s, _ = self.la(self.a(x))
-            return self.b(s.reshape(-1, 3, 2))  # Linear over the last dim of a token-major [3, 2] view
+            return self.b(s.reshape(-1, self.n, self.d))  # Linear over the last dim of a token-major view
 
-    with pytest.raises(UnsupportedError) as e:
-        export_model(TokenMajor(), example_inputs={"x": torch.rand(3, 2, 4)})
+    torch.manual_seed(0)
+    m = TokenMajor(3, 2).eval()
+    r = export_model(m, example_inputs={"x": torch.rand(3, 2, 4)})
+    w = r.graph.nodes["b"].params["weight"]
+    wb = m.b.weight.detach().double().numpy()
+    # rows o·N + n (channel-first output) read token n's two inputs (columns 2n, 2n + 1) with W[o]
+    want = np.zeros((9, 6))
+    for n in range(3):
+        for o in range(3):
+            want[o * 3 + n, 2 * n:2 * n + 2] = wb[o]
+    np.testing.assert_array_equal(w, want)
+    assert r.check["identical"]
+    with pytest.raises(UnsupportedError) as e:  # 64 tokens of 64: the block Dense would hold 16.8 M weights
+        export_model(TokenMajor(64, 64, 64), example_inputs={"x": torch.rand(2, 1, 4)})
     msg = str(e.value)
     assert "\n" not in msg and "module 'b'" in msg and "token-major" in msg and "transpose(1, 2)" in msg
+    assert "limit 4,194,304" in msg
 
 
 def test_channel_concat_into_a_conv_is_split_by_input_channels():
