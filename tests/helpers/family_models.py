@@ -23,6 +23,18 @@ def hard_leaky(**kw):
     return snn.Leaky(beta=0.5, reset_mechanism="zero", reset_delay=False, **kw)
 
 
+def sj_lif(threshold=1.0):
+    """spikingjelly's LIF as CMSF builds it: tau = 2, decay_input, hard reset to 0, single-step."""
+    from spikingjelly.activation_based import neuron
+
+    return neuron.LIFNode(tau=2.0, v_threshold=threshold, detach_reset=True, step_mode="s")
+
+
+def spk(out):
+    """Spikes of a neuron call: snnTorch returns (spikes, membrane), spikingjelly the spikes."""
+    return out[0] if isinstance(out, tuple) else out
+
+
 def _bn_stats(model: nn.Module, seed: int) -> nn.Module:
     """Eval-mode BatchNorms with non-trivial statistics, so that folding them is tested."""
     gen = torch.Generator().manual_seed(seed)
@@ -48,7 +60,7 @@ class TokenLinear(nn.Module):
 
     def forward(self, x):
         y = self.bn(self.fc(x).transpose(1, 2)).transpose(1, 2)
-        return self.lif(y)[0]
+        return spk(self.lif(y))
 
 
 class Tokenizer(nn.Module):
@@ -62,7 +74,7 @@ class Tokenizer(nn.Module):
         self.pool = nn.MaxPool2d(2)
 
     def forward(self, img):
-        s = self.lif(self.bn(self.conv(img)))[0]
+        s = spk(self.lif(self.bn(self.conv(img))))
         return self.pool(s).flatten(2).transpose(1, 2)
 
 
@@ -124,37 +136,80 @@ class CrossModalAV(nn.Module):
 
 def scmrl_av():
     torch.manual_seed(11)
-    return _bn_stats(CrossModalAV(), 11)
+    m = CrossModalAV()
+    with torch.no_grad():
+        m.head.weight.mul_(6.0)  # a token mean is small: a stronger head spikes within a few steps
+    return _bn_stats(m, 11)
 
 
 # ---- CMSF-style: T = 2, linear-order attention q (k^T v), spike gating across modalities ----------------
 class CMSFRetrieval(nn.Module):
-    """Region features and sentence features (float, from host-side encoders) into spiking encoders;
-    q (k^T v) attention; the image's query mask gates the text's spikes (spike AND)."""
+    """spikingjelly neurons, T = 2. Region features and sentence features (float, from host-side encoders)
+    into spiking encoders; q (k^T v) attention; the image's query mask gates the text's spikes (spike AND)."""
 
     def __init__(self, feat=12, regions=4, dim=D):
         super().__init__()
-        self.regions = regions
-        self.img_in = TokenLinear(feat, dim, hard_leaky)
+        self.img_in = TokenLinear(feat, dim, sj_lif)
         self.txt_in = nn.Linear(feat, dim)
-        self.txt_lif = hard_leaky()
-        self.q, self.k, self.v = (TokenLinear(dim, dim, hard_leaky) for _ in range(3))
-        self.attn_lif = hard_leaky(threshold=0.5)
-        self.out = TokenLinear(dim, dim, hard_leaky)
-        self.gate_lif = hard_leaky(threshold=0.5)
+        self.txt_lif = sj_lif()
+        self.q, self.k, self.v = (TokenLinear(dim, dim, sj_lif) for _ in range(3))
+        self.attn_lif = sj_lif(threshold=0.5)
+        self.out = TokenLinear(dim, dim, sj_lif)
+        self.gate_lif = sj_lif(threshold=0.5)
+        self.emb = nn.Linear(dim, dim)
+        self.emb_lif = sj_lif()
         self.input_shapes = {"regions": (regions, feat), "sentence": (feat,)}
 
     def forward(self, regions, sentence):
         x = self.img_in(regions)  # [B, R, D] spikes
         q, k, v = self.q(x), self.k(x), self.v(x)
-        a = self.attn_lif(q @ (k.transpose(-2, -1) @ v) * 0.125)[0]
+        a = self.attn_lif(q @ (k.transpose(-2, -1) @ v) * 0.125)
         x = x + self.out(a)
-        t = self.txt_lif(self.txt_in(sentence))[0]  # [B, D]
-        mask = self.gate_lif(q.sum(1))[0]  # the image's queries summed over regions: a spike mask
+        t = self.txt_lif(self.txt_in(sentence))  # [B, D]
+        mask = self.gate_lif(q.sum(1))  # the image's queries summed over regions: a spike mask
         fused = mask * t  # gates the text's spikes (spike AND across modalities)
-        return x.mean(1), fused
+        return self.emb_lif(self.emb(x.mean(1))), fused  # image embedding from the token mean; gated text
 
 
 def cmsf_retrieval():
     torch.manual_seed(12)
-    return _bn_stats(CMSFRetrieval(), 12)
+    m = CMSFRetrieval()
+    with torch.no_grad():  # tau = 2 with decay_input halves every input: stronger weights make T = 2 spike
+        for mod in m.modules():
+            if isinstance(mod, nn.Linear):
+                mod.weight.mul_(4.0)
+    return _bn_stats(m, 12)
+
+
+# ---- ASH-style hybrid: an ANN front end on the host, a spiking semantic encoder on chip -----------------
+class HybridASH(nn.Module):
+    """Image: Conv + ReLU + MaxPool (an ANN visual encoder, float, on the host); text: spikes. Both reach a
+    spiking encoder on chip; the image features enter as graded payloads with a calibrated scale."""
+
+    def __init__(self, vocab=12, dim=8):
+        super().__init__()
+        self.visual = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        self.img = nn.Linear(4 * 4 * 4, 16)
+        self.img_lif = hard_leaky()
+        self.txt = nn.Linear(vocab, 16)
+        self.txt_lif = hard_leaky()
+        self.img_out = nn.Linear(16, dim)
+        self.img_out_lif = hard_leaky()
+        self.txt_out = nn.Linear(16, dim)
+        self.txt_out_lif = hard_leaky()
+        self.input_shapes = {"image": (1, 8, 8), "text": (vocab,)}
+
+    def forward(self, image, text):
+        f = self.visual(image).flatten(1)
+        i = self.img_out_lif(self.img_out(self.img_lif(self.img(f))[0]))[0]
+        t = self.txt_out_lif(self.txt_out(self.txt_lif(self.txt(text))[0]))[0]
+        return i, t
+
+
+def hybrid_ash():
+    torch.manual_seed(13)
+    m = HybridASH()
+    with torch.no_grad():
+        for mod in (m.img, m.txt, m.img_out, m.txt_out):
+            mod.weight.mul_(4.0)
+    return m.eval()
