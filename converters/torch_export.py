@@ -703,6 +703,9 @@ class _Builder:
         """spike x spike (elementwise) -> identity Scale per operand into Threshold(1.5): a AND b."""
         va, vb = (self.vals.get(a.name) for a in ins)
         shp = self.shape(n)
+        if self._binary(va) and self._binary(vb) and self._feeds_chip(n) \
+                and sorted([self.shape(ins[0]) == shp, self.shape(ins[1]) == shp]) == [False, True]:
+            return self._lower_broadcast_and(n, ins, va, vb)
         if not (self._binary(va) and self._binary(vb)) or self.shape(ins[0]) != shp or self.shape(ins[1]) != shp \
                 or not _same_view(va, vb) or not self._feeds_chip(n):
             return False
@@ -718,6 +721,37 @@ class _Builder:
         self.vals[n.name] = self._like(va, [thr], n.name)
         if va.idx is not None:
             self.plan.layouts[thr] = va.idx
+        return True
+
+    def _lower_broadcast_and(self, n: fx.Node, ins: list[fx.Node], va: Val, vb: Val) -> bool:
+        """spikes x a broadcast spike mask (spike-driven attention's q ⊙ SN(Σ k ⊙ v)): the full operand through an
+        identity Scale, the mask through a Dense that copies each mask element to every position it covers,
+        both into Threshold(1.5). Exact for 0/1 spikes."""
+        shp = self.shape(n)
+        (big, vbig), (small, vsmall) = sorted(zip(ins, (va, vb), strict=True), key=lambda p: self.shape(p[0]) != shp)
+        ss = self.shape(small)
+        try:
+            sidx = np.broadcast_to(self._as_view(small, vsmall).idx.reshape((1,) * (len(shp) - len(ss)) + ss), shp)
+        except ValueError:
+            return False
+        bv = self._as_view(big, vbig)
+        w = np.zeros((bv.idx.size, int(np.prod(vsmall.base if vsmall.idx is not None else ss))))
+        w[bv.idx.ravel(), sidx.ravel()] = 1.0
+        src = Val("sig", list(vsmall.srcs))
+        base_small = vsmall.base if vsmall.idx is not None else ss
+        if len(base_small) > 1:
+            src = Val("sig", self._per_source(n, f"{n.name}.mask.flat", src, lambda first: (
+                "Flatten", {"start_dim": 0, "end_dim": -1, "input_shape": np.asarray(base_small)})))
+        a = self.new(f"{n.name}.and_a", "Scale", {"scale": np.asarray(1.0)}, Val("sig", list(vbig.srcs)))
+        b = self.new(f"{n.name}.and_mask", "Linear", {"weight": w}, src)
+        thr = self.new(n.name, "Threshold", {"threshold": np.asarray(AND_THRESHOLD)}, [a, b])
+        self.plan.spikes[thr] = n.name
+        self.plan.rewrites.append(f"{_where(self.gm, n)}: spikes x broadcast spike mask {list(ss)} lowered to AND: "
+                                  f"identity Scale and a Dense copying the mask to its {int(np.prod(shp))} positions "
+                                  f"into Threshold '{thr}' (exact for 0/1 spikes)")
+        self.vals[n.name] = self._like(bv if vbig.idx is not None else vbig, [thr], n.name)
+        if vbig.idx is not None:
+            self.plan.layouts[thr] = vbig.idx
         return True
 
     def _lower_or(self, n: fx.Node, x_fx: fx.Node, a: dict) -> bool:
@@ -1481,6 +1515,8 @@ class _Builder:
                 v = self.materialize_cat(a)
             name = self.new(str(oname), "Output", {}, v, placement="host" if v.host else "chip")
             self.plan.outputs[name] = a.name
+            if v.kind == "view" and not _identity(v.idx):  # the chip holds it permuted: runs give it back in
+                self.g.nodes[name].meta["model_index"] = v.idx.copy()  # the model's order (run.model_layout)
 
     def _mark_boundaries(self) -> None:
         g = self.g

@@ -74,3 +74,19 @@ def load_run(path) -> Run:
         elif parts[0] == "trace":
             run.traces.setdefault("/".join(parts[1:-1]), {})[parts[-1]] = z[key]
     return run
+
+
+def model_layout(graph, run: Run) -> Run:
+    """Outputs the chip holds in a permuted token layout, put back in the model's order (an Output node's
+    meta["model_index"][i] is the chip position of the model's element i), so every backend returns what
+    the model returns."""
+    for name in list(run.outputs):
+        node = graph.nodes.get(name)
+        idx = None if node is None else node.meta.get("model_index")
+        if idx is None:
+            continue
+        idx = np.asarray(idx)
+        y = np.asarray(run.outputs[name])
+        run.outputs[name] = y.reshape(*y.shape[:2], -1)[..., idx.ravel()].reshape(*y.shape[:2], *idx.shape)
+    return run
+

@@ -19,7 +19,7 @@ import numpy as np
 from .errors import SpikeDeployError, TargetLimitError
 from .graph import Graph
 from .qgraph import QGraph
-from .run import Run
+from .run import Run, model_layout
 
 BACKENDS = ("float", "emulator", "lava")
 
@@ -68,7 +68,7 @@ def simulate(model: Graph | QGraph, inputs: Mapping[str, np.ndarray], *, backend
         run = chip(qg, inputs, steps=steps, probes=probes, progress=progress)
     if note:
         run.meta.setdefault("notes", []).append(note)
-    return run
+    return model_layout(qg.graph, run)
 
 
 def _check_target(qg: QGraph, target: str | None, backend: str) -> None:

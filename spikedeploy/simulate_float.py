@@ -40,7 +40,7 @@ from .errors import GraphError, ParameterError, UnsupportedError
 from .graph import Graph, neuron_rule
 from .inputs import time_major_inputs
 from .ops import OPS, conv_params, pool_params
-from .run import Run
+from .run import Run, model_layout
 
 _SPIKING = ("LIF", "IF", "CubaLIF", "Threshold")
 _NEEDS_DT = ("LIF", "IF", "CubaLIF", "LI", "CubaLI", "I", "Delay")
@@ -75,7 +75,7 @@ def simulate_float(
 
         run = run_hybrid(graph, inputs, stage, steps=steps, probes=probes, progress=progress, backend="float")
         run.meta.update({"synapse_delay": bool(synapse_delay), "reset": graph.reset})
-        return run
+        return model_layout(graph, run)
     g = graph.copy()
     g.infer_shapes()
     feeds, T, B = _check_inputs(g, inputs, steps)
@@ -136,7 +136,7 @@ def simulate_float(
     def stack(xs, shape):
         return torch.stack(xs).numpy() if xs else np.zeros((0, B, *shape))
 
-    return Run(
+    return model_layout(g, Run(
         backend="float",
         steps=T,
         batch=B,
@@ -145,7 +145,7 @@ def simulate_float(
         traces={n: {k: torch.stack(v).numpy() for k, v in d.items()} for n, d in traces.items()},
         meta={"dt": g.dt, "dtype": str(dtype).replace("torch.", ""), "synapse_delay": bool(synapse_delay),
               "reset": g.reset, "order": order},
-    )
+    ))
 
 
 def synaptic_nodes(graph: Graph) -> set[str]:

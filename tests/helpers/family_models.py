@@ -213,3 +213,32 @@ def hybrid_ash():
         for mod in (m.img, m.txt, m.img_out, m.txt_out):
             mod.weight.mul_(4.0)
     return m.eval()
+
+
+# ---- spike-driven self-attention (masks and column sums): all on chip -----------------------------------
+class SpikeDrivenAttention(nn.Module):
+    """Spike-Driven Transformer's SDSA: q ⊙ SN(Σ_tokens k ⊙ v), no product of two dynamic matrices."""
+
+    def __init__(self):
+        super().__init__()
+        self.tok = Tokenizer(1, hard_leaky)
+        self.q, self.k, self.v = (TokenLinear(D, D, hard_leaky) for _ in range(3))
+        self.kv_lif = hard_leaky(threshold=0.5)
+        self.proj = TokenLinear(D, D, hard_leaky)
+        self.input_shapes = {"image": (1, 8, 8)}
+
+    def forward(self, image):
+        x = self.tok(image)
+        q, k, v = self.q(x), self.k(x), self.v(x)
+        mask = self.kv_lif((k * v).sum(1, keepdim=True))[0]  # [B, 1, D] column sums of k AND v, a spike mask
+        return self.proj(q * mask)  # the mask gates every token's queries
+
+
+def spike_driven_attention():
+    torch.manual_seed(14)
+    m = SpikeDrivenAttention()
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, nn.Linear):
+                mod.weight.mul_(3.0)
+    return _bn_stats(m, 14)
