@@ -19,8 +19,8 @@ programs and move to the host: their placement becomes "host".
 
 from __future__ import annotations
 
-import math
 import operator
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -30,30 +30,10 @@ import torch
 import torch.fx as fx
 
 from ..errors import UnsupportedError
+from ..host_exec import payload_encoding
 from .onnx import MAX_ABS_DIFF, _as_tensor, _compare, _ident, _torch_export, private_names
 
 PROGRAM_KEY = "program"
-EXACT_SHIFT_MAX = 8  # payload scales 2**-k tried for an exact integer encoding (k = 0..8)
-PAYLOAD_BITS = 8  # approximate graded payloads: signed 8-bit, scale max|v| / 127 (Loihi 2 graded spikes)
-PAYLOAD_LIMIT = 2**23  # Loihi 2 graded spike payloads are 24-bit signed (lava-fixed-point.md)
-EXACT_BITS = 16  # exact payloads: room for counts well beyond those seen in the export check
-
-
-def payload_encoding(values: np.ndarray) -> dict[str, Any]:
-    """How float values cross onto the chip as integer payloads: value ≈ scale · round(value / scale).
-
-    Exact when every value is an integer multiple of 2**-k for a small k (spike counts, their products, and
-    constant power-of-two scales of them); otherwise an 8-bit grid over the largest magnitude seen."""
-    v = np.asarray(values, dtype=np.float64).ravel()
-    vmax = float(np.abs(v).max(initial=0.0))
-    for k in range(EXACT_SHIFT_MAX + 1):
-        m = v * 2.0**k
-        if np.array_equal(m, np.round(m)) and vmax * 2.0**k < PAYLOAD_LIMIT:
-            return {"scale": 2.0**-k, "exact": True, "bits": max(EXACT_BITS, math.ceil(math.log2(vmax * 2.0**k + 1)) + 1),
-                    "max_abs": vmax, "source": "values seen in the export check"}
-    lim = 2 ** (PAYLOAD_BITS - 1) - 1
-    return {"scale": vmax / lim if vmax > 0 else 1.0, "exact": False, "bits": PAYLOAD_BITS, "max_abs": vmax,
-            "source": "values seen in the export check; values beyond max_abs saturate"}
 
 
 def _boundary(traced, plan, graph) -> dict[str, str]:
@@ -184,9 +164,13 @@ def attach_host_programs(traced, plan, graph, records: list[dict[str, Any]]) -> 
             except UnsupportedError:
                 raise
             except Exception as e:
-                raise UnsupportedError(f"host node '{name}' ({node.meta.get('torch', node.op)}): cannot be exported "
-                                       f"to ONNX ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-                                       ) from e
+                why = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip().splitlines()
+                raise UnsupportedError(
+                    f"{node.meta.get('torch', node.op)}: neither the chip nor the host can run it (ONNX export fails: "
+                    f"{type(e).__name__}: {why[0] if why else ''}); on chip: Linear, Conv1d/2d, AvgPool2d, BatchNorm "
+                    "(folded), +, torch.cat, constant scales, layout ops, spike AND/OR, snnTorch and spikingjelly "
+                    "neurons; on the host: any ONNX-exportable op that treats each sample on its own. Fix: replace "
+                    "it, or compute it outside the model") from e
             blob = path.read_bytes()
         _check_per_sample(hm, example, name, node)
         if diff > MAX_ABS_DIFF:

@@ -17,7 +17,9 @@ node.meta["payload"]; the quantizer folds the same scale into the weights that r
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +30,50 @@ from .run import Run
 
 PROGRAM_KEY = "program"
 _SESSIONS: dict[int, object] = {}
+EXACT_SHIFT_MAX = 8  # payload scales 2**-k tried for an exact integer encoding (k = 0..8)
+PAYLOAD_BITS = 8  # approximate graded payloads: signed 8-bit, scale max|v| / 127 (Loihi 2 graded spikes)
+PAYLOAD_LIMIT = 2**23  # Loihi 2 graded spike payloads are 24-bit signed (lava-fixed-point.md)
+EXACT_BITS = 16  # exact payloads: room for counts well beyond those seen in the export check
+
+
+def payload_encoding(values: np.ndarray) -> dict[str, Any]:
+    """How float values cross onto the chip as integer payloads: value ≈ scale · round(value / scale).
+
+    Exact when every value is an integer multiple of 2**-k for a small k (spike counts, their products, and
+    constant power-of-two scales of them); otherwise an 8-bit grid over the largest magnitude seen."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    vmax = float(np.abs(v).max(initial=0.0))
+    for k in range(EXACT_SHIFT_MAX + 1):
+        m = v * 2.0**k
+        if np.array_equal(m, np.round(m)) and vmax * 2.0**k < PAYLOAD_LIMIT:
+            return {"scale": 2.0**-k, "exact": True, "bits": max(EXACT_BITS, math.ceil(math.log2(vmax * 2.0**k + 1)) + 1),
+                    "max_abs": vmax, "source": "values seen in the export check"}
+    lim = 2 ** (PAYLOAD_BITS - 1) - 1
+    return {"scale": vmax / lim if vmax > 0 else 1.0, "exact": False, "bits": PAYLOAD_BITS, "max_abs": vmax,
+            "source": "values seen in the export check; values beyond max_abs saturate"}
+
+
+def calibrate_payloads(graph: Graph, calibration: Mapping[str, np.ndarray]) -> list[str]:
+    """Payload scales of the host values the chip reads, from a float run on calibration data (in place);
+    an exact grid found at export stays exact if the calibration values fit it too."""
+    from .simulate_float import simulate_float
+
+    nodes = [n for n in host_nodes(graph) if "payload" in graph.nodes[n].meta and "program" in graph.nodes[n].meta]
+    if not nodes:
+        return []
+    run = simulate_float(graph, calibration, probes=nodes)
+    done = []
+    for n in nodes:
+        old = graph.nodes[n].meta["payload"]
+        v = np.asarray(run.traces[n]["out"])
+        new = payload_encoding(np.concatenate([v.ravel(), [float(old["max_abs"])]]))
+        if old["exact"] and new["exact"]:
+            new["scale"] = min(float(old["scale"]), float(new["scale"]))
+        new["source"] = f"calibration data ({run.batch} samples) and the export check"
+        graph.nodes[n].meta["payload"] = new
+        grid = "exact" if new["exact"] else f"{new['bits']}-bit grid"
+        done.append(f"host node '{n}': payload scale {float(new['scale']):.6g} from calibration ({grid})")
+    return done
 
 
 def host_nodes(graph: Graph) -> list[str]:

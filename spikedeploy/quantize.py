@@ -96,6 +96,10 @@ def quantize(
     check_graph(g, approx)
     warn_unreachable(g)
     rewrites = lower_structure(g)
+    if calibration is not None:  # host values the chip reads: their payload scale from the calibration data
+        from .host_exec import calibrate_payloads
+
+        rewrites = rewrites + calibrate_payloads(g, calibration)
     layers = find_layers(g, g.dt, fmt, approx)
     check_neuron_models(layers, spec)
     q = Quantizer(g, layers, fmt, nwb, bias_exp_min)

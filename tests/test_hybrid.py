@@ -253,3 +253,38 @@ def test_cli_pipeline_with_host_nodes(tmp_path, monkeypatch):
     assert split["chip_to_host_bits_per_step"] == 3 * N * D
     assert split["host_to_chip_bits_per_step"] == N * D * 16 and split["round_trips_per_step"] == 1
     assert {o["node"]: o["op"] for o in split["operations"]} == {"matmul": "MatMul", "matmul_1": "MatMul"}
+
+
+def test_op_with_no_chip_or_host_path_refused_in_one_line():
+    class Bessel(nn.Module):  # torch.special.bessel_j0 has no ONNX export
+        def forward(self, x):
+            return torch.special.bessel_j0(x)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.odd, self.fc, self.lif = Bessel(), nn.Linear(4, 4), lif()
+
+        def forward(self, x):
+            return self.lif(self.fc(self.odd(x)))[0]
+
+    with pytest.raises(UnsupportedError) as e:
+        export_model(Net(), example_inputs={"x": torch.rand(3, 2, 4)})
+    msg = str(e.value)
+    assert "\n" not in msg and "\x1b" not in msg and "special_bessel_j0" in msg
+    assert "neither the chip nor the host can run it" in msg and "on chip: Linear" in msg and "Fix:" in msg
+
+
+def test_payload_scale_from_calibration_data():
+    m = build_hybrid()
+    r = export_model(m, steps=4, batch=2)
+    before = r.graph.nodes["frontend.2"].meta["payload"]
+    big = {"img": 3.0 * np.random.default_rng(4).random((6, 5, 1, 8, 8))}  # brighter images than at export
+    qg = quantize(r.graph, "loihi2", calibration=big)
+    after = qg.graph.nodes["frontend.2"].meta["payload"]
+    ref = simulate_float(r.graph, big, probes=["frontend.2"]).traces["frontend.2"]["out"]
+    want = max(float(np.abs(ref).max()), before["max_abs"])
+    assert after["max_abs"] == pytest.approx(want) and after["scale"] == pytest.approx(want / 127)
+    assert after["scale"] > before["scale"] and "calibration" in after["source"]
+    assert any("payload scale" in w for w in qg.meta["rewrites"])
+    assert r.graph.nodes["frontend.2"].meta["payload"] == before  # the input graph is not modified
