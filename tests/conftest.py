@@ -23,3 +23,18 @@ def lavadl_netx_dir() -> Path:
     from spikedeploy.lavadl_assets import netx_test_dir
 
     return netx_test_dir()
+
+
+@pytest.fixture(scope="session")
+def lava():
+    """Lava's simulate function, or a skip naming why Lava cannot run here."""
+    from spikedeploy.errors import BackendError
+
+    try:
+        from spikedeploy.lava_compat import lava_ready
+        from spikedeploy.targets.lava_backend import simulate_lava
+
+        lava_ready()
+    except BackendError as e:
+        pytest.skip(str(e))
+    return simulate_lava

@@ -14,8 +14,6 @@ import numpy as np
 import pytest
 from random_qgraphs import conv_net, dense_chain, overflow_net, recurrent_net, two_input_net
 
-from spikedeploy.errors import BackendError
-
 CASES = (
     [("dense", s, {}) for s in range(8)]
     + [("dense", 100 + s, {"sign": sm}) for s, sm in enumerate(("exc", "inh", "mixed"))]
@@ -33,17 +31,6 @@ BUILD = {"dense": dense_chain, "conv": conv_net, "recurrent": recurrent_net, "ov
 def build(kind, seed, kw):
     return BUILD[kind](seed, **kw)
 
-
-@pytest.fixture(scope="module")
-def lava():
-    try:
-        from spikedeploy.lava_compat import lava_ready
-        from spikedeploy.targets.lava_backend import simulate_lava
-
-        lava_ready()
-    except BackendError as e:
-        pytest.skip(str(e))
-    return simulate_lava
 
 
 def neurons(qg):

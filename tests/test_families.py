@@ -57,6 +57,15 @@ def torch_outputs(name: str, xs: dict[str, np.ndarray], steps: int) -> list[np.n
     return [np.stack([o[i] for o in outs]) for i in range(len(outs[0]))]
 
 
+def input_options(d, xs: dict[str, np.ndarray], tag: str) -> list[str]:
+    """Each input saved as .npy, as the CLI's --input NAME=FILE options."""
+    opts = []
+    for k, x in xs.items():
+        np.save(d / f"{tag}_{k}.npy", x)
+        opts += ["--input", f"{k}={d / f'{tag}_{k}.npy'}"]
+    return opts
+
+
 def ok(args):
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
@@ -92,10 +101,7 @@ def test_export_is_exact_and_hosts_only_what_has_no_chip_mapping(deployed):
 def test_cli_float_run_equals_the_torch_model(deployed):
     name, d, _ = deployed
     xs = family_inputs(name, batch=3, seed=1)
-    specs = []
-    for k, x in xs.items():
-        np.save(d / f"{k}.npy", x)
-        specs += ["--input", f"{k}={d / f'{k}.npy'}"]
+    specs = input_options(d, xs, "f")
     ok(["simulate", str(d / "m.nir"), "--backend", "float", *specs, "-o", str(d / "float.npz")])
     run = load_run(d / "float.npz")
     ref = torch_outputs(name, xs, run.steps)
@@ -125,10 +131,7 @@ def test_emulator_equals_lava_on_every_chip_node(deployed):
 def test_partition_and_report(deployed):
     name, d, _ = deployed
     xs = family_inputs(name, batch=4, seed=3)
-    specs = []
-    for k, x in xs.items():
-        np.save(d / f"r_{k}.npy", x)
-        specs += ["--input", f"{k}={d / f'r_{k}.npy'}"]
+    specs = input_options(d, xs, "r")
     ok(["simulate", str(d / "m.q.npz"), "--backend", "emulator", *specs, "--steps", "10", "-o", str(d / "emu.npz")])
     ok(["partition", str(d / "m.q.npz", ), "--target", "loihi2", "--run", str(d / "emu.npz"), "-o", str(d / "p.json")])
     rep = json.loads(ok(["report", str(d / "m.q.npz"), "--target", "loihi2", "--run", str(d / "emu.npz"),

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from spikedeploy.align import align_branches, chip_delay
-from spikedeploy.errors import BackendError, UnsupportedError
+from spikedeploy.errors import UnsupportedError
 from spikedeploy.export import export_model
 from spikedeploy.graph import Graph, Node
 from spikedeploy.quantize import quantize
@@ -193,17 +193,6 @@ def exported(kind, steps=20, batch=3):
 
 
 # ---- (b) + (c): every model exports exactly and runs bit-exact on emulator and Lava ---------------
-
-@pytest.fixture(scope="module")
-def lava():
-    try:
-        from spikedeploy.lava_compat import lava_ready
-        from spikedeploy.targets.lava_backend import simulate_lava
-
-        lava_ready()
-    except BackendError as e:
-        pytest.skip(str(e))
-    return simulate_lava
 
 
 @pytest.mark.parametrize("kind", list(MODELS))

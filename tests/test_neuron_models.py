@@ -22,7 +22,7 @@ import torch
 from random_qgraphs import dense_chain
 from torch import nn
 
-from spikedeploy.errors import BackendError, DynamicsWarning, UnsupportedError
+from spikedeploy.errors import DynamicsWarning, UnsupportedError
 from spikedeploy.export import export_model
 from spikedeploy.graph import Graph, Node
 from spikedeploy.quantize import quantize
@@ -377,17 +377,6 @@ def test_if_layer_that_cannot_reach_threshold_at_this_dt_warns():
 
 # ---- emulator = Lava bit for bit ----------------------------------------------------------------------------
 
-
-@pytest.fixture(scope="module")
-def lava():
-    try:
-        from spikedeploy.lava_compat import lava_ready
-        from spikedeploy.targets.lava_backend import simulate_lava
-
-        lava_ready()
-    except BackendError as e:
-        pytest.skip(str(e))
-    return simulate_lava
 
 
 def _neurons(qg):
