@@ -105,6 +105,7 @@ class _Net:
         order, back = g.order()
         self.order = order
         self.out_port: dict[str, object] = {}
+        self.flat_src: dict[str, str] = {}  # flatten node -> the node whose values it re-reads
         self.in_port: dict[str, object] = {}
         self.procs: dict[str, object] = {}
         self.resets: list[tuple[object, np.ndarray]] = []
@@ -251,23 +252,26 @@ class _Net:
             elif k == "flatten":
                 if len(preds) != 1:
                     raise UnsupportedError(f"node '{name}' ({node.op}): Lava needs exactly one input, got {preds}")
-                src = preds[0]
-                self.out_port[name] = _adapt(self.out_port[src], g.nodes[src].out_shape, node.out_shape)
+                # a flatten only re-reads its source in another shape: readers adapt the source's own port
+                # (a reshaped port nothing connects to breaks Lava's compiler)
+                self.flat_src[name] = self.flat_src.get(preds[0], preds[0])
         # connections
         for a, b in g.edges:
             if kinds[b] in ("synapse", "neuron"):
                 port, shp = self.in_port[b]
-                src = self.out_port[a]
-                src = _adapt(src, g.nodes[a].out_shape, shp if shp else g.nodes[b].in_shape)
+                a = self.flat_src.get(a, a)
+                src = _adapt(self.out_port[a], g.nodes[a].out_shape, shp if shp else g.nodes[b].in_shape)
                 src.connect(port)
         # monitors
         want: dict[tuple[str, str], object] = {}
+        src_of: dict[str, str] = {}  # a flatten passes values through: Lava monitors its source's own port
         for name in g.outputs:
             for p in g.predecessors(name):
-                if kinds[p] == "neuron" and not OPS[g.nodes[p].op].spiking:
-                    want[(p, "v")] = self.procs[p].v
+                q = src_of[p] = self.flat_src.get(p, p)
+                if kinds[q] == "neuron" and not OPS[g.nodes[q].op].spiking:
+                    want[(p, "v")] = self.procs[q].v
                 else:
-                    want[(p, "s")] = self.out_port[p]
+                    want[(p, "s")] = self.out_port[q]
         if counts:
             for name in order:
                 if kinds[name] == "neuron" and OPS[g.nodes[name].op].spiking:
@@ -277,23 +281,26 @@ class _Net:
                 want[(name, "u")] = self.procs[name].u
                 want[(name, "v")] = self.procs[name].v
                 want[(name, "s")] = self.out_port[name]
-            elif name in self.out_port:
-                want[(name, "s")] = self.out_port[name]
+            elif name in self.out_port or name in self.flat_src:
+                q = src_of[name] = self.flat_src.get(name, name)
+                want[(name, "s")] = self.out_port[q]
             else:
                 raise BackendError(f"probe '{name}' names no node the Lava network has")
         for (name, what), target in want.items():
             m = Monitor()
             m.probe(target, total)
-            self.monitors.append((name, what, m, target, tuple(g.nodes[name].out_shape)))
+            src = src_of.get(name, name)
+            self.monitors.append((name, what, m, target, tuple(g.nodes[src].out_shape), tuple(g.nodes[name].out_shape)))
         self.root = next(iter(self.procs.values()))
 
     def read(self):
         res = {}
-        for name, what, m, target, shp in self.monitors:
+        for name, what, m, target, src_shp, shp in self.monitors:
             data = m.get_data()
             pname = target.process.name
             rec = data[pname][target.name]
-            res[(name, what)] = from_lava(np.asarray(rec).reshape(rec.shape[0], *target.shape), shp)
+            x = from_lava(np.asarray(rec).reshape(rec.shape[0], *target.shape), src_shp)
+            res[(name, what)] = x.reshape(x.shape[0], *shp)
         return res
 
 

@@ -144,15 +144,17 @@ def scmrl_av():
 
 # ---- CMSF-style: T = 2, linear-order attention q (k^T v), spike gating across modalities ----------------
 class CMSFRetrieval(nn.Module):
-    """spikingjelly neurons, T = 2. Region features and sentence features (float, from host-side encoders)
-    into spiking encoders; q (k^T v) attention; the image's query mask gates the text's spikes (spike AND)."""
+    """spikingjelly neurons, T = 2. Region features and sentence features (from host-side encoders) into
+    spiking encoders; spiking cross-attention, the sentence querying the regions in CMSF's linear order
+    q (kᵀ v); the regions' key mask gates the sentence's spikes (spike AND)."""
 
     def __init__(self, feat=12, regions=4, dim=D):
         super().__init__()
         self.img_in = TokenLinear(feat, dim, sj_lif)
         self.txt_in = nn.Linear(feat, dim)
         self.txt_lif = sj_lif()
-        self.q, self.k, self.v = (TokenLinear(dim, dim, sj_lif) for _ in range(3))
+        self.q = TokenLinear(dim, dim, sj_lif)  # from the sentence
+        self.k, self.v = (TokenLinear(dim, dim, sj_lif) for _ in range(2))  # from the regions
         self.attn_lif = sj_lif(threshold=0.5)
         self.out = TokenLinear(dim, dim, sj_lif)
         self.gate_lif = sj_lif(threshold=0.5)
@@ -162,13 +164,14 @@ class CMSFRetrieval(nn.Module):
 
     def forward(self, regions, sentence):
         x = self.img_in(regions)  # [B, R, D] spikes
-        q, k, v = self.q(x), self.k(x), self.v(x)
-        a = self.attn_lif(q @ (k.transpose(-2, -1) @ v) * 0.125)
-        x = x + self.out(a)
-        t = self.txt_lif(self.txt_in(sentence))  # [B, D]
-        mask = self.gate_lif(q.sum(1))  # the image's queries summed over regions: a spike mask
+        t = self.txt_lif(self.txt_in(sentence))  # [B, D] spikes
+        q = self.q(t.unsqueeze(1))  # [B, 1, D]: one text token
+        k, v = self.k(x), self.v(x)
+        a = self.attn_lif(q @ (k.transpose(-2, -1) @ v) * 0.125)  # cross-attention, text -> regions
+        cross = self.out(a).squeeze(1)  # [B, D]
+        mask = self.gate_lif(k.sum(1))  # the regions' keys summed: a spike mask
         fused = mask * t  # gates the text's spikes (spike AND across modalities)
-        return self.emb_lif(self.emb(x.mean(1))), fused  # image embedding from the token mean; gated text
+        return self.emb_lif(self.emb(x.mean(1))), fused + cross  # image embedding; fused text embedding
 
 
 def cmsf_retrieval():
