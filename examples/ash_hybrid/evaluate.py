@@ -28,7 +28,7 @@ def chance(labels: np.ndarray, ks=KS) -> dict[str, float]:
         p = []
         for c in np.unique(labels):
             m = int((labels == c).sum())
-            miss = np.prod([(n - m - i) / (n - i) for i in range(k)])
+            miss = np.prod([max(n - m - i, 0) / (n - i) for i in range(min(k, n))])  # k > n: the whole gallery
             p += [1 - miss] * m
         out[f"R@{k}"] = float(np.mean(p))
     out["rsum"] = 2 * sum(out[f"R@{k}"] for k in ks)
