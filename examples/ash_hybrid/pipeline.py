@@ -222,7 +222,10 @@ def main(argv=None) -> None:
     ap.add_argument("--lava-samples", type=int, default=4)
     ap.add_argument("--limit", type=int, default=None, help="use only the first N test pairs")
     a = ap.parse_args(argv)
-    rep = run_pipeline(a.out, lava_samples=a.lava_samples, limit=a.limit)
+    try:
+        rep = run_pipeline(a.out, lava_samples=a.lava_samples, limit=a.limit)
+    except FileNotFoundError as e:  # a missing data package: one line with the install command, no traceback
+        raise SystemExit(f"error: {e}") from None
     bad = [k for k, v in rep["splits"].items() if not (v["lava_equals_emulator"] or {}).get("all_equal")]
     if a.lava_samples and bad:
         raise SystemExit(f"Lava and the emulator disagree on split(s) {bad}: see report.json splits.*.lava_equals_emulator")

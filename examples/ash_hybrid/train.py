@@ -111,7 +111,10 @@ def main(argv=None) -> None:
     p.add_argument("--out", type=Path, default=CHECKPOINT, help="checkpoint path; the record goes next to it as .json")
     a = p.parse_args(argv)
     t0 = time.perf_counter()
-    split = data.load_split("train")
+    try:
+        split = data.load_split("train")
+    except FileNotFoundError as e:  # a missing data package: one line with the install command, no traceback
+        raise SystemExit(f"error: {e}") from None
     models, record = {}, {}
     for kind in ("snn", "ann"):
         models[kind], record[kind] = train_one(kind, a, split)
