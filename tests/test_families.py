@@ -145,3 +145,16 @@ def test_partition_and_report(deployed):
     assert rep["fits"] and (split["host_to_chip_bits_per_step"] > 0) == (name != "spike_driven")
     assert all(o["why"] for o in split["operations"])
     assert (d / "r.html").stat().st_size > 1000
+
+
+def test_percentile_quantization_with_calibration(deployed):
+    """Calibration runs the whole graph (host programs included) and recalibrates the host payloads; layers
+    without state (AND/OR/relay Thresholds) are calibrated from their inputs."""
+    name, d, _ = deployed
+    from spikedeploy.converters.nir import read_nir
+    from spikedeploy.quantize import quantize
+
+    g = read_nir(d / "m.nir")
+    qg = quantize(g, "loihi2", method="percentile", calibration=family_inputs(name, batch=4, seed=5))
+    emu = simulate(qg, family_inputs(name, batch=2, seed=6), backend="emulator", steps=FAMILIES[name][1] + 6)
+    assert sum(int(c.sum()) for c in emu.counts.values()) > 0
