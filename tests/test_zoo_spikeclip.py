@@ -56,7 +56,9 @@ def test_float_metrics_equal_a_direct_torch_run(deployed):
         protos = data.prototypes(model.embed_prompts().double().numpy())
     ref = zero_shot_metrics(img, test.labels, protos)
     for m in ("unseen_zero_shot", "seen", "generalized_10way", "silent_images"):
-        assert rep["zero_shot"]["float"][m] == pytest.approx(ref[m], abs=1e-12), m
+        # nan: no image of that group among the few samples
+        assert rep["zero_shot"]["float"][m] == pytest.approx(ref[m], abs=1e-12, nan_ok=True), m
+    assert not np.isnan(ref["generalized_10way"]) and ref["silent_images"] < LIMIT
     assert np.abs(img).sum() > 0  # the encoder is not silent: the check compares spikes, not zeros
 
 

@@ -27,6 +27,8 @@ def accuracy(scores: np.ndarray, labels: np.ndarray, classes, silent: np.ndarray
     """Accuracy of argmax over `classes` for the images whose label is in `classes` (silent ones wrong)."""
     classes = np.asarray(classes)
     keep = np.isin(labels, classes)
+    if not keep.any():
+        return float("nan")  # no image of these classes (a --limit run)
     pred = classes[np.argmax(scores[keep][:, classes], axis=1)]
     return float(np.mean((pred == labels[keep]) & ~silent[keep]))
 

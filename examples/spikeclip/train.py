@@ -31,8 +31,8 @@ from . import data
 from .evaluate import evaluate_model
 from .model import CHECKPOINT, SpikeCLIP, save_checkpoint
 
-DEFAULTS = {"seed": 0, "epochs": 3, "per_class": 2000, "batch_size": 64, "lr": 2e-3, "text_steps": 300,
-            "kl_weight": 0.5, "align_frac": 0.3, "kl_temperature": 2.0, "threads": 1}
+DEFAULTS = {"seed": 0, "epochs": 3, "per_class": 2000, "batch_size": 64, "lr": 5e-3, "text_steps": 300,
+            "kl_weight": 0.25, "align_frac": 0.3, "kl_temperature": 2.0, "threads": 1}
 SEEN = torch.tensor(data.SEEN)
 
 
