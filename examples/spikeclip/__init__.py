@@ -1,0 +1,1 @@
+"""SpikeCLIP-style zero-shot classification: a Spikformer image encoder and a spiking MLP text encoder."""
