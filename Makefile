@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SYSDEPS := $(VENV)/.system-deps
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench clean zoo
 
 venv: $(STAMP)
 
@@ -23,6 +23,13 @@ $(STAMP): pyproject.toml setup.py targets/emulator/kernels.c constraints.txt req
 demo: $(STAMP)
 	$(VENV)/bin/spikedeploy doctor
 	$(PY) -m examples.retrieval.pipeline --out out
+
+# the four reference models of the multimodal SNN families (examples/*/), from their committed checkpoints
+zoo: $(STAMP) $(SYSDEPS)
+	$(PY) -m examples.scmrl_av.pipeline --out out/scmrl_av
+	$(PY) -m examples.spikeclip.pipeline --out out/spikeclip
+	$(PY) -m examples.cmsf.pipeline --out out/cmsf
+	$(PY) -m examples.ash_hybrid.pipeline --out out/ash_hybrid
 
 # Debian packages, installed once when we are root: headless Chromium renders the HTML report in a test; the
 # others are the reference models' offline data (spoken digits, Fashion-MNIST, emoji images and names).
