@@ -36,7 +36,7 @@ DEFAULT_CONFIG = {
     "dim": 64,
     "mlp_ratio": 2,
     "embed_dim": 64,
-    "bn_init": 3.0,  # BN gain at init: tau = 2 halves the input, so unit-variance drive would barely fire at T = 2
+    "init_gain": 5.0,  # x default Linear init: tau = 2 halves the input, so default drive would barely fire at T = 2
     "spiking": True,
 }
 
@@ -49,32 +49,19 @@ def neuron(spiking: bool, threshold: float = 1.0) -> nn.Module:
     return sjn.LIFNode(tau=2.0, v_threshold=threshold, detach_reset=True, step_mode="s")
 
 
-class TokenLinear(nn.Module):
-    """Linear over the last dim of [B, N, D] tokens, BatchNorm1d over channels through a transpose, a neuron."""
+class SpikingLinear(nn.Module):
+    """Linear (over the last dim: tokens [B, N, D] or vectors [B, D]) + neuron. No BatchNorm, unlike CMSF:
+    folded BN gains differ per channel, and with one weight scale per chip layer the low-gain channels kept
+    too few weight bits (emulator R@1 fell from 7.7% to 1.0%; README). train.py instead trains the weights
+    on the chip's grid (quantization-aware)."""
 
     def __init__(self, d_in: int, d_out: int, spiking: bool, threshold: float = 1.0):
         super().__init__()
         self.fc = nn.Linear(d_in, d_out)
-        self.bn = nn.BatchNorm1d(d_out)
         self.lif = neuron(spiking, threshold)
 
     def forward(self, x):
-        return self.lif(self.bn(self.fc(x).transpose(1, 2)).transpose(1, 2))
-
-
-class VecLinear(nn.Module):
-    """Linear + BatchNorm1d (optional) + neuron on [B, D] vectors."""
-
-    def __init__(self, d_in: int, d_out: int, spiking: bool, bn: bool = True):
-        super().__init__()
-        self.fc = nn.Linear(d_in, d_out)
-        # no BN after a token mean or a residual sum: the exporter splits such a Linear per input, and BN
-        # folds only into a Linear that feeds it alone
-        self.bn = nn.BatchNorm1d(d_out) if bn else nn.Identity()
-        self.lif = neuron(spiking)
-
-    def forward(self, x):
-        return self.lif(self.bn(self.fc(x)))
+        return self.lif(self.fc(x))
 
 
 class CMSF(nn.Module):
@@ -83,24 +70,23 @@ class CMSF(nn.Module):
         self.config = dict(DEFAULT_CONFIG if cfg is None else cfg)
         c = self.config
         s, d, h = c["spiking"], c["dim"], c["dim"] * c["mlp_ratio"]
-        self.img_in = TokenLinear(c["patch_dim"], d, s)
-        self.q, self.k, self.v = (TokenLinear(d, d, s) for _ in range(3))
+        self.img_in = SpikingLinear(c["patch_dim"], d, s)
+        self.q, self.k, self.v = (SpikingLinear(d, d, s) for _ in range(3))
         self.attn_lif = neuron(s, 0.5)
-        self.proj = TokenLinear(d, d, s)
-        self.mlp1, self.mlp2 = TokenLinear(d, h, s), TokenLinear(h, d, s)
-        self.img_emb = VecLinear(d, c["embed_dim"], s, bn=False)
-        self.txt_in = VecLinear(c["text_dim"], d, s)
-        self.txt_mlp1, self.txt_mlp2 = VecLinear(d, h, s), VecLinear(h, d, s)
-        self.txt_emb = VecLinear(d, c["embed_dim"], s, bn=False)
+        self.proj = SpikingLinear(d, d, s)
+        self.mlp1, self.mlp2 = SpikingLinear(d, h, s), SpikingLinear(h, d, s)
+        self.img_emb = SpikingLinear(d, c["embed_dim"], s)
+        self.txt_in = SpikingLinear(c["text_dim"], d, s)
+        self.txt_mlp1, self.txt_mlp2 = SpikingLinear(d, h, s), SpikingLinear(h, d, s)
+        self.txt_emb = SpikingLinear(d, c["embed_dim"], s)
         self.gate_lif = neuron(s, 0.5)
         self.logit_scale = nn.Parameter(torch.tensor(2.3026))  # host-side head only: exp() = 10 at init
         self.input_shapes = {"regions": (c["tokens"], c["patch_dim"]), "sentence": (c["text_dim"],)}
         with torch.no_grad():
             for m in self.modules():
-                if isinstance(m, nn.BatchNorm1d):
-                    m.weight.fill_(c["bn_init"])
-            for m in (self.img_emb, self.txt_emb):  # no BN there (they read a mean / a residual sum): a fixed gain
-                m.fc.weight.mul_(c["bn_init"] * 4)
+                if isinstance(m, nn.Linear):
+                    m.weight.mul_(c["init_gain"])
+            self.img_emb.fc.weight.mul_(4.0)  # it reads a token mean: 1/16 of a sum
 
     @property
     def num_steps(self) -> int:

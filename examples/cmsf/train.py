@@ -6,7 +6,7 @@
 Losses (CMSF, lib/vse.py): symmetric InfoNCE on the cosine of the two embeddings' spike counts, plus the
 fusion's matching loss: InfoNCE on the counts of (image query mask AND text spikes) over every image x text
 pair of the batch, weight FUSION_WEIGHT (the paper's soft supervision of the encoders by the fusion).
-Augmentation: each drawing shifted by up to 1 pixel (white fill). One thread (the machine is shared),
+The SNN's weights train on the chip's 8-bit grid (FakeQuant). Augmentation: each drawing shifted by up to 1 pixel (white fill). One thread (the machine is shared),
 seeded, deterministic algorithms. The held-out concepts are scored once, after the last epoch.
 """
 
@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
 
 from spikedeploy.atomic import atomic_write
 
@@ -33,8 +35,23 @@ from . import data  # noqa: E402
 from .evaluate import evaluate_model  # noqa: E402
 from .model import ANN_CHECKPOINT, CHECKPOINT, CMSF, DEFAULT_CONFIG, reset, save_checkpoint  # noqa: E402
 
-DEFAULTS = {"seed": 0, "epochs": 100, "batch_size": 128, "lr": 3e-3, "weight_decay": 1e-4, "threads": 1}
+DEFAULTS = {"seed": 0, "epochs": 80, "batch_size": 128, "lr": 3e-3, "weight_decay": 1e-4, "threads": 1}
 FUSION_WEIGHT = 0.2
+WEIGHT_LEVELS = 127  # Loihi 2 mixed-sign weights: even mantissas up to 254 = 127 steps of max|w| / 127 per layer
+# (spikedeploy/quantize.py: the layer's largest weight sits at the top of the mantissa range)
+
+
+class FakeQuant(nn.Module):
+    """The SNN trains on the chip's weight grid (straight-through gradient): round(w / s) * s, s = max|w| / 127.
+    Baked in after training, so the chip's quantizer finds the weights already on its grid."""
+
+    def forward(self, w):
+        s = w.abs().max().detach().clamp(min=1e-12) / WEIGHT_LEVELS
+        return w + (torch.round(w / s) * s - w).detach()
+
+
+def linears(model) -> list[nn.Linear]:
+    return [m for m in model.modules() if isinstance(m, nn.Linear)]
 
 
 def shifted_tokens(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -67,7 +84,11 @@ def train_one(spiking: bool, seed: int, epochs: int, batch_size: int, lr: float,
     tr = data.load_split("train")
     images = es.images[tr.indices]
     sent = torch.as_tensor(tr.sentence, dtype=torch.float32)
-    model = CMSF({**DEFAULT_CONFIG, "spiking": spiking})
+    # the ANN keeps the default init: ReLU does not halve its input, and a gain would blow up q @ (k^T @ v)
+    model = CMSF({**DEFAULT_CONFIG, "spiking": spiking, "init_gain": DEFAULT_CONFIG["init_gain"] if spiking else 1.0})
+    if spiking:
+        for m in linears(model):
+            parametrize.register_parametrization(m, "weight", FakeQuant())
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps = (len(images) + batch_size - 1) // batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps, pct_start=0.15)
@@ -95,12 +116,16 @@ def train_one(spiking: bool, seed: int, epochs: int, batch_size: int, lr: float,
             f"rate img {img.mean().item() / model.num_steps:.3f} txt {txt.mean().item() / model.num_steps:.3f} "
             f"{time.perf_counter() - t0:6.1f}s")
     seconds = time.perf_counter() - t0
+    if spiking:
+        for m in linears(model):
+            parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
     model.eval()
     m = {"test_zero_shot": evaluate_model(model, "test"), "train_concepts": evaluate_model(model, "train")}
     m["train_seconds"] = round(seconds, 1)
     m["hyperparameters"] = {"seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr,
                             "weight_decay": weight_decay, "threads": torch.get_num_threads(),
-                            "fusion_weight": FUSION_WEIGHT, "spiking": spiking}
+                            "fusion_weight": FUSION_WEIGHT, "spiking": spiking,
+                            "weight_grid": f"max|w|/{WEIGHT_LEVELS} per layer" if spiking else "float"}
     m["parameters"] = sum(p.numel() for p in model.parameters())
     m["torch"] = torch.__version__
     m["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
