@@ -42,12 +42,12 @@ def test_missing_package_is_one_line_with_the_install_command(monkeypatch, tmp_p
 
 def test_image_tokens_by_hand():
     img = np.full((1, 16, 16, 3), 255, np.uint8)  # white: no ink
-    img[0, 5, 6] = (0, 31, 224)  # pixel (y=5, x=6): patch row 1, col 1 -> token 5, in-patch (1, 2)
+    img[0, 5, 6] = (0, 95, 224)  # pixel (y=5, x=6): patch row 1, col 1 -> token 5, in-patch (1, 2)
     tok = data.image_tokens(img)
     assert tok.shape == (1, 16, 48)
     nz = np.flatnonzero(tok[0])
-    # ink (255 - p) >> 5: 255 -> 7, 224 -> 6, 31 -> 0; offset (1 * 4 + 2) * 3 in token 5
-    assert [divmod(int(i), 48) for i in nz] == [(5, 18), (5, 19)] and list(tok[0].ravel()[nz]) == [7, 6]
+    # ink (255 - p) >> 5: p = 0 -> 7, 95 -> 160 >> 5 = 5, 224 -> 31 >> 5 = 0; offset (1 * 4 + 2) * 3 in token 5
+    assert [divmod(int(i), 48) for i in nz] == [(5, 18), (5, 19)] and list(tok[0].ravel()[nz]) == [7, 5]
 
 
 def test_checkpoint_small_and_weights_only():
