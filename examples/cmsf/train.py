@@ -35,7 +35,7 @@ from . import data  # noqa: E402
 from .evaluate import evaluate_model  # noqa: E402
 from .model import ANN_CHECKPOINT, CHECKPOINT, CMSF, DEFAULT_CONFIG, reset, save_checkpoint  # noqa: E402
 
-DEFAULTS = {"seed": 0, "epochs": 80, "batch_size": 128, "lr": 3e-3, "weight_decay": 1e-4, "threads": 1}
+DEFAULTS = {"seed": 0, "epochs": 80, "batch_size": 128, "lr": 3e-3, "weight_decay": 1e-4, "threads": 1, "noise": 0.1}
 FUSION_WEIGHT = 0.2
 WEIGHT_LEVELS = 127  # Loihi 2 mixed-sign weights: even mantissas up to 254 = 127 steps of max|w| / 127 per layer
 # (spikedeploy/quantize.py: the layer's largest weight sits at the top of the mantissa range)
@@ -77,8 +77,15 @@ def forward_parts(model: CMSF, r: torch.Tensor, s: torch.Tensor):
     return acc
 
 
+def add_noise(sigma: float):
+    """Forward hook: Gaussian noise on a Linear's output while training (robustness to fixed-point rounding)."""
+    def hook(mod, args, out):
+        return out + sigma * torch.randn_like(out) if mod.training else out
+    return hook
+
+
 def train_one(spiking: bool, seed: int, epochs: int, batch_size: int, lr: float, weight_decay: float,
-              log=print) -> tuple[CMSF, dict]:
+              noise: float = 0.0, log=print) -> tuple[CMSF, dict]:
     torch.manual_seed(seed)
     es = data.load_emoji()
     tr = data.load_split("train")
@@ -89,6 +96,8 @@ def train_one(spiking: bool, seed: int, epochs: int, batch_size: int, lr: float,
     if spiking:
         for m in linears(model):
             parametrize.register_parametrization(m, "weight", FakeQuant())
+            if noise > 0:
+                m.register_forward_hook(add_noise(noise))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps = (len(images) + batch_size - 1) // batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps, pct_start=0.15)
@@ -124,7 +133,7 @@ def train_one(spiking: bool, seed: int, epochs: int, batch_size: int, lr: float,
     m["train_seconds"] = round(seconds, 1)
     m["hyperparameters"] = {"seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr,
                             "weight_decay": weight_decay, "threads": torch.get_num_threads(),
-                            "fusion_weight": FUSION_WEIGHT, "spiking": spiking,
+                            "fusion_weight": FUSION_WEIGHT, "spiking": spiking, "noise": noise,
                             "weight_grid": f"max|w|/{WEIGHT_LEVELS} per layer" if spiking else "float"}
     m["parameters"] = sum(p.numel() for p in model.parameters())
     m["torch"] = torch.__version__
@@ -149,7 +158,7 @@ def main(argv=None) -> None:
     torch.use_deterministic_algorithms(True)
     runs = [(True, a.out)] + ([] if a.skip_ann else [(False, a.ann_out)])
     for spiking, out in runs:
-        model, m = train_one(spiking, a.seed, a.epochs, a.batch_size, a.lr, a.weight_decay)
+        model, m = train_one(spiking, a.seed, a.epochs, a.batch_size, a.lr, a.weight_decay, a.noise)
         save_checkpoint(model, out)
         write_json(m, out.with_suffix(".json"))
         z = m["test_zero_shot"]
