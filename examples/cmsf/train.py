@@ -6,8 +6,10 @@
 Losses (CMSF, lib/vse.py): symmetric InfoNCE on the cosine of the two embeddings' spike counts, plus the
 fusion's matching loss: InfoNCE on the counts of (image query mask AND text spikes) over every image x text
 pair of the batch, weight FUSION_WEIGHT (the paper's soft supervision of the encoders by the fusion).
-The SNN's weights train on the chip's 8-bit grid (FakeQuant). Augmentation: each drawing shifted by up to 1 pixel (white fill). One thread (the machine is shared),
-seeded, deterministic algorithms. The held-out concepts are scored once, after the last epoch.
+The SNN's weights train on the chip's 8-bit grid (FakeQuant), with Gaussian noise (--noise) on every
+Linear's output, so that it does not rely on differences below fixed-point rounding. Augmentation: each
+drawing shifted by up to 1 pixel (white fill). One thread (the machine is shared), seeded, deterministic
+algorithms. The held-out concepts are scored once, after the last epoch.
 """
 
 from __future__ import annotations
