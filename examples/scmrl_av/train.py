@@ -6,7 +6,8 @@ same data, epochs, batch size and optimiser.
 
 Training pairs: every espeak-ng clip with 2 train digits of its label, re-drawn each epoch. Augmentation of
 the audio (so that it generalises to unseen engines): a shift of up to 2 frames, a level offset of -1..+1, one
-masked band of up to 3 mel bins. Modality dropout: 15% of the pairs lose their audio, 15% their digit, so the
+masked band of up to 3 mel bins. The SNN trains quantization-aware: every forward uses the 8-bit weight
+grid the Loihi 2 quantizer will use (straight-through gradients onto float master weights). Modality dropout: 15% of the pairs lose their audio, 15% their digit, so the
 single-modality accuracies (the other input zeroed) are measured on a model that has seen such inputs.
 One thread (four engineers share two cores). The test pairs (unseen speakers) are scored after the last
 epoch only; they select nothing.
@@ -58,6 +59,18 @@ def drop_modalities(audio, visual, p: float, gen: torch.Generator):
     return audio * keep_a, visual * keep_v
 
 
+def on_chip_grid(w: torch.Tensor) -> torch.Tensor:
+    """The weights Loihi 2 will hold: the quantizer scales a layer so that max|w| maps to 254 and keeps even
+    8-bit mantissas (mixed sign: Lava drops the lowest bit; spikedeploy/quantize.py, lava-fixed-point.md),
+    i.e. a grid of max|w| / 127. Bias-free layers on this grid reach the chip exactly (thresholds round)."""
+    step = w.abs().max() / 127.0
+    return torch.round(w / step) * step if step > 0 else w
+
+
+def synapse_weights(model: AVClassifier) -> list[torch.Tensor]:
+    return [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+
+
 def train_one(ann: bool, a: dict, log=print) -> tuple[AVClassifier, list[dict]]:
     torch.manual_seed(a["seed"])
     model = AVClassifier(ann=ann)
@@ -77,10 +90,17 @@ def train_one(ann: bool, a: dict, log=print) -> tuple[AVClassifier, list[dict]]:
         for b in range(0, len(order), a["batch_size"]):
             idx = order[b:b + a["batch_size"]]
             xa, xv = drop_modalities(augment(audio[idx], gen), visual[idx], a["drop"], gen)
+            masters = [] if ann else [w.detach().clone() for w in synapse_weights(model)]
+            with torch.no_grad():  # quantization-aware (SNN): forward on the chip's grid, straight-through
+                for w in synapse_weights(model) if masters else []:
+                    w.copy_(on_chip_grid(w))
             scores = model.run(xa, xv)
             loss = F.cross_entropy(scores * (1.0 if ann else a["logit_scale"]), labels[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            with torch.no_grad():
+                for w, m in zip(synapse_weights(model), masters, strict=False):
+                    w.copy_(m)
             opt.step()
             sched.step()
             tot += loss.item() * len(idx)
@@ -89,6 +109,10 @@ def train_one(ann: bool, a: dict, log=print) -> tuple[AVClassifier, list[dict]]:
                         "train_acc": round(correct / len(order), 4), "seconds": round(time.perf_counter() - t0, 1)})
         log(f"{'ANN' if ann else 'SNN'} epoch {epoch + 1:2d}/{a['epochs']}  loss {tot / len(order):.4f}  "
             f"train acc {correct / len(order):.3f}  {time.perf_counter() - t0:6.1f}s")
+    if not ann:
+        with torch.no_grad():  # the checkpoint holds the weights the chip will hold
+            for w in synapse_weights(model):
+                w.copy_(on_chip_grid(w))
     return model.eval(), history
 
 
