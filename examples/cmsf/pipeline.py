@@ -16,7 +16,6 @@ loop (export_model keeps them as exact host nodes). The cosine ranking is a host
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from rich.table import Table
 from examples.cmsf import data
 from examples.cmsf.evaluate import embed, metrics
 from examples.cmsf.model import ANN_CHECKPOINT, load_pretrained
+from examples.pipeline_cli import pipeline_main
 from spikedeploy.atomic import atomic_write
 from spikedeploy.export import export_model
 from spikedeploy.jsonout import dumps
@@ -189,14 +189,10 @@ def _print_summary(console: Console, rep: dict, r: dict) -> None:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=Path("out/cmsf"))
-    ap.add_argument("--lava-samples", type=int, default=4)
-    ap.add_argument("--limit", type=int, default=None, help="use only the first N held-out concepts")
-    a = ap.parse_args(argv)
-    rep = run_pipeline(a.out, lava_samples=a.lava_samples, limit=a.limit)
-    if not rep["retrieval"]["lava"]["parity_with_emulator"]["all_equal"]:
-        raise SystemExit("Lava and the emulator disagree: see report.json retrieval.lava.parity_with_emulator")
+    pipeline_main(argv, doc=__doc__, out="out/cmsf", run=run_pipeline, seed=False,
+                  limit_help="use only the first N held-out concepts",
+                  parity=lambda r: r["retrieval"]["lava"]["parity_with_emulator"]["all_equal"],
+                  where="retrieval.lava.parity_with_emulator")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ divided by 255 to keep the float graph identical (an exact rewrite recorded in t
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from examples.pipeline_cli import pipeline_main
 from examples.retrieval import data
 from examples.retrieval.evaluate import recall_at_k, recall_from_scores, retrieval_metrics
 from examples.retrieval.model import load_pretrained
@@ -288,15 +288,9 @@ def _print_retrieval(console: Console, r: dict, heads: dict) -> None:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=Path("out"))
-    ap.add_argument("--lava-samples", type=int, default=4)
-    ap.add_argument("--limit", type=int, default=None, help="use only the first N test items")
-    ap.add_argument("--seed", type=int, default=0)
-    a = ap.parse_args(argv)
-    rep = run_pipeline(a.out, lava_samples=a.lava_samples, limit=a.limit, seed=a.seed)
-    if not rep["retrieval"]["lava"]["parity_with_emulator"]["all_equal"]:
-        raise SystemExit("Lava and the emulator disagree: see out/report.json retrieval.lava.parity_with_emulator")
+    pipeline_main(argv, doc=__doc__, out="out", run=run_pipeline, limit_help="use only the first N test items",
+                  parity=lambda r: r["retrieval"]["lava"]["parity_with_emulator"]["all_equal"],
+                  where="retrieval.lava.parity_with_emulator")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ answer. Every synapse adds one step of delay on Loihi (lava-fixed-point.md §1),
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from examples.pipeline_cli import pipeline_main
 from examples.scmrl_av import data
 from examples.scmrl_av.evaluate import CHANCE, MODES, accuracy, masked, torch_scores
 from examples.scmrl_av.model import ann_macs, load_pretrained
@@ -192,15 +192,9 @@ def _print_classification(console: Console, rep: dict) -> None:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=Path("out/scmrl_av"))
-    ap.add_argument("--lava-samples", type=int, default=4)
-    ap.add_argument("--limit", type=int, default=None, help="use only the first N test pairs")
-    ap.add_argument("--seed", type=int, default=0)
-    a = ap.parse_args(argv)
-    rep = run_pipeline(a.out, lava_samples=a.lava_samples, limit=a.limit, seed=a.seed)
-    if not rep["classification"]["lava_parity"]["all_equal"]:
-        raise SystemExit("Lava and the emulator disagree: see report.json classification.lava_parity")
+    pipeline_main(argv, doc=__doc__, out="out/scmrl_av", run=run_pipeline, limit_help="use only the first N test pairs",
+                  parity=lambda r: r["classification"]["lava_parity"]["all_equal"],
+                  where="classification.lava_parity")
 
 
 if __name__ == "__main__":

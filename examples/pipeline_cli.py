@@ -1,0 +1,28 @@
+"""The command line every example pipeline shares: `python -m examples.<pkg>.pipeline --out DIR [--limit N]`.
+
+A pipeline that finds Lava and the emulator disagreeing exits non-zero (make zoo and make demo then fail),
+naming where in report.json the disagreement is recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+
+def pipeline_main(argv, *, doc: str, out: str, run: Callable, parity: Callable[[dict], bool], where: str,
+                  limit_help: str, seed: bool = True) -> dict:
+    """Parse the shared options, run `run(out, lava_samples=, limit=[, seed=])`, and exit with a message when
+    `parity(report)` says Lava and the emulator disagree (`where`: the report.json field to read)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path(out))
+    ap.add_argument("--lava-samples", type=int, default=4)
+    ap.add_argument("--limit", type=int, default=None, help=limit_help)
+    if seed:
+        ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    rep = run(a.out, lava_samples=a.lava_samples, limit=a.limit, **({"seed": a.seed} if seed else {}))
+    if a.lava_samples and not parity(rep):
+        raise SystemExit(f"Lava and the emulator disagree: see {a.out / 'report.json'} {where}")
+    return rep
