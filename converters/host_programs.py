@@ -53,7 +53,7 @@ def _boundary(traced, plan, graph) -> dict[str, str]:
     return out
 
 
-def _slice(gm: fx.GraphModule, out_fx: str, boundary: dict[str, str], const: set[str]):
+def _slice(gm: fx.GraphModule, out_fx: str, boundary: dict[str, str]):
     """The fx nodes computing `out_fx` from boundary values, in program order, and the boundary values read."""
     nodes = {n.name: n for n in gm.graph.nodes}
     need: set[str] = set()
@@ -72,8 +72,8 @@ def _slice(gm: fx.GraphModule, out_fx: str, boundary: dict[str, str], const: set
         need.add(n.name)
         todo.extend(n.all_input_nodes)
     order = [n for n in gm.graph.nodes if n.name in need]
-    reads.sort(key=lambda f: list(nodes).index(f))
-    del const
+    pos = {name: i for i, name in enumerate(nodes)}
+    reads.sort(key=pos.__getitem__)
     return order, reads
 
 
@@ -127,7 +127,7 @@ def attach_host_programs(traced, plan, graph, records: list[dict[str, Any]]) -> 
             out_fx = plan.defining.get(name)
         if out_fx is None:
             continue
-        order, reads = _slice(gm, out_fx, boundary, plan.const_fx)
+        order, reads = _slice(gm, out_fx, boundary)
         new = fx.Graph()
         env: dict[str, fx.Node] = {}
         in_names = []
@@ -193,7 +193,7 @@ def attach_host_programs(traced, plan, graph, records: list[dict[str, Any]]) -> 
             vals = np.concatenate([_as_tensor(r[out_fx]).detach().double().numpy().ravel() for r in records])
             node.meta["payload"] = payload_encoding(vals)
         done.append(name)
-    _move_host_only_synapses(graph, plan, boundary)
+    _move_host_only_synapses(graph)
     return {"nodes": done, "max_abs_diff": worst}
 
 
@@ -242,7 +242,7 @@ def _check_per_sample(hm, example, name, node) -> None:
             "the model")
 
 
-def _move_host_only_synapses(graph, plan, boundary) -> None:
+def _move_host_only_synapses(graph) -> None:
     """Chip synapse/shape nodes read only by host nodes run inside the host programs: place them on the host."""
     changed = True
     while changed:

@@ -1,4 +1,6 @@
-"""The command line every example pipeline shares: `python -m examples.<pkg>.pipeline --out DIR [--limit N]`.
+"""What every example pipeline shares: its command line and how it writes its report.
+
+The command line: `python -m examples.<pkg>.pipeline --out DIR [--limit N]`.
 
 A pipeline that finds Lava and the emulator disagreeing exits non-zero (make zoo and make demo then fail),
 naming where in report.json the disagreement is recorded.
@@ -9,6 +11,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
+
+from spikedeploy.atomic import atomic_write
+from spikedeploy.jsonout import dumps
+from spikedeploy.report_html import write_html
 
 
 def pipeline_main(argv, *, doc: str, out: str, run: Callable, parity: Callable[[dict], bool], where: str,
@@ -26,3 +32,10 @@ def pipeline_main(argv, *, doc: str, out: str, run: Callable, parity: Callable[[
     if a.lava_samples and not parity(rep):
         raise SystemExit(f"Lava and the emulator disagree: see {a.out / 'report.json'} {where}")
     return rep
+
+
+def write_report(rep: dict, out_dir: Path) -> None:
+    """report.json (stable JSON, atomic) and the self-contained report.html beside it."""
+    with atomic_write(out_dir / "report.json", "w") as f:
+        f.write(dumps(rep))
+    write_html(rep, out_dir / "report.html")

@@ -108,9 +108,9 @@ def run_program(node: Node, values: list[np.ndarray]) -> np.ndarray:
     info = node.meta.get("program", {})
     sess = _session(node)
     T, B = values[0].shape[:2]
-    feeds = {}
-    for i, (x, shp) in enumerate(zip(values, info.get("input_shapes", []), strict=True)):
-        feeds[sess.get_inputs()[i].name] = np.ascontiguousarray(x, dtype=np.float32).reshape(T * B, *shp)
+    names = [i.name for i in sess.get_inputs()]
+    feeds = {n: np.ascontiguousarray(x, dtype=np.float32).reshape(T * B, *shp)
+             for n, x, shp in zip(names, values, info.get("input_shapes", []), strict=True)}
     (y,) = sess.run(None, feeds)
     return y.astype(np.float64).reshape(T, B, *node.out_shape)
 

@@ -238,9 +238,7 @@ class Quantizer:
                     y = y - b
                 a = a + y
             a = a * lay.gain
-            tr = run.traces[name]
-            # a Threshold holds no state: what it compares each step is its input (with the synapse bias)
-            v = tr["v"].reshape(T, B, -1) if "v" in tr else a + lay.bias_f
+            v = run.traces[name]["v"].reshape(T, B, -1)
             vmin = np.minimum(v, 0)
             out[name] = {
                 "a_pct": float(np.percentile(np.abs(a), q)) if a.size else 0.0,

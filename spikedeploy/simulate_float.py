@@ -318,6 +318,7 @@ class _Layer:
             self.hist_t += 1
             return y
         if op == "Threshold":
+            self.v = x  # no state: what it compares this step (a neuron with full decay)
             return (x > self.vth).to(self.dtype)
         # neurons
         pending = None
@@ -352,8 +353,8 @@ class _Layer:
         return v >= self.vth if self.fire_at_equal else v > self.vth
 
     def probe(self, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        if self.v is None:  # stateless: a Threshold's output is its spikes
-            return {"out": y, "s": y} if self.op == "Threshold" else {"out": y}
+        if self.v is None:
+            return {"out": y}
         d = {"v": self.v}
         if self.u is not None:
             d["u"] = self.u

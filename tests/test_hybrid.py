@@ -16,11 +16,10 @@ from click.testing import CliRunner
 from torch import nn
 
 from spikedeploy.cli import cli
-from spikedeploy.converters.host_programs import payload_encoding
 from spikedeploy.errors import UnsupportedError
 from spikedeploy.export import export_model
 from spikedeploy.graph import Graph, Node
-from spikedeploy.host_exec import encode_payload
+from spikedeploy.host_exec import encode_payload, payload_encoding
 from spikedeploy.quantize import quantize
 from spikedeploy.simulate import simulate
 from spikedeploy.simulate_float import simulate_float

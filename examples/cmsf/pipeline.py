@@ -28,14 +28,11 @@ from rich.table import Table
 from examples.cmsf import data
 from examples.cmsf.evaluate import embed, metrics
 from examples.cmsf.model import ANN_CHECKPOINT, load_pretrained
-from examples.pipeline_cli import pipeline_main
-from spikedeploy.atomic import atomic_write
+from examples.pipeline_cli import pipeline_main, write_report
 from spikedeploy.export import export_model
-from spikedeploy.jsonout import dumps
 from spikedeploy.qgraph_io import save_qgraph
 from spikedeploy.quantize import quantize
 from spikedeploy.report import build_report, render_terminal
-from spikedeploy.report_html import write_html
 from spikedeploy.simulate import simulate
 from spikedeploy.simulate_float import synapse_depth
 
@@ -141,9 +138,7 @@ def run_pipeline(out_dir: Path, *, lava_samples: int = 4, limit: int | None = No
         rep["energy"]["ann_equivalent"]["energy_j"]
     rep["pipeline"] = {"timings_s": {k: round(v, 3) for k, v in timings.items()}, "export_check": exp.check,
                        "quantization_warnings": qg.meta.get("warnings", []), "deviations": qg.deviations}
-    with atomic_write(out_dir / "report.json", "w") as f:
-        f.write(dumps(rep))
-    write_html(rep, out_dir / "report.html")
+    write_report(rep, out_dir)
     timings["report_s"] = time.perf_counter() - t0
 
     render_terminal(rep, console)

@@ -15,7 +15,6 @@ algorithms. The held-out concepts are scored once, after the last epoch.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -27,11 +26,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from spikedeploy.atomic import atomic_write
-
 if __package__ in (None, ""):  # run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     __package__ = "examples.cmsf"
+
+from examples.retrieval.train import write_json  # noqa: E402
 
 from . import data  # noqa: E402
 from .evaluate import evaluate_model  # noqa: E402
@@ -141,11 +140,6 @@ def train_one(spiking: bool, seed: int, epochs: int, batch_size: int, lr: float,
     m["torch"] = torch.__version__
     m["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
     return model, m
-
-
-def write_json(obj: dict, path: Path) -> None:
-    with atomic_write(path, "w") as f:
-        f.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def main(argv=None) -> None:

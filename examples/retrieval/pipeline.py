@@ -24,20 +24,17 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from examples.pipeline_cli import pipeline_main
+from examples.pipeline_cli import pipeline_main, write_report
 from examples.retrieval import data
 from examples.retrieval.evaluate import recall_at_k, recall_from_scores, retrieval_metrics
 from examples.retrieval.model import load_pretrained
-from spikedeploy.atomic import atomic_write
 from spikedeploy.export import export_model
 from spikedeploy.graph import Graph, Node
 from spikedeploy.io import save_graph
-from spikedeploy.jsonout import dumps
 from spikedeploy.qgraph_io import save_qgraph
 from spikedeploy.quantize import quantize
 from spikedeploy.quantize_fidelity import fidelity
 from spikedeploy.report import build_report, render_terminal
-from spikedeploy.report_html import write_html
 from spikedeploy.simulate import simulate
 from spikedeploy.simulate_float import synapse_depth
 
@@ -261,9 +258,7 @@ def run_pipeline(out_dir: Path, *, lava_samples: int = 4, limit: int | None = No
         rep["pipeline"] = {"timings_s": {k: round(v, 3) for k, v in timings.items()},
                            "export_check": exp.check, "rewrites": g_int.meta.get("rewrites", []),
                            "quantization_warnings": qg.meta.get("warnings", []), "deviations": qg.deviations}
-        with atomic_write(out_dir / "report.json", "w") as f:
-            f.write(dumps(rep))
-        write_html(rep, out_dir / "report.html")
+        write_report(rep, out_dir)
         progress.advance(task)
         progress.update(task, description="[bold green]done[/]")
 

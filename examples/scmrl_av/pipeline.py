@@ -21,19 +21,16 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from examples.pipeline_cli import pipeline_main
+from examples.pipeline_cli import pipeline_main, write_report
 from examples.scmrl_av import data
 from examples.scmrl_av.evaluate import CHANCE, MODES, accuracy, masked, torch_scores
 from examples.scmrl_av.model import ann_macs, load_pretrained
-from spikedeploy.atomic import atomic_write
 from spikedeploy.energy import E_MAC_45NM
 from spikedeploy.export import export_model
-from spikedeploy.jsonout import dumps
 from spikedeploy.qgraph_io import save_qgraph
 from spikedeploy.quantize import quantize
 from spikedeploy.quantize_fidelity import fidelity
 from spikedeploy.report import build_report, render_terminal
-from spikedeploy.report_html import write_html
 from spikedeploy.simulate import simulate
 from spikedeploy.simulate_float import synapse_depth
 
@@ -150,9 +147,7 @@ def run_pipeline(out_dir: Path, *, lava_samples: int = 4, limit: int | None = No
     rep["classification"] = classification
     rep["pipeline"] = {"timings_s": {k: round(v, 3) for k, v in timings.items()}, "export_check": exp.check,
                        "quantization_warnings": qg.meta.get("warnings", []), "deviations": qg.deviations}
-    with atomic_write(out_dir / "report.json", "w") as f:
-        f.write(dumps(rep))
-    write_html(rep, out_dir / "report.html")
+    write_report(rep, out_dir)
     timings["report_s"] = time.perf_counter() - t0
 
     render_terminal(rep, console)

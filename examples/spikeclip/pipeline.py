@@ -25,20 +25,17 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from examples.pipeline_cli import pipeline_main
+from examples.pipeline_cli import pipeline_main, write_report
 from examples.retrieval.pipeline import PIXEL_SCALE, integer_image_input, window_counts
 from examples.spikeclip import data
 from examples.spikeclip.evaluate import evaluate_model, project, zero_shot_metrics
 from examples.spikeclip.model import load_pretrained
-from spikedeploy.atomic import atomic_write
 from spikedeploy.export import export_model
 from spikedeploy.graph import Node
-from spikedeploy.jsonout import dumps
 from spikedeploy.qgraph_io import save_qgraph
 from spikedeploy.quantize import quantize
 from spikedeploy.quantize_fidelity import fidelity
 from spikedeploy.report import build_report, render_terminal
-from spikedeploy.report_html import write_html
 from spikedeploy.simulate import simulate
 from spikedeploy.simulate_float import synapse_depth
 
@@ -166,9 +163,7 @@ def run_pipeline(out_dir: Path, *, lava_samples: int = 4, limit: int | None = No
                        "rewrites": img["graph"].meta.get("rewrites", []),
                        "quantization_warnings": img["qgraph"].meta.get("warnings", []),
                        "deviations": img["qgraph"].deviations}
-    with atomic_write(out_dir / "report.json", "w") as f:
-        f.write(dumps(rep))
-    write_html(rep, out_dir / "report.html")
+    write_report(rep, out_dir)
     render_terminal(rep, console)
     _print_summary(console, rep)
     console.print(f"wrote {out_dir / 'report.json'} and {out_dir / 'report.html'} in {time.perf_counter() - t_start:.1f} s")
