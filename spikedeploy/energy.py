@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .host_exec import host_boundary
 from .targets.spec import Value
 from .traffic import traffic as _traffic
 
@@ -101,6 +102,9 @@ def estimate(graph, target, placement, run=None, *, qgraph=None, assumed_rate: f
     t_chip, t_bar = _val(Tm, "spike_between_chips", _T_FALLBACK), _val(Tm, "barrier", _T_FALLBACK)
     e_mac = H.get("mac", E_MAC_45NM)
     t_mac = H.get("mac_time", Value(1e-10, "s", "estimate: 10 GMAC/s host", estimate=True))
+    t_rt = H.get("round_trip", Value(1e-5, "s", "estimate: no published host<->chip round-trip latency for any "
+                                      "target; 10 us assumed (set [host] round_trip in a target file)", estimate=True))
+    round_trips = host_boundary(graph)["round_trips_per_step"]
 
     # per-core work
     n_cores = placement.cores_used
@@ -129,7 +133,8 @@ def estimate(graph, target, placement, run=None, *, qgraph=None, assumed_rate: f
         host_rows[name] = {"macs_per_step": m, "macs_per_inference": once or m * T, "counted_as": how}
         macs_step += m
         macs_once += once
-    t_step = t_step_chip + macs_step * t_mac.value
+    # a host op between chip layers: every step waits for chip -> host -> chip
+    t_step = t_step_chip + macs_step * t_mac.value + round_trips * t_rt.value
 
     synops = float(syn_core.sum())
     n_chip = float(neurons_core.sum())
@@ -186,6 +191,7 @@ def estimate(graph, target, placement, run=None, *, qgraph=None, assumed_rate: f
         "E_spike_between_cores": e_core, "E_spike_between_chips": e_chip, "P_static_per_chip": p_static,
         "t_synop": t_syn, "t_neuron_update": t_upd, "t_spike_in_core": t_in, "t_spike_between_cores": t_core,
         "t_spike_between_chips": t_chip, "t_barrier": t_bar, "E_host_mac": e_mac, "t_host_mac": t_mac,
+        "t_host_round_trip": t_rt,
         "E_MAC_45nm": E_MAC_45NM, "E_AC_45nm": E_AC_45NM,
     }
     assumptions = [
@@ -197,7 +203,8 @@ def estimate(graph, target, placement, run=None, *, qgraph=None, assumed_rate: f
         "synaptic ops = spikes x fan-out synapses, rate uniform within a node",
         "every chip neuron updated every step; spiking neurons at the active-update energy",
         "Input spikes, host values and outputs cross the chip link at the chip-to-chip energy",
-        "latency per step = busiest core's work + barrier (+ chip link when used) + host MACs in series",
+        "latency per step = busiest core's work + barrier (+ chip link when used) + host MACs in series "
+        "+ one host round trip per host op inside the time loop",
         "static energy = static power per chip x chips used x run time",
         "literature formula: first layer fed by Input counted as dense MACs every step",
         "ANN equivalent: every synapse and host MAC once per inference at 4.6 pJ",

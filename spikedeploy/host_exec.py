@@ -258,7 +258,7 @@ def host_boundary(graph: Graph) -> dict:
     """What crosses between chip and host each time step, per sample: chip spikes the host programs read
     (one bit per neuron), host values the chip reads (payload bits per element), and why each host node is
     on the host. A host node read by the chip and reading chip spikes sits inside the time loop: each step
-    waits for a chip → host → chip round trip (no sourced figure for its latency exists; not priced)."""
+    waits for a chip → host → chip round trip (priced in energy.estimate with the target's estimate)."""
     ops, to_host, from_host, in_loop = [], 0, 0, 0
     read = set()
     for name in host_nodes(graph):
@@ -277,5 +277,5 @@ def host_boundary(graph: Graph) -> dict:
         to_host += int(np.prod(graph.nodes[n].out_shape or (1,)))
     return {"operations": ops, "chip_to_host_bits_per_step": to_host, "host_to_chip_bits_per_step": from_host,
             "round_trips_per_step": in_loop,
-            "round_trip_note": "each round trip adds the host link's latency to every step; no sourced figure "
-                               "for it exists, so latency excludes it"}
+            "round_trip_note": "each round trip adds the host link's latency to every step; no published figure "
+                               "exists, so latency uses the target's estimate t_host_round_trip (see assumptions)"}

@@ -287,3 +287,22 @@ def test_payload_scale_from_calibration_data():
     assert after["scale"] > before["scale"] and "calibration" in after["source"]
     assert any("payload scale" in w for w in qg.meta["rewrites"])
     assert r.graph.nodes["frontend.2"].meta["payload"] == before  # the input graph is not modified
+
+
+def test_round_trip_inside_the_time_loop_adds_to_every_step(attention, monkeypatch):
+    from spikedeploy import energy
+    from spikedeploy.partition import partition
+    from spikedeploy.targets.spec import get_target
+
+    _, r = attention
+    qg = quantize(r.graph, "loihi2")
+    target = get_target("loihi2")
+    place = partition(qg.graph, target, qgraph=qg)
+    with_rt = energy.estimate(qg.graph, target, place, qgraph=qg, steps=10, assumed_rate=0.1)
+    t_rt = next(a for a in with_rt["constants"] if a["name"] == "t_host_round_trip")
+    assert t_rt["estimate"] and t_rt["value"] > 0
+    monkeypatch.setattr(energy, "host_boundary", lambda g: {"round_trips_per_step": 0})
+    without = energy.estimate(qg.graph, target, place, qgraph=qg, steps=10, assumed_rate=0.1)
+    # one host op (the attention products) sits between chip layers: one round trip a step
+    assert with_rt["per_step"]["latency_s"] - without["per_step"]["latency_s"] == pytest.approx(t_rt["value"])
+    assert with_rt["per_inference"]["latency_s"] - without["per_inference"]["latency_s"] == pytest.approx(10 * t_rt["value"])
