@@ -158,3 +158,19 @@ def test_percentile_quantization_with_calibration(deployed):
     qg = quantize(g, "loihi2", method="percentile", calibration=family_inputs(name, batch=4, seed=5))
     emu = simulate(qg, family_inputs(name, batch=2, seed=6), backend="emulator", steps=FAMILIES[name][1] + 6)
     assert sum(int(c.sum()) for c in emu.counts.values()) > 0
+
+
+def test_cli_lava_run_equals_cli_emulator_run(deployed):
+    """The CLI's own Lava run (not only the API's) gives the emulator's outputs and spike counts."""
+    name, d, _ = deployed
+    specs = input_options(d, family_inputs(name, batch=2, seed=7), "l")
+    steps = str(FAMILIES[name][1] + 6)
+    for backend in ("emulator", "lava"):
+        ok(["simulate", str(d / "m.q.npz"), "--backend", backend, *specs, "--steps", steps,
+            "-o", str(d / f"cli_{backend}.npz")])
+    emu, lava = load_run(d / "cli_emulator.npz"), load_run(d / "cli_lava.npz")
+    assert sorted(emu.counts) == sorted(lava.counts) and sum(int(c.sum()) for c in emu.counts.values()) > 0
+    for k in emu.counts:
+        np.testing.assert_array_equal(emu.counts[k], lava.counts[k], err_msg=k)
+    for o in emu.outputs:
+        np.testing.assert_array_equal(emu.outputs[o], lava.outputs[o], err_msg=o)
