@@ -70,11 +70,13 @@ def quantize(
     percentile: float = 99.99,
     dt: float | None = None,
     bias_exp_min: int = 0,
+    bias_onset: str = "auto",
 ) -> QGraph:
     """Quantize `graph` for `target`. calibration: {input name: [T, B, ...]} (needed by percentile/search).
 
     bias_exp_min: the smallest bias exponent used, for consumers that fix it (lava-dl netx stores biases
     with bias_exp = 6, whole weight units); biases finer than 2**bias_exp_min round to that step.
+    bias_onset: when a layer's bias (and CubaLIF synapse bias) starts acting in each sample, see BIAS_ONSETS.
     """
     spec = get_target(target) if isinstance(target, str) else target
     fmt = spec.numeric
@@ -82,6 +84,10 @@ def quantize(
         raise SpikeDeployError(f"unknown quantization method '{method}'; choose one of {', '.join(METHODS)}")
     if method != "maxabs" and calibration is None:
         raise SpikeDeployError(f"method '{method}' needs calibration data (calibration={{input: [T, B, ...]}})")
+    if bias_onset not in BIAS_ONSETS:
+        raise SpikeDeployError(f"unknown bias onset '{bias_onset}'; choose one of {', '.join(BIAS_ONSETS)}")
+    if bias_onset == "auto":
+        bias_onset = "step0" if graph.meta.get("format") == "netx" else "depth"
     if not 0 <= bias_exp_min <= fmt.bias_exp_max:
         raise TargetLimitError(f"bias_exp_min must be in 0..{fmt.bias_exp_max} for target '{spec.name}', "
                                f"got {bias_exp_min}")
@@ -102,7 +108,7 @@ def quantize(
         rewrites = rewrites + calibrate_payloads(g, calibration)
     layers = find_layers(g, g.dt, fmt, approx)
     check_neuron_models(layers, spec)
-    q = Quantizer(g, layers, fmt, nwb, bias_exp_min)
+    q = Quantizer(g, layers, fmt, nwb, bias_exp_min, bias_onset)
 
     stats = q.calibrate(calibration, percentile) if calibration is not None else None
     n_max = {name: q.n_static_max(lay) for name, lay in layers.items()}
@@ -137,9 +143,11 @@ def _grid(fmt: NumericFormat, nwb: int, mode: str) -> tuple[int, int]:
 
 
 class Quantizer:
-    def __init__(self, g: Graph, layers: dict[str, Layer], fmt: NumericFormat, nwb: int, bias_exp_min: int = 0):
+    def __init__(self, g: Graph, layers: dict[str, Layer], fmt: NumericFormat, nwb: int, bias_exp_min: int = 0,
+                 bias_onset: str = "step0"):
         self.g, self.layers, self.fmt, self.nwb = g, layers, fmt, nwb
         self.bias_exp_min = bias_exp_min
+        self.bias_onset = bias_onset
         self._xmax: dict[str, float] = {}  # largest input value per source (calibration; spikes: 1)
         for lay in layers.values():  # host values arrive as integer payloads of known magnitude
             for c in lay.chains:
@@ -334,9 +342,32 @@ class Quantizer:
                 if r["clipped"]:
                     qg.deviations.append(f"synapse '{s}': {r['clipped']} weight(s) clipped to the mantissa range")
         qg.meta["layers"] = report
+        qg.meta["bias_onset"] = self.bias_onset
+        if self.bias_onset == "depth":
+            set_bias_onsets(qg)
         # the target's arithmetic travels with the graph: a chip file's name alone cannot be resolved later
         qg.meta["numeric"] = asdict(spec.numeric)
         return qg
+
+
+BIAS_ONSETS = ("auto", "depth", "step0")
+BIAS_ONSET_DOC = (
+    "When each layer's bias starts acting in a sample. 'depth': at the layer's synapse depth, the step its first "
+    "input arrives, as in the float model, which has no synapse delays (the host enables the bias then: one "
+    "register write per layer and sample); 'step0': from the first step, as lava-dl's netx networks were trained "
+    "(a deep layer then integrates its bias alone until its input arrives); 'auto': step0 for netx files, else depth."
+)
+
+
+def set_bias_onsets(qg: QGraph) -> None:
+    """q['bias_onset'] = the synapse depth of every neuron layer with a bias (bias_mant or u_bias) that is
+    reached only after some steps; the emulator and the Lava backend hold its bias at 0 before that step."""
+    from .simulate_float import synapse_depth
+
+    depth = synapse_depth(qg.graph)
+    for name, nq in qg.q.items():
+        if "du" in nq and depth.get(name, 0) > 0 and (np.any(nq.get("bias_mant", 0)) or np.any(nq.get("u_bias", 0))):
+            nq["bias_onset"] = int(depth[name])
 
 
 # ---- overflow analysis --------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Both sides run T + depth steps (T: the inputs' length, zero input after it; depth: the most synapse hops
 from an Input to a compared node, `synapse_depth`), so every layer's whole response to the T input steps
-is compared, also in layers deeper than T synapses. The float reference runs with `synapse_delay=True`:
+is compared, also in layers deeper than T synapses. The float reference runs with `synapse_delay=True`
+(and `bias_onset=True` when the QGraph holds each bias until its layer's first input, meta["bias_onset"]):
 its layer l fires at the steps the chip's layer l fires at, so spikes are compared bin for bin and any
 difference is quantization. The fixed-point side runs in the arithmetic of the QGraph's own target.
 
@@ -61,7 +62,7 @@ def spike_disagreement(graph: Graph, qg: QGraph, inputs, *, ref: Run | None = No
     layers = [n for n in _neuron_layers(qg) if qg.graph.nodes[n].spec.spiking]
     if ref is None:
         ref = simulate_float(graph, inputs, steps=compared_steps(graph, qg, inputs)[2], probes=layers,
-                             synapse_delay=True)
+                             synapse_delay=True, bias_onset=qg.meta.get("bias_onset") == "depth")
     run = _emulate(qg, inputs, ref.steps, layers)
     d = 0
     for n in layers:
@@ -125,7 +126,8 @@ def fidelity(
     """
     layers = _neuron_layers(qg)
     t_in, depth, T = compared_steps(graph, qg, inputs)
-    ref = simulate_float(graph, inputs, steps=T, probes=layers, synapse_delay=True)
+    ref = simulate_float(graph, inputs, steps=T, probes=layers, synapse_delay=True,
+                         bias_onset=qg.meta.get("bias_onset") == "depth")
     if run_q is None:
         run_q = _emulate(qg, inputs, T, layers)
     elif run_q.steps < T:

@@ -54,6 +54,7 @@ def simulate_float(
     steps: int | None = None,
     probes: Iterable[str] | str = (),
     synapse_delay: bool = False,
+    bias_onset: bool | Mapping[str, int] = False,
     dtype: torch.dtype = torch.float64,
     progress=None,
 ) -> Run:
@@ -63,6 +64,9 @@ def simulate_float(
         delayed run can be given T + L steps to let the last inputs through.
     probes: node names whose full state is recorded in `run.traces` (`"*"` for every node): neurons
         give `v` (and `u` for Cuba nodes) and `s` for spiking ones; other nodes give `out`.
+    bias_onset: with synapse_delay, every neuron layer rests (no input, no bias, no leak) until its synapse
+        depth, the step its first input arrives, as a chip quantized with bias_onset="depth" runs it
+        ({node: step} gives the steps explicitly).
     Returns a Run with `outputs` for every Output node and per-step spike `counts` for every spiking and
     Input node (Input counts are non-zero entries: events, binary or graded). progress(fraction done) is
     called after every step.
@@ -70,8 +74,12 @@ def simulate_float(
     from .host_exec import has_host_part, run_hybrid
 
     if has_host_part(graph):
+        # a stage's own depths restart at the host values it reads: the whole graph's depths decide
+        onsets = rest_steps(graph) if synapse_delay and bias_onset else {}
+
         def stage(sub, xs, steps, probes):
-            return simulate_float(sub, xs, steps=steps, probes=probes, synapse_delay=synapse_delay, dtype=dtype)
+            return simulate_float(sub, xs, steps=steps, probes=probes, synapse_delay=synapse_delay,
+                                  bias_onset={n: d for n, d in onsets.items() if n in sub.nodes}, dtype=dtype)
 
         run = run_hybrid(graph, inputs, stage, steps=steps, probes=probes, progress=progress, backend="float")
         run.meta.update({"synapse_delay": bool(synapse_delay), "reset": graph.reset})
@@ -91,6 +99,8 @@ def simulate_float(
                 "pass --dt SECONDS (snnTorch exports assume dt=1e-4)"
             )
     order, delayed = _schedule(g, synapse_delay)
+    rest = dict(bias_onset) if isinstance(bias_onset, Mapping) else (
+        rest_steps(g) if synapse_delay and bias_onset else {})
     probe_set = set(g.nodes) if probes == "*" else set([probes] if isinstance(probes, str) else probes)
     unknown = probe_set - set(g.nodes)
     if unknown:
@@ -118,7 +128,7 @@ def simulate_float(
                 for p, late in preds[n]:
                     v = (prev[p] if late else cur[p]).reshape(in_shape)
                     x = v if x is None else x + v
-                y = layers[n].step(x)
+                y = layers[n].rest(zero[n]) if t < rest.get(n, 0) else layers[n].step(x)
             cur[n] = y
             if n in counts:
                 c = (y != 0).sum(dim=tuple(range(1, y.dim()))) if node.op == "Input" else y.sum(
@@ -144,21 +154,22 @@ def simulate_float(
         counts={n: stack(v, ()).astype(np.int64) for n, v in counts.items()},
         traces={n: {k: torch.stack(v).numpy() for k, v in d.items()} for n, d in traces.items()},
         meta={"dt": g.dt, "dtype": str(dtype).replace("torch.", ""), "synapse_delay": bool(synapse_delay),
-              "reset": g.reset, "order": order},
+              "bias_onset": bool(rest), "reset": g.reset, "order": order},
     ))
 
 
 def synaptic_nodes(graph: Graph) -> set[str]:
     """Nodes that belong to a chain of synapse ops: synapse nodes, and shape nodes fed by one.
 
-    On chip such a chain becomes one synapse process (Dense, Conv, DelayDense), which adds one step.
+    On chip such a chain becomes one synapse process (Dense, Conv, DelayDense), which adds one step. A synapse
+    op placed on the host computes within its step (host_exec), so it is not one.
     """
     syn: set[str] = set()
     changed = True
     while changed:
         changed = False
         for n, node in graph.nodes.items():
-            if n in syn:
+            if n in syn or node.placement == "host":
                 continue
             fam = node.spec.family
             if fam == "synapse" or (fam == "shape" and any(p in syn for p in graph.predecessors(n))):
@@ -182,6 +193,11 @@ def synapse_depth(graph: Graph) -> dict[str, int]:
         depth[n] = max((depth[p] + (p in syn and graph.nodes[n].spec.family not in _CHAIN_FAMILIES)
                         for p in graph.predecessors(n) if pos[p] < pos[n]), default=0)
     return depth
+
+
+def rest_steps(graph: Graph) -> dict[str, int]:
+    """{neuron layer: its synapse depth}, for the layers that rest before their first input (bias_onset)."""
+    return {n: d for n, d in synapse_depth(graph).items() if d > 0 and graph.nodes[n].spec.family == "neuron"}
 
 
 def _schedule(g: Graph, synapse_delay: bool) -> tuple[list[str], set[tuple[str, str]]]:
@@ -348,6 +364,12 @@ class _Layer:
         else:
             self.v = torch.where(s, self.v_reset.expand_as(self.v), self.v)
         return s.to(self.dtype)
+
+    def rest(self, zero: torch.Tensor) -> torch.Tensor:
+        """A step before the layer's first input arrives (bias_onset): its state stays as it started, at 0."""
+        if self.op == "Threshold":
+            self.v = zero
+        return zero
 
     def _fires(self, v: torch.Tensor) -> torch.Tensor:
         return v >= self.vth if self.fire_at_equal else v > self.vth

@@ -109,6 +109,8 @@ class _Net:
         self.in_port: dict[str, object] = {}
         self.procs: dict[str, object] = {}
         self.resets: list[tuple[object, np.ndarray]] = []
+        # step -> the bias Vars set then (a layer's bias waits for its first input; bias_onset in quantize.py)
+        self.onsets: dict[int, list[tuple[object, np.ndarray]]] = {}
         self.monitors: list[tuple[str, str, object, object, tuple]] = []
         self.models: dict[object, type] = {}  # ProgLIF process -> its model (no directory scan by Lava)
         total = steps * batch
@@ -218,8 +220,11 @@ class _Net:
                 be = expand_param(q.get("bias_exp", 0), shp, f"node '{name}' bias_exp")
                 bm = to_lava(np.broadcast_to(wrap_int(bm, 16), (n,)), shp).astype(np.int16)
                 be = to_lava(np.broadcast_to(be, (n,)), shp).astype(np.int16)
+                onset = int(q.get("bias_onset", 0))
+                late = onset > 0 and bool(np.any(bm))
                 kw = {"shape": ls, "du": _par(q, "du", shp, name), "dv": _par(q, "dv", shp, name),
-                      "vth": _par(q, "vth", shp, name), "bias_mant": bm, "bias_exp": be}
+                      "vth": _par(q, "vth", shp, name), "bias_mant": np.zeros_like(bm) if late else bm,
+                      "bias_exp": be}
                 if q.get("reset_interval") and batch > 1 and steps % int(q["reset_interval"]):
                     raise UnsupportedError(
                         f"node '{name}': with reset_interval={int(q['reset_interval'])}, Lava's samples run back to "
@@ -233,7 +238,9 @@ class _Net:
                     from spikedeploy.targets.lava_neurons import ProgLIF, PyProgLifModelFixed
 
                     ub = expand_param(q.get("u_bias", 0), shp, f"node '{name}' u_bias")
-                    p = ProgLIF(u_bias=to_lava(np.broadcast_to(ub, (n,)), shp).astype(np.int32),
+                    ub = to_lava(np.broadcast_to(ub, (n,)), shp).astype(np.int32)
+                    late_u = onset > 0 and bool(np.any(ub))
+                    p = ProgLIF(u_bias=np.zeros_like(ub) if late_u else ub,
                                 reset=str(q.get("reset", "zero")), reset_delay=bool(q.get("reset_delay", False)),
                                 fire_at_equal=bool(q.get("fire_at_equal", False)),
                                 pending_reset=bool(q.get("pending_reset", False)), **kw)
@@ -245,6 +252,12 @@ class _Net:
                 else:
                     p = LIF(**kw)
                 self.procs[name] = p
+                if late:
+                    self.onsets.setdefault(onset, []).append((p.bias_mant, bm))
+                    self.resets.append((p.bias_mant, np.zeros(ls, np.int16)))
+                if custom and late_u:
+                    self.onsets.setdefault(onset, []).append((p.u_bias, ub))
+                    self.resets.append((p.u_bias, np.zeros(ls, np.int32)))
                 self.resets.append((p.u, np.zeros(ls)))
                 self.resets.append((p.v, np.zeros(ls)))
                 self.in_port[name] = (p.a_in, shp)
@@ -356,8 +369,14 @@ def simulate_lava(qg: QGraph, inputs: Mapping[str, np.ndarray], *, steps: int | 
                 t = time.perf_counter()
                 if b:
                     for var, zeros in net.resets:
-                        var.set(zeros.astype(np.int32) if zeros.ndim else zeros)
-                net.root.run(condition=RunSteps(num_steps=steps), run_cfg=cfg)
+                        var.set(zeros.astype(np.int32) if zeros.ndim and zeros.dtype.kind == "f" else zeros)
+                done = 0
+                for at in [*sorted(k for k in net.onsets if k < steps), steps]:
+                    if at > done:
+                        net.root.run(condition=RunSteps(num_steps=at - done), run_cfg=cfg)
+                        done = at
+                    for var, value in net.onsets.get(at, ()):
+                        var.set(value)
                 seconds.append(time.perf_counter() - t)
                 if progress:
                     progress((b + 1) / batch)

@@ -19,9 +19,11 @@ from click.testing import CliRunner
 
 from spikedeploy.cli import cli
 from spikedeploy.converters import torch_export as tx
+from spikedeploy.io import load_graph
 from spikedeploy.qgraph_io import load_qgraph
 from spikedeploy.run import load_run
 from spikedeploy.simulate import simulate
+from spikedeploy.simulate_float import simulate_float, synapse_depth
 
 # family -> (factory, steps, {input: integer range}, host ops it keeps)
 FAMILIES = {
@@ -110,6 +112,23 @@ def test_cli_float_run_equals_the_torch_model(deployed):
     for o, r in zip(outs, ref, strict=True):
         np.testing.assert_array_equal(run.outputs[o].reshape(r.shape), r, err_msg=o)
     assert sum(float(r.sum()) for r in ref) > 0
+
+
+def test_chip_timing_is_the_torch_model_delayed(deployed):
+    """With the chip's synapse delays and each bias held until its layer's first input (bias_onset), every
+    output is the torch model's, `depth` steps late: merged branches (residuals, host attention, relays)
+    arrive in step and no layer integrates a bias alone before its input arrives."""
+    name, d, _ = deployed
+    g = load_graph(d / "m.nir")
+    xs = family_inputs(name, batch=3, seed=4)
+    steps = FAMILIES[name][1]
+    depth = synapse_depth(g)
+    late = max(depth[o] for o in g.outputs)
+    run = simulate_float(g, xs, steps=steps + late, synapse_delay=True, bias_onset=True)
+    ref = torch_outputs(name, xs, steps)
+    for o, r in zip(sorted(run.outputs), ref, strict=True):
+        k = depth[o]
+        np.testing.assert_array_equal(run.outputs[o][k:k + steps].reshape(r.shape), r, err_msg=o)
 
 
 def test_emulator_equals_lava_on_every_chip_node(deployed):

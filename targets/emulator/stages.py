@@ -340,6 +340,7 @@ class NeuronStage:
         # (1-based) with time_step % reset_interval == reset_offset % reset_interval
         self.reset_interval = int(q["reset_interval"]) if q.get("reset_interval") else 0
         self.reset_offset = int(q.get("reset_offset", 0)) % self.reset_interval if self.reset_interval else 0
+        self.bias_onset = int(q.get("bias_onset", 0))
 
     def reset(self, batch: int) -> None:
         self.na.u_wraps = self.na.v_saturations = 0
@@ -360,10 +361,25 @@ class NeuronStage:
         u_out = _buffer(scratch, self.name, "u", shape, dt) if self.probe else None
         if a is not None:
             a = a.reshape(tc, b, self.n)
+        # steps before the bias onset run without the bias (see bias_onset in spikedeploy/quantize.py)
+        na = self.na
+        has_bias, has_u_bias = na.has_bias, na.has_u_bias
+        k = min(tc, max(0, self.bias_onset - t0)) if (has_bias or has_u_bias) else 0
+        try:
+            for lo, hi in ((0, k), (k, tc)):
+                if hi > lo:
+                    na.has_bias, na.has_u_bias = has_bias and lo >= k, has_u_bias and lo >= k
+                    self._scan(None if a is None else a[lo:hi], hi - lo, t0 + lo, s_out[lo:hi], counts[lo:hi],
+                               None if v_out is None else v_out[lo:hi], None if u_out is None else u_out[lo:hi])
+        finally:
+            na.has_bias, na.has_u_bias = has_bias, has_u_bias
+        return s_out, counts, v_out, u_out
+
+    def _scan(self, a, tc: int, t0: int, s_out, counts, v_out, u_out) -> None:
         if self.kparams is not None:
             kernels.lif_scan(self.na, a, self.u, self.v, self.kparams,
                              (self.reset_interval, self.reset_offset, t0), s_out, counts, v_out, u_out)
-            return s_out, counts, v_out, u_out
+            return
         act = self.na.act
         step = self.na.step
         u, v = self.u, self.v
@@ -378,7 +394,6 @@ class NeuronStage:
                 u_out[t] = u
         self.u, self.v = u, v
         counts[...] = kernels.count_nonzero_rows(s_out)
-        return s_out, counts, v_out, u_out
 
 
 def prepare_synapse(name, node, q, ar: Arith, x_bound: float, graded: bool):
