@@ -274,6 +274,15 @@ class Quantizer:
         """Integer parameters of the neuron node and its synapse nodes at λ = λ0·2^n, and a small report."""
         fmt = self.fmt
         lam = self.lam0[lay.name] * 2.0**n
+        # Lava's Conv has no weight exponent: below full range (n < 0) its largest weight would round onto the
+        # mantissa grid (254 · 2^-3 = 31.75 -> 32); a slightly smaller λ puts it on the grid exactly, so weights
+        # already on a grid (quantization-aware training) map exactly
+        for c in lay.chains:
+            if c.kind == "conv" and n < 0:
+                step = _grid(fmt, self.nwb, sign_mode_of(self.weff[c.syn]))[0]
+                amax = lam * float(np.abs(self.weff[c.syn]).max(initial=0))
+                if amax >= step and amax % step:
+                    lam *= step * math.floor(amax / step) / amax
         syn_q, rep = {}, {"lambda": lam, "n": n, "weights": {}}
         for c in lay.chains:
             a = lam * self.weff[c.syn]

@@ -69,6 +69,7 @@ def test_lava_equals_emulator_bit_for_bit(report):
 def test_report_schema_and_split_fields(report):
     jsonschema.validate(report, json.loads(files("spikedeploy").joinpath("report_schema.json").read_text()))
     h = report["splits"]["hybrid"]
+    assert report["fits"] and not report["violations"]  # placed within every Loihi 2 per-core limit
     # the front end's pooled features (16 x 7 x 7) reach the chip as 8-bit payloads every step; nothing returns
     assert h["host_to_chip_bits_per_step"] == 16 * 7 * 7 * 8 and h["chip_to_host_bits_per_step"] == 0
     assert h["host_macs_per_step"] > 0 and h["cores_used"] >= 1

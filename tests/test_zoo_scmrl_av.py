@@ -69,6 +69,7 @@ def test_pipeline_lava_equals_emulator_and_report_is_valid(report):
     schema = json.loads(files("spikedeploy").joinpath("report_schema.json").read_text())
     jsonschema.validate(json.loads((out / "report.json").read_text()), schema)
     assert (out / "report.html").stat().st_size > 1000
+    assert rep["fits"] and not rep["violations"]  # placed within every Loihi 2 per-core limit
     assert set(rep["chip_host_split"]["host_nodes"]) >= {"matmul", "matmul_1"}  # q kᵀ v runs on the host
 
 

@@ -75,6 +75,7 @@ def test_report_is_schema_valid_and_has_both_energies(deployed):
     on_disk = json.loads((out / "report.json").read_text())
     jsonschema.validate(on_disk, json.loads(files("spikedeploy").joinpath("report_schema.json").read_text()))
     z = on_disk["zero_shot"]
+    assert on_disk["fits"] and not on_disk["violations"]  # placed within every Loihi 2 per-core limit
     assert z["ann_energy_per_query_j"] > 0 and on_disk["energy_per_inference_j"] > 0
     assert on_disk["chip_host_split"]["round_trips_per_step"] == 1  # q kᵀ v on the host inside the time loop
     assert (out / "report.html").stat().st_size > 1000
@@ -86,3 +87,25 @@ def test_missing_data_package_is_one_line(monkeypatch, tmp_path):
     with pytest.raises(data.DataPackageMissing, match="apt-get install dataset-fashion-mnist"):
         data.load_fashion("t10k")
     data.load_fashion.cache_clear()
+
+
+def test_checkpoint_is_on_loihi2s_weight_grid(deployed):
+    """qat.py fine-tuned the checkpoint onto the weights and thresholds Loihi 2 realizes: quantizing it again
+    (as the pipeline does) rounds no weight and no threshold."""
+    _, rep = deployed
+    for enc, check in rep["zero_shot"]["on_chip_grid"].items():
+        assert check["weight_rel_rms_error_max"] < 1e-6 and check["thresholds_exact"], (enc, check)
+
+
+def test_grid_snap_mirrors_the_quantizer():
+    """A weight snapped by qat.Grid is what quantize() stores, read back in float (hand-made grid: the
+    largest weight at mantissa 254, mixed sign, step 2)."""
+    from examples.spikeclip.qat import Grid
+
+    g = Grid(top=254, e=0, step=2, lo=-256, hi=254)
+    w = torch.tensor([0.5, -0.25, 0.1, -0.5001, 0.0])
+    snapped = g.snap(w)
+    mx = 0.5001
+    expected = torch.tensor([2 * round(0.5 / mx * 127), -2 * round(0.25 / mx * 127), 2 * round(0.1 / mx * 127),
+                             -254, 0]) * mx / 254
+    assert torch.allclose(snapped, expected.float(), atol=1e-7)

@@ -24,7 +24,9 @@ CHECKPOINT = Path(__file__).resolve().parent / "checkpoint.pt"
 CHECKPOINT_FORMAT = "spikedeploy-spikeclip-v1"
 TEACHER_DIM = 384  # all-MiniLM-L6-v2 hidden size (its config.json)
 
-DEFAULT_CONFIG = {"num_steps": data.NUM_STEPS, "c1": 16, "dim": 32, "embed": 128, "text_hidden": 128,
+# dim 24: the head reads every token of the three residual branches through the token mean, 3 · 49 · dim input
+# axons per head neuron, and a Loihi 2 core takes 4096 (dim 32 needs 4704: the model would not fit the chip)
+DEFAULT_CONFIG = {"num_steps": data.NUM_STEPS, "c1": 16, "dim": 24, "embed": 128, "text_hidden": 128,
                   "vocab": 0}
 
 
@@ -157,6 +159,8 @@ def checkpoint_dict(snn: SpikeCLIP, ann: SpikeCLIP, record: dict) -> dict:
     return {"format": CHECKPOINT_FORMAT, "config": dict(snn.config), "vocab": list(snn.vocab.itos),
             "snn": {k: v.detach().clone() for k, v in snn.state_dict().items()},
             "ann": {k: v.detach().clone() for k, v in ann.state_dict().items()}, "unseen": list(data.UNSEEN),
+            # spikingjelly keeps v_threshold outside the state dict; qat.py moves them onto the chip's grid
+            "thresholds": {n: float(m.v_threshold) for n, m in snn.named_modules() if hasattr(m, "v_threshold")},
             "train_record": {k: v for k, v in record.items() if isinstance(v, int | float | str)}}
 
 
@@ -176,4 +180,8 @@ def load_pretrained(path=None, which: str = "snn") -> SpikeCLIP:
                          "examples/spikeclip/train.py")
     model = SpikeCLIP(ck["config"], spiking=which == "snn")
     model.load_state_dict(ck[which])
+    if which == "snn":
+        modules = dict(model.named_modules())
+        for n, th in ck.get("thresholds", {}).items():
+            modules[n].v_threshold = float(th)
     return model.eval()

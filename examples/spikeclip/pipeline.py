@@ -21,33 +21,23 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from rich.console import Console
 from rich.table import Table
 
 from examples.pipeline_cli import pipeline_main, write_report
-from examples.retrieval.pipeline import PIXEL_SCALE, integer_image_input, window_counts
+from examples.retrieval.pipeline import window_counts
 from examples.spikeclip import data
 from examples.spikeclip.evaluate import evaluate_model, project, zero_shot_metrics
 from examples.spikeclip.model import load_pretrained
-from spikedeploy.export import export_model
+from examples.spikeclip.qat import calibration_images, check_on_grid, export_quantize, frames
 from spikedeploy.graph import Node
 from spikedeploy.qgraph_io import save_qgraph
-from spikedeploy.quantize import quantize
 from spikedeploy.quantize_fidelity import fidelity
 from spikedeploy.report import build_report, render_terminal
 from spikedeploy.simulate import simulate
-from spikedeploy.simulate_float import synapse_depth
 
 TARGET = "loihi2"
 CHUNK = 500  # emulator batch: the conv layers' state for 10000 images at once would need gigabytes
-
-
-def frames(x: np.ndarray, T: int, pad: int) -> np.ndarray:
-    """Direct encoding: the same frame for T steps, then `pad` zero steps so the delayed layers finish."""
-    out = np.zeros((T + pad, *x.shape), np.float32)
-    out[:T] = x[None].astype(np.float32)
-    return out
 
 
 def with_host_head(graph, n_classes: int, embed: int, out: str):
@@ -70,18 +60,11 @@ def deploy(module, name: str, x: np.ndarray, calib: np.ndarray, T: int, out_dir:
     """Export, quantize, run float + emulator on all of `x`, Lava on the first `lava_samples`: one encoder."""
     r: dict = {"timings_s": {}}
     t0 = time.perf_counter()
-    scale = PIXEL_SCALE if image else 1.0
-    sample = {name: torch.as_tensor(x[:8].astype(np.float32) / scale)[None]}
-    exp = export_model(module, example_inputs=sample, steps=T, out_path=out_dir / f"{name}.nir", dt=1e-3,
-                       onnx_path=out_dir / f"{name}.onnx")
-    g = integer_image_input(exp.graph, name) if image else exp.graph
+    # percentile ranges from training data, as qat.py fine-tuned the checkpoint onto (so its weights map exactly)
+    exp, g, qg, depth, cal = export_quantize(module, name, x, calib, T, image=image, out_dir=out_dir)
     (out,) = g.outputs
-    depth = synapse_depth(g)[out]
-    cal = {name: frames(calib, T, depth)}
-    # maxabs, no calibration: percentile calibration fails on the OR (MaxPool on spikes) layers in this
-    # spikedeploy (quantize.calibrate reads a 'v' trace that Threshold nodes lack; reported, not worked around)
-    qg = quantize(g, TARGET)
     save_qgraph(qg, out_dir / f"{name}.q.npz")
+    r["on_chip_grid"] = check_on_grid(qg)
     r["timings_s"]["export_quantize"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     fl, em, runs = [], [], []
@@ -116,8 +99,7 @@ def run_pipeline(out_dir: Path, *, lava_samples: int = 4, limit: int | None = No
     T = snn.steps
     test = data.test_split(limit)
     bow = snn.vocab.bag_of_words([p for p, _ in data.prompts()])
-    train = data.train_split(seed)
-    calib = train.images[np.random.default_rng(seed).choice(len(train.labels), 64, replace=False)]
+    calib = calibration_images(seed)
 
     console.print("[bold]image encoder[/]: export → quantize → float / emulator / Lava")
     img = deploy(snn.image, "image", test.images, calib, T, out_dir, image=True, lava_samples=lava_samples)
@@ -151,6 +133,8 @@ def run_pipeline(out_dir: Path, *, lava_samples: int = 4, limit: int | None = No
         "unseen": [data.CLASSES[c] for c in data.UNSEEN],
         "head": "host: projection of the image spike counts to 384-d, cosine against class prototypes",
         "lava_parity": {"samples": n, "all_equal": parity_ok, "nodes": parity},
+        # the checkpoint was fine-tuned onto Loihi 2's weight grid (qat.py): how exactly the quantizer holds it
+        "on_chip_grid": {"image": img["on_chip_grid"], "text": txt["on_chip_grid"]},
         "ann_energy_per_query_j": rep["energy"]["ann_equivalent"]["energy_j"],
         "ann_energy_note": "the report's ANN-equivalent formula (every synapse and host MAC once at 4.6 pJ) "
                            "over this graph, which has the ANN twin's layer sizes",

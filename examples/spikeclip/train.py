@@ -9,6 +9,8 @@
    SpikeCLIP aligns to CLIP image features; MiniLM has no image tower, so the class's text prototype stands in.
 3. dual-loss fine-tuning (the remaining steps): CE over the seen classes' cosine logits + KL to a teacher's logits
    (SpikeCLIP: a task-fine-tuned CLIP; here the ANN twin, trained first by the same schedule with CE only).
+4. quantization-aware fine-tuning (qat.py): the same dual loss (and the text loss) for `qat_epochs` with every
+   weight on the grid Loihi 2 realizes and its thresholds; the checkpoint stores those weights.
 Only images of the 7 SEEN classes are used; the 3 UNSEEN classes are never shown as images.
 One thread (the machine is shared), seeded, deterministic algorithms. The test set is scored once at the end.
 """
@@ -27,12 +29,13 @@ import torch.nn.functional as F
 
 from spikedeploy.atomic import atomic_write
 
-from . import data
+from . import data, qat
 from .evaluate import evaluate_model
 from .model import CHECKPOINT, SpikeCLIP, save_checkpoint
 
 DEFAULTS = {"seed": 0, "epochs": 3, "per_class": 2000, "batch_size": 64, "lr": 5e-3, "text_steps": 300,
-            "kl_weight": 0.25, "align_frac": 0.3, "kl_temperature": 2.0, "threads": 1}
+            "kl_weight": 0.25, "align_frac": 0.3, "kl_temperature": 2.0, "threads": 1,
+            "qat_epochs": 1, "qat_lr": 1e-3, "qat_text_steps": 100}
 SEEN = torch.tensor(data.SEEN)
 
 
@@ -153,6 +156,45 @@ def train_one(spiking: bool, a, split, teacher_emb, teacher_model=None, log=prin
     return model, rec
 
 
+def qat_finetune(model: SpikeCLIP, split: data.Split, teacher_emb: torch.Tensor, a: argparse.Namespace,
+                 teacher_model: SpikeCLIP, log=print) -> dict:
+    """Stage 4: fine-tune both encoders on Loihi 2's weight grid and thresholds (qat.py), then store them.
+    Returns, per encoder, how exactly its quantized graph holds the stored model (check_on_grid)."""
+    calib = qat.calibration_images(a.seed)
+    bow = model.vocab.bag_of_words([p for p, _ in data.prompts()])
+    encoders = (("image", model.image, calib, True), ("text", model.text, bow, False))
+    for name, enc, x, image in encoders:
+        qg = qat.export_quantize(enc, name, x, x, model.steps, image=image)[2]
+        grids, thresholds = qat.chip_grids(enc, qg)
+        qat.set_thresholds(enc, thresholds)
+        qat.attach(enc, grids)
+    t0 = time.perf_counter()
+    text_loss = train_text(model, teacher_emb, a.qat_text_steps, a.qat_lr)
+    protos_teacher = torch.from_numpy(data.prototypes(teacher_emb.numpy())).float()
+    losses = train_image(model, split, protos_teacher,
+                         argparse.Namespace(**{**vars(a), "epochs": a.qat_epochs, "lr": a.qat_lr, "align_frac": 0.0}),
+                         teacher_model, log)
+    rec = {"seconds": round(time.perf_counter() - t0, 1), "text_1_minus_cos": round(text_loss, 4),
+           "image_losses": [round(v, 4) for v in losses]}
+    for name, enc, x, image in encoders:
+        qat.detach_snapped(enc)
+        # the percentile ranges may have moved with training: snap again to the grid they now give
+        rounds = 0
+        while True:
+            rounds += 1
+            qg = qat.export_quantize(enc, name, x, x, model.steps, image=image)[2]
+            check = qat.check_on_grid(qg)
+            if (check["weight_rel_rms_error_max"] < 1e-6 and check["thresholds_exact"]) or rounds == 3:
+                break
+            grids, thresholds = qat.chip_grids(enc, qg)
+            qat.set_thresholds(enc, thresholds)
+            qat.attach(enc, grids)
+            qat.detach_snapped(enc)
+        rec[name] = {**check, "quantize_rounds": rounds}
+        log(f"QAT {name}: {rec[name]}")
+    return rec
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for k, v in DEFAULTS.items():
@@ -166,6 +208,8 @@ def main(argv=None) -> None:
     split = data.train_split(a.seed, a.per_class)
     ann, ann_rec = train_one(False, a, split, teacher_emb)
     snn, snn_rec = train_one(True, a, split, teacher_emb, teacher_model=ann)
+    snn_rec["before_qat"] = evaluate_model(snn, data.test_split())
+    snn_rec["qat"] = qat_finetune(snn, split, teacher_emb, a, ann)
     test = data.test_split()
     record = {"snn": {**snn_rec, "test": evaluate_model(snn, test)}, "ann": {**ann_rec, "test": evaluate_model(ann, test)},
               "hyperparameters": vars(a) | {"out": str(a.out)}, "train_images": int(len(split.labels)),
