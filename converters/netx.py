@@ -512,6 +512,12 @@ def netx_layers(qg: QGraph) -> list[dict[str, Any]]:
     if qg.target != "loihi2":
         raise UnsupportedError(f"netx files run on Lava's Loihi 2 model; this QGraph is quantized for "
                                f"'{qg.target}'; fix: quantize for 'loihi2'")
+    late = sorted(n for n, q in qg.q.items() if q.get("bias_onset"))
+    if late:
+        raise UnsupportedError(
+            f"node '{late[0]}': its bias waits {int(qg.q[late[0]]['bias_onset'])} step(s) for its first input "
+            "(bias_onset='depth'), and netx runs every bias from step 0; fix: quantize with bias_onset='step0' "
+            "(CLI: --bias-onset step0; quantize --netx does it)")
     return _NetxWriter(qg).layers()
 
 

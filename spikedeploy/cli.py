@@ -317,9 +317,13 @@ def export(model, checkpoint, out_path, onnx_path, input_names, input_specs, sha
 @click.option("--netx", "netx_path", type=click.Path(dir_okay=False), default=None,
               help="Also write a lava-dl netx .net file (loihi2 only; biases are then quantized in whole "
                    "weight units, as netx stores them).")
+@click.option("--bias-onset", type=click.Choice(["auto", "depth", "step0"]), default="auto", show_default=True,
+              help="When each layer's bias starts acting: 'depth' at its first input (as the trained model, which "
+                   "has no synapse delays), 'step0' from the first step (lava-dl netx); auto: step0 for netx files "
+                   "and with --netx, else depth.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def quantize(graph_file, target, method, calib_specs, weight_bits, allow_approximate, dt, seed, out_path, netx_path,
-             as_json) -> None:
+             bias_onset, as_json) -> None:
     """Quantize GRAPH for a target and report, layer by layer, how far the fixed-point spikes stay from float."""
     from .graph import set_dt
     from .qgraph_io import save_qgraph
@@ -337,8 +341,10 @@ def quantize(graph_file, target, method, calib_specs, weight_bits, allow_approxi
         bias_exp_min = 0
         if netx_path:
             from .converters.netx import NETX_BIAS_EXP as bias_exp_min
+        if netx_path and bias_onset == "auto":
+            bias_onset = "step0"  # a netx file runs every bias from step 0
         qg = run_quantize(graph, target, method=method, calibration=calib, allow_approximate=allow_approximate,
-                          weight_bits=weight_bits, seed=seed, bias_exp_min=bias_exp_min)
+                          weight_bits=weight_bits, seed=seed, bias_exp_min=bias_exp_min, bias_onset=bias_onset)
         data = calib if calib is not None else random_inputs(graph, steps=50, batch=16, seed=seed)
         fid = fidelity(graph, qg, data)
     fid["fidelity"]["inputs"] = ("calibration data" if calib is not None else "random spikes (density 0.15, 50 steps × 16)") \

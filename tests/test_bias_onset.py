@@ -103,3 +103,19 @@ def test_lava_equals_emulator_across_the_onsets(lava, cuba):
         for k in ("u", "v", "s"):
             np.testing.assert_array_equal(emu.traces[n][k], lrun.traces[n][k], err_msg=f"{n}.{k}")
     assert emu.traces["n0"]["s"].sum() > 0 and np.any(emu.traces["n1"]["u"][2:])
+
+
+def test_cli_bias_onset_option(tmp_path):
+    from click.testing import CliRunner
+
+    from spikedeploy.cli import cli
+    from spikedeploy.converters.nir import write_nir
+    from spikedeploy.qgraph_io import load_qgraph
+
+    write_nir(mlp(), tmp_path / "g.nir")
+    for opt, want, onset in (([], "depth", 3), (["--bias-onset", "step0"], "step0", None)):
+        res = CliRunner().invoke(cli, ["quantize", str(tmp_path / "g.nir"), "--dt", "1e-3", *opt,
+                                       "-o", str(tmp_path / "q.npz")])
+        assert res.exit_code == 0, res.output
+        qg = load_qgraph(tmp_path / "q.npz")
+        assert qg.meta["bias_onset"] == want and qg.q["n2"].get("bias_onset") == onset

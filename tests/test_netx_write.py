@@ -349,9 +349,12 @@ def test_biased_graph_quantized_for_netx_runs_in_lava_like_the_emulator(netx_mod
     from spikedeploy.quantize import quantize
 
     g = _biased_graph()
+    # netx runs every bias from step 0: a graph whose biases wait for their layer's first input is refused
+    with pytest.raises(UnsupportedError, match="node 'l0': its bias waits 1 step.*bias_onset='step0'"):
+        write_netx(quantize(g, "loihi2"), tmp_path / "late.net")
     with pytest.raises(UnsupportedError, match="multiple of 2\\^6"):
-        write_netx(quantize(g, "loihi2"), tmp_path / "fine.net")
-    qg = quantize(g, "loihi2", bias_exp_min=NETX_BIAS_EXP)
+        write_netx(quantize(g, "loihi2", bias_onset="step0"), tmp_path / "fine.net")
+    qg = quantize(g, "loihi2", bias_exp_min=NETX_BIAS_EXP, bias_onset="step0")
     assert qg.meta["bias_exp_min"] == NETX_BIAS_EXP
     assert all(int(qg.q[n]["bias_exp"]) >= NETX_BIAS_EXP for n in ("l0", "l1"))
     assert any(np.any(qg.q[n]["bias_mant"] != 0) for n in ("l0", "l1")), "no bias survived; the test proves little"

@@ -407,3 +407,21 @@ def test_qgraph_file_errors(tmp_path):
     np.savez(other, x=np.zeros(3))
     with pytest.raises(FileFormatError, match="__header__"):
         load_qgraph(other)
+
+
+def test_conv_below_full_range_puts_its_largest_weight_on_the_grid():
+    """Lava's Conv has no weight exponent: when graded inputs force λ below full range (n < 0), λ is lowered
+    a little more so the largest weight lands on a mantissa exactly (254·2^-3 = 31.75 would round to 32)."""
+    rng = np.random.default_rng(5)
+    w = rng.normal(0, 1, (2, 1, 3, 3))
+    g = Graph.chain(Node("in", "Input", {"shape": [1, 6, 6]}), Node("c", "Conv2d", {"weight": w, "padding": 1}),
+                    _lif("l", 72, tau=1e-3), Node("out", "Output"), dt=1e-3).validate()
+    x = rng.integers(0, 256, (4, 8, 1, 6, 6)).astype(np.float32)  # 8-bit pixel payloads: u would wrap at n = 0
+    qg = quantize(g, method="percentile", calibration={"in": x})
+    rep = qg.meta["layers"]["l"]
+    assert rep["n"] < 0
+    lam, wq = qg.scale["l"], np.asarray(qg.q["c"]["weight"], dtype=np.float64)
+    gain = 1.0  # tau = dt: v takes r·x each step
+    top = lam * gain * np.abs(w).max()
+    assert top == pytest.approx(np.abs(wq).max(), abs=1e-9) and np.abs(wq).max() % 2 == 0  # mixed: even mantissas
+    assert 254 * 2.0 ** rep["n"] - 2 < top < 254 * 2.0 ** rep["n"]  # at most one mantissa step below full range

@@ -85,9 +85,7 @@ def run_pipeline(out_dir: Path, *, lava_samples: int = 4, limit: int | None = No
     depth = synapse_depth(graph)[OUTPUT]
     pad = depth
     calib = chip_inputs(calib_pairs.audio[pick], calib_pairs.visual[pick], T, pad)
-    # maxabs (static worst-case ranges): method="percentile" with calibration raises KeyError 'v' in
-    # Quantizer.calibrate on this graph (its MaxPool-OR and token-mean relays are Threshold layers, whose float
-    # traces have no 'v'); reported, not worked around. The calibration pairs still score the fidelity.
+    # maxabs: the model trained on this grid (train.py on_chip_grid); the calibration pairs score the fidelity
     qg = quantize(graph, TARGET)
     save_qgraph(qg, out_dir / "model.q.npz")
     fid = fidelity(graph, qg, calib)["fidelity"]
