@@ -418,7 +418,7 @@ def overflow_warnings(q: Quantizer, qg: QGraph, stats: dict | None) -> list[str]
                     out.append(f"conv '{c.syn}': the sum can reach {acc:.0f} and wrap the {fmt.conv_acc_bits}-bit "
                                "accumulator; fix: a smaller scale for its layer")
         if stats is not None:
-            vlo, vhi = 64 * lam * stats[name]["v_min"], 64 * lam * stats[name]["v_max"]
+            vlo, vhi = (2**fmt.act_shift * lam * stats[name][k] for k in ("v_min", "v_max"))
             vsat = 2 ** (fmt.state_bits - 1) - 1
             if vlo < -vsat or (not lay.spiking and vhi > vsat):
                 out.append(f"layer '{name}': v reaches {min(vlo, -vhi):.0f} on the calibration data and saturates at "
