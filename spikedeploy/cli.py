@@ -116,9 +116,9 @@ def inspect(file: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def targets(as_json: bool) -> None:
     """List the hardware targets with their limits and the source of each figure."""
-    from .targets.spec import BUILTIN, get_target
+    from .targets.spec import get_target, target_names
 
-    specs = {n: get_target(n).as_dict() for n in BUILTIN}
+    specs = {n: get_target(n).as_dict() for n in target_names()}
     if as_json:
         _emit_json(specs)
         return
@@ -473,6 +473,51 @@ def report(graph_file, target, run_path, placement_path, fidelity_path, html_pat
         _emit_json(rep)
         return
     render_terminal(rep, console)
+    if html_path:
+        console.print(f"wrote {html_path}")
+
+
+# ---- compare --------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("graph_file", metavar="GRAPH", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--targets", "target_list", default="loihi2,loihi1,spinnaker2,truenorth,xylo,speck", show_default=True,
+              help="Comma-separated targets: names, chip files (fixedpoint:chip.toml) or module paths.")
+@click.option("--run", "run_path", type=click.Path(dir_okay=False), default=None,
+              help="RUN.npz from `simulate`: its spike counts price every target (without --input).")
+@click.option("--input", "input_specs", multiple=True, metavar="[NAME=]X.npy",
+              help="Time-major inputs [T, B, ...]: each target runs them in its own arithmetic (activity, metric).")
+@click.option("--labels", "labels_path", type=click.Path(dir_okay=False), default=None,
+              help="[B] class indices (.npy): accuracy at each chip's precision (needs --input).")
+@click.option("--steps", type=int, default=None, help="Time steps per inference when neither --run nor --input is given.")
+@click.option("--dt", type=float, default=None, help="Time step in seconds, for graphs that do not record one (NIR).")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None, help="Write the table as one HTML page.")
+@netx_layers_option
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def compare(graph_file, target_list, run_path, input_specs, labels_path, steps, dt, html_path, as_json) -> None:
+    """Which chip, and at what cost: GRAPH on several targets (fits or why not, cores, chips, energy, latency,
+    throughput, and the task metric in each chip's arithmetic)."""
+    from .compare import compare_targets, render_terminal, write_html
+    from .graph import set_dt
+    from .run import load_run
+    from .simulate import load_named_arrays, parse_input_args
+
+    graph = _load(graph_file, float_graph=True)
+    if dt is not None:
+        set_dt(graph, dt)
+    if labels_path and not input_specs:
+        raise click.UsageError("--labels needs --input (the samples the labels belong to)")
+    inputs = parse_input_args(graph, input_specs) if input_specs else None
+    labels = load_named_arrays((labels_path,), option="--labels")["input"] if labels_path else None
+    run = load_run(run_path) if run_path else None
+    targets = [t.strip() for t in target_list.split(",") if t.strip()]
+    with _about(graph_file):
+        res = compare_targets(graph, targets, run=run, inputs=inputs, labels=labels, steps=steps)
+    if html_path:
+        write_html(res, html_path)
+    if as_json:
+        _emit_json({**res, "html": html_path})
+        return
+    render_terminal(res, console)
     if html_path:
         console.print(f"wrote {html_path}")
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import SpikeDeployError, TargetLimitError
+from .errors import SpikeDeployError, TargetLimitError, UnsupportedError
 from .partition_bound import lower_bound
 from .partition_model import RESOURCES, Layer, Model, build_model, check_single, index_bits
 
@@ -171,6 +171,11 @@ def partition(graph, target, *, run=None, qgraph=None, chips: int | None = None,
         target = get_target(target)
     if allocator not in ALLOCATORS:
         raise SpikeDeployError(f"unknown allocator '{allocator}'; available: {', '.join(ALLOCATORS)}")
+    from .capabilities import capability_breaches
+
+    violations: list[str] = capability_breaches(graph, target)
+    if violations and strict:
+        raise UnsupportedError(violations[0])
     model = build_model(graph, target, qgraph)
     lim = {
         "neurons": int(target.core.neurons),
@@ -180,7 +185,6 @@ def partition(graph, target, *, run=None, qgraph=None, chips: int | None = None,
     }
     idx = index_bits(target)
     sharing = bool(getattr(target.core, "conv_weight_sharing", True))
-    violations: list[str] = []
 
     totals, lb_by, lower = lower_bound(model, lim, idx, sharing)
     avail_chips = int(chips) if chips is not None else int(target.max_chips)

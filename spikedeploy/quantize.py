@@ -33,6 +33,7 @@ from dataclasses import asdict
 
 import numpy as np
 
+from .capabilities import check_capabilities
 from .errors import SpikeDeployError, TargetLimitError, UnsupportedError
 from .graph import Graph, set_dt
 from .neuron_reach import warn_unreachable
@@ -100,6 +101,7 @@ def quantize(
         set_dt(g, dt)
     g.validate()
     check_graph(g, approx)
+    check_capabilities(g, spec)
     warn_unreachable(g)
     rewrites = lower_structure(g)
     if calibration is not None:  # host values the chip reads: their payload scale from the calibration data

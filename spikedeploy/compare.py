@@ -1,0 +1,198 @@
+"""Which chip, and at what cost: one graph on several targets, side by side.
+
+Per target: whether the graph fits (capability breaches, quantization refusals, placement violations,
+each one line), cores and chips, energy per inference, per-sample latency and pipelined throughput, and,
+when inputs are given, the task metric in that chip's own arithmetic (the emulator runs the graph as
+quantized for that chip, and its spike counts drive that chip's energy).
+
+Latency and throughput are separate figures. A sample's answer leaves the chip (T + depth) steps after
+its first input step (T input steps, depth synapse hops to the deepest output), so
+    latency = (T + depth) x time per step (+ host work done once per inference);
+while successive samples overlap in the pipeline, one entering every T steps, so
+    throughput = 1 / (T x time per step + host work once per inference).
+Every figure names the constants it rests on; figures that rest on an estimated constant are marked.
+"""
+
+from __future__ import annotations
+
+import html
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .capabilities import capability_breaches
+from .errors import SpikeDeployError
+from .graph import Graph
+from .partition import partition
+from .report import _eng
+from .simulate_float import synapse_depth
+
+ENERGY_KEYS = ("E_synop", "E_neuron_update", "E_neuron_update_active", "E_spike_in_core", "E_spike_between_cores",
+               "E_spike_between_chips", "P_static_per_chip", "E_host_mac")
+TIME_KEYS = ("t_synop", "t_neuron_update", "t_spike_in_core", "t_spike_between_cores", "t_spike_between_chips",
+             "t_barrier", "t_host_mac", "t_host_round_trip")
+SHOWN = 3  # reasons per target printed in the terminal
+DEFAULT_TARGETS = ("loihi2", "loihi1", "spinnaker2", "truenorth", "xylo", "speck")
+
+
+def _depth(graph: Graph) -> int:
+    d = synapse_depth(graph)
+    return max((d.get(o, 0) for o in graph.outputs), default=0)
+
+
+def compare_targets(graph: Graph, targets: Sequence = DEFAULT_TARGETS, *, run=None,
+                    inputs: Mapping[str, np.ndarray] | None = None, labels: np.ndarray | None = None,
+                    steps: int | None = None, assumed_rate: float | None = None) -> dict:
+    """One row per target (see the module doc). `run`: a Run whose spike counts price every target (used
+    when no `inputs` are given); `inputs` ({name: [T, B, ...]}): each target's own emulated run prices it and
+    scores `labels` ([B] class indices; argmax of the first output's counts) in its arithmetic."""
+    from .energy import estimate
+    from .quantize import quantize
+    from .quantize_fidelity import fidelity
+    from .report import DEFAULT_ASSUMED_RATE, DEFAULT_STEPS
+    from .simulate import simulate
+    from .targets.spec import get_target
+
+    graph = graph.copy().validate()
+    depth = _depth(graph)
+    rows = []
+    for t in targets:
+        spec = get_target(t)
+        why = capability_breaches(graph, spec)
+        qg = None
+        if not why:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # overflow risks show up in the task metric
+                    qg = quantize(graph, spec)
+            except SpikeDeployError as e:
+                why.append(str(e))
+        chip_run, task = run, None
+        if qg is not None and inputs is not None:
+            layers = [n for n in qg.q if qg.graph.nodes[n].spec.family == "neuron"]
+            t_in = int(next(iter(inputs.values())).shape[0])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                chip_run = simulate(qg, inputs, backend="emulator", steps=t_in + depth, probes=layers)
+                fid = fidelity(graph, qg, inputs, run_q=chip_run, labels=labels)["fidelity"]
+            task = {"dice_min": fid["dice_min"], **fid["task"], "arith": fid["arith"]}
+        rate = None
+        n_steps = steps
+        if chip_run is None:
+            rate = DEFAULT_ASSUMED_RATE if assumed_rate is None else float(assumed_rate)
+            n_steps = int(steps or graph.meta.get("steps") or DEFAULT_STEPS)
+        pl = partition(graph, spec, run=chip_run, qgraph=qg, strict=False)
+        why += [v for v in pl.violations if v not in why]
+        en = estimate(graph, spec, pl, chip_run, qgraph=qg, assumed_rate=rate, steps=n_steps)
+        T, t_step = en["steps"], en["time_per_step_s"]
+        once = en["per_inference"]["latency_s"] - T * t_step  # host work done once per inference
+        consts = {c["name"]: c for c in en["constants"]}
+        est = sorted(k for k, c in consts.items() if c["estimate"] and k in ENERGY_KEYS + TIME_KEYS)
+        rows.append({
+            "target": spec.name,
+            "description": spec.description,
+            "fits": not why,
+            "why_not": why,
+            "cores": pl.cores_used,
+            "chips": pl.chips,
+            "cores_lower_bound": pl.lower_bound,
+            "cores_available": spec.cores_per_chip * spec.max_chips,
+            "weight_bits": spec.numeric.weight_bits,
+            "state_bits": spec.numeric.state_bits,
+            "steps": T,
+            "depth": depth,
+            "energy_j": en["per_inference"]["energy_j"],
+            "energy_estimated": any(k in ENERGY_KEYS for k in est),
+            "time_per_step_s": t_step,
+            "latency_s": (T + depth) * t_step + once,
+            "throughput_per_s": 1.0 / (T * t_step + once) if T * t_step + once > 0 else None,
+            "timing_estimated": any(k in TIME_KEYS for k in est),
+            "limits_estimated": bool(spec.core.estimate),
+            "estimated_constants": est,
+            "activity": ("this chip's emulated run" if inputs is not None and qg is not None else
+                         "the given run" if chip_run is not None else f"assumed rate {rate} for {T} steps"),
+            "task": task,
+            "constants": en["constants"],
+        })
+    return {"graph": {"inputs": graph.inputs, "outputs": graph.outputs, "depth": depth},
+            "targets": rows,
+            "notes": ["latency = (T + depth) x time per step (+ host work once per inference); throughput = "
+                      "1 / (T x time per step + host work once): samples overlap in the pipeline",
+                      "* marks a figure resting on at least one estimated constant (see each row's "
+                      "estimated_constants and constants, with sources)",
+                      "fits: no capability breach, quantization refusal or placement violation"]}
+
+
+def table_rows(res: dict) -> tuple[list[str], list[list[str]]]:
+    """Column names and one row of strings per target (shared by the terminal table and the HTML page)."""
+    has_task = any(r["task"] for r in res["targets"])
+    cols = ["target", "fits", "cores", "chips", "energy/inf", "latency", "throughput", "bits w/state"]
+    if has_task:
+        cols += ["metric (chip)", "dice min"]
+    out = []
+    for r in res["targets"]:
+        star_e = "*" if r["energy_estimated"] else ""
+        star_t = "*" if r["timing_estimated"] else ""
+        row = [r["target"], "yes" if r["fits"] else "no: " + r["why_not"][0],
+               f"{r['cores']}" + ("*" if r["limits_estimated"] else ""), str(r["chips"]),
+               _eng(r["energy_j"], "J") + star_e, _eng(r["latency_s"], "s") + star_t,
+               (f"{r['throughput_per_s']:.3g}/s" if r["throughput_per_s"] else "-") + star_t,
+               f"{r['weight_bits']}/{r['state_bits']}"]
+        if has_task:
+            t = r["task"] or {}
+            m = t.get("accuracy_quant")
+            row += ["-" if m is None else f"{m:.3f} (float {t['accuracy_float']:.3f})",
+                    "-" if t.get("dice_min") is None else f"{t['dice_min']:.3f}"]
+        out.append(row)
+    return cols, out
+
+
+def render_terminal(res: dict, console) -> None:
+    from rich.table import Table
+
+    cols, rows = table_rows(res)
+    t = Table(title="targets compared")
+    for c in cols:
+        t.add_column(c, overflow="fold")
+    for row in rows:
+        t.add_row(*row)
+    console.print(t)
+    for r in res["targets"]:
+        for w in r["why_not"][1:SHOWN]:
+            console.print(f"{r['target']}: also {w}", highlight=False, soft_wrap=True)
+        if len(r["why_not"]) > SHOWN:
+            console.print(f"{r['target']}: and {len(r['why_not']) - SHOWN} more (all in --json and --html)")
+    for n in res["notes"]:
+        console.print(n, highlight=False)
+
+
+def write_html(res: dict, path: str | Path) -> Path:
+    """One self-contained page: the table, every reason a target does not fit, every constant with its source."""
+    from .atomic import atomic_write
+
+    cols, rows = table_rows(res)
+    e = html.escape
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>spikedeploy compare</title>",
+             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}.est{color:#a60}</style></head><body>",
+             "<h1>Targets compared</h1><table><tr>" + "".join(f"<th>{e(c)}</th>" for c in cols) + "</tr>"]
+    for row in rows:
+        parts.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
+    parts.append("</table><ul>" + "".join(f"<li>{e(n)}</li>" for n in res["notes"]) + "</ul>")
+    for r in res["targets"]:
+        parts.append(f"<h2>{e(r['target'])}</h2><p>{e(r['description'])}; activity: {e(r['activity'])}</p>")
+        if r["why_not"]:
+            parts.append("<ul>" + "".join(f"<li>{e(w)}</li>" for w in r["why_not"]) + "</ul>")
+        parts.append("<table><tr><th>constant</th><th>value</th><th>source</th></tr>")
+        for c in r["constants"]:
+            cls = " class='est'" if c["estimate"] else ""
+            parts.append(f"<tr{cls}><td>{e(c['name'])}</td><td>{c['value']:.4g} {e(c['unit'])}</td>"
+                         f"<td>{e(c['source'])}{' (estimate)' if c['estimate'] else ''}</td></tr>")
+        parts.append("</table>")
+    parts.append("</body></html>")
+    path = Path(path)
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(parts))
+    return path
