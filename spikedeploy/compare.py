@@ -10,7 +10,9 @@ its first input step (T input steps, depth synapse hops to the deepest output), 
     latency = (T + depth) x time per step (+ host work done once per inference);
 while successive samples overlap in the pipeline, one entering every T steps, so
     throughput = 1 / (T x time per step + host work once per inference).
-Every figure names the constants it rests on; figures that rest on an estimated constant are marked.
+Energy per inference covers the steps of the activity that prices it: T + depth when each chip runs the
+inputs (the sample's whole response), else the run's or the assumed steps. Every figure names the
+constants it rests on; figures that rest on an estimated constant are marked.
 """
 
 from __future__ import annotations
@@ -86,8 +88,10 @@ def compare_targets(graph: Graph, targets: Sequence = DEFAULT_TARGETS, *, run=No
         pl = partition(graph, spec, run=chip_run, qgraph=qg, strict=False)
         why += [v for v in pl.violations if v not in why]
         en = estimate(graph, spec, pl, chip_run, qgraph=qg, assumed_rate=rate, steps=n_steps)
-        T, t_step = en["steps"], en["time_per_step_s"]
-        once = en["per_inference"]["latency_s"] - T * t_step  # host work done once per inference
+        t_step = en["time_per_step_s"]
+        once = en["per_inference"]["latency_s"] - en["steps"] * t_step  # host work done once per inference
+        # a chip's own run lasts T + depth steps (the whole response); T counts the input steps
+        T = int(next(iter(inputs.values())).shape[0]) if inputs is not None else en["steps"]
         consts = {c["name"]: c for c in en["constants"]}
         est = sorted(k for k, c in consts.items() if c["estimate"] and k in ENERGY_KEYS + TIME_KEYS)
         rows.append({
@@ -103,6 +107,7 @@ def compare_targets(graph: Graph, targets: Sequence = DEFAULT_TARGETS, *, run=No
             "state_bits": spec.numeric.state_bits,
             "steps": T,
             "depth": depth,
+            "energy_steps": en["steps"],
             "energy_j": en["per_inference"]["energy_j"],
             "energy_estimated": any(k in ENERGY_KEYS for k in est),
             "time_per_step_s": t_step,

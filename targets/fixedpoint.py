@@ -29,6 +29,14 @@ estimates, because they describe no real "fixedpoint" chip. Example `chip.toml`:
     [host]
     mac = 4.6e-12
 
+    [capabilities]          # what the cores cannot compute at all (default: no restriction)
+    neuron_ops = ["IF", "LIF"]
+    synapse_ops = ["Conv2d", "SumPool2d"]
+    recurrent = false
+    max_fan_in = 256
+    max_fan_out = 64
+    graded_spikes = false
+
 A value is a number (its source becomes "<file>: user value") or a table {value, source, estimate}.
 Use it with `get_target("fixedpoint:chip.toml")` or `load_fixedpoint_target("chip.toml")`.
 """
@@ -42,7 +50,7 @@ from pathlib import Path
 from spikedeploy.errors import FileFormatError, SpikeDeployError
 
 from .loihi1 import SPEC as LOIHI1
-from .spec import HOST_45NM, NumericFormat, TargetSpec, Value, borrowed
+from .spec import HOST_45NM, Capabilities, NumericFormat, TargetSpec, Value, borrowed
 
 _NL = "default (Loihi 1 limit, nengo-loihi block.py)"
 
@@ -65,7 +73,8 @@ SPEC = TargetSpec(
     simulators=("emulator",),
 )
 
-_TOP = {"name", "description", "cores_per_chip", "max_chips", "numeric", "core", "energy", "timing", "host"}
+_TOP = {"name", "description", "cores_per_chip", "max_chips", "numeric", "core", "energy", "timing", "host",
+        "capabilities"}
 _UNITS = {"energy": "J", "timing": "s", "host": None}
 
 
@@ -144,6 +153,7 @@ def load_fixedpoint_target(path: str | Path) -> TargetSpec:
             out[k] = val
         tables[section] = out
 
+    capabilities = _capabilities(path, data.get("capabilities", {}), src)
     try:
         return TargetSpec(
             name=str(data.get("name", "fixedpoint")),
@@ -156,6 +166,28 @@ def load_fixedpoint_target(path: str | Path) -> TargetSpec:
             timing=tables["timing"],
             host=tables["host"],
             simulators=SPEC.simulators,
+            capabilities=capabilities,
         )
     except TypeError as e:
         raise SpikeDeployError(f"target file '{path}': {e}") from e
+
+
+def _capabilities(path: Path, table, src: str) -> Capabilities:
+    if not isinstance(table, dict):
+        raise FileFormatError(f"target file '{path}': [capabilities] must be a table")
+    known = {f.name for f in fields(Capabilities)} - {"sources"}
+    kw = {}
+    for k, v in table.items():
+        if k not in known:
+            raise FileFormatError(f"target file '{path}': [capabilities] unknown key '{k}'; allowed: {sorted(known)}")
+        if k in ("neuron_ops", "synapse_ops"):
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                raise FileFormatError(f"target file '{path}': [capabilities] {k} must be a list of op names, got {v!r}")
+            v = tuple(v)
+        elif k in ("recurrent", "graded_spikes"):
+            if not isinstance(v, bool):
+                raise FileFormatError(f"target file '{path}': [capabilities] {k} must be true or false, got {v!r}")
+        elif isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise FileFormatError(f"target file '{path}': [capabilities] {k} must be an integer >= 1, got {v!r}")
+        kw[k] = v
+    return Capabilities(**kw, sources={k: src for k in kw})
