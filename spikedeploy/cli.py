@@ -498,10 +498,12 @@ def compare(graph_file, target_list, run_path, input_specs, labels_path, steps, 
     throughput, and the task metric in each chip's arithmetic)."""
     from .compare import compare_targets, render_terminal, write_html
     from .graph import set_dt
+    from .qgraph import QGraph
     from .run import load_run
     from .simulate import load_named_arrays, parse_input_args
 
-    graph = _load(graph_file, float_graph=True)
+    model = _load(graph_file)  # a quantized file (or netx) runs as read on its own target
+    graph = model.graph if isinstance(model, QGraph) else model
     if dt is not None:
         set_dt(graph, dt)
     if labels_path and not input_specs:
@@ -511,7 +513,7 @@ def compare(graph_file, target_list, run_path, input_specs, labels_path, steps, 
     run = load_run(run_path) if run_path else None
     targets = [t.strip() for t in target_list.split(",") if t.strip()]
     with _about(graph_file):
-        res = compare_targets(graph, targets, run=run, inputs=inputs, labels=labels, steps=steps)
+        res = compare_targets(model, targets, run=run, inputs=inputs, labels=labels, steps=steps)
     if html_path:
         write_html(res, html_path)
     if as_json:

@@ -26,8 +26,9 @@ import numpy as np
 
 from .capabilities import capability_breaches
 from .errors import SpikeDeployError
-from .graph import Graph
+from .graph import Graph, Node
 from .partition import partition
+from .qgraph import QGraph
 from .report import _eng
 from .simulate_float import synapse_depth
 
@@ -36,12 +37,38 @@ ENERGY_KEYS = ("E_synop", "E_neuron_update", "E_neuron_update_active", "E_spike_
 TIME_KEYS = ("t_synop", "t_neuron_update", "t_spike_in_core", "t_spike_between_cores", "t_spike_between_chips",
              "t_barrier", "t_host_mac", "t_host_round_trip")
 SHOWN = 3  # reasons per target printed in the terminal
+MAX_REASONS = 50  # reasons per target kept (a chip far too small breaks a limit on every core)
 DEFAULT_TARGETS = ("loihi2", "loihi1", "spinnaker2", "truenorth", "xylo", "speck")
+
+
+def _same_arith(qg: QGraph, spec) -> bool:
+    """Whether `qg` already holds `spec`'s integers: quantized for it by name, or in its numeric format."""
+    from dataclasses import asdict
+
+    return qg.target == spec.name or qg.meta.get("numeric") == asdict(spec.numeric)
 
 
 def _depth(graph: Graph) -> int:
     d = synapse_depth(graph)
     return max((d.get(o, 0) for o in graph.outputs), default=0)
+
+
+def feed_inputs_through_synapses(graph: Graph) -> list[str]:
+    """Input -> neuron edges (lava-dl netx's input layer takes its input as a_in directly) get a one-to-one
+    identity Scale synapse, as every other chip needs a synapse in front of a neuron; the neuron then sees
+    its input one step later. Returns what was inserted."""
+    done = []
+    for a, b in list(graph.edges):
+        na, nb = graph.nodes[a], graph.nodes[b]
+        if na.op == "Input" and nb.spec.family == "neuron" and nb.placement == "chip":
+            name = f"{b}.input_synapse"
+            graph.add(Node(name, "Scale", {"scale": np.ones(na.out_shape or nb.out_shape)}, modality=nb.modality))
+            graph.edges[graph.edges.index((a, b))] = (a, name)
+            graph.connect(name, b)
+            done.append(f"'{a}' -> '{b}': identity synapse '{name}' inserted (the neuron sees its input one step later)")
+    if done:
+        graph.validate()
+    return done
 
 
 def compare_targets(graph: Graph, targets: Sequence = DEFAULT_TARGETS, *, run=None,
@@ -57,18 +84,24 @@ def compare_targets(graph: Graph, targets: Sequence = DEFAULT_TARGETS, *, run=No
     from .simulate import simulate
     from .targets.spec import get_target
 
+    own = None
+    if isinstance(graph, QGraph):  # e.g. a netx file: its own target runs it as read, others re-quantize
+        own, graph = graph, graph.graph
     graph = graph.copy().validate()
+    rewrites = feed_inputs_through_synapses(graph) if own is not None else []
     depth = _depth(graph)
     rows = []
     for t in targets:
         spec = get_target(t)
+        mine = own is not None and _same_arith(own, spec)
         why = capability_breaches(graph, spec)
-        qg = None
-        if not why:
+        qg = own if mine else None
+        if not why and qg is None:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # overflow risks show up in the task metric
-                    qg = quantize(graph, spec)
+                    # a feasibility study goes on past approximations, and lists them (row "approximations")
+                    qg = quantize(graph, spec, allow_approximate=True)
             except SpikeDeployError as e:
                 why.append(str(e))
         chip_run, task = run, None
@@ -85,9 +118,10 @@ def compare_targets(graph: Graph, targets: Sequence = DEFAULT_TARGETS, *, run=No
         if chip_run is None:
             rate = DEFAULT_ASSUMED_RATE if assumed_rate is None else float(assumed_rate)
             n_steps = int(steps or graph.meta.get("steps") or DEFAULT_STEPS)
-        pl = partition(graph, spec, run=chip_run, qgraph=qg, strict=False)
+        g_t = own.graph if mine else graph
+        pl = partition(g_t, spec, run=chip_run, qgraph=qg, strict=False)
         why += [v for v in pl.violations if v not in why]
-        en = estimate(graph, spec, pl, chip_run, qgraph=qg, assumed_rate=rate, steps=n_steps)
+        en = estimate(g_t, spec, pl, chip_run, qgraph=qg, assumed_rate=rate, steps=n_steps)
         t_step = en["time_per_step_s"]
         once = en["per_inference"]["latency_s"] - en["steps"] * t_step  # host work done once per inference
         # a chip's own run lasts T + depth steps (the whole response); T counts the input steps
@@ -98,7 +132,10 @@ def compare_targets(graph: Graph, targets: Sequence = DEFAULT_TARGETS, *, run=No
             "target": spec.name,
             "description": spec.description,
             "fits": not why,
-            "why_not": why,
+            "why_not": why[:MAX_REASONS],
+            "why_not_total": len(why),
+            "rewrites": [] if mine else rewrites,
+            "approximations": [] if qg is None or mine else list(qg.deviations),
             "cores": pl.cores_used,
             "chips": pl.chips,
             "cores_lower_bound": pl.lower_bound,
@@ -167,8 +204,14 @@ def render_terminal(res: dict, console) -> None:
     for r in res["targets"]:
         for w in r["why_not"][1:SHOWN]:
             console.print(f"{r['target']}: also {w}", highlight=False, soft_wrap=True)
-        if len(r["why_not"]) > SHOWN:
-            console.print(f"{r['target']}: and {len(r['why_not']) - SHOWN} more (all in --json and --html)")
+        if r["why_not_total"] > SHOWN:
+            console.print(f"{r['target']}: and {r['why_not_total'] - SHOWN} more (the first {MAX_REASONS} in --json "
+                          "and --html)")
+        for w in r["rewrites"]:
+            console.print(f"{r['target']}: {w}", highlight=False, soft_wrap=True)
+        if r["approximations"]:
+            console.print(f"{r['target']}: quantized with {len(r['approximations'])} approximation(s), e.g. "
+                          f"{r['approximations'][0]}", highlight=False, soft_wrap=True)
     for n in res["notes"]:
         console.print(n, highlight=False)
 
@@ -188,8 +231,10 @@ def write_html(res: dict, path: str | Path) -> Path:
     parts.append("</table><ul>" + "".join(f"<li>{e(n)}</li>" for n in res["notes"]) + "</ul>")
     for r in res["targets"]:
         parts.append(f"<h2>{e(r['target'])}</h2><p>{e(r['description'])}; activity: {e(r['activity'])}</p>")
-        if r["why_not"]:
-            parts.append("<ul>" + "".join(f"<li>{e(w)}</li>" for w in r["why_not"]) + "</ul>")
+        if r["why_not"] or r["rewrites"] or r["approximations"]:
+            more = r["why_not_total"] - len(r["why_not"])
+            parts.append("<ul>" + "".join(f"<li>{e(w)}</li>" for w in r["why_not"] + r["rewrites"] + r["approximations"])
+                         + (f"<li>and {more} more</li>" if more else "") + "</ul>")
         parts.append("<table><tr><th>constant</th><th>value</th><th>source</th></tr>")
         for c in r["constants"]:
             cls = " class='est'" if c["estimate"] else ""

@@ -258,3 +258,20 @@ def test_cli_compare_prints_one_row_per_chip_and_writes_html(tmp_path):
     assert r.returncode == 1 and "unknown target 'nochip'" in r.stderr and "Traceback" not in r.stderr
     r = _sd("compare", nir, "--dt", 1, "--labels", y)
     assert r.returncode == 2 and "--labels needs --input" in r.stderr
+
+
+def test_compare_on_lavadl_pilotnet_runs_the_netx_graph_as_read_on_loihi2_and_requantizes_elsewhere(lavadl_netx_dir):
+    from spikedeploy.converters.netx import read_netx
+
+    qg = read_netx(lavadl_netx_dir / "gts" / "pilotnet_lif" / "network.net")
+    res = compare_targets(qg, ["loihi2", "loihi1", "speck"], steps=16)
+    rows = {r["target"]: r for r in res["targets"]}
+    # Loihi 2 runs the file's own integers; its input layer takes a_in directly, which other chips cannot
+    assert rows["loihi2"]["fits"] and rows["loihi2"]["rewrites"] == [] and rows["loihi2"]["approximations"] == []
+    assert rows["loihi1"]["rewrites"] == ["'input' -> '0.neuron': identity synapse '0.neuron.input_synapse' inserted "
+                                          "(the neuron sees its input one step later)"]
+    assert not rows["speck"]["fits"] and rows["speck"]["why_not"][0].startswith(
+        "node '0.neuron' (CubaLIF): target 'speck' implements only the neuron models IF")
+    for r in rows.values():
+        assert r["steps"] == 16 and r["latency_s"] == pytest.approx((16 + r["depth"]) * r["time_per_step_s"])
+        assert r["throughput_per_s"] == pytest.approx(1 / (16 * r["time_per_step_s"]))
