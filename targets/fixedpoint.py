@@ -37,7 +37,13 @@ estimates, because they describe no real "fixedpoint" chip. Example `chip.toml`:
     max_fan_out = 64
     graded_spikes = false
 
-A value is a number (its source becomes "<file>: user value") or a table {value, source, estimate}.
+    simulators = ["emulator"]
+    programmable_neurons = false
+
+A value in [core], [energy], [timing], [host] and [capabilities] is a plain value (its source becomes
+"<file>: user value") or a table {value, source, estimate}; [core] estimate = true marks the limits as
+estimates. The built-in chips without a module of their own (truenorth, spinnaker2, xylo, speck) are such
+files in this folder; what they leave out keeps the defaults below, marked as borrowed Loihi 1 figures.
 Use it with `get_target("fixedpoint:chip.toml")` or `load_fixedpoint_target("chip.toml")`.
 """
 
@@ -74,7 +80,7 @@ SPEC = TargetSpec(
 )
 
 _TOP = {"name", "description", "cores_per_chip", "max_chips", "numeric", "core", "energy", "timing", "host",
-        "capabilities"}
+        "capabilities", "simulators", "programmable_neurons"}
 _UNITS = {"energy": "J", "timing": "s", "host": None}
 
 
@@ -116,21 +122,34 @@ def load_fixedpoint_target(path: str | Path) -> TargetSpec:
         if numeric.weight_bits < 1 or numeric.weight_bits > 32:
             raise FileFormatError(f"target file '{path}': [numeric] weight_bits must be 1..32, got {numeric.weight_bits}")
 
+    def _sourced(section: str, key: str, v):
+        """A plain value (its source: this file) or a table {value, source, estimate}."""
+        if isinstance(v, dict):
+            if "value" not in v or set(v) - {"value", "source", "estimate"}:
+                raise FileFormatError(f"target file '{path}': [{section}] {key} table takes value, source, estimate")
+            return v["value"], str(v.get("source", src)), bool(v.get("estimate", False))
+        return v, src, False
+
     core = SPEC.core
     if "core" in data:
-        kw, sources = {}, dict(core.sources)
-        for k, v in data["core"].items():
+        kw, sources, est = {}, dict(core.sources), False
+        for k, raw in data["core"].items():
+            if k == "estimate":
+                kw[k] = bool(raw)
+                continue
+            v, where, e = _sourced("core", k, raw)
             if k in ("neurons", "synapse_memory_bits", "input_axons", "output_axons"):
                 kw[k] = _int("core", k, v)
-                sources[k] = src
             elif k == "conv_weight_sharing":
                 kw[k] = bool(v)
-                sources[k] = src
             else:
                 raise FileFormatError(
                     f"target file '{path}': [core] unknown key '{k}'; allowed: neurons, synapse_memory_bits, "
-                    "input_axons, output_axons, conv_weight_sharing"
+                    "input_axons, output_axons, conv_weight_sharing, estimate"
                 )
+            sources[k] = where + (" (estimate)" if e and "estimate" not in where.lower() else "")
+            est = est or e
+        kw.setdefault("estimate", est or core.estimate)
         core = replace(core, sources=sources, **kw)
 
     tables = {}
@@ -153,7 +172,10 @@ def load_fixedpoint_target(path: str | Path) -> TargetSpec:
             out[k] = val
         tables[section] = out
 
-    capabilities = _capabilities(path, data.get("capabilities", {}), src)
+    capabilities = _capabilities(path, data.get("capabilities", {}), _sourced)
+    sims = data.get("simulators", list(SPEC.simulators))
+    if not isinstance(sims, list) or not all(isinstance(x, str) for x in sims):
+        raise FileFormatError(f"target file '{path}': simulators must be a list of backend names, got {sims!r}")
     try:
         return TargetSpec(
             name=str(data.get("name", "fixedpoint")),
@@ -165,21 +187,23 @@ def load_fixedpoint_target(path: str | Path) -> TargetSpec:
             energy=tables["energy"],
             timing=tables["timing"],
             host=tables["host"],
-            simulators=SPEC.simulators,
+            simulators=tuple(sims),
+            programmable_neurons=bool(data.get("programmable_neurons", False)),
             capabilities=capabilities,
         )
     except TypeError as e:
         raise SpikeDeployError(f"target file '{path}': {e}") from e
 
 
-def _capabilities(path: Path, table, src: str) -> Capabilities:
+def _capabilities(path: Path, table, sourced) -> Capabilities:
     if not isinstance(table, dict):
         raise FileFormatError(f"target file '{path}': [capabilities] must be a table")
     known = {f.name for f in fields(Capabilities)} - {"sources"}
-    kw = {}
-    for k, v in table.items():
+    kw, sources = {}, {}
+    for k, raw in table.items():
         if k not in known:
             raise FileFormatError(f"target file '{path}': [capabilities] unknown key '{k}'; allowed: {sorted(known)}")
+        v, sources[k], _ = sourced("capabilities", k, raw)
         if k in ("neuron_ops", "synapse_ops"):
             if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
                 raise FileFormatError(f"target file '{path}': [capabilities] {k} must be a list of op names, got {v!r}")
@@ -190,4 +214,4 @@ def _capabilities(path: Path, table, src: str) -> Capabilities:
         elif isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise FileFormatError(f"target file '{path}': [capabilities] {k} must be an integer >= 1, got {v!r}")
         kw[k] = v
-    return Capabilities(**kw, sources={k: src for k in kw})
+    return Capabilities(**kw, sources=sources)

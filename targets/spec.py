@@ -13,8 +13,10 @@ chip means adding one module or one file.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 
 from spikedeploy.errors import SpikeDeployError
 
@@ -174,8 +176,18 @@ def get_target(name: str | TargetSpec) -> TargetSpec:
             f"unknown target '{name}'; available: {', '.join(target_names())}, a chip file "
             "'fixedpoint:chip.toml' (see spikedeploy.targets.fixedpoint), or a module path 'pkg.chip' defining SPEC"
         )
-    mod = importlib.import_module(f"spikedeploy.targets.{name}")
-    return mod.SPEC
+    return _builtin(name)
+
+
+@functools.cache
+def _builtin(name: str) -> TargetSpec:
+    """A built-in chip: its module's SPEC, or its chip file `targets/<name>.toml`."""
+    chip_file = Path(__file__).with_name(f"{name}.toml")
+    if chip_file.is_file():
+        from .fixedpoint import load_fixedpoint_target
+
+        return load_fixedpoint_target(chip_file)
+    return importlib.import_module(f"spikedeploy.targets.{name}").SPEC
 
 
 def _module_target(path: str) -> TargetSpec:
