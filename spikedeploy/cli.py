@@ -18,6 +18,7 @@ from rich.table import Table
 from . import __version__
 from .errors import SpikeDeployError
 from .jsonout import dumps
+from .simulate import BACKENDS
 
 console = Console()
 err_console = Console(stderr=True)
@@ -181,7 +182,7 @@ def _about(path: str):
 # ---- simulate -------------------------------------------------------------------------------------
 @cli.command()
 @click.argument("graph_file", metavar="GRAPH", type=click.Path(dir_okay=False, path_type=str))
-@click.option("--backend", type=click.Choice(["float", "emulator", "lava"]), default="emulator", show_default=True,
+@click.option("--backend", type=click.Choice(BACKENDS), default="emulator", show_default=True,
               help="float reference, bit-exact fixed-point emulator, or Lava Loihi2SimCfg (slow, one sample at a time).")
 @click.option("--target", default=None,
               help="Target a float GRAPH is quantized for (default loihi2). A quantized GRAPH runs in the arithmetic "

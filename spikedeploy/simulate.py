@@ -81,6 +81,16 @@ def _check_target(qg: QGraph, target: str | None, backend: str) -> None:
         raise TargetLimitError(
             f"target '{target}' contradicts the QGraph, which was quantized for '{qg.target}' "
             f"({own.state_bits}-bit state, {own.weight_bits}-bit weights); drop --target, or quantize again for '{target}'")
+    try:
+        from .targets.spec import get_target
+
+        spec = get_target(qg.target)
+    except SpikeDeployError:  # a chip file's name cannot be looked up again; its recorded arithmetic decides
+        spec = None
+    if spec is not None and spec.simulators and backend not in spec.simulators:
+        raise TargetLimitError(
+            f"backend '{backend}' cannot simulate target '{qg.target}' (the QGraph's); it runs on: "
+            f"{', '.join(spec.simulators)}")
     if backend == "lava" and own != LOIHI2:
         raise TargetLimitError(
             f"backend 'lava' computes Loihi 2's arithmetic only, but the QGraph was quantized for '{qg.target}' "

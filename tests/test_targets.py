@@ -275,3 +275,15 @@ def test_compare_on_lavadl_pilotnet_runs_the_netx_graph_as_read_on_loihi2_and_re
     for r in rows.values():
         assert r["steps"] == 16 and r["latency_s"] == pytest.approx((16 + r["depth"]) * r["time_per_step_s"])
         assert r["throughput_per_s"] == pytest.approx(1 / (16 * r["time_per_step_s"]))
+
+
+def test_simulate_refuses_a_backend_the_qgraphs_target_does_not_list(toy):
+    g = _net()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for target in ("toy", "loihi1"):
+            qg = quantize(g, target)
+            with pytest.raises(SpikeDeployError) as e:
+                simulate(qg, {"in": np.zeros((2, 1, 8), np.float32)}, backend="lava")
+            assert str(e.value) == (f"backend 'lava' cannot simulate target '{target}' (the QGraph's); it runs on: "
+                                    "emulator")
