@@ -73,10 +73,11 @@ def feed_inputs_through_synapses(graph: Graph) -> list[str]:
 
 def compare_targets(graph: Graph, targets: Sequence = DEFAULT_TARGETS, *, run=None,
                     inputs: Mapping[str, np.ndarray] | None = None, labels: np.ndarray | None = None,
-                    steps: int | None = None, assumed_rate: float | None = None) -> dict:
+                    steps: int | None = None, assumed_rate: float | None = None, metric=None) -> dict:
     """One row per target (see the module doc). `run`: a Run whose spike counts price every target (used
     when no `inputs` are given); `inputs` ({name: [T, B, ...]}): each target's own emulated run prices it and
-    scores `labels` ([B] class indices; argmax of the first output's counts) in its arithmetic."""
+    scores `labels` ([B] class indices; argmax of the first output's counts) in its arithmetic; `metric`, a
+    callable on a Run's outputs (e.g. an example's retrieval R@K), is scored for float and for each chip."""
     from .energy import estimate
     from .quantize import quantize
     from .quantize_fidelity import fidelity
@@ -111,7 +112,7 @@ def compare_targets(graph: Graph, targets: Sequence = DEFAULT_TARGETS, *, run=No
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 chip_run = simulate(qg, inputs, backend="emulator", steps=t_in + depth, probes=layers)
-                fid = fidelity(graph, qg, inputs, run_q=chip_run, labels=labels)["fidelity"]
+                fid = fidelity(graph, qg, inputs, run_q=chip_run, labels=labels, metric=metric)["fidelity"]
             task = {"dice_min": fid["dice_min"], **fid["task"], "arith": fid["arith"]}
         rate = None
         n_steps = steps
@@ -184,8 +185,9 @@ def table_rows(res: dict) -> tuple[list[str], list[list[str]]]:
                f"{r['weight_bits']}/{r['state_bits']}"]
         if has_task:
             t = r["task"] or {}
-            m = t.get("accuracy_quant")
-            row += ["-" if m is None else f"{m:.3f} (float {t['accuracy_float']:.3f})",
+            key = "accuracy" if t.get("accuracy_quant") is not None else "metric"
+            m = t.get(f"{key}_quant")
+            row += ["-" if m is None else f"{m:.3f} (float {t[f'{key}_float']:.3f})",
                     "-" if t.get("dice_min") is None else f"{t['dice_min']:.3f}"]
         out.append(row)
     return cols, out

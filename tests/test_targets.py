@@ -133,9 +133,12 @@ def test_a_toy_target_runs_the_whole_pipeline_in_its_own_arithmetic(toy):
     assert rep["latency_per_inference_s"] == pytest.approx(10e-3)
     assert rep["energy_per_inference_j"] == pytest.approx(1.0 * pl.chips * 10e-3)
 
-    res = compare_targets(g, ["toy", "loihi2"], inputs={"in": x}, labels=np.array([0, 1, 2]))
+    res = compare_targets(g, ["toy", "loihi2"], inputs={"in": x}, labels=np.array([0, 1, 2]),
+                          metric=lambda outs: float(np.asarray(outs["out"]).sum()))
     row = {r["target"]: r for r in res["targets"]}["toy"]
     assert row["fits"] and row["why_not"] == [] and row["task"]["arith"] == "toy"
+    # an example's metric (here: output spikes) is scored on the chip's own run of T + depth steps
+    assert row["task"]["metric_quant"] == float(simulate(qg, {"in": x}, steps=12).outputs["out"].sum())
     # by hand: T = 10 input steps, depth 2 synapse hops, 1 ms per step (only the barrier costs time), 1 W per chip
     assert row["steps"] == 10 and row["depth"] == 2
     assert row["latency_s"] == pytest.approx(12e-3) and row["throughput_per_s"] == pytest.approx(100.0)
