@@ -423,7 +423,7 @@ def partition(graph_file, target, run_path, chips, max_cores, allocator, out_pat
 @click.option("--target", default="loihi2", show_default=True, help="Target name or fixedpoint chip file.")
 @click.option("--run", "run_path", type=click.Path(dir_okay=False), default=None, help="RUN.npz from `simulate`.")
 @click.option("--placement", "placement_path", type=click.Path(dir_okay=False), default=None,
-              help="placement.json from `partition` (the placement is recomputed with its options and checked).")
+              help="placement.json from `partition -o`: loaded as it is (each core's use recomputed and checked).")
 @click.option("--fidelity", "fidelity_path", type=click.Path(dir_okay=False), default=None,
               help="JSON from `quantize --json` (its fidelity section is carried into the report).")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None, help="Write a self-contained HTML report.")
@@ -434,7 +434,7 @@ def report(graph_file, target, run_path, placement_path, fidelity_path, html_pat
     import json
 
     from .errors import FileFormatError
-    from .partition import partition as run_partition
+    from .partition import load_placement
     from .qgraph import QGraph
     from .report import build_report, render_terminal
     from .run import load_run
@@ -442,18 +442,7 @@ def report(graph_file, target, run_path, placement_path, fidelity_path, html_pat
     model = _load(graph_file)
     graph, qg = (model.graph, model) if isinstance(model, QGraph) else (model, None)
     run = load_run(run_path) if run_path else None
-    placement = None
-    if placement_path:
-        try:
-            saved = json.loads(open(placement_path).read())
-            opts = saved["options"]
-        except (OSError, ValueError, KeyError) as e:
-            raise FileFormatError(f"{placement_path}: not a placement file from `spikedeploy partition -o` ({e})") from e
-        placement = run_partition(graph, target, run=run, qgraph=qg, chips=opts.get("chips"),
-                                  max_cores=opts.get("max_cores"), allocator=opts.get("allocator", "greedy"))
-        if placement.cores_used != saved.get("cores_used") or placement.target != saved.get("target"):
-            raise FileFormatError(f"{placement_path}: does not match {graph_file} on {target} "
-                                  f"({saved.get('cores_used')} cores saved, {placement.cores_used} now); re-run partition")
+    placement = load_placement(placement_path, graph, target, qgraph=qg) if placement_path else None
     fid = None
     if fidelity_path:
         try:
