@@ -48,7 +48,7 @@ from .quantize_map import (
     find_layers,
     lower_structure,
 )
-from .targets.emulator.arith import sign_mode_of
+from .targets.loihi_arith import sign_mode_of
 from .targets.spec import NumericFormat, TargetSpec, get_target
 
 METHODS = ("maxabs", "percentile", "search")

@@ -74,7 +74,7 @@ def simulate(model: Graph | QGraph, inputs: Mapping[str, np.ndarray], *, backend
 def _check_target(qg: QGraph, target: str | None, backend: str) -> None:
     """A QGraph's own target decides its arithmetic: refuse a --target that says otherwise, and Lava (which
     computes Loihi 2's arithmetic only) for a QGraph of another arithmetic."""
-    from .targets.emulator import LOIHI2, arith_for
+    from .targets.loihi_arith import LOIHI2, arith_for
 
     own = arith_for(qg)
     if target is not None and arith_for(target) != own:
