@@ -29,6 +29,10 @@ estimates, because they describe no real "fixedpoint" chip. Example `chip.toml`:
     [host]
     mac = 4.6e-12
 
+    [core_sources]          # where each [core] figure comes from (default: "<file>: user value")
+    neurons = "vendor datasheet rev 2"
+    estimate = false
+
     [capabilities]          # what the cores cannot compute at all (default: no restriction)
     neuron_ops = ["IF", "LIF"]
     synapse_ops = ["Conv2d", "SumPool2d"]
@@ -40,8 +44,9 @@ estimates, because they describe no real "fixedpoint" chip. Example `chip.toml`:
     simulators = ["emulator"]
     programmable_neurons = false
 
-A value in [core], [energy], [timing], [host] and [capabilities] is a plain value (its source becomes
-"<file>: user value") or a table {value, source, estimate}; [core] estimate = true marks the limits as
+A value in [energy], [timing], [host] and [capabilities] is a plain value (its source becomes
+"<file>: user value") or a table {value, source, estimate}. [core] holds plain values; their sources go in
+[core_sources] (`neurons = "Davies 2018: 1,024 per core"`), where estimate = true marks the limits as
 estimates. The built-in chips without a module of their own (truenorth, spinnaker2, xylo, speck) are such
 files in this folder; what they leave out keeps the defaults below, marked as borrowed Loihi 1 figures.
 Use it with `get_target("fixedpoint:chip.toml")` or `load_fixedpoint_target("chip.toml")`.
@@ -79,8 +84,9 @@ SPEC = TargetSpec(
     simulators=("emulator",),
 )
 
-_TOP = {"name", "description", "cores_per_chip", "max_chips", "numeric", "core", "energy", "timing", "host",
-        "capabilities", "simulators", "programmable_neurons"}
+_TOP = {"name", "description", "cores_per_chip", "max_chips", "numeric", "core", "core_sources", "energy", "timing",
+        "host", "capabilities", "simulators", "programmable_neurons"}
+_CORE_KEYS = ("neurons", "synapse_memory_bits", "input_axons", "output_axons", "conv_weight_sharing")
 _UNITS = {"energy": "J", "timing": "s", "host": None}
 
 
@@ -131,25 +137,32 @@ def load_fixedpoint_target(path: str | Path) -> TargetSpec:
         return v, src, False
 
     core = SPEC.core
-    if "core" in data:
-        kw, sources, est = {}, dict(core.sources), False
-        for k, raw in data["core"].items():
-            if k == "estimate":
-                kw[k] = bool(raw)
-                continue
-            v, where, e = _sourced("core", k, raw)
-            if k in ("neurons", "synapse_memory_bits", "input_axons", "output_axons"):
+    if "core" in data or "core_sources" in data:
+        kw, sources = {}, dict(core.sources)
+        for k, v in data.get("core", {}).items():
+            if k in _CORE_KEYS[:4]:
                 kw[k] = _int("core", k, v)
             elif k == "conv_weight_sharing":
                 kw[k] = bool(v)
             else:
                 raise FileFormatError(
                     f"target file '{path}': [core] unknown key '{k}'; allowed: neurons, synapse_memory_bits, "
-                    "input_axons, output_axons, conv_weight_sharing, estimate"
+                    "input_axons, output_axons, conv_weight_sharing"
                 )
-            sources[k] = where + (" (estimate)" if e and "estimate" not in where.lower() else "")
-            est = est or e
-        kw.setdefault("estimate", est or core.estimate)
+            sources[k] = src
+        cited = data.get("core_sources", {})
+        if not isinstance(cited, dict):
+            raise FileFormatError(f"target file '{path}': [core_sources] must be a table")
+        for k, v in cited.items():
+            if k == "estimate" and isinstance(v, bool):
+                kw["estimate"] = v
+            elif k in _CORE_KEYS:
+                if not isinstance(v, str):
+                    raise FileFormatError(f"target file '{path}': [core_sources] {k} must be a string, got {v!r:.40}")
+                sources[k] = v
+            else:
+                raise FileFormatError(f"target file '{path}': [core_sources] '{k}' names no [core] figure; allowed: "
+                                      f"{', '.join(_CORE_KEYS)}, estimate = true/false")
         core = replace(core, sources=sources, **kw)
 
     tables = {}

@@ -223,6 +223,12 @@ def test_a_chip_file_can_restrict_capabilities(tmp_path):
     assert t.capabilities.sources["max_fan_in"] == "chip.toml: user value"
     with pytest.raises(UnsupportedError, match="node 'fc1' .Linear.: fan-in 8 per neuron exceeds target 'edge' limit 4"):
         quantize(_net(), t)
+    f.write_text('[core]\nneurons = 512\n[core_sources]\nneurons = "datasheet rev 2"\nestimate = true\n')
+    t = get_target(f"fixedpoint:{f}")
+    assert t.core.neurons == 512 and t.core.sources["neurons"] == "datasheet rev 2" and t.core.estimate
+    f.write_text('[core_sources]\nneurones = "typo"\n')
+    with pytest.raises(FileFormatError, match=r"\[core_sources\] 'neurones' names no \[core\] figure"):
+        get_target(f"fixedpoint:{f}")
     f.write_text('[capabilities]\nmax_fan_in = "many"\n')
     with pytest.raises(FileFormatError, match=r"\[capabilities\] max_fan_in must be an integer >= 1, got 'many'"):
         get_target(f"fixedpoint:{f}")
