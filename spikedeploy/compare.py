@@ -73,11 +73,13 @@ def feed_inputs_through_synapses(graph: Graph) -> list[str]:
 
 def compare_targets(graph: Graph, targets: Sequence = DEFAULT_TARGETS, *, run=None,
                     inputs: Mapping[str, np.ndarray] | None = None, labels: np.ndarray | None = None,
-                    steps: int | None = None, assumed_rate: float | None = None, metric=None) -> dict:
+                    steps: int | None = None, assumed_rate: float | None = None, metric=None,
+                    quantize_options: Mapping | None = None) -> dict:
     """One row per target (see the module doc). `run`: a Run whose spike counts price every target (used
     when no `inputs` are given); `inputs` ({name: [T, B, ...]}): each target's own emulated run prices it and
     scores `labels` ([B] class indices; argmax of the first output's counts) in its arithmetic; `metric`, a
-    callable on a Run's outputs (e.g. an example's retrieval R@K), is scored for float and for each chip."""
+    callable on a Run's outputs (e.g. an example's retrieval R@K), is scored for float and for each chip.
+    `quantize_options` go to every target's `quantize` (e.g. method="percentile", calibration=...)."""
     from .energy import estimate
     from .quantize import quantize
     from .quantize_fidelity import fidelity
@@ -102,7 +104,7 @@ def compare_targets(graph: Graph, targets: Sequence = DEFAULT_TARGETS, *, run=No
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # overflow risks show up in the task metric
                     # a feasibility study goes on past approximations, and lists them (row "approximations")
-                    qg = quantize(graph, spec, allow_approximate=True)
+                    qg = quantize(graph, spec, **{"allow_approximate": True, **(quantize_options or {})})
             except SpikeDeployError as e:
                 why.append(str(e))
         chip_run, task = run, None
