@@ -41,13 +41,6 @@ MAX_REASONS = 50  # reasons per target kept (a chip far too small breaks a limit
 DEFAULT_TARGETS = ("loihi2", "loihi1", "spinnaker2", "truenorth", "xylo", "speck")
 
 
-def _same_arith(qg: QGraph, spec) -> bool:
-    """Whether `qg` already holds `spec`'s integers: quantized for it by name, or in its numeric format."""
-    from dataclasses import asdict
-
-    return qg.target == spec.name or qg.meta.get("numeric") == asdict(spec.numeric)
-
-
 def _depth(graph: Graph) -> int:
     d = synapse_depth(graph)
     return max((d.get(o, 0) for o in graph.outputs), default=0)
@@ -92,13 +85,15 @@ def compare_targets(graph: Graph, targets: Sequence = DEFAULT_TARGETS, *, run=No
         own, graph = graph, graph.graph
     graph = graph.copy().validate()
     rewrites = feed_inputs_through_synapses(graph) if own is not None else []
-    depth = _depth(graph)
+    t_in = int(next(iter(inputs.values())).shape[0]) if inputs is not None else None
     rows = []
     for t in targets:
         spec = get_target(t)
-        mine = own is not None and _same_arith(own, spec)
+        mine = own is not None and own.target == spec.name  # the integers were chosen for this chip
         why = capability_breaches(graph, spec)
         qg = own if mine else None
+        g_t = own.graph if mine else graph
+        depth = _depth(g_t)
         if not why and qg is None:
             try:
                 with warnings.catch_warnings():
@@ -110,25 +105,24 @@ def compare_targets(graph: Graph, targets: Sequence = DEFAULT_TARGETS, *, run=No
         chip_run, task = run, None
         if qg is not None and inputs is not None:
             layers = [n for n in qg.q if qg.graph.nodes[n].spec.family == "neuron"]
-            t_in = int(next(iter(inputs.values())).shape[0])
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 chip_run = simulate(qg, inputs, backend="emulator", steps=t_in + depth, probes=layers)
-                fid = fidelity(graph, qg, inputs, run_q=chip_run, labels=labels, metric=metric)["fidelity"]
+                fid = fidelity(g_t, qg, inputs, run_q=chip_run, labels=labels, metric=metric)["fidelity"]
             task = {"dice_min": fid["dice_min"], **fid["task"], "arith": fid["arith"]}
         rate = None
         n_steps = steps
         if chip_run is None:
             rate = DEFAULT_ASSUMED_RATE if assumed_rate is None else float(assumed_rate)
-            n_steps = int(steps or graph.meta.get("steps") or DEFAULT_STEPS)
-        g_t = own.graph if mine else graph
+            # as long as a chip's own run would be: the inputs' steps and the deepest layer's answer
+            n_steps = int(steps or (t_in + depth if t_in else 0) or graph.meta.get("steps") or DEFAULT_STEPS)
         pl = partition(g_t, spec, run=chip_run, qgraph=qg, strict=False)
         why += [v for v in pl.violations if v not in why]
         en = estimate(g_t, spec, pl, chip_run, qgraph=qg, assumed_rate=rate, steps=n_steps)
         t_step = en["time_per_step_s"]
         once = en["per_inference"]["latency_s"] - en["steps"] * t_step  # host work done once per inference
         # a chip's own run lasts T + depth steps (the whole response); T counts the input steps
-        T = int(next(iter(inputs.values())).shape[0]) if inputs is not None else en["steps"]
+        T = t_in if t_in is not None else en["steps"]
         consts = {c["name"]: c for c in en["constants"]}
         est = sorted(k for k, c in consts.items() if c["estimate"] and k in ENERGY_KEYS + TIME_KEYS)
         rows.append({
@@ -157,11 +151,11 @@ def compare_targets(graph: Graph, targets: Sequence = DEFAULT_TARGETS, *, run=No
             "limits_estimated": bool(spec.core.estimate),
             "estimated_constants": est,
             "activity": ("this chip's emulated run" if inputs is not None and qg is not None else
-                         "the given run" if chip_run is not None else f"assumed rate {rate} for {T} steps"),
+                         "the given run" if chip_run is not None else f"assumed rate {rate} for {en['steps']} steps"),
             "task": task,
             "constants": en["constants"],
         })
-    return {"graph": {"inputs": graph.inputs, "outputs": graph.outputs, "depth": depth},
+    return {"graph": {"inputs": graph.inputs, "outputs": graph.outputs},
             "targets": rows,
             "notes": ["latency = (T + depth) x time per step (+ host work once per inference); throughput = "
                       "1 / (T x time per step + host work once): samples overlap in the pipeline",

@@ -296,3 +296,18 @@ def test_simulate_refuses_a_backend_the_qgraphs_target_does_not_list(toy):
                 simulate(qg, {"in": np.zeros((2, 1, 8), np.float32)}, backend="lava")
             assert str(e.value) == (f"backend 'lava' cannot simulate target '{target}' (the QGraph's); it runs on: "
                                     "emulator")
+
+
+def test_compare_runs_a_given_qgraph_as_it_is_on_its_own_target():
+    from spikedeploy.quantize_fidelity import fidelity
+
+    g = _net()
+    x = (np.random.default_rng(1).random((10, 3, 8)) < 0.4).astype(np.float32)
+    qg = quantize(g, "loihi2", weight_bits=2)  # not what compare's own quantization would choose
+    res = compare_targets(qg, ["loihi2", "loihi1"], inputs={"in": x})
+    rows = {r["target"]: r for r in res["targets"]}
+    want = fidelity(g, qg, {"in": x})["fidelity"]["dice_min"]
+    assert rows["loihi2"]["task"]["dice_min"] == want and rows["loihi2"]["rewrites"] == []
+    # loihi1 re-quantizes the float graph with its full 8-bit weights
+    assert rows["loihi1"]["task"]["dice_min"] == fidelity(g, quantize(g, "loihi1"), {"in": x})["fidelity"]["dice_min"]
+    assert rows["loihi1"]["task"]["dice_min"] != want
