@@ -650,7 +650,7 @@ class _NetxWriter:
         layer["neuron"] = self.neuron_group(name)
 
     def dense(self, syn: str, neuron: str) -> dict[str, Any]:
-        from ..targets.emulator.arith import prepare_weights
+        from ..targets.loihi_arith import prepare_weights
 
         q = self.q(syn)
         where = f"node '{syn}'"
@@ -685,7 +685,7 @@ class _NetxWriter:
 
     def check_netx_weights(self, syn: str, f: np.ndarray) -> None:
         """netx's optimize_weight_bits + Lava's weight preparation must give back the sum of `f` exactly."""
-        from ..targets.emulator.arith import prepare_weights
+        from ..targets.loihi_arith import prepare_weights
 
         shifted, nwb, exp, sign, notes = optimize_weight_bits(f)
         bad = "; ".join(notes)
@@ -760,8 +760,7 @@ class _NetxWriter:
                 "vDecay": np.int64(self.scalar(name, q, "dv")), "vThMant": np.int64(self.scalar(name, q, "vth"))}
 
     def bias(self, name: str, kind: str) -> np.ndarray | None:
-        from ..targets.emulator.arith import effective_bias
-        from ..targets.emulator.stages import expand_param
+        from ..targets.loihi_arith import effective_bias, expand_param
 
         q = self.q(name)
         shape = tuple(int(s) for s in self.g.nodes[name].out_shape)

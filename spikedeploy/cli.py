@@ -18,6 +18,7 @@ from rich.table import Table
 from . import __version__
 from .errors import SpikeDeployError
 from .jsonout import dumps
+from .simulate import BACKENDS
 
 console = Console()
 err_console = Console(stderr=True)
@@ -116,9 +117,9 @@ def inspect(file: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def targets(as_json: bool) -> None:
     """List the hardware targets with their limits and the source of each figure."""
-    from .targets.spec import BUILTIN, get_target
+    from .targets.spec import get_target, target_names
 
-    specs = {n: get_target(n).as_dict() for n in BUILTIN}
+    specs = {n: get_target(n).as_dict() for n in target_names()}
     if as_json:
         _emit_json(specs)
         return
@@ -181,7 +182,7 @@ def _about(path: str):
 # ---- simulate -------------------------------------------------------------------------------------
 @cli.command()
 @click.argument("graph_file", metavar="GRAPH", type=click.Path(dir_okay=False, path_type=str))
-@click.option("--backend", type=click.Choice(["float", "emulator", "lava"]), default="emulator", show_default=True,
+@click.option("--backend", type=click.Choice(BACKENDS), default="emulator", show_default=True,
               help="float reference, bit-exact fixed-point emulator, or Lava Loihi2SimCfg (slow, one sample at a time).")
 @click.option("--target", default=None,
               help="Target a float GRAPH is quantized for (default loihi2). A quantized GRAPH runs in the arithmetic "
@@ -428,7 +429,7 @@ def partition(graph_file, target, run_path, chips, max_cores, allocator, out_pat
 @click.option("--target", default="loihi2", show_default=True, help="Target name or fixedpoint chip file.")
 @click.option("--run", "run_path", type=click.Path(dir_okay=False), default=None, help="RUN.npz from `simulate`.")
 @click.option("--placement", "placement_path", type=click.Path(dir_okay=False), default=None,
-              help="placement.json from `partition` (the placement is recomputed with its options and checked).")
+              help="placement.json from `partition -o`: loaded as it is (each core's use recomputed and checked).")
 @click.option("--fidelity", "fidelity_path", type=click.Path(dir_okay=False), default=None,
               help="JSON from `quantize --json` (its fidelity section is carried into the report).")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None, help="Write a self-contained HTML report.")
@@ -439,7 +440,7 @@ def report(graph_file, target, run_path, placement_path, fidelity_path, html_pat
     import json
 
     from .errors import FileFormatError
-    from .partition import partition as run_partition
+    from .partition import load_placement
     from .qgraph import QGraph
     from .report import build_report, render_terminal
     from .run import load_run
@@ -447,18 +448,7 @@ def report(graph_file, target, run_path, placement_path, fidelity_path, html_pat
     model = _load(graph_file)
     graph, qg = (model.graph, model) if isinstance(model, QGraph) else (model, None)
     run = load_run(run_path) if run_path else None
-    placement = None
-    if placement_path:
-        try:
-            saved = json.loads(open(placement_path).read())
-            opts = saved["options"]
-        except (OSError, ValueError, KeyError) as e:
-            raise FileFormatError(f"{placement_path}: not a placement file from `spikedeploy partition -o` ({e})") from e
-        placement = run_partition(graph, target, run=run, qgraph=qg, chips=opts.get("chips"),
-                                  max_cores=opts.get("max_cores"), allocator=opts.get("allocator", "greedy"))
-        if placement.cores_used != saved.get("cores_used") or placement.target != saved.get("target"):
-            raise FileFormatError(f"{placement_path}: does not match {graph_file} on {target} "
-                                  f"({saved.get('cores_used')} cores saved, {placement.cores_used} now); re-run partition")
+    placement = load_placement(placement_path, graph, target, qgraph=qg) if placement_path else None
     fid = None
     if fidelity_path:
         try:
@@ -479,6 +469,53 @@ def report(graph_file, target, run_path, placement_path, fidelity_path, html_pat
         _emit_json(rep)
         return
     render_terminal(rep, console)
+    if html_path:
+        console.print(f"wrote {html_path}")
+
+
+# ---- compare --------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("graph_file", metavar="GRAPH", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--targets", "target_list", default="loihi2,loihi1,spinnaker2,truenorth,xylo,speck", show_default=True,
+              help="Comma-separated targets: names, chip files (fixedpoint:chip.toml) or module paths.")
+@click.option("--run", "run_path", type=click.Path(dir_okay=False), default=None,
+              help="RUN.npz from `simulate`: its spike counts price every target (without --input).")
+@click.option("--input", "input_specs", multiple=True, metavar="[NAME=]X.npy",
+              help="Time-major inputs [T, B, ...]: each target runs them in its own arithmetic (activity, metric).")
+@click.option("--labels", "labels_path", type=click.Path(dir_okay=False), default=None,
+              help="[B] class indices (.npy): accuracy at each chip's precision (needs --input).")
+@click.option("--steps", type=int, default=None, help="Time steps per inference when neither --run nor --input is given.")
+@click.option("--dt", type=float, default=None, help="Time step in seconds, for graphs that do not record one (NIR).")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None, help="Write the table as one HTML page.")
+@netx_layers_option
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def compare(graph_file, target_list, run_path, input_specs, labels_path, steps, dt, html_path, as_json) -> None:
+    """Which chip, and at what cost: GRAPH on several targets (fits or why not, cores, chips, energy, latency,
+    throughput, and the task metric in each chip's arithmetic)."""
+    from .compare import compare_targets, render_terminal, write_html
+    from .graph import set_dt
+    from .qgraph import QGraph
+    from .run import load_run
+    from .simulate import load_named_arrays, parse_input_args
+
+    model = _load(graph_file)  # a quantized file (or netx) runs as read on its own target
+    graph = model.graph if isinstance(model, QGraph) else model
+    if dt is not None:
+        set_dt(graph, dt)
+    if labels_path and not input_specs:
+        raise click.UsageError("--labels needs --input (the samples the labels belong to)")
+    inputs = parse_input_args(graph, input_specs) if input_specs else None
+    labels = load_named_arrays((labels_path,), option="--labels")["input"] if labels_path else None
+    run = load_run(run_path) if run_path else None
+    targets = [t.strip() for t in target_list.split(",") if t.strip()]
+    with _about(graph_file):
+        res = compare_targets(model, targets, run=run, inputs=inputs, labels=labels, steps=steps)
+    if html_path:
+        write_html(res, html_path)
+    if as_json:
+        _emit_json({**res, "html": html_path})
+        return
+    render_terminal(res, console)
     if html_path:
         console.print(f"wrote {html_path}")
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import SpikeDeployError, TargetLimitError
+from .errors import FileFormatError, SpikeDeployError, TargetLimitError, UnsupportedError
 from .partition_bound import lower_bound
 from .partition_model import RESOURCES, Layer, Model, build_model, check_single, index_bits
 
@@ -144,6 +144,56 @@ class Placement:
         }
 
 
+def _limits(target) -> dict[str, int]:
+    return {r: int(getattr(target.core, r)) for r in RESOURCES}
+
+
+def load_placement(path, graph, target, *, qgraph=None) -> Placement:
+    """The placement `spikedeploy partition -o` wrote for `graph` on `target`, loaded, not recomputed.
+
+    Its neuron groups are read back as they are; every core's use, the chips, the links and the limit
+    breaches are recomputed from them under the target's limits, so a file that does not describe this
+    graph on this target is refused in one line."""
+    import json
+    from pathlib import Path
+
+    from .capabilities import capability_breaches
+    from .targets.spec import get_target
+
+    target = get_target(target)
+    try:
+        saved = json.loads(Path(path).read_text())
+        core_groups = [[(str(g[0]), int(g[1]), int(g[2])) for g in c["groups"]] for c in saved["cores"]]
+        opts = saved.get("options") or {}
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+        raise FileFormatError(f"{path}: not a placement file from `spikedeploy partition -o` ({e})") from e
+    if saved.get("target") != target.name:
+        raise FileFormatError(f"{path}: a placement on '{saved.get('target')}', not on '{target.name}'; "
+                              f"run `spikedeploy partition --target {target.name}`")
+    model = build_model(graph, target, qgraph)
+    splits: dict[str, list[tuple[int, int]]] = {k: [] for k in model.layers}
+    for members in core_groups:
+        for lname, a, b in members:
+            if lname not in splits:
+                raise FileFormatError(f"{path}: layer '{lname}' is not a chip layer of this graph; run partition "
+                                      "on this graph")
+            splits[lname].append((a, b))
+    for lname, layer in model.layers.items():
+        splits[lname].sort()
+        pos = 0
+        for a, b in splits[lname] + [(layer.n, layer.n + 1)]:
+            if a != pos or b <= a:
+                raise FileFormatError(f"{path}: layer '{lname}': the neuron groups do not cover neurons 0..{layer.n} "
+                                      f"exactly once (gap or overlap at neuron {pos}); run partition again")
+            pos = b
+    idx, sharing = index_bits(target), bool(getattr(target.core, "conv_weight_sharing", True))
+    lim = _limits(target)
+    return _assemble(model, target, lim, idx, sharing, splits, core_groups, capability_breaches(graph, target),
+                     strict=False, avail_chips=int(opts.get("chips") or target.max_chips),
+                     max_cores=opts.get("max_cores"), allocator=str(saved.get("allocator", "greedy")),
+                     bound=lower_bound(model, lim, idx, sharing))
+
+
 def spike_rates(model: Model, run) -> dict[str, float]:
     """Mean spikes per neuron per step for every population the Run counted."""
     rates: dict[str, float] = {}
@@ -171,16 +221,15 @@ def partition(graph, target, *, run=None, qgraph=None, chips: int | None = None,
         target = get_target(target)
     if allocator not in ALLOCATORS:
         raise SpikeDeployError(f"unknown allocator '{allocator}'; available: {', '.join(ALLOCATORS)}")
+    from .capabilities import capability_breaches
+
+    violations: list[str] = capability_breaches(graph, target)
+    if violations and strict:
+        raise UnsupportedError(violations[0])
     model = build_model(graph, target, qgraph)
-    lim = {
-        "neurons": int(target.core.neurons),
-        "synapse_memory_bits": int(target.core.synapse_memory_bits),
-        "input_axons": int(target.core.input_axons),
-        "output_axons": int(target.core.output_axons),
-    }
+    lim = _limits(target)
     idx = index_bits(target)
     sharing = bool(getattr(target.core, "conv_weight_sharing", True))
-    violations: list[str] = []
 
     totals, lb_by, lower = lower_bound(model, lim, idx, sharing)
     avail_chips = int(chips) if chips is not None else int(target.max_chips)
@@ -206,6 +255,15 @@ def partition(graph, target, *, run=None, qgraph=None, chips: int | None = None,
         if len(core_groups) > lower:
             splits, core_groups = _rebalance(model, splits, core_groups, lim, idx, sharing)
 
+    return _assemble(model, target, lim, idx, sharing, splits, core_groups, violations, strict=strict,
+                     avail_chips=avail_chips, max_cores=max_cores, allocator=allocator, bound=(totals, lb_by, lower))
+
+
+def _assemble(model: Model, target, lim, idx, sharing, splits, core_groups, violations, *, strict: bool,
+              avail_chips: int, max_cores: int | None, allocator: str, bound) -> Placement:
+    """The Placement of `core_groups` (per core: [(layer, start, stop)]): every core's use, the chips, the
+    links, and each breach of the target's limits (raised when strict, else recorded)."""
+    totals, lb_by, lower = bound
     # resources per core, recomputed from final groups
     out_need = _out_need_all(model, splits)
     cores: list[CoreUse] = []

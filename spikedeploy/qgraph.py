@@ -22,7 +22,8 @@ neuron nodes (LIF, IF, CubaLIF, LI, CubaLI, Threshold):
                     the spike test, v += (p - s)·th after it
     u_bias          int array (per neuron) added to u every step with a_in << 6 (CubaLIF synapse bias)
 
-`scale[node_name]` is λ for each neuron node: v_int = 64·λ·v_float (see lava-fixed-point.md §2).
+`scale[node_name]` is λ for each neuron node: v_int = 2^act_shift·λ·v_float, act_shift being the target's
+(6 on Loihi: v_int = 64·λ·v_float, see lava-fixed-point.md §2); `state_scale(node)` gives the factor.
 `deviations` lists every approximation the quantizer recorded (with --allow-approximate).
 """
 
@@ -50,3 +51,9 @@ class QGraph:
                       q={k: v for k, v in self.q.items() if k in keep},
                       scale={k: v for k, v in self.scale.items() if k in keep},
                       deviations=list(self.deviations), meta=dict(self.meta))
+
+    def state_scale(self, node: str) -> float:
+        """v_int / v_float of a neuron node: 2^act_shift·λ in the arithmetic the QGraph was quantized for
+        (act_shift 6 where the QGraph records no numeric format, as netx graphs for Loihi 2)."""
+        shift = int((self.meta.get("numeric") or {}).get("act_shift", 6))
+        return float(2**shift) * float(self.scale[node])

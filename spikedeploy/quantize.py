@@ -33,6 +33,7 @@ from dataclasses import asdict
 
 import numpy as np
 
+from .capabilities import check_capabilities
 from .errors import SpikeDeployError, TargetLimitError, UnsupportedError
 from .graph import Graph, set_dt
 from .neuron_reach import warn_unreachable
@@ -47,7 +48,7 @@ from .quantize_map import (
     find_layers,
     lower_structure,
 )
-from .targets.emulator.arith import sign_mode_of
+from .targets.loihi_arith import sign_mode_of
 from .targets.spec import NumericFormat, TargetSpec, get_target
 
 METHODS = ("maxabs", "percentile", "search")
@@ -100,6 +101,7 @@ def quantize(
         set_dt(g, dt)
     g.validate()
     check_graph(g, approx)
+    check_capabilities(g, spec)
     warn_unreachable(g)
     rewrites = lower_structure(g)
     if calibration is not None:  # host values the chip reads: their payload scale from the calibration data
@@ -427,7 +429,7 @@ def overflow_warnings(q: Quantizer, qg: QGraph, stats: dict | None) -> list[str]
                     out.append(f"conv '{c.syn}': the sum can reach {acc:.0f} and wrap the {fmt.conv_acc_bits}-bit "
                                "accumulator; fix: a smaller scale for its layer")
         if stats is not None:
-            vlo, vhi = 64 * lam * stats[name]["v_min"], 64 * lam * stats[name]["v_max"]
+            vlo, vhi = (2**fmt.act_shift * lam * stats[name][k] for k in ("v_min", "v_max"))
             vsat = 2 ** (fmt.state_bits - 1) - 1
             if vlo < -vsat or (not lay.spiking and vhi > vsat):
                 out.append(f"layer '{name}': v reaches {min(vlo, -vhi):.0f} on the calibration data and saturates at "

@@ -142,7 +142,7 @@ def fidelity(
             row.update(spike_overlap(_spikes(ref, n)[:T], _spikes(run_q, n)[:T]))
         else:
             vf = np.asarray(ref.traces[n]["v"])[:T].reshape(T, ref.batch, -1)
-            vq = np.asarray(run_q.traces[n]["v"])[:T].reshape(T, run_q.batch, -1) / (64.0 * qg.scale[n])
+            vq = np.asarray(run_q.traces[n]["v"])[:T].reshape(T, run_q.batch, -1) / qg.state_scale(n)
             err = float(np.sqrt(((vq - vf) ** 2).mean()))
             row.update({"silent": False, "v_rms_error": err,
                         "v_rel_rms_error": err / (float(np.sqrt((vf**2).mean())) or 1.0)})
@@ -153,7 +153,7 @@ def fidelity(
             a, b = np.asarray(ref.outputs[o])[:T], np.asarray(run_q.outputs[o])[:T]
             src = [p for p in qg.graph.predecessors(o)]
             if src and src[0] in qg.scale and not qg.graph.nodes[src[0]].spec.spiking:
-                b = b / (64.0 * qg.scale[src[0]])
+                b = b / qg.state_scale(src[0])
             outputs[o] = {"mean_abs_error": float(np.abs(a - b).mean()),
                           "count_error_per_sample": float(np.abs(a.sum(0) - b.sum(0)).sum() / max(a.shape[1], 1))}
     task: dict = {}

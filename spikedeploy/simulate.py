@@ -74,13 +74,23 @@ def simulate(model: Graph | QGraph, inputs: Mapping[str, np.ndarray], *, backend
 def _check_target(qg: QGraph, target: str | None, backend: str) -> None:
     """A QGraph's own target decides its arithmetic: refuse a --target that says otherwise, and Lava (which
     computes Loihi 2's arithmetic only) for a QGraph of another arithmetic."""
-    from .targets.emulator import LOIHI2, arith_for
+    from .targets.loihi_arith import LOIHI2, arith_for
 
     own = arith_for(qg)
     if target is not None and arith_for(target) != own:
         raise TargetLimitError(
             f"target '{target}' contradicts the QGraph, which was quantized for '{qg.target}' "
             f"({own.state_bits}-bit state, {own.weight_bits}-bit weights); drop --target, or quantize again for '{target}'")
+    try:
+        from .targets.spec import get_target
+
+        spec = get_target(qg.target)
+    except SpikeDeployError:  # a chip file's name cannot be looked up again; its recorded arithmetic decides
+        spec = None
+    if spec is not None and spec.simulators and backend not in spec.simulators:
+        raise TargetLimitError(
+            f"backend '{backend}' cannot simulate target '{qg.target}' (the QGraph's); it runs on: "
+            f"{', '.join(spec.simulators)}")
     if backend == "lava" and own != LOIHI2:
         raise TargetLimitError(
             f"backend 'lava' computes Loihi 2's arithmetic only, but the QGraph was quantized for '{qg.target}' "

@@ -29,7 +29,26 @@ estimates, because they describe no real "fixedpoint" chip. Example `chip.toml`:
     [host]
     mac = 4.6e-12
 
-A value is a number (its source becomes "<file>: user value") or a table {value, source, estimate}.
+    [core_sources]          # where each [core] figure comes from (default: "<file>: user value")
+    neurons = "vendor datasheet rev 2"
+    estimate = false
+
+    [capabilities]          # what the cores cannot compute at all (default: no restriction)
+    neuron_ops = ["IF", "LIF"]
+    synapse_ops = ["Conv2d", "SumPool2d"]
+    recurrent = false
+    max_fan_in = 256
+    max_fan_out = 64
+    graded_spikes = false
+
+    simulators = ["emulator"]
+    programmable_neurons = false
+
+A value in [energy], [timing], [host] and [capabilities] is a plain value (its source becomes
+"<file>: user value") or a table {value, source, estimate}. [core] holds plain values; their sources go in
+[core_sources] (`neurons = "Davies 2018: 1,024 per core"`), where estimate = true marks the limits as
+estimates. The built-in chips without a module of their own (truenorth, spinnaker2, xylo, speck) are such
+files in this folder; what they leave out keeps the defaults below, marked as borrowed Loihi 1 figures.
 Use it with `get_target("fixedpoint:chip.toml")` or `load_fixedpoint_target("chip.toml")`.
 """
 
@@ -42,7 +61,7 @@ from pathlib import Path
 from spikedeploy.errors import FileFormatError, SpikeDeployError
 
 from .loihi1 import SPEC as LOIHI1
-from .spec import HOST_45NM, NumericFormat, TargetSpec, Value, borrowed
+from .spec import HOST_45NM, Capabilities, NumericFormat, TargetSpec, Value, borrowed
 
 _NL = "default (Loihi 1 limit, nengo-loihi block.py)"
 
@@ -65,7 +84,9 @@ SPEC = TargetSpec(
     simulators=("emulator",),
 )
 
-_TOP = {"name", "description", "cores_per_chip", "max_chips", "numeric", "core", "energy", "timing", "host"}
+_TOP = {"name", "description", "cores_per_chip", "max_chips", "numeric", "core", "core_sources", "energy", "timing",
+        "host", "capabilities", "simulators", "programmable_neurons"}
+_CORE_KEYS = ("neurons", "synapse_memory_bits", "input_axons", "output_axons", "conv_weight_sharing")
 _UNITS = {"energy": "J", "timing": "s", "host": None}
 
 
@@ -107,21 +128,41 @@ def load_fixedpoint_target(path: str | Path) -> TargetSpec:
         if numeric.weight_bits < 1 or numeric.weight_bits > 32:
             raise FileFormatError(f"target file '{path}': [numeric] weight_bits must be 1..32, got {numeric.weight_bits}")
 
+    def _sourced(section: str, key: str, v):
+        """A plain value (its source: this file) or a table {value, source, estimate}."""
+        if isinstance(v, dict):
+            if "value" not in v or set(v) - {"value", "source", "estimate"}:
+                raise FileFormatError(f"target file '{path}': [{section}] {key} table takes value, source, estimate")
+            return v["value"], str(v.get("source", src)), bool(v.get("estimate", False))
+        return v, src, False
+
     core = SPEC.core
-    if "core" in data:
+    if "core" in data or "core_sources" in data:
         kw, sources = {}, dict(core.sources)
-        for k, v in data["core"].items():
-            if k in ("neurons", "synapse_memory_bits", "input_axons", "output_axons"):
+        for k, v in data.get("core", {}).items():
+            if k in _CORE_KEYS[:4]:
                 kw[k] = _int("core", k, v)
-                sources[k] = src
             elif k == "conv_weight_sharing":
                 kw[k] = bool(v)
-                sources[k] = src
             else:
                 raise FileFormatError(
                     f"target file '{path}': [core] unknown key '{k}'; allowed: neurons, synapse_memory_bits, "
                     "input_axons, output_axons, conv_weight_sharing"
                 )
+            sources[k] = src
+        cited = data.get("core_sources", {})
+        if not isinstance(cited, dict):
+            raise FileFormatError(f"target file '{path}': [core_sources] must be a table")
+        for k, v in cited.items():
+            if k == "estimate" and isinstance(v, bool):
+                kw["estimate"] = v
+            elif k in _CORE_KEYS:
+                if not isinstance(v, str):
+                    raise FileFormatError(f"target file '{path}': [core_sources] {k} must be a string, got {v!r:.40}")
+                sources[k] = v
+            else:
+                raise FileFormatError(f"target file '{path}': [core_sources] '{k}' names no [core] figure; allowed: "
+                                      f"{', '.join(_CORE_KEYS)}, estimate = true/false")
         core = replace(core, sources=sources, **kw)
 
     tables = {}
@@ -144,6 +185,10 @@ def load_fixedpoint_target(path: str | Path) -> TargetSpec:
             out[k] = val
         tables[section] = out
 
+    capabilities = _capabilities(path, data.get("capabilities", {}), _sourced)
+    sims = data.get("simulators", list(SPEC.simulators))
+    if not isinstance(sims, list) or not all(isinstance(x, str) for x in sims):
+        raise FileFormatError(f"target file '{path}': simulators must be a list of backend names, got {sims!r}")
     try:
         return TargetSpec(
             name=str(data.get("name", "fixedpoint")),
@@ -155,7 +200,31 @@ def load_fixedpoint_target(path: str | Path) -> TargetSpec:
             energy=tables["energy"],
             timing=tables["timing"],
             host=tables["host"],
-            simulators=SPEC.simulators,
+            simulators=tuple(sims),
+            programmable_neurons=bool(data.get("programmable_neurons", False)),
+            capabilities=capabilities,
         )
     except TypeError as e:
         raise SpikeDeployError(f"target file '{path}': {e}") from e
+
+
+def _capabilities(path: Path, table, sourced) -> Capabilities:
+    if not isinstance(table, dict):
+        raise FileFormatError(f"target file '{path}': [capabilities] must be a table")
+    known = {f.name for f in fields(Capabilities)} - {"sources"}
+    kw, sources = {}, {}
+    for k, raw in table.items():
+        if k not in known:
+            raise FileFormatError(f"target file '{path}': [capabilities] unknown key '{k}'; allowed: {sorted(known)}")
+        v, sources[k], _ = sourced("capabilities", k, raw)
+        if k in ("neuron_ops", "synapse_ops"):
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                raise FileFormatError(f"target file '{path}': [capabilities] {k} must be a list of op names, got {v!r}")
+            v = tuple(v)
+        elif k in ("recurrent", "graded_spikes"):
+            if not isinstance(v, bool):
+                raise FileFormatError(f"target file '{path}': [capabilities] {k} must be true or false, got {v!r}")
+        elif isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise FileFormatError(f"target file '{path}': [capabilities] {k} must be an integer >= 1, got {v!r}")
+        kw[k] = v
+    return Capabilities(**kw, sources=sources)

@@ -22,9 +22,8 @@ from spikedeploy.errors import BackendError, SpikeDeployError, UnsupportedError
 from spikedeploy.ops import OPS, conv_params, pool_params
 from spikedeploy.qgraph import QGraph
 from spikedeploy.run import Run
-from spikedeploy.targets.emulator.arith import sign_mode_of, wrap_int
 from spikedeploy.targets.emulator.engine import is_binary, prepare_inputs
-from spikedeploy.targets.emulator.stages import expand_param
+from spikedeploy.targets.loihi_arith import expand_param, sign_mode_of, wrap_int
 
 SPARSE_DENSITY = 0.1  # below this fraction of nonzero weights, a dense layer becomes a Sparse process
 MESSAGE_BITS = 24  # graded payloads (Input values, synapse to synapse)

@@ -1,13 +1,22 @@
-"""TargetSpec: what a target chip can hold and what its events cost, each constant with its source.
+"""Target (TargetSpec): what a chip can compute and hold and what its events cost, each constant sourced.
 
-A target is one module or package in `targets/` exposing `SPEC` (a TargetSpec) and, for targets that
-can simulate, a backend. `get_target(name)` finds it; adding a target means adding one module.
+One Target bundles everything the pipeline asks of a chip: its arithmetic (`numeric`, which the quantizer
+and the emulator both read), its per-core limits (the partitioner's resource model), what its cores can
+compute at all (`capabilities`: neuron and synapse ops, recurrence, fan-in, graded spikes), its per-event
+energies and times (the estimate) and the backends that can simulate it (`simulators`).
+
+`get_target(name)` resolves a name through the registry: the built-in chips (one module each in
+`targets/`), targets registered at run time (`register_target`), a chip file (`fixedpoint:chip.toml`,
+`chip.toml`, `chip.json`), or a Python module path (`mypkg.mychip`) whose module defines `SPEC`. Adding a
+chip means adding one module or one file.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 
 from spikedeploy.errors import SpikeDeployError
 
@@ -56,6 +65,23 @@ class CoreLimits:
 
 
 @dataclass(frozen=True)
+class Capabilities:
+    """What a chip's cores can compute at all, beyond the sizes in CoreLimits. None: no restriction.
+
+    `check_capabilities` (spikedeploy/capabilities.py) turns every breach into one line naming the node,
+    the chip and the limit; quantize and a strict partition refuse the graph, a report lists the breaches.
+    """
+
+    neuron_ops: tuple[str, ...] | None = None  # neuron models the chip implements
+    synapse_ops: tuple[str, ...] | None = None  # synapse ops it can lower (conv-only chips: no dense)
+    recurrent: bool = True  # edges that close a cycle through chip nodes
+    max_fan_in: int | None = None  # synapses into one neuron from one synapse node
+    max_fan_out: int | None = None  # synapses out of one chip neuron through one synapse node
+    graded_spikes: bool = True  # chip synapses reading non-binary values (analog layers, host payloads)
+    sources: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class TargetSpec:
     name: str
     description: str
@@ -69,6 +95,7 @@ class TargetSpec:
     simulators: tuple[str, ...] = ()  # backends that can run a QGraph for this target
     # neuron update programmable (microcode): reset by subtraction, delayed reset, v >= th, current bias
     programmable_neurons: bool = False
+    capabilities: Capabilities = field(default_factory=Capabilities)
 
     def as_dict(self) -> dict:
         def conv(x):
@@ -97,15 +124,42 @@ HOST_45NM = {
     "mac_time": Value(1e-10, "s", "estimate: 10 GMAC/s single host core", estimate=True),
 }
 
-BUILTIN = ("loihi2", "loihi1", "fixedpoint")
+Target = TargetSpec  # the name the rest of the pipeline speaks of
+
+BUILTIN = ("loihi2", "loihi1", "spinnaker2", "truenorth", "xylo", "speck", "fixedpoint")
+_REGISTERED: dict[str, TargetSpec] = {}
 
 
-def get_target(name: str) -> TargetSpec:
-    """A built-in target by name, or a parametric `fixedpoint` target read from a TOML/JSON file.
+def register_target(spec: TargetSpec) -> TargetSpec:
+    """Make `spec` resolvable by its name for the rest of the process (a target defined in a script or
+    test); a built-in name cannot be taken."""
+    if not isinstance(spec, TargetSpec):
+        raise SpikeDeployError(f"register_target needs a TargetSpec, got {type(spec).__name__}")
+    if spec.name in BUILTIN:
+        raise SpikeDeployError(f"target name '{spec.name}' is a built-in target's; choose another name")
+    _REGISTERED[spec.name] = spec
+    return spec
+
+
+def unregister_target(name: str) -> None:
+    _REGISTERED.pop(name, None)
+
+
+def target_names() -> tuple[str, ...]:
+    """Every target a plain name resolves to: the built-ins, then those registered in this process."""
+    return BUILTIN + tuple(n for n in _REGISTERED if n not in BUILTIN)
+
+
+def get_target(name: str | TargetSpec) -> TargetSpec:
+    """A target by name (built-in or registered), a chip file, or a module path `pkg.chip` defining SPEC.
 
     File forms: `fixedpoint:path/to/chip.toml`, or a path ending in .toml/.json.
     """
+    if isinstance(name, TargetSpec):
+        return name
     name = str(name)
+    if name in _REGISTERED:
+        return _REGISTERED[name]
     path = None
     if name.startswith("fixedpoint:"):
         path = name.split(":", 1)[1]
@@ -115,10 +169,34 @@ def get_target(name: str) -> TargetSpec:
         from .fixedpoint import load_fixedpoint_target
 
         return load_fixedpoint_target(path)
+    if name not in BUILTIN and "." in name:
+        return _module_target(name)
     if name not in BUILTIN:
         raise SpikeDeployError(
-            f"unknown target '{name}'; available: {', '.join(BUILTIN)}, or a chip file "
-            "'fixedpoint:chip.toml' (see spikedeploy.targets.fixedpoint)"
+            f"unknown target '{name}'; available: {', '.join(target_names())}, a chip file "
+            "'fixedpoint:chip.toml' (see spikedeploy.targets.fixedpoint), or a module path 'pkg.chip' defining SPEC"
         )
-    mod = importlib.import_module(f"spikedeploy.targets.{name}")
-    return mod.SPEC
+    return _builtin(name)
+
+
+@functools.cache
+def _builtin(name: str) -> TargetSpec:
+    """A built-in chip: its module's SPEC, or its chip file `targets/<name>.toml`."""
+    chip_file = Path(__file__).with_name(f"{name}.toml")
+    if chip_file.is_file():
+        from .fixedpoint import load_fixedpoint_target
+
+        return load_fixedpoint_target(chip_file)
+    return importlib.import_module(f"spikedeploy.targets.{name}").SPEC
+
+
+def _module_target(path: str) -> TargetSpec:
+    try:
+        mod = importlib.import_module(path)
+    except ImportError as e:
+        raise SpikeDeployError(f"target '{path}': cannot import module '{path}' ({e}); give a built-in target "
+                               f"({', '.join(target_names())}), a chip file, or an importable module") from e
+    spec = getattr(mod, "SPEC", None)
+    if not isinstance(spec, TargetSpec):
+        raise SpikeDeployError(f"target '{path}': module '{path}' defines no SPEC of type TargetSpec")
+    return spec

@@ -17,8 +17,8 @@ import pytest
 from random_qgraphs import conv_net, dense_chain, overflow_net, recurrent_net, two_input_net
 
 from spikedeploy.targets.emulator import kernels, simulate_emulator
-from spikedeploy.targets.emulator.arith import LOIHI2, Arith
 from spikedeploy.targets.emulator.stages import NeuronStage
+from spikedeploy.targets.loihi_arith import LOIHI2, Arith
 
 needs_kernels = pytest.mark.skipif(not kernels.available(), reason="compiled kernels not built")
 _PORTABLE = {}

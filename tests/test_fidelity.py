@@ -208,3 +208,24 @@ def test_cli_quantize_and_simulate_use_the_qgraph_target_and_refuse_a_contradict
         assert r.returncode == 1, (r.stdout, r.stderr)
         lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
         assert len(lines) == 1 and needle in lines[0] and "Traceback" not in r.stderr, r.stderr
+
+
+def test_fidelity_reads_a_non_spiking_layer_through_the_targets_own_activation_shift(tmp_path):
+    """A chip with act_shift 4 stores v_int = 16·λ·v_float, not Loihi's 64·λ·v_float: fidelity and the
+    readout error must divide by the QGraph's own factor (a hard-coded 64 reads v four times too small)."""
+    chip = tmp_path / "shift4.toml"
+    chip.write_text('name = "shift4"\n[numeric]\nact_shift = 4\n')
+    g = Graph.chain(Node("in", "Input", {"shape": [1]}), Node("fc", "Linear", {"weight": np.ones((1, 1))}),
+                    Node("li", "LI", {"tau": np.full(1, 2.0), "r": np.ones(1), "v_leak": np.zeros(1)}),
+                    Node("out", "Output"), dt=1.0).validate()
+    x = np.zeros((4, 1, 1), np.float32)
+    x[0] = 1
+    qg = quantize(g, f"fixedpoint:{chip}")
+    lam = qg.scale["li"]
+    assert qg.state_scale("li") == 16 * lam
+    # float: v = 0.5 one step after the spike, then halves (tau 2); integer: 16·λ·0.5, then dv = 2048 halves it
+    v = simulate(qg, {"in": x}, steps=4, probes=["li"]).traces["li"]["v"].ravel().tolist()
+    assert v == [0, 8 * lam, 4 * lam, 2 * lam]
+    f = fidelity(g, qg, {"in": x})["fidelity"]
+    assert f["arith"] == "shift4"
+    assert f["layers"]["li"]["v_rel_rms_error"] < 1e-3 and f["outputs"]["out"]["mean_abs_error"] < 1e-3

@@ -202,8 +202,7 @@ def test_write_read_gives_the_same_arithmetic_and_output(build, tmp_path):
         for k in ("du", "dv", "vth"):
             assert int(np.asarray(qa[k]).ravel()[0]) == qb[k], (a, k)
         shp = qg.graph.nodes[a].out_shape
-        from spikedeploy.targets.emulator.arith import effective_bias
-        from spikedeploy.targets.emulator.stages import expand_param
+        from spikedeploy.targets.loihi_arith import effective_bias, expand_param
 
         ba = effective_bias(expand_param(qa["bias_mant"], shp, a), expand_param(qa["bias_exp"], shp, a))
         bb = effective_bias(qb["bias_mant"].reshape(-1), qb["bias_exp"])

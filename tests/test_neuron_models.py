@@ -28,7 +28,7 @@ from spikedeploy.graph import Graph, Node
 from spikedeploy.quantize import quantize
 from spikedeploy.simulate_float import simulate_float
 from spikedeploy.targets.emulator import simulate_emulator
-from spikedeploy.targets.emulator.arith import NeuronArith
+from spikedeploy.targets.loihi_arith import NeuronArith
 
 sj = pytest.importorskip("spikingjelly.activation_based.neuron")
 from spikingjelly.activation_based import functional as sj_functional  # noqa: E402

@@ -12,60 +12,18 @@ from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
-from spikedeploy.errors import BackendError, GraphError, InputError, SpikeDeployError, UnsupportedError
+from spikedeploy.errors import BackendError, GraphError, InputError, UnsupportedError
 from spikedeploy.inputs import time_major_inputs
 from spikedeploy.ops import OPS
 from spikedeploy.qgraph import QGraph
 from spikedeploy.run import Run
-from spikedeploy.targets.spec import NumericFormat, TargetSpec
 
+from ..loihi_arith import Arith, arith_for
 from . import kernels
-from .arith import LOIHI2, Arith
 from .stages import NeuronStage, Scratch, SynapseStage, prepare_synapse
 
 CHUNK_BYTES = 10 << 20  # per-node activations of one chunk of time steps; larger is faster, smaller leaner
 MIN_SAMPLES_PER_THREAD = 8  # a batch smaller than twice this runs whole, its kernels split by rows
-
-
-def arith_for(mode) -> Arith:
-    """'loihi2' (Lava's bit-accurate model), a target name, a TargetSpec, a NumericFormat, or a QGraph (the
-    arithmetic of the target it was quantized for)."""
-    if isinstance(mode, Arith):
-        return mode
-    if isinstance(mode, QGraph):
-        return qgraph_arith(mode)
-    if mode is None or mode == "loihi2":
-        return LOIHI2
-    if isinstance(mode, NumericFormat):
-        return Arith.from_numeric(mode)
-    if isinstance(mode, TargetSpec):
-        return LOIHI2 if mode.name == "loihi2" else Arith.from_numeric(mode.numeric, mode.name)
-    if isinstance(mode, str):
-        from spikedeploy.targets.spec import get_target
-
-        return arith_for(get_target(mode))
-    raise BackendError(f"emulator mode must be 'loihi2', a target name, TargetSpec or NumericFormat; got {mode!r}")
-
-
-def qgraph_arith(qg: QGraph) -> Arith:
-    """The arithmetic of the target `qg` was quantized for: the numeric format the quantizer recorded in
-    qg.meta["numeric"] (a chip file's name alone cannot be looked up again), else the named target's."""
-    num = qg.meta.get("numeric")
-    if num is None:
-        try:
-            from spikedeploy.targets.spec import get_target
-
-            return arith_for(get_target(qg.target))
-        except SpikeDeployError as e:
-            raise BackendError(f"the QGraph was quantized for target '{qg.target}', which is not a built-in target, "
-                               "and it records no numeric format; quantize it again with this version") from e
-    if qg.target == "loihi2":
-        return LOIHI2
-    try:
-        return Arith.from_numeric(NumericFormat(**num), qg.target)
-    except TypeError as e:
-        raise BackendError(f"the QGraph's numeric format for target '{qg.target}' is malformed ({e}); "
-                           "quantize it again") from e
 
 
 def prepare_inputs(g, inputs: Mapping[str, np.ndarray]):

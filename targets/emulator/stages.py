@@ -17,28 +17,18 @@ import torch.nn.functional as F
 from spikedeploy.errors import ParameterError, UnsupportedError
 from spikedeploy.ops import conv_params, pool_params
 
-from . import kernels
-from .arith import (
+from ..loihi_arith import (
     EXACT_F32,
     EXACT_F64,
     Arith,
     NeuronArith,
+    expand_param,
     prepare_weights,
     shift_bound,
     shift_sum,
     wrap,
 )
-
-
-def expand_param(p, shape: tuple[int, ...], what: str) -> np.ndarray:
-    """A neuron parameter as one value or one per neuron (flat, CHW order); per-channel values broadcast."""
-    a = np.asarray(p).reshape(-1)
-    n = int(np.prod(shape)) if shape else 1
-    if a.size in (1, n):
-        return a
-    if len(shape) >= 2 and a.size == shape[0]:
-        return np.repeat(a, n // shape[0])
-    raise ParameterError(f"{what}: {a.size} values for a layer of shape {list(shape)} ({n} neurons)")
+from . import kernels
 
 
 class Scratch:

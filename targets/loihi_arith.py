@@ -1,4 +1,5 @@
-"""Integer arithmetic of a Loihi-style CUBA core, as Lava 0.10's fixed-point models compute it.
+"""Integer arithmetic of a Loihi-style CUBA core, as Lava 0.10's fixed-point models compute it: the one
+place the quantizer, the emulator, the Lava backend and the netx writer take it from.
 
 Every rule here is measured in ../shared/notes/lava-fixed-point.md §1; the line numbers there point into
 Lava's source. Values are held in float64 arrays whose entries are exact integers: every product and sum
@@ -12,8 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spikedeploy.errors import ParameterError, UnsupportedError
-from spikedeploy.targets.spec import NumericFormat
+from spikedeploy.errors import BackendError, ParameterError, SpikeDeployError, UnsupportedError
+from spikedeploy.qgraph import QGraph
+from spikedeploy.targets.spec import NumericFormat, TargetSpec
 
 EXACT_F32 = 2**24  # float32 represents every integer below this
 EXACT_F64 = 2**53
@@ -65,6 +67,58 @@ class Arith:
 
 
 LOIHI2 = Arith.from_numeric(NumericFormat(), name="loihi2")
+
+
+def arith_for(mode) -> Arith:
+    """'loihi2' (Lava's bit-accurate model), a target name, a TargetSpec, a NumericFormat, or a QGraph (the
+    arithmetic of the target it was quantized for)."""
+    if isinstance(mode, Arith):
+        return mode
+    if isinstance(mode, QGraph):
+        return qgraph_arith(mode)
+    if mode is None or mode == "loihi2":
+        return LOIHI2
+    if isinstance(mode, NumericFormat):
+        return Arith.from_numeric(mode)
+    if isinstance(mode, TargetSpec):
+        return LOIHI2 if mode.name == "loihi2" else Arith.from_numeric(mode.numeric, mode.name)
+    if isinstance(mode, str):
+        from spikedeploy.targets.spec import get_target
+
+        return arith_for(get_target(mode))
+    raise BackendError(f"emulator mode must be 'loihi2', a target name, TargetSpec or NumericFormat; got {mode!r}")
+
+
+def qgraph_arith(qg: QGraph) -> Arith:
+    """The arithmetic of the target `qg` was quantized for: the numeric format the quantizer recorded in
+    qg.meta["numeric"] (a chip file's name alone cannot be looked up again), else the named target's."""
+    num = qg.meta.get("numeric")
+    if num is None:
+        try:
+            from spikedeploy.targets.spec import get_target
+
+            return arith_for(get_target(qg.target))
+        except SpikeDeployError as e:
+            raise BackendError(f"the QGraph was quantized for target '{qg.target}', which is not a built-in target, "
+                               "and it records no numeric format; quantize it again with this version") from e
+    if qg.target == "loihi2":
+        return LOIHI2
+    try:
+        return Arith.from_numeric(NumericFormat(**num), qg.target)
+    except TypeError as e:
+        raise BackendError(f"the QGraph's numeric format for target '{qg.target}' is malformed ({e}); "
+                           "quantize it again") from e
+
+
+def expand_param(p, shape: tuple[int, ...], what: str) -> np.ndarray:
+    """A neuron parameter as one value or one per neuron (flat, CHW order); per-channel values broadcast."""
+    a = np.asarray(p).reshape(-1)
+    n = int(np.prod(shape)) if shape else 1
+    if a.size in (1, n):
+        return a
+    if len(shape) >= 2 and a.size == shape[0]:
+        return np.repeat(a, n // shape[0])
+    raise ParameterError(f"{what}: {a.size} values for a layer of shape {list(shape)} ({n} neurons)")
 
 
 # ---- synapse weights ----------------------------------------------------------------------------
