@@ -21,6 +21,7 @@ from spikedeploy.targets.spec import NumericFormat, TargetSpec
 
 from . import kernels
 from .arith import LOIHI2, Arith
+from .sdnn import SigmaDeltaStage, message_bound
 from .stages import NeuronStage, Scratch, SynapseStage, prepare_synapse
 
 CHUNK_BYTES = 10 << 20  # per-node activations of one chunk of time steps; larger is faster, smaller leaner
@@ -128,11 +129,13 @@ class Program:
         for name in order:
             if self.kind[name] == "output":
                 v_users.update(p for p in self.preds[name] if self.kind.get(p) == "neuron")
-        self.want_v = {n for n in v_users if not OPS[g.nodes[n].op].spiking}
+        self.want_v = {n for n in v_users if not (OPS[g.nodes[n].op].spiking or OPS[g.nodes[n].op].graded)}
         for name in order:
             node = g.nodes[name]
             k = self.kind[name]
-            if k == "neuron":
+            if k == "neuron" and OPS[node.op].graded:
+                self.stages[name] = SigmaDeltaStage(name, self._q(name), node.out_shape, ar, name in self.probes)
+            elif k == "neuron":
                 q = self._q(name)
                 bin_ = sum(self.bound[p] for p in self.preds[name])
                 self.stages[name] = NeuronStage(name, q, node.out_shape, ar, bin_, OPS[node.op].spiking,
@@ -172,6 +175,9 @@ class Program:
         if name in self.bound:
             return self.bound[name]
         k = self.kind[name]
+        if k == "neuron" and OPS[self.g.nodes[name].op].graded:
+            self.bound[name], self.graded[name] = message_bound(self._q(name)), True
+            return self.bound[name]
         if k == "neuron":
             self.bound[name], self.graded[name] = 1.0, False
             return 1.0
@@ -304,13 +310,15 @@ def _execute(prog: Program, xs, steps: int, batch: int, chunk_bytes: int, progre
     outs = {}
     for n in g.outputs:
         shp = g.nodes[n].out_shape
-        spk = all(prog.kind.get(p) == "neuron" and prog.stages[p].spiking for p in prog.preds[n])
+        spk = all(prog.kind.get(p) == "neuron" and prog.stages[p].spiking and not getattr(prog.stages[p], "graded", False)
+                  for p in prog.preds[n])
         outs[n] = np.zeros((steps, batch, *shp), np.int8 if spk else np.int64)
     traces = {}
     for n in prog.probes:
         shp = g.nodes[n].out_shape
         if prog.kind[n] == "neuron":
-            traces[n] = {k: np.zeros((steps, batch, *shp), np.int32 if k != "s" else np.int8) for k in ("u", "v", "s")}
+            s_dt = np.int64 if getattr(prog.stages[n], "graded", False) else np.int8
+            traces[n] = {k: np.zeros((steps, batch, *shp), np.int32 if k != "s" else s_dt) for k in ("u", "v", "s")}
         else:
             traces[n] = {"s": np.zeros((steps, batch, *shp), np.int64)}
     prev: dict[str, np.ndarray] = {}
