@@ -210,6 +210,12 @@ _register(
            optional={"bias": 0.0, "relu": 1, "sigma": 1, "delta": 1, "in_scale": 1.0, "out_scale": 1.0},
            graded=True, stateful=True, infer=_neuron_shape)
 )
+# Resonate-and-fire neuron (Lava lava.proc.rf RF, lava.proc.rf_iz RF_IZ): a complex state driven through two
+# input ports; which inputs drive the real and the imaginary part is in the QGraph's q (targets/emulator/rf.py).
+_register(
+    OpSpec("RF", "neuron", required=("period", "alpha", "v_threshold"), optional={"izhikevich": 0},
+           spiking=True, stateful=True, infer=_neuron_shape)
+)
 
 # Host-side ops: what neither NIR nor the chip can run. Their semantics live with the converters that
 # create them (ONNX export) and the float backend; here they only need shapes and identities.

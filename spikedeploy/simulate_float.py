@@ -93,6 +93,9 @@ def simulate_float(
                 f"node '{name}' ({node.op}): the float backend does not run host-side ops; "
                 "run the host part separately (ONNX export) and feed its output as an Input"
             )
+        if node.op == "RF":  # its two input ports are named in the QGraph only (targets/emulator/rf.py)
+            raise UnsupportedError(f"node '{name}' (RF): the float backend has no resonate-and-fire model; "
+                                   "use --backend emulator or lava")
         if node.op in _NEEDS_DT and g.dt is None:
             raise ParameterError(
                 f"node '{name}' ({node.op}) needs the time step, but graph.dt is None (NIR files do not record it); "

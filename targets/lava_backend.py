@@ -113,6 +113,7 @@ class _Net:
         self.onsets: dict[int, list[tuple[object, np.ndarray]]] = {}
         self.monitors: list[tuple[str, str, object, object, tuple]] = []
         self.models: dict[object, type] = {}  # ProgLIF process -> its model (no directory scan by Lava)
+        self.rf_ports: dict[str, tuple] = {}
         total = steps * batch
         self.total = total
         sm_enum = {"mixed": SignMode.MIXED, "exc": SignMode.EXCITATORY, "inh": SignMode.INHIBITORY}
@@ -215,6 +216,17 @@ class _Net:
                 shp = tuple(node.out_shape)
                 ls = lava_layout(shp)
                 n = int(np.prod(shp)) if shp else 1
+                if node.op == "RF":
+                    from spikedeploy.targets.lava_rf import rf_process
+
+                    p = rf_process(q, ls)
+                    self.resets += [(p.real, np.zeros(ls)), (p.imag, np.zeros(ls))]
+                    self.procs[name] = p
+                    # two input ports: each edge goes to the port(s) q names it for (connections below)
+                    self.rf_ports[name] = ((p.a_real_in, q.get("real_inputs", [])), (p.a_imag_in, q.get("imag_inputs", [])))
+                    self.in_port[name] = (None, shp)
+                    self.out_port[name] = p.s_out
+                    continue
                 if OPS[node.op].graded:
                     from spikedeploy.targets.lava_sdnn import sdnn_process
 
@@ -282,9 +294,11 @@ class _Net:
         for a, b in g.edges:
             if kinds[b] in ("synapse", "neuron"):
                 port, shp = self.in_port[b]
-                a = self.flat_src.get(a, a)
+                orig, a = a, self.flat_src.get(a, a)
                 src = _adapt(self.out_port[a], g.nodes[a].out_shape, shp if shp else g.nodes[b].in_shape)
-                src.connect(port)
+                for p_, names in self.rf_ports.get(b, ((port, [orig]),)):
+                    if orig in names:
+                        src.connect(p_)
         # monitors
         want: dict[tuple[str, str], object] = {}
         src_of: dict[str, str] = {}  # a flatten passes values through: Lava monitors its source's own port
@@ -306,6 +320,10 @@ class _Net:
                 want[(name, "u")] = pr.sigma
                 if hasattr(pr, "act"):
                     want[(name, "v")] = pr.act
+                want[(name, "s")] = self.out_port[name]
+            elif kinds.get(name) == "neuron" and name in self.rf_ports:
+                want[(name, "u")] = self.procs[name].real
+                want[(name, "v")] = self.procs[name].imag
                 want[(name, "s")] = self.out_port[name]
             elif kinds.get(name) == "neuron":
                 want[(name, "u")] = self.procs[name].u

@@ -21,6 +21,7 @@ from spikedeploy.targets.spec import NumericFormat, TargetSpec
 
 from . import kernels
 from .arith import LOIHI2, Arith
+from .rf import RFStage
 from .sdnn import SigmaDeltaStage, message_bound
 from .stages import NeuronStage, Scratch, SynapseStage, prepare_synapse
 
@@ -133,7 +134,10 @@ class Program:
         for name in order:
             node = g.nodes[name]
             k = self.kind[name]
-            if k == "neuron" and OPS[node.op].graded:
+            if k == "neuron" and node.op == "RF":
+                self.stages[name] = RFStage(name, self._q(name), node.out_shape, ar, self.preds[name],
+                                            name in self.probes)
+            elif k == "neuron" and OPS[node.op].graded:
                 self.stages[name] = SigmaDeltaStage(name, self._q(name), node.out_shape, ar, name in self.probes)
             elif k == "neuron":
                 q = self._q(name)
@@ -369,6 +373,8 @@ def _execute(prog: Program, xs, steps: int, batch: int, chunk_bytes: int, progre
             elif k == "neuron":
                 st: NeuronStage = prog.stages[name]
                 a = _gather(prog, name, vals, prev, n_t, batch, (st.n,)) if prog.preds[name] else None
+                if getattr(st, "ports", None):  # a neuron with several input ports (RF: real, imaginary)
+                    a = tuple(_gather(prog, name, vals, prev, n_t, batch, (st.n,), preds=p) for p in st.ports)
                 s_out, counts, v_out, u_out = st.run(a, n_t, name in prog.want_v, t0, scratch)
                 shp = (n_t, batch, *node.out_shape)
                 vals[name] = s_out.reshape(shp)
@@ -415,10 +421,11 @@ def _execute(prog: Program, xs, steps: int, batch: int, chunk_bytes: int, progre
     return run
 
 
-def _gather(prog: Program, name, vals, prev, n_t, batch, shape):
-    """Sum of the values feeding `name` this chunk; a back edge into a non-synapse reads the last step."""
+def _gather(prog: Program, name, vals, prev, n_t, batch, shape, preds=None):
+    """Sum of the values feeding `name` this chunk (or of `preds` among them); a back edge into a
+    non-synapse reads the last step."""
     total = None
-    preds = prog.preds[name]
+    preds = prog.preds[name] if preds is None else preds
     for p in preds:
         if p in vals:
             src = vals[p]
