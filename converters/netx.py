@@ -4,7 +4,8 @@ Reading (`read_netx`) reproduces what `lava.lib.dl.netx.hdf5.Network` builds (la
 hdf5.py / blocks/process.py / utils.py), without importing Lava:
 
     layer types   input, dense, dense_rec, conv, flatten; anything else (pool, average, concat, convT,
-                  unpool, dense_comp) is refused, as netx itself raises NotImplementedError for them.
+                  unpool, dense_comp) is refused, as netx itself fails on them (NotImplementedError; for dense_comp an
+                  undefined create_complex_dense).
                   `num_layers` reads only the first layers, like Network(num_layers=...).
     neurons       CUBA / LOIHI -> Lava LIF: du = iDecay - 1, dv = vDecay, vth = vThMant,
                   bias_mant = int(bias) (per neuron; conv bias per channel), bias_exp = 6.
@@ -226,8 +227,10 @@ class _Builder:
             if kind in _REFUSED_LAYERS:
                 hint = (f"; read the first {i} layers: read_netx(path, num_layers={i}), or --netx-layers {i} on "
                         "the command line (lava-dl's own tests do the same)") if i > 1 else ""
+                fails = ("calls a create_complex_dense it does not define" if kind == "dense_comp"
+                         else "raises NotImplementedError")  # lava-dl 0.6.0 hdf5.py _create
                 raise self.err(i, kind, f"'{kind}' layers ({_REFUSED_LAYERS[kind]}) are not supported (lava-dl netx "
-                                        f"itself raises NotImplementedError for them){hint}", UnsupportedError)
+                                        f"itself {fails} for them){hint}", UnsupportedError)
             if kind not in SUPPORTED_LAYERS:
                 raise self.err(i, kind, f"unknown netx layer type; supported: {', '.join(SUPPORTED_LAYERS)}")
             if "neuron" in lc:

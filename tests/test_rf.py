@@ -115,3 +115,20 @@ def test_float_backend_refuses_rf_in_one_line():
 
     with pytest.raises(UnsupportedError, match=r"node 'rf' \(RF\): the float backend has no resonate-and-fire"):
         simulate_float(complex_input(4).graph, {"input": np.zeros((3, 1, 4))})
+
+
+def test_netx_dense_comp_is_refused_with_the_reason(tmp_path):
+    import h5py
+
+    from spikedeploy.converters.netx import read_netx
+    from spikedeploy.errors import UnsupportedError
+
+    p = tmp_path / "rf.net"
+    with h5py.File(p, "w") as f:
+        f.create_dataset("layer/0/type", data=np.array([b"input"], "S10"))
+        f.create_dataset("layer/0/shape", data=np.array([4]))
+        f.create_dataset("layer/1/type", data=np.array([b"dense_comp"], "S10"))
+        f.create_dataset("layer/1/weight/real", data=np.ones((2, 4)))
+        f.create_dataset("layer/1/weight/imag", data=np.ones((2, 4)))
+    with pytest.raises(UnsupportedError, match=r"rf\.net: layer 1 \(dense_comp\).*create_complex_dense"):
+        read_netx(p)
