@@ -205,3 +205,39 @@ def test_cli_simulate_reproduces_pilotnet_sdnn(pilot, tmp_path):
     assert r.returncode == 0, r.stderr
     with np.load(out) as run:
         np.testing.assert_array_equal(run["out/output"].ravel(), np.load(d / "output.npy")[0])
+
+
+def test_q_equals_what_lava_netx_builds_for_sdnn(lava, pilot):
+    """lava-dl's netx.hdf5.Network on the same file (built, not run): neuron classes, scaled thresholds and
+    biases, synapse weights, exponents and message bits equal what read_netx put in q."""
+    import warnings
+
+    from raw_counts import netx_counts
+
+    from spikedeploy.lava_compat import netx as lava_netx
+
+    d, qg, _ = pilot
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = lava_netx().hdf5.Network(net_config=str(d / "network.net"))
+    n = sdnn_nodes(qg)
+    assert len(n) == len(net.layers)
+    kinds = {"delta": "Delta", "sigma_delta": "SigmaDelta", "sigma": "Sigma"}
+    for blk, k in zip(net.layers, n, strict=True):
+        q = qg.q[k]
+        assert type(blk.neuron).__name__ == kinds[q["sdnn"]], k
+        if q["sdnn"] != "sigma":
+            assert int(np.asarray(blk.neuron.vth.init).ravel()[0]) == q["vth"] << 12, k
+        if q["sdnn"] == "sigma_delta":
+            b = q["bias"].transpose(2, 1, 0) if q["bias"].ndim == 3 else q["bias"]
+            np.testing.assert_array_equal(np.asarray(blk.neuron.bias.init), b << 12, err_msg=k)
+    syn = [s for s in qg.graph.order()[0] if qg.graph.nodes[s].op in ("Linear", "Conv2d")]
+    lava_syn = [blk.synapse for blk in net.layers if hasattr(blk, "synapse")]
+    for s, name in zip(lava_syn, syn, strict=True):
+        assert int(s.proc_params["num_message_bits"]) == 16, name  # every SDNN layer sends 16-bit messages
+        if qg.graph.nodes[name].op == "Linear":
+            np.testing.assert_array_equal(np.asarray(s.weights.init), qg.q[name]["weight"])
+            assert s.proc_params["weight_exp"] == qg.q[name]["weight_exp"]
+    st, raw = qg.graph.stats(), netx_counts(d / "network.net", None)
+    assert st["total"]["neurons"] == raw["neurons"]
+    assert sum(r["synapses"] for r in st["nodes"].values() if r["op"] in ("Linear", "Conv2d")) == raw["synapses"]
