@@ -241,3 +241,25 @@ def test_q_equals_what_lava_netx_builds_for_sdnn(lava, pilot):
     st, raw = qg.graph.stats(), netx_counts(d / "network.net", None)
     assert st["total"]["neurons"] == raw["neurons"]
     assert sum(r["synapses"] for r in st["nodes"].values() if r["op"] in ("Linear", "Conv2d")) == raw["synapses"]
+
+
+def test_graded_input_out_of_range_is_refused_in_one_line(pilot, tmp_path):
+    """2**19 << 12 overflows the Delta layer's int32 state (Lava would wrap it silently): refused, naming the
+    input, the node and the range, before anything is written."""
+    import subprocess
+    import sys
+
+    d, qg, image = pilot
+    x = np.repeat(image.transpose(2, 1, 0)[None, None], 2, axis=0).astype(np.int64)
+    x[1, 0, 0, 0, 0] = 2**19
+    from spikedeploy.errors import InputError
+
+    with pytest.raises(InputError, match=r"input \['input'\] of node '0.neuron' .* up to 524288.*\[-524287, 524287\]"):
+        simulate_emulator(qg, {"input": x})
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "run.npz"
+    r = subprocess.run([sys.executable, "-m", "spikedeploy", "simulate", d / "network.net", "--input",
+                        tmp_path / "x.npy", "-o", out], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "524287" in r.stderr
+    assert not out.exists()

@@ -138,7 +138,8 @@ class Program:
                 self.stages[name] = RFStage(name, self._q(name), node.out_shape, ar, self.preds[name],
                                             name in self.probes)
             elif k == "neuron" and OPS[node.op].graded:
-                self.stages[name] = SigmaDeltaStage(name, self._q(name), node.out_shape, ar, name in self.probes)
+                self.stages[name] = SigmaDeltaStage(name, self._q(name), node.out_shape, ar, name in self.probes,
+                                                    self.preds[name])
             elif k == "neuron":
                 q = self._q(name)
                 bin_ = sum(self.bound[p] for p in self.preds[name])

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spikedeploy.errors import ParameterError
+from spikedeploy.errors import InputError, ParameterError
 
 from .arith import Arith, wrap_int
 
@@ -58,7 +58,7 @@ class SigmaDeltaStage:
     spiking = True  # events are counted (nonzero messages)
     graded = True
 
-    def __init__(self, name, q, shape, ar: Arith, probe: bool):
+    def __init__(self, name, q, shape, ar: Arith, probe: bool, preds: tuple[str, ...] = ()):
         self.name = name
         self.shape = tuple(shape)
         self.n = int(np.prod(shape)) if shape else 1
@@ -82,6 +82,7 @@ class SigmaDeltaStage:
             raise ParameterError(f"{where}: {bias.size} bias values for {self.n} neurons")
         # SigmaDelta.__init__ multiplies the int32 bias by 1 << S in int32
         self.bias = wrap_int(wrap_int(bias, 32) * (1 << s), 32)
+        self.preds = tuple(preds)
         self.na = _Counters()
         self.sigma = self.act = self.residue = None
 
@@ -99,6 +100,15 @@ class SigmaDeltaStage:
         def w32(v):
             return wrap_int(v, 32)
 
+        if self.mode == "delta" and tc:
+            # a_in << S must fit Lava's int32 state; larger inputs would wrap silently there
+            lim = 1 << (31 - self.shift)
+            big = int(np.abs(x).max())
+            if big >= lim:
+                raise InputError(
+                    f"input {list(self.preds)} of node '{self.name}' (sigma-delta input layer): values up to {big}, "
+                    f"but graded inputs must lie in [-{lim - 1}, {lim - 1}] (a_in << {self.shift} in int32); "
+                    "fix: scale the input down")
         for t in range(tc):
             if self.mode == "sigma":
                 self.sigma = w32(x[t] + self.sigma)
