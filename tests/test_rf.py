@@ -132,3 +132,12 @@ def test_netx_dense_comp_is_refused_with_the_reason(tmp_path):
         f.create_dataset("layer/1/weight/imag", data=np.ones((2, 4)))
     with pytest.raises(UnsupportedError, match=r"rf\.net: layer 1 \(dense_comp\).*create_complex_dense"):
         read_netx(p)
+
+
+def test_rf_qgraph_file_round_trip(cd, tmp_path):
+    from spikedeploy.qgraph_io import load_qgraph, save_qgraph
+
+    d, x = cd
+    save_qgraph(complex_dense(np.load(d / "weight_r.npy"), np.load(d / "weight_img.npy")), tmp_path / "rf.sdq")
+    run = simulate_emulator(load_qgraph(tmp_path / "rf.sdq"), {"input": x})
+    np.testing.assert_array_equal(run.outputs["output"][:, 0], np.load(d / "out.npy").T)

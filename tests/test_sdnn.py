@@ -263,3 +263,12 @@ def test_graded_input_out_of_range_is_refused_in_one_line(pilot, tmp_path):
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "524287" in r.stderr
     assert not out.exists()
+
+
+def test_sdnn_qgraph_file_round_trip(pilot, tmp_path):
+    from spikedeploy.qgraph_io import load_qgraph, save_qgraph
+
+    d, qg, image = pilot
+    save_qgraph(qg, tmp_path / "p.sdq")
+    out = run_constant(load_qgraph(tmp_path / "p.sdq"), image, 9).outputs["output"][:, 0, 0]
+    np.testing.assert_array_equal(out, np.load(d / "output.npy")[0])
