@@ -373,9 +373,10 @@ def _execute(prog: Program, xs, steps: int, batch: int, chunk_bytes: int, progre
                 vals[name] = _gather(prog, name, vals, prev, n_t, batch, node.out_shape)
             elif k == "neuron":
                 st: NeuronStage = prog.stages[name]
-                a = _gather(prog, name, vals, prev, n_t, batch, (st.n,)) if prog.preds[name] else None
                 if getattr(st, "ports", None):  # a neuron with several input ports (RF: real, imaginary)
                     a = tuple(_gather(prog, name, vals, prev, n_t, batch, (st.n,), preds=p) for p in st.ports)
+                else:
+                    a = _gather(prog, name, vals, prev, n_t, batch, (st.n,)) if prog.preds[name] else None
                 s_out, counts, v_out, u_out = st.run(a, n_t, name in prog.want_v, t0, scratch)
                 shp = (n_t, batch, *node.out_shape)
                 vals[name] = s_out.reshape(shp)
