@@ -230,6 +230,11 @@ class _Net:
                 if OPS[node.op].graded:
                     from spikedeploy.targets.lava_sdnn import sdnn_process
 
+                    if q.get("sdnn") == "delta":
+                        from spikedeploy.targets.emulator.sdnn import check_delta_input
+
+                        check_delta_input(name, preds, sum(np.abs(xs[p_]).astype(np.int64) for p_ in preds if p_ in xs),
+                                          int(q.get("spike_exp", 6)) + int(q.get("state_exp", 6)))
                     b = expand_param(q.get("bias", 0), shp, f"node '{name}' bias")
                     p, state = sdnn_process(name, q, ls, to_lava(np.broadcast_to(b, (n,)), shp))
                     self.resets += [(v, np.zeros(ls)) for v in state]

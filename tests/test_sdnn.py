@@ -243,7 +243,7 @@ def test_q_equals_what_lava_netx_builds_for_sdnn(lava, pilot):
     assert sum(r["synapses"] for r in st["nodes"].values() if r["op"] in ("Linear", "Conv2d")) == raw["synapses"]
 
 
-def test_graded_input_out_of_range_is_refused_in_one_line(pilot, tmp_path):
+def test_graded_input_out_of_range_is_refused_in_one_line(lava, pilot, tmp_path):
     """2**19 << 12 overflows the Delta layer's int32 state (Lava would wrap it silently): refused, naming the
     input, the node and the range, before anything is written."""
     import subprocess
@@ -256,6 +256,8 @@ def test_graded_input_out_of_range_is_refused_in_one_line(pilot, tmp_path):
 
     with pytest.raises(InputError, match=r"input \['input'\] of node '0.neuron' .* up to 524288.*\[-524287, 524287\]"):
         simulate_emulator(qg, {"input": x})
+    with pytest.raises(InputError, match=r"of node '0.neuron' .*\[-524287, 524287\]"):
+        lava(qg, {"input": x})
     np.save(tmp_path / "x.npy", x)
     out = tmp_path / "run.npz"
     r = subprocess.run([sys.executable, "-m", "spikedeploy", "simulate", d / "network.net", "--input",

@@ -45,6 +45,17 @@ def message_bound(q: dict) -> float:
     return 2.0 ** (31 - int(q.get("state_exp", 6)))
 
 
+def check_delta_input(name: str, preds, x: np.ndarray, shift: int) -> None:
+    """a_in << shift must fit Lava's int32 state; larger inputs would wrap silently there."""
+    lim = 1 << (31 - shift)
+    big = int(np.abs(np.asarray(x)).max(initial=0))
+    if big >= lim:
+        raise InputError(
+            f"input {list(preds)} of node '{name}' (sigma-delta input layer): values up to {big}, "
+            f"but graded inputs must lie in [-{lim - 1}, {lim - 1}] (a_in << {shift} in int32); "
+            "fix: scale the input down")
+
+
 class _Counters:
     """What the engine reads from every neuron stage's arithmetic (no wraps or saturations are counted)."""
 
@@ -101,14 +112,7 @@ class SigmaDeltaStage:
             return wrap_int(v, 32)
 
         if self.mode == "delta" and tc:
-            # a_in << S must fit Lava's int32 state; larger inputs would wrap silently there
-            lim = 1 << (31 - self.shift)
-            big = int(np.abs(x).max())
-            if big >= lim:
-                raise InputError(
-                    f"input {list(self.preds)} of node '{self.name}' (sigma-delta input layer): values up to {big}, "
-                    f"but graded inputs must lie in [-{lim - 1}, {lim - 1}] (a_in << {self.shift} in int32); "
-                    "fix: scale the input down")
+            check_delta_input(self.name, self.preds, x, self.shift)
         for t in range(tc):
             if self.mode == "sigma":
                 self.sigma = w32(x[t] + self.sigma)
