@@ -4,12 +4,14 @@ Reading (`read_netx`) reproduces what `lava.lib.dl.netx.hdf5.Network` builds (la
 hdf5.py / blocks/process.py / utils.py), without importing Lava:
 
     layer types   input, dense, dense_rec, conv, flatten; anything else (pool, average, concat, convT,
-                  unpool, dense_comp) is refused, as netx itself raises NotImplementedError for them.
+                  unpool, dense_comp) is refused, as netx itself fails on them (NotImplementedError; for dense_comp an
+                  undefined create_complex_dense).
                   `num_layers` reads only the first layers, like Network(num_layers=...).
     neurons       CUBA / LOIHI -> Lava LIF: du = iDecay - 1, dv = vDecay, vth = vThMant,
                   bias_mant = int(bias) (per neuron; conv bias per channel), bias_exp = 6.
                   A dense layer with no neuron group gets netx's default (iDecay 0 -> du = -1,
-                  vDecay 4096, vThMant 1 << 17). SDNN (sigma-delta) and RF neurons are refused.
+                  vDecay 4096, vThMant 1 << 17). SDNN -> SigmaDelta nodes (converters/netx_sdnn.py).
+                  RF neurons are refused.
     weights       read as netx does (`.astype(int)`: floats are truncated). Dense weights go through
                   netx's `optimize_weight_bits` (reimplemented below, lossless unless netx clips), so
                   q holds the shifted mantissas, num_weight_bits, weight_exp and sign_mode Lava's
@@ -57,6 +59,7 @@ from ..errors import FileFormatError, RepairWarning, SpikeDeployError, Unsupport
 from ..graph import Graph, Node
 from ..ops import conv_params
 from ..qgraph import QGraph
+from .netx_sdnn import is_sdnn, sdnn_params, sdnn_q
 
 # netx defaults and constants (lava-dl 0.6.0).
 NETX_BIAS_EXP = 6  # hdf5.py get_neuron_params: 'bias_exp': 6
@@ -224,8 +227,10 @@ class _Builder:
             if kind in _REFUSED_LAYERS:
                 hint = (f"; read the first {i} layers: read_netx(path, num_layers={i}), or --netx-layers {i} on "
                         "the command line (lava-dl's own tests do the same)") if i > 1 else ""
+                fails = ("calls a create_complex_dense it does not define" if kind == "dense_comp"
+                         else "raises NotImplementedError")  # lava-dl 0.6.0 hdf5.py _create
                 raise self.err(i, kind, f"'{kind}' layers ({_REFUSED_LAYERS[kind]}) are not supported (lava-dl netx "
-                                        f"itself raises NotImplementedError for them){hint}", UnsupportedError)
+                                        f"itself {fails} for them){hint}", UnsupportedError)
             if kind not in SUPPORTED_LAYERS:
                 raise self.err(i, kind, f"unknown netx layer type; supported: {', '.join(SUPPORTED_LAYERS)}")
             if "neuron" in lc:
@@ -254,14 +259,16 @@ class _Builder:
 
     def check_neuron(self, i: int, kind: str, nc: dict) -> None:
         t = _str(nc.get("type", b"?"))
+        if t == "SDNN":
+            return
         if t in ("CUBA", "LOIHI"):
             for k in ("iDecay", "vDecay", "vThMant"):
                 if k not in nc:
                     raise self.err(i, kind, f"neuron group lacks '{k}'")
             return
-        what = "sigma-delta (SDNN)" if t == "SDNN" else "resonate-and-fire (RF)" if "RF" in t else f"'{t}'"
+        what = "resonate-and-fire (RF)" if "RF" in t else f"'{t}'"
         raise self.err(i, kind, f"neuron type {what} is not supported; spikedeploy maps CUBA/LOIHI spiking "
-                                "neurons (Lava LIF) only", UnsupportedError)
+                                "neurons (Lava LIF) and SDNN sigma-delta neurons only", UnsupportedError)
 
     def layer_input(self, i: int, lc: dict) -> None:
         if self.prev is not None:
@@ -270,6 +277,9 @@ class _Builder:
         self.add(Node("input", "Input", params={"shape": np.asarray(shape, dtype=np.int64)}))
         self.prev = "input"
         if "neuron" not in lc:
+            return
+        if is_sdnn(lc["neuron"]):  # Lava Delta: the graded input drives its a_in (converters/netx_sdnn.py)
+            self.neuron(i, shape, self.neuron_q(i, "input", lc["neuron"], shape, None, input_layer=True), "input")
             return
         # Lava builds an Input block: a LIF whose input port is never connected; its drive is bias_mant,
         # which the user computes on the host from the sample (the file's transform weight and bias).
@@ -387,7 +397,10 @@ class _Builder:
             raise self.err(i, kind, str(e)) from e
 
     # ---- neurons ------------------------------------------------------------------------------
-    def neuron_q(self, i: int, kind: str, nc: dict, shape: tuple[int, ...], bias: np.ndarray | None) -> dict:
+    def neuron_q(self, i: int, kind: str, nc: dict, shape: tuple[int, ...], bias: np.ndarray | None,
+                 input_layer: bool = False) -> dict:
+        if is_sdnn(nc):
+            return sdnn_q(nc, shape, bias, input_layer=input_layer, where=f"{self.path}: layer {i} ({kind})")
         du = int(np.asarray(nc["iDecay"]).ravel()[0]) - 1
         dv = int(np.asarray(nc["vDecay"]).ravel()[0])
         vth = int(np.asarray(nc["vThMant"]).ravel()[0])
@@ -395,6 +408,10 @@ class _Builder:
         return {"du": du, "dv": dv, "vth": vth, "bias_mant": bm, "bias_exp": NETX_BIAS_EXP}
 
     def neuron(self, i: int, shape: tuple[int, ...], nq: dict, src: str) -> str:
+        if "sdnn" in nq:
+            name = self.add(Node(f"{i}.neuron", "SigmaDelta", params=sdnn_params(nq, shape)), src)
+            self.q[name], self.scale[name], self.prev = nq, 1.0, name
+            return name
         du, dv, vth = nq["du"], nq["dv"], nq["vth"]
         ks = du / 4096 if du > 0 else _NO_DECAY_K
         km = dv / 4096 if dv > 0 else _NO_DECAY_K

@@ -24,6 +24,7 @@ class OpSpec:
     required: tuple[str, ...] = ()
     optional: dict[str, object] = field(default_factory=dict)
     spiking: bool = False  # emits binary spikes (LIF, IF, CubaLIF, Threshold)
+    graded: bool = False  # emits graded spikes: integer messages, counted as events where nonzero (SigmaDelta)
     stateful: bool = False  # has state carried across time steps (a cycle may pass through it)
     infer: Callable[[object, Shape], Shape] | None = None  # (node, in_shape) -> out_shape
     positive: tuple[str, ...] = ()  # parameters that must be > 0 (time constants)
@@ -201,6 +202,19 @@ _register(
     OpSpec("CubaLIF", "neuron", required=("tau_syn", "tau_mem", "r", "v_leak", "v_threshold"),
            optional={"w_in": 1.0, "v_reset": 0.0}, spiking=True, stateful=True, infer=_neuron_shape,
            positive=("tau_syn", "tau_mem"))
+)
+# Sigma-delta neuron (Loihi 2 / Lava lava.proc.sdn, lava-dl SDNN): graded spikes, see
+# spikedeploy/targets/emulator/sdnn.py for the fixed-point rule and the float view of these parameters.
+_register(
+    OpSpec("SigmaDelta", "neuron", required=("v_threshold",),
+           optional={"bias": 0.0, "relu": 1, "sigma": 1, "delta": 1, "in_scale": 1.0, "out_scale": 1.0},
+           graded=True, stateful=True, infer=_neuron_shape)
+)
+# Resonate-and-fire neuron (Lava lava.proc.rf RF, lava.proc.rf_iz RF_IZ): a complex state driven through two
+# input ports; which inputs drive the real and the imaginary part is in the QGraph's q (targets/emulator/rf.py).
+_register(
+    OpSpec("RF", "neuron", required=("period", "alpha", "v_threshold"), optional={"izhikevich": 0},
+           spiking=True, stateful=True, infer=_neuron_shape)
 )
 
 # Host-side ops: what neither NIR nor the chip can run. Their semantics live with the converters that

@@ -589,7 +589,8 @@ def build_model(graph, target, qgraph=None) -> Model:
             if len(preds[name]) == 1 and graph.nodes[preds[name][0]].op == "Conv2d" \
                     and graph.nodes[preds[name][0]].placement == "chip" and len(v.out_shape or ()) == 3:
                 tile = choose_tile(conv_geometry(graph.nodes[preds[name][0]]), target)
-            layers[name] = Layer(name, v.op, _size(v.out_shape), bool(OPS[v.op].spiking), tuple(v.out_shape),
+            sends = bool(OPS[v.op].spiking or OPS[v.op].graded)  # graded messages are events too
+            layers[name] = Layer(name, v.op, _size(v.out_shape), sends, tuple(v.out_shape),
                                  layer_perm(v.out_shape, tile), tile=tile)
     # accumulators: chip synapse nodes whose result reaches no chip neuron or synapse
     for name, v in graph.nodes.items():

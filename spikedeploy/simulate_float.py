@@ -93,6 +93,9 @@ def simulate_float(
                 f"node '{name}' ({node.op}): the float backend does not run host-side ops; "
                 "run the host part separately (ONNX export) and feed its output as an Input"
             )
+        if node.op == "RF":  # its two input ports are named in the QGraph only (targets/emulator/rf.py)
+            raise UnsupportedError(f"node '{name}' (RF): the float backend has no resonate-and-fire model; "
+                                   "use --backend emulator or lava")
         if node.op in _NEEDS_DT and g.dt is None:
             raise ParameterError(
                 f"node '{name}' ({node.op}) needs the time step, but graph.dt is None (NIR files do not record it); "
@@ -291,6 +294,11 @@ class _Layer:
             self.hist_t = 0
         elif op == "Threshold":
             self.vth = param("threshold")
+        elif op == "SigmaDelta":  # the integer rule without its floors (targets/emulator/sdnn.py)
+            self.vth, self.sd_bias = param("v_threshold"), param("bias", 0.0)
+            self.sd = {k: float(np.asarray(p.get(k, OPS[op].optional[k])).ravel()[0])
+                       for k in ("relu", "sigma", "delta", "in_scale", "out_scale")}
+            self.u, self.v, self.residue = (torch.zeros((B, *self.out_shape), dtype=dtype) for _ in range(3))
         elif op in OPS and OPS[op].family == "neuron":
             self.r = param("r")
             self.v = torch.zeros((B, *self.out_shape), dtype=dtype)
@@ -336,6 +344,8 @@ class _Layer:
         if op == "Threshold":
             self.v = x  # no state: what it compares this step (a neuron with full decay)
             return (x > self.vth).to(self.dtype)
+        if op == "SigmaDelta":
+            return self._sigma_delta(x.reshape(B, *self.out_shape) * self.sd["in_scale"])
         # neurons
         pending = None
         if (self.reset_delay or self.pending_reset) and op in _SPIKING:  # decided from the previous membrane
@@ -364,6 +374,21 @@ class _Layer:
         else:
             self.v = torch.where(s, self.v_reset.expand_as(self.v), self.v)
         return s.to(self.dtype)
+
+    def _sigma_delta(self, x: torch.Tensor) -> torch.Tensor:
+        sd = self.sd
+        if sd["sigma"]:
+            self.u = self.u + x
+            x = self.u
+        if not sd["delta"]:
+            return x * sd["out_scale"]
+        act = x + self.sd_bias
+        if sd["relu"]:
+            act = torch.relu(act)
+        d = act - self.v + self.residue
+        s = torch.where(d.abs() >= self.vth, d, torch.zeros_like(d))
+        self.residue, self.v = d - s, act
+        return s * sd["out_scale"]
 
     def rest(self, zero: torch.Tensor) -> torch.Tensor:
         """A step before the layer's first input arrives (bias_onset): its state stays as it started, at 0."""

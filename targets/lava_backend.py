@@ -112,6 +112,7 @@ class _Net:
         self.onsets: dict[int, list[tuple[object, np.ndarray]]] = {}
         self.monitors: list[tuple[str, str, object, object, tuple]] = []
         self.models: dict[object, type] = {}  # ProgLIF process -> its model (no directory scan by Lava)
+        self.rf_ports: dict[str, tuple] = {}
         total = steps * batch
         self.total = total
         sm_enum = {"mixed": SignMode.MIXED, "exc": SignMode.EXCITATORY, "inh": SignMode.INHIBITORY}
@@ -133,7 +134,7 @@ class _Net:
                 if k == "input":
                     is_graded[n] = n in graded
                 elif k == "neuron":
-                    is_graded[n] = False
+                    is_graded[n] = OPS[g.nodes[n].op].graded
                 elif k == "synapse":
                     is_graded[n] = True
                 else:
@@ -214,6 +215,32 @@ class _Net:
                 shp = tuple(node.out_shape)
                 ls = lava_layout(shp)
                 n = int(np.prod(shp)) if shp else 1
+                if node.op == "RF":
+                    from spikedeploy.targets.lava_rf import rf_process
+
+                    p = rf_process(q, ls)
+                    self.resets += [(p.real, np.zeros(ls)), (p.imag, np.zeros(ls))]
+                    self.procs[name] = p
+                    # two input ports: each edge goes to the port(s) q names it for (connections below)
+                    self.rf_ports[name] = ((p.a_real_in, q.get("real_inputs", [])), (p.a_imag_in, q.get("imag_inputs", [])))
+                    self.in_port[name] = (None, shp)
+                    self.out_port[name] = p.s_out
+                    continue
+                if OPS[node.op].graded:
+                    from spikedeploy.targets.lava_sdnn import sdnn_process
+
+                    if q.get("sdnn") == "delta":
+                        from spikedeploy.targets.emulator.sdnn import check_delta_input
+
+                        check_delta_input(name, preds, sum(np.abs(xs[p_]).astype(np.int64) for p_ in preds if p_ in xs),
+                                          int(q.get("spike_exp", 6)) + int(q.get("state_exp", 6)))
+                    b = expand_param(q.get("bias", 0), shp, f"node '{name}' bias")
+                    p, state = sdnn_process(name, q, ls, to_lava(np.broadcast_to(b, (n,)), shp))
+                    self.resets += [(v, np.zeros(ls)) for v in state]
+                    self.procs[name] = p
+                    self.in_port[name] = (p.a_in, shp)
+                    self.out_port[name] = p.s_out
+                    continue
 
                 bm = expand_param(q.get("bias_mant", 0), shp, f"node '{name}' bias_mant")
                 be = expand_param(q.get("bias_exp", 0), shp, f"node '{name}' bias_exp")
@@ -271,25 +298,38 @@ class _Net:
         for a, b in g.edges:
             if kinds[b] in ("synapse", "neuron"):
                 port, shp = self.in_port[b]
-                a = self.flat_src.get(a, a)
+                orig, a = a, self.flat_src.get(a, a)
                 src = _adapt(self.out_port[a], g.nodes[a].out_shape, shp if shp else g.nodes[b].in_shape)
-                src.connect(port)
+                for p_, names in self.rf_ports.get(b, ((port, [orig]),)):
+                    if orig in names:
+                        src.connect(p_)
         # monitors
         want: dict[tuple[str, str], object] = {}
         src_of: dict[str, str] = {}  # a flatten passes values through: Lava monitors its source's own port
         for name in g.outputs:
             for p in g.predecessors(name):
                 q = src_of[p] = self.flat_src.get(p, p)
-                if kinds[q] == "neuron" and not OPS[g.nodes[q].op].spiking:
+                if kinds[q] == "neuron" and not (OPS[g.nodes[q].op].spiking or OPS[g.nodes[q].op].graded):
                     want[(p, "v")] = self.procs[q].v
                 else:
                     want[(p, "s")] = self.out_port[q]
         if counts:
             for name in order:
-                if kinds[name] == "neuron" and OPS[g.nodes[name].op].spiking:
+                if kinds[name] == "neuron" and (OPS[g.nodes[name].op].spiking or OPS[g.nodes[name].op].graded):
                     want[(name, "s")] = self.out_port[name]
         for name in probes:
-            if kinds.get(name) == "neuron":
+            if kinds.get(name) == "neuron" and OPS[g.nodes[name].op].graded:
+                # sigma and act, as the emulator's u and v (Sigma has no act, Delta's sigma stays 0)
+                pr = self.procs[name]
+                want[(name, "u")] = pr.sigma
+                if hasattr(pr, "act"):
+                    want[(name, "v")] = pr.act
+                want[(name, "s")] = self.out_port[name]
+            elif kinds.get(name) == "neuron" and name in self.rf_ports:
+                want[(name, "u")] = self.procs[name].real
+                want[(name, "v")] = self.procs[name].imag
+                want[(name, "s")] = self.out_port[name]
+            elif kinds.get(name) == "neuron":
                 want[(name, "u")] = self.procs[name].u
                 want[(name, "v")] = self.procs[name].v
                 want[(name, "s")] = self.out_port[name]
@@ -409,13 +449,14 @@ def simulate_lava(qg: QGraph, inputs: Mapping[str, np.ndarray], *, steps: int | 
     for name in g.outputs:
         acc = None
         for p in g.predecessors(name):
-            key = (p, "v") if (net.kinds[p] == "neuron" and not OPS[g.nodes[p].op].spiking) else (p, "s")
+            op = OPS[g.nodes[p].op]
+            key = (p, "v") if (net.kinds[p] == "neuron" and not (op.spiking or op.graded)) else (p, "s")
             a = per_sample(rec[key]).reshape(steps, batch, *g.nodes[name].out_shape).astype(np.int64)
             acc = a if acc is None else acc + a
         spk = all(net.kinds[p] == "neuron" and OPS[g.nodes[p].op].spiking for p in g.predecessors(name))
         run.outputs[name] = acc.astype(np.int8) if spk else acc
     for name, tr in run.traces.items():
-        if "s" in tr and net.kinds[name] == "neuron":
+        if "s" in tr and net.kinds[name] == "neuron" and not OPS[g.nodes[name].op].graded:
             tr["s"] = tr["s"].astype(np.int8)
     run.meta["sample_reset"] = "Var.set of u, v and synapse buffers"
     run.meta["sample_seconds"] = seconds

@@ -85,10 +85,6 @@ def test_ntidigits_delays(lavadl_netx_dir):
 def test_refusals_name_the_layer(lavadl_netx_dir):
     with pytest.raises(UnsupportedError, match=r"ntidigits\.net: layer 5 \(average\).*num_layers=5"):
         read_netx(lavadl_netx_dir / "gts/ntidigits/ntidigits.net")
-    sdnn = lavadl_netx_dir / "gts/pilotnet_sdnn/network.net"
-    if sdnn.exists():
-        with pytest.raises(UnsupportedError, match=r"layer 0 \(input\): neuron type sigma-delta \(SDNN\)"):
-            load_graph(sdnn)
 
 
 def test_optimize_weight_bits_matches_netx():

@@ -20,6 +20,8 @@ from spikedeploy.run import Run
 
 from ..loihi_arith import Arith, arith_for
 from . import kernels
+from .rf import RFStage
+from .sdnn import SigmaDeltaStage, message_bound
 from .stages import NeuronStage, Scratch, SynapseStage, prepare_synapse
 
 CHUNK_BYTES = 10 << 20  # per-node activations of one chunk of time steps; larger is faster, smaller leaner
@@ -86,11 +88,17 @@ class Program:
         for name in order:
             if self.kind[name] == "output":
                 v_users.update(p for p in self.preds[name] if self.kind.get(p) == "neuron")
-        self.want_v = {n for n in v_users if not OPS[g.nodes[n].op].spiking}
+        self.want_v = {n for n in v_users if not (OPS[g.nodes[n].op].spiking or OPS[g.nodes[n].op].graded)}
         for name in order:
             node = g.nodes[name]
             k = self.kind[name]
-            if k == "neuron":
+            if k == "neuron" and node.op == "RF":
+                self.stages[name] = RFStage(name, self._q(name), node.out_shape, ar, self.preds[name],
+                                            name in self.probes)
+            elif k == "neuron" and OPS[node.op].graded:
+                self.stages[name] = SigmaDeltaStage(name, self._q(name), node.out_shape, ar, name in self.probes,
+                                                    self.preds[name])
+            elif k == "neuron":
                 q = self._q(name)
                 bin_ = sum(self.bound[p] for p in self.preds[name])
                 self.stages[name] = NeuronStage(name, q, node.out_shape, ar, bin_, OPS[node.op].spiking,
@@ -130,6 +138,9 @@ class Program:
         if name in self.bound:
             return self.bound[name]
         k = self.kind[name]
+        if k == "neuron" and OPS[self.g.nodes[name].op].graded:
+            self.bound[name], self.graded[name] = message_bound(self._q(name)), True
+            return self.bound[name]
         if k == "neuron":
             self.bound[name], self.graded[name] = 1.0, False
             return 1.0
@@ -262,13 +273,15 @@ def _execute(prog: Program, xs, steps: int, batch: int, chunk_bytes: int, progre
     outs = {}
     for n in g.outputs:
         shp = g.nodes[n].out_shape
-        spk = all(prog.kind.get(p) == "neuron" and prog.stages[p].spiking for p in prog.preds[n])
+        spk = all(prog.kind.get(p) == "neuron" and prog.stages[p].spiking and not getattr(prog.stages[p], "graded", False)
+                  for p in prog.preds[n])
         outs[n] = np.zeros((steps, batch, *shp), np.int8 if spk else np.int64)
     traces = {}
     for n in prog.probes:
         shp = g.nodes[n].out_shape
         if prog.kind[n] == "neuron":
-            traces[n] = {k: np.zeros((steps, batch, *shp), np.int32 if k != "s" else np.int8) for k in ("u", "v", "s")}
+            s_dt = np.int64 if getattr(prog.stages[n], "graded", False) else np.int8
+            traces[n] = {k: np.zeros((steps, batch, *shp), np.int32 if k != "s" else s_dt) for k in ("u", "v", "s")}
         else:
             traces[n] = {"s": np.zeros((steps, batch, *shp), np.int64)}
     prev: dict[str, np.ndarray] = {}
@@ -318,7 +331,10 @@ def _execute(prog: Program, xs, steps: int, batch: int, chunk_bytes: int, progre
                 vals[name] = _gather(prog, name, vals, prev, n_t, batch, node.out_shape)
             elif k == "neuron":
                 st: NeuronStage = prog.stages[name]
-                a = _gather(prog, name, vals, prev, n_t, batch, (st.n,)) if prog.preds[name] else None
+                if getattr(st, "ports", None):  # a neuron with several input ports (RF: real, imaginary)
+                    a = tuple(_gather(prog, name, vals, prev, n_t, batch, (st.n,), preds=p) for p in st.ports)
+                else:
+                    a = _gather(prog, name, vals, prev, n_t, batch, (st.n,)) if prog.preds[name] else None
                 s_out, counts, v_out, u_out = st.run(a, n_t, name in prog.want_v, t0, scratch)
                 shp = (n_t, batch, *node.out_shape)
                 vals[name] = s_out.reshape(shp)
@@ -365,10 +381,11 @@ def _execute(prog: Program, xs, steps: int, batch: int, chunk_bytes: int, progre
     return run
 
 
-def _gather(prog: Program, name, vals, prev, n_t, batch, shape):
-    """Sum of the values feeding `name` this chunk; a back edge into a non-synapse reads the last step."""
+def _gather(prog: Program, name, vals, prev, n_t, batch, shape, preds=None):
+    """Sum of the values feeding `name` this chunk (or of `preds` among them); a back edge into a
+    non-synapse reads the last step."""
     total = None
-    preds = prog.preds[name]
+    preds = prog.preds[name] if preds is None else preds
     for p in preds:
         if p in vals:
             src = vals[p]
