@@ -57,6 +57,15 @@ def _netx_layers() -> int | None:
     return click.get_current_context().meta.get("netx_layers")
 
 
+def _target_file(target: str | None) -> str | None:
+    """The chip file a --target names (fixedpoint:chip.toml or a .toml/.json path), if any."""
+    if not target:
+        return None
+    if target.startswith("fixedpoint:"):
+        return target.split(":", 1)[1]
+    return target if target.lower().endswith((".toml", ".json")) else None
+
+
 def _load(path: str, float_graph: bool = False):
     """The graph file at `path` (load_graph, or load_any with float_graph), with this command's --netx-layers."""
     from .io import load_any, load_graph
@@ -85,7 +94,9 @@ def inspect(file: str, as_json: bool) -> None:
     """Show the nodes of a NIR, netx (.net) or quantized graph FILE: shapes, neurons, synapses,
     parameters, and whether each node runs on the chip or the host."""
     from .inspect_graph import inspect_file
+    from .paths import check_command_paths
 
+    check_command_paths(outputs={}, inputs=[file])
     info = inspect_file(file, netx_layers=_netx_layers())
     if as_json:
         _emit_json(info)
@@ -200,20 +211,26 @@ def simulate(graph_file, backend, target, input_specs, steps, batch, density, se
     """Simulate GRAPH (NIR, netx .net or quantized file) and write spikes per layer and outputs to RUN.npz."""
     from .graph import set_dt
     from .qgraph import QGraph
+    from .paths import check_command_paths
     from .run import save_run
     from .simulate import parse_input_args, random_inputs
     from .simulate import simulate as run_sim
+    from .simulate_args import check_run_size
 
+    check_command_paths(outputs={"-o/--output": out_path}, inputs=[graph_file, _target_file(target)],
+                        input_specs=input_specs)
     model = _load(graph_file)
     graph = model.graph if isinstance(model, QGraph) else model
     if dt is not None:
         set_dt(graph, dt)
+    check_run_size(graph, steps=steps, batch=batch, density=density, random=not input_specs)
     if input_specs:
         inputs = parse_input_args(graph, input_specs)
         if batch is not None:
             inputs = {k: v[:, :batch] for k, v in inputs.items()}
     else:
-        inputs = random_inputs(graph, steps=steps or 100, batch=batch or 8, density=density, seed=seed)
+        inputs = random_inputs(graph, steps=100 if steps is None else steps, batch=8 if batch is None else batch,
+                               density=density, seed=seed)
     with _about(graph_file), _progress(f"simulating ({backend})", as_json) as advance:
         run = run_sim(model, inputs, backend=backend, target=target, steps=steps, progress=advance)
     if out_path:
@@ -263,8 +280,11 @@ def export(model, checkpoint, out_path, onnx_path, input_names, input_specs, sha
     """Export MODEL (a `package.module:factory` entry point) to NIR, checking that the exported graph
     reproduces the model's spikes before writing; the host-side part goes to ONNX."""
     from .export import export_model
+    from .paths import check_command_paths
     from .simulate import load_named_arrays
 
+    check_command_paths(outputs={"-o/--output": out_path, "--onnx": onnx_path}, inputs=[checkpoint],
+                        input_specs=input_specs)
     examples = load_named_arrays(input_specs) if input_specs else None
     shapes = {}
     for spec in shape_specs:
@@ -325,8 +345,11 @@ def quantize(graph_file, target, method, calib_specs, weight_bits, allow_approxi
     from .qgraph_io import save_qgraph
     from .quantize import quantize as run_quantize
     from .quantize_fidelity import fidelity
+    from .paths import check_command_paths
     from .simulate import parse_input_args, random_inputs
 
+    check_command_paths(outputs={"-o/--output": out_path, "--netx": netx_path},
+                        inputs=[graph_file, _target_file(target)], input_specs=calib_specs)
     graph = _load(graph_file, float_graph=True)
     if dt is not None:
         set_dt(graph, dt)
@@ -382,8 +405,10 @@ def partition(graph_file, target, run_path, chips, max_cores, allocator, out_pat
     from .jsonout import dumps
     from .partition import partition as run_partition
     from .qgraph import QGraph
+    from .paths import check_command_paths
     from .run import load_run
 
+    check_command_paths(outputs={"-o/--output": out_path}, inputs=[graph_file, run_path, _target_file(target)])
     model = _load(graph_file)
     graph, qg = (model.graph, model) if isinstance(model, QGraph) else (model, None)
     run = load_run(run_path) if run_path else None
@@ -436,8 +461,11 @@ def report(graph_file, target, run_path, placement_path, fidelity_path, html_pat
     from .partition import partition as run_partition
     from .qgraph import QGraph
     from .report import build_report, render_terminal
+    from .paths import check_command_paths
     from .run import load_run
 
+    check_command_paths(outputs={"--html": html_path},
+                        inputs=[graph_file, run_path, placement_path, fidelity_path, _target_file(target)])
     model = _load(graph_file)
     graph, qg = (model.graph, model) if isinstance(model, QGraph) else (model, None)
     run = load_run(run_path) if run_path else None
@@ -484,7 +512,10 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 def main() -> None:
     import warnings
 
+    from .interrupts import Terminated, install_sigterm_handler
+
     warnings.showwarning = _show_warning
+    install_sigterm_handler()
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
@@ -499,6 +530,9 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
+    except Terminated:
+        err_console.print("terminated")
+        sys.exit(143)
     except Exception as e:
         if os.environ.get("SPIKEDEPLOY_DEBUG"):
             raise
