@@ -41,6 +41,7 @@ from ..errors import (
     UnsupportedError,
 )
 from ..graph import Graph, Node
+from ..limits import check_stored_array
 from ..ops import HOST_OPS, OPS
 
 META_KEY = "spikedeploy"
@@ -337,6 +338,7 @@ def _h5_to_dict(group) -> dict:
         if isinstance(item, h5py.Group):
             out[k] = _h5_to_dict(item)
         else:
+            check_stored_array(item.file.filename, item.name, item.shape or (), item.dtype.itemsize)
             out[k] = _decode(item[()])
     return out
 

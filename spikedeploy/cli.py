@@ -210,8 +210,8 @@ def _about(path: str):
 def simulate(graph_file, backend, target, input_specs, steps, batch, density, seed, dt, out_path, as_json) -> None:
     """Simulate GRAPH (NIR, netx .net or quantized file) and write spikes per layer and outputs to RUN.npz."""
     from .graph import set_dt
-    from .qgraph import QGraph
     from .paths import check_command_paths
+    from .qgraph import QGraph
     from .run import save_run
     from .simulate import parse_input_args, random_inputs
     from .simulate import simulate as run_sim
@@ -342,10 +342,10 @@ def quantize(graph_file, target, method, calib_specs, weight_bits, allow_approxi
              as_json) -> None:
     """Quantize GRAPH for a target and report, layer by layer, how far the fixed-point spikes stay from float."""
     from .graph import set_dt
+    from .paths import check_command_paths
     from .qgraph_io import save_qgraph
     from .quantize import quantize as run_quantize
     from .quantize_fidelity import fidelity
-    from .paths import check_command_paths
     from .simulate import parse_input_args, random_inputs
 
     check_command_paths(outputs={"-o/--output": out_path, "--netx": netx_path},
@@ -404,8 +404,8 @@ def partition(graph_file, target, run_path, chips, max_cores, allocator, out_pat
     from .atomic import atomic_write
     from .jsonout import dumps
     from .partition import partition as run_partition
-    from .qgraph import QGraph
     from .paths import check_command_paths
+    from .qgraph import QGraph
     from .run import load_run
 
     check_command_paths(outputs={"-o/--output": out_path}, inputs=[graph_file, run_path, _target_file(target)])
@@ -459,9 +459,9 @@ def report(graph_file, target, run_path, placement_path, fidelity_path, html_pat
 
     from .errors import FileFormatError
     from .partition import partition as run_partition
+    from .paths import check_command_paths
     from .qgraph import QGraph
     from .report import build_report, render_terminal
-    from .paths import check_command_paths
     from .run import load_run
 
     check_command_paths(outputs={"--html": html_path},

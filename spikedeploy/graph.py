@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .errors import GraphError, ParameterError, ShapeError
+from .limits import check_shape
 from .ops import OPS, Shape, is_neuron, synapse_count
 
 RESET_MODES = ("zero", "subtract")
@@ -209,6 +210,7 @@ class Graph:
                 node.out_shape = tuple(int(x) for x in np.asarray(out).ravel()) if out is not None else in_shape
             else:
                 node.out_shape = tuple(int(x) for x in spec.infer(node, in_shape))
+            check_shape(node.out_shape, f"node '{name}' ({node.op})", empty_ok=node.op != "Input")
         for a, b in back:
             sa, sb = self.nodes[a].out_shape, self.nodes[b].in_shape
             if sa and sb and int(np.prod(sa)) != int(np.prod(sb)):
