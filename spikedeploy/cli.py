@@ -412,6 +412,10 @@ def partition(graph_file, target, run_path, chips, max_cores, allocator, out_pat
     model = _load(graph_file)
     graph, qg = (model.graph, model) if isinstance(model, QGraph) else (model, None)
     run = load_run(run_path) if run_path else None
+    if run is not None:
+        from .companion import check_run_matches
+
+        check_run_matches(run, graph, run_path, graph_file)
     with _about(graph_file):
         pl = run_partition(graph, target, run=run, qgraph=qg, chips=chips, max_cores=max_cores, allocator=allocator)
     d = pl.as_dict()
@@ -469,13 +473,20 @@ def report(graph_file, target, run_path, placement_path, fidelity_path, html_pat
     model = _load(graph_file)
     graph, qg = (model.graph, model) if isinstance(model, QGraph) else (model, None)
     run = load_run(run_path) if run_path else None
+    if run is not None:
+        from .companion import check_run_matches
+
+        check_run_matches(run, graph, run_path, graph_file)
     placement = None
     if placement_path:
+        from .companion import check_placement_file
+
         try:
-            saved = json.loads(open(placement_path).read())
-            opts = saved["options"]
-        except (OSError, ValueError, KeyError) as e:
+            with open(placement_path, encoding="utf-8") as f:
+                saved = json.loads(f.read())
+        except (OSError, ValueError) as e:
             raise FileFormatError(f"{placement_path}: not a placement file from `spikedeploy partition -o` ({e})") from e
+        opts = check_placement_file(saved, placement_path, graph, graph_file)
         placement = run_partition(graph, target, run=run, qgraph=qg, chips=opts.get("chips"),
                                   max_cores=opts.get("max_cores"), allocator=opts.get("allocator", "greedy"))
         if placement.cores_used != saved.get("cores_used") or placement.target != saved.get("target"):
@@ -484,9 +495,10 @@ def report(graph_file, target, run_path, placement_path, fidelity_path, html_pat
     fid = None
     if fidelity_path:
         try:
-            fid = json.loads(open(fidelity_path).read())
+            with open(fidelity_path, encoding="utf-8") as f:
+                fid = json.loads(f.read())
             fid = fid.get("fidelity", fid)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, AttributeError) as e:
             raise FileFormatError(f"{fidelity_path}: not a JSON fidelity report ({e})") from e
         if not isinstance(fid, dict) or "dice_min" not in fid:
             raise FileFormatError(f"{fidelity_path}: not a fidelity report of this version (no 'dice_min' spike "

@@ -44,7 +44,7 @@ def test_interrupted_write_removes_its_temporary_file(tmp_path):
 def test_full_disk_is_one_clean_error(tmp_path, monkeypatch):
     out = tmp_path / "x.bin"
     out.write_bytes(b"old")
-    with pytest.raises(OutputPathError, match="no space left on the device"), atomic_write(out) as f:
+    with pytest.raises(OutputPathError, match="no space left on the device"), atomic_write(out):
         raise OSError(28, "No space left on device")  # what write() raises on a full disk (ENOSPC)
     assert out.read_bytes() == b"old" and tmp_files(tmp_path) == []
 
