@@ -56,6 +56,7 @@ import numpy as np
 from ..errors import FileFormatError, RepairWarning, SpikeDeployError, UnsupportedError
 from ..graph import Graph, Node
 from ..limits import check_shape, check_stored_array
+from ..netx_check import check_netx_layers
 from ..ops import conv_params
 from ..qgraph import QGraph
 
@@ -140,6 +141,7 @@ def read_netx(path: str | Path, *, num_layers: int | None = None,
                         {k: _plain(v[()]) for k, v in f["simulation"].items()} if "simulation" in f else {}))
     if num_layers is not None:
         layers = layers[: int(num_layers)]
+    check_netx_layers(layers, path)
     return _Builder(path, sim, input_shape).build(layers)
 
 
@@ -165,6 +167,8 @@ def _read_layers(group, path: Path) -> list[dict]:
     def read(g) -> dict:
         out = {}
         for k, item in g.items():
+            if item is None:  # a dangling link in a damaged file
+                raise KeyError(f"'{k}' in {g.name} cannot be read")
             if not isinstance(item, h5py.Group):
                 check_stored_array(path, item.name, item.shape or (), item.dtype.itemsize)
             out[k] = read(item) if isinstance(item, h5py.Group) else item[()]

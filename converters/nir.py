@@ -337,6 +337,8 @@ def _h5_to_dict(group) -> dict:
     for k, item in group.items():
         if isinstance(item, h5py.Group):
             out[k] = _h5_to_dict(item)
+        elif item is None:  # a dangling link in a damaged file
+            raise KeyError(f"'{k}' in {group.name} cannot be read")
         else:
             check_stored_array(item.file.filename, item.name, item.shape or (), item.dtype.itemsize)
             out[k] = _decode(item[()])
@@ -579,7 +581,7 @@ def _dict_to_node(name: str, nd: dict, where: str) -> tuple[Node, Any]:
             if params[k] is None:
                 raise FileFormatError(f"{where}: node '{name}' ({t}): '{k}' is the string '{nd[k]}'")
     for k, v in list(params.items()):
-        if isinstance(v, np.ndarray) and v.dtype == object:
+        if isinstance(v, np.ndarray) and v.dtype == object or isinstance(v, str | bytes):
             raise FileFormatError(f"{where}: node '{name}' ({t}): parameter '{k}' is not numeric")
     for k in json.loads(_decode(ours["none"])) if "none" in ours else ():
         params[k] = None

@@ -15,6 +15,7 @@ import numpy as np
 
 from .errors import GraphError, ParameterError, ShapeError
 from .limits import check_shape
+from .param_check import check_node_params
 from .ops import OPS, Shape, is_neuron, synapse_count
 
 RESET_MODES = ("zero", "subtract")
@@ -231,6 +232,7 @@ class Graph:
             for k in node.spec.required:
                 if k not in node.params or node.params[k] is None:
                     raise ParameterError(f"node '{name}' ({node.op}): missing parameter '{k}'")
+            check_node_params(name, node)
             for k, v in node.params.items():
                 if isinstance(v, np.ndarray) and v.dtype.kind in "fiu" and not np.all(np.isfinite(v)):
                     if k in ("tau", "r") and node.op in ("IF",):
