@@ -15,8 +15,8 @@ import numpy as np
 
 from .errors import GraphError, ParameterError, ShapeError
 from .limits import check_shape
-from .param_check import check_node_params
 from .ops import OPS, Shape, is_neuron, synapse_count
+from .param_check import check_node_params
 
 RESET_MODES = ("zero", "subtract")
 # Per-node neuron rule, in node.meta (graph.reset / graph.reset_delay are the defaults for nodes without one):
