@@ -129,7 +129,8 @@ def make_seeds(d: Path) -> dict[str, Path]:
 # ---- mutations ---------------------------------------------------------------------------------------------
 # HDF5 dataset names whose values must be positive sizes, or non-negative
 _SIZE_KEYS = {"shape", "input_type", "output_type", "kernel_size", "stride", "inFeatures", "outFeatures"}
-_NONNEG_KEYS = {"tau", "tau_mem", "tau_syn", "delay", "iDecay", "vDecay", "vThMant", "refDelay", "r", "v_threshold"}
+# (NIR's r and v_threshold may be negative or zero: the NIR round-trip tests write such files on purpose)
+_NONNEG_KEYS = {"tau", "tau_mem", "tau_syn", "delay", "iDecay", "vDecay", "vThMant", "refDelay"}
 # datasets whose contents a reader may legitimately ignore (provenance, unused metadata)
 _META_KEYS = {"version", "metadata", "gradedSpike", "refDelay", "inFeatures", "outFeatures", "input_type", "output_type"}
 
@@ -325,7 +326,7 @@ def mutate_text(src: Path, dst: Path, rng: random.Random, kind: str) -> tuple[st
     label = "maybe"
     keys = path.split("/")
     if value is not _DELETE and len(keys) == 2 and keys[0] in ("energy", "timing", "core", "numeric") and not (
-            isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 and value < 1e30):
+            isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 and value < 1e30):
         label = "invalid"
     if value is not _DELETE and keys[0] in ("cores_per_chip", "max_chips") and not (
             isinstance(value, int) and not isinstance(value, bool) and 1 <= value < 1e9):

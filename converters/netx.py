@@ -167,7 +167,7 @@ def _read_layers(group, path: Path) -> list[dict]:
     def read(g) -> dict:
         out = {}
         for k, item in g.items():
-            if item is None:  # a dangling link in a damaged file
+            if not isinstance(item, h5py.Group | h5py.Dataset):  # a dangling link or named datatype
                 raise KeyError(f"'{k}' in {g.name} cannot be read")
             if not isinstance(item, h5py.Group):
                 check_stored_array(path, item.name, item.shape or (), item.dtype.itemsize)

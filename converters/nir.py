@@ -42,7 +42,9 @@ from ..errors import (
 )
 from ..graph import Graph, Node
 from ..limits import check_stored_array
+from ..nir_check import check_nir_dataset
 from ..ops import HOST_OPS, OPS
+from ..param_check import check_node_params
 
 META_KEY = "spikedeploy"
 META_VERSION = 1
@@ -337,11 +339,12 @@ def _h5_to_dict(group) -> dict:
     for k, item in group.items():
         if isinstance(item, h5py.Group):
             out[k] = _h5_to_dict(item)
-        elif item is None:  # a dangling link in a damaged file
+        elif not isinstance(item, h5py.Dataset):  # a dangling link or a named datatype in a damaged file
             raise KeyError(f"'{k}' in {group.name} cannot be read")
         else:
             check_stored_array(item.file.filename, item.name, item.shape or (), item.dtype.itemsize)
             out[k] = _decode(item[()])
+            check_nir_dataset(item.file.filename, item.name, out[k])
     return out
 
 
@@ -589,6 +592,10 @@ def _dict_to_node(name: str, nd: dict, where: str) -> tuple[Node, Any]:
         if params.get(k) is not None:
             params[k] = _unbroadcast(np.asarray(params[k]), tuple(shp))
     node = Node(name, t, params=params)
+    try:
+        check_node_params(name, node)
+    except SpikeDeployError as e:
+        raise type(e)(f"{where}: {e}") from None
     # Node() turns numbers into arrays; keep 0-d numpy values as 0-d arrays of the same dtype
     if "placement" in ours:
         node.placement = str(_decode(ours["placement"]))

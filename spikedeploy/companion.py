@@ -81,7 +81,9 @@ def check_placement_file(saved: Any, path, graph, graph_file) -> dict:
                               "for another graph, so run partition on this one")
     graph.infer_shapes()
     for name, lay in layers.items():
-        n = lay.get("neurons") if isinstance(lay, dict) else None
+        if not isinstance(lay, dict):
+            raise FileFormatError(f"{path}: layer '{name}' is {lay!r:.40}, not an object; write it again with partition -o")
+        n = lay.get("neurons")
         have = math.prod(graph.nodes[name].out_shape or ())
         if n is not None and n != have:
             raise FileFormatError(f"{path}: layer '{name}' has {n!r} neurons in the placement but {have} in "

@@ -235,8 +235,8 @@ class Graph:
             check_node_params(name, node)
             for k, v in node.params.items():
                 if isinstance(v, np.ndarray) and v.dtype.kind in "fiu" and not np.all(np.isfinite(v)):
-                    if k in ("tau", "r") and node.op in ("IF",):
-                        continue
+                    if k in ("tau", "r") and node.op in ("IF",) and np.all(np.isfinite(v) | (v == np.inf)):
+                        continue  # an IF's r = inf (no leak term) is how some exporters write it
                     raise ParameterError(
                         f"node '{name}' ({node.op}): parameter '{k}' has non-finite values (NaN or inf); "
                         "fix the exporter or the checkpoint"

@@ -41,7 +41,7 @@ def _check_group(d: dict, path, i: int, prefix: str) -> None:
             raise FileFormatError(f"{where}: holds NaN or infinite values; netx parameters must be finite")
         if k in _NEURON_RANGES:
             lo, hi = _NEURON_RANGES[k]
-            if a.size != 1 or not lo <= float(a.ravel()[0]) <= hi or float(a.ravel()[0]) != int(a.ravel()[0]):
+            if a.size != 1 or a.ndim > 1 or not lo <= float(a.ravel()[0]) <= hi or float(a.ravel()[0]) != int(a.ravel()[0]):
                 raise FileFormatError(f"{where}: is {a.ravel()[:4].tolist()}; expected one integer in {lo}..{hi}")
         elif k == "shape":
             if a.ndim != 1 or a.size == 0 or np.any(a < 1) or np.any(a != np.round(a)):
@@ -53,3 +53,6 @@ def _check_group(d: dict, path, i: int, prefix: str) -> None:
                 raise FileFormatError(f"{where}: has {a.ndim} dimensions; a delay is a scalar, a vector or (out, in)")
         elif k in ("weight", "weight_rec", "bias") and a.size == 0:
             raise FileFormatError(f"{where}: is an empty array")
+        if k in ("weight", "weight_rec") and a.ndim not in (2, 4, 5):
+            raise FileFormatError(f"{where}: has shape {list(a.shape)}; a dense weight is (out, in), a conv weight "
+                                  "(out, in, kH, kW[, kT])")

@@ -14,6 +14,7 @@ from .errors import ParameterError
 _STRUCTURE = {"stride": 1, "dilation": 1, "groups": 1, "kernel_size": 1, "padding": 0, "shape": 1,
               "input_shape": 1, "out_shape": 1, "start_dim": None, "end_dim": None}
 _MAX_STRUCTURE = 2**24
+_SCALARS = {"groups", "start_dim", "end_dim"}
 _MAX_NDIM = 4  # Conv2d weights (out, in, kH, kW) are the largest rank a node holds
 
 
@@ -46,8 +47,8 @@ def _check_structure(where: str, k: str, a: np.ndarray, least: int | None) -> No
     if a.dtype.kind == "f":
         if not np.isfinite(a).all() or np.any(a != np.round(a)):
             raise ParameterError(f"{where}: '{k}' is {a.tolist()}; expected whole numbers")
-    if k == "groups" and a.size != 1:
-        raise ParameterError(f"{where}: 'groups' is {a.tolist()}; expected one number")
+    if k in _SCALARS and a.ndim != 0:
+        raise ParameterError(f"{where}: '{k}' is {a.tolist()}; expected a single number")
     if least is not None and a.size and (a.min() < least or a.max() > _MAX_STRUCTURE):
         raise ParameterError(f"{where}: '{k}' is {a.tolist()}; each value must lie in {least}..{_MAX_STRUCTURE:,}")
 

@@ -25,6 +25,9 @@ def check_header_types(header: dict, path) -> None:
                 or not isinstance(nd.get("params"), dict) or not isinstance(nd.get("meta", {}), dict):
             raise FileFormatError(f"{path}: QGraph node {i} is malformed (name, op, params and meta must be a "
                                   "string, a string and two objects)")
+        for key in ("placement", "modality"):
+            if nd.get(key) is not None and not isinstance(nd.get(key), str):
+                raise FileFormatError(f"{path}: QGraph node '{nd['name']}': {key} {nd.get(key)!r:.40} is not a string")
         for key in ("in_shape", "out_shape"):
             s = nd.get(key)
             if s is not None and not (isinstance(s, list) and all(isinstance(x, int) and not isinstance(x, bool)
@@ -43,12 +46,22 @@ def check_header_types(header: dict, path) -> None:
         raise FileFormatError(f"{path}: QGraph target is {header.get('target')!r:.40}; expected a target name")
 
 
+# quantized parameters that are numbers (or arrays of numbers), whichever target wrote them
+_NUMERIC_Q = {"weight", "weight_exp", "num_weight_bits", "bias_mant", "bias_exp", "du", "dv", "vth", "delay"}
+_MAY_BE_NONE = {"delay"}
+
+
 def validate_qgraph(qg, path) -> None:
     g = qg.graph
     if g.dt is not None and (isinstance(g.dt, bool) or not isinstance(g.dt, (int, float, np.number))):
         raise FileFormatError(f"{path}: QGraph dt is {g.dt!r:.40}; expected a number of seconds or null")
     if g.reset not in ("zero", "subtract"):
         raise FileFormatError(f"{path}: QGraph reset is {g.reset!r:.40}; expected 'zero' or 'subtract'")
+    for name, node in g.nodes.items():
+        for k in ("weight", "bias"):
+            v = node.params.get(k)
+            if v is not None and not isinstance(v, np.ndarray):
+                raise FileFormatError(f"{path}: node '{name}' parameter '{k}' is {v!r:.40}, not an array")
     try:
         g.validate()
     except SpikeDeployError as e:
@@ -59,6 +72,8 @@ def validate_qgraph(qg, path) -> None:
         if not isinstance(q, dict):
             raise FileFormatError(f"{path}: quantized parameters of node '{node}' are not an object")
         for key, v in q.items():
+            if key in _NUMERIC_Q and (v is None and key not in _MAY_BE_NONE or isinstance(v, str | bytes | bool)):
+                raise FileFormatError(f"{path}: node '{node}' quantized '{key}' is {v!r:.40}; expected a number or array")
             _check_value(path, f"node '{node}' quantized '{key}'", v)
     for node, s in qg.scale.items():
         if isinstance(s, dict | list | tuple | np.ndarray):
