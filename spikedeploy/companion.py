@@ -85,7 +85,7 @@ def check_placement_file(saved: Any, path, graph, graph_file) -> dict:
             raise FileFormatError(f"{path}: layer '{name}' is {lay!r:.40}, not an object; write it again with partition -o")
         n = lay.get("neurons")
         have = math.prod(graph.nodes[name].out_shape or ())
-        if n is not None and n != have:
+        if n != have:
             raise FileFormatError(f"{path}: layer '{name}' has {n!r} neurons in the placement but {have} in "
                                   f"{graph_file}; it was made for another graph, so run partition on this one")
     return opts

@@ -20,14 +20,16 @@ _NUMERIC_KEYS = {"weight", "weight_rec", "bias", "delay", "shape", "stride", "pa
 
 def check_netx_layers(layers: list[dict], path) -> None:
     for i, lc in enumerate(layers):
-        _check_group(lc, path, i, "")
+        t = np.asarray(lc.get("type", b"")).ravel()
+        kind = t[0].decode("ascii", "replace") if t.size and isinstance(t[0], bytes) else str(t[0] if t.size else "")
+        _check_group(lc, path, i, "", kind)
 
 
-def _check_group(d: dict, path, i: int, prefix: str) -> None:
+def _check_group(d: dict, path, i: int, prefix: str, kind: str) -> None:
     for k, v in d.items():
         name = f"{prefix}{k}"
         if isinstance(v, dict):
-            _check_group(v, path, i, f"{name}/")
+            _check_group(v, path, i, f"{name}/", kind)
             continue
         if k in _TEXT_KEYS:
             continue
@@ -53,6 +55,11 @@ def _check_group(d: dict, path, i: int, prefix: str) -> None:
                 raise FileFormatError(f"{where}: has {a.ndim} dimensions; a delay is a scalar, a vector or (out, in)")
         elif k in ("weight", "weight_rec", "bias") and a.size == 0:
             raise FileFormatError(f"{where}: is an empty array")
-        if k in ("weight", "weight_rec") and a.ndim not in (2, 4, 5):
+        if k in ("weight", "weight_rec") and kind != "input" and a.ndim not in (1, 2, 4, 5):
             raise FileFormatError(f"{where}: has shape {list(a.shape)}; a dense weight is (out, in), a conv weight "
                                   "(out, in, kH, kW[, kT])")
+        if k == "weight" and kind in ("dense", "dense_rec") and "shape" in d:
+            n = int(np.prod(np.asarray(d["shape"]), dtype=np.float64))
+            if n < 1 or a.size < n or a.size % n:
+                raise FileFormatError(f"{where}: holds {a.size} values, which is not a whole number of rows for the "
+                                      f"layer's {n} neurons")

@@ -42,7 +42,7 @@ def check_node_params(name: str, node) -> None:
 
 
 def _check_structure(where: str, k: str, a: np.ndarray, least: int | None) -> None:
-    if a.ndim > 1:
+    if a.ndim > 1 or a.size == 0:
         raise ParameterError(f"{where}: '{k}' has shape {list(a.shape)}; expected a number or a list of numbers")
     if a.dtype.kind == "f":
         if not np.isfinite(a).all() or np.any(a != np.round(a)):

@@ -71,10 +71,20 @@ def validate_qgraph(qg, path) -> None:
             raise FileFormatError(f"{path}: quantized parameters for node '{node}', which the graph does not have")
         if not isinstance(q, dict):
             raise FileFormatError(f"{path}: quantized parameters of node '{node}' are not an object")
+        w = g.nodes[node].params.get("weight")
+        if "weight" in q and isinstance(w, np.ndarray) and (
+                not isinstance(q["weight"], np.ndarray) or q["weight"].shape != w.shape):
+            raise FileFormatError(f"{path}: node '{node}' quantized weight has shape {list(np.shape(q['weight']))}, "
+                                  f"the graph's weight {list(w.shape)}; they must agree")
         for key, v in q.items():
-            if key in _NUMERIC_Q and (v is None and key not in _MAY_BE_NONE or isinstance(v, str | bytes | bool)):
+            if key in _NUMERIC_Q and (v is None and key not in _MAY_BE_NONE or isinstance(v, str | bytes | bool | dict)):
                 raise FileFormatError(f"{path}: node '{node}' quantized '{key}' is {v!r:.40}; expected a number or array")
             _check_value(path, f"node '{node}' quantized '{key}'", v)
+            if key in _NUMERIC_Q and v is not None:
+                bound = 64 if key.endswith("_exp") else 2**48
+                if np.any(np.abs(np.asarray(v, dtype=np.float64)) > bound):
+                    raise FileFormatError(f"{path}: node '{node}' quantized '{key}' exceeds {bound:,} in magnitude; "
+                                          "no target has such values")
     for node, s in qg.scale.items():
         if isinstance(s, dict | list | tuple | np.ndarray):
             continue  # per-channel or structured scales: their arrays are checked as values
