@@ -224,6 +224,10 @@ class Graph:
             raise GraphError("graph has no Input node")
         if not self.outputs:
             raise GraphError("graph has no Output node")
+        into_input = [(a, b) for a, b in self.edges if b in self.nodes and self.nodes[b].op == "Input"]
+        if into_input:
+            a, b = into_input[0]
+            raise GraphError(f"edge ({a} -> {b}) leads into Input node '{b}'; an Input takes no edges, remove it")
         if self.reset not in RESET_MODES:
             raise GraphError(f"reset mode must be one of {RESET_MODES}, got '{self.reset}'")
         if self.dt is not None and not (np.isfinite(self.dt) and self.dt > 0):
