@@ -15,6 +15,8 @@ in-process (like `spikedeploy ...`, through the same error handling as `main`), 
     internal    exit 3 ("this is a bug"), any other exception, or an error of more than one line
     garbage     exit 0 on a mutation that is invalid by construction (NaN weights, negative counts, ...)
     hang        no result within --case-timeout seconds
+    crash       the process died (a signal such as SIGSEGV inside a C library); the cases run in worker
+                processes, and a new worker goes on with the next case
 
 A mutation is labelled invalid only where the file then breaks a documented rule; mutations whose
 effect may be legitimate (a scaled weight, a flipped byte in padding) are labelled "maybe" and count as
@@ -33,6 +35,7 @@ import random
 import resource
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -167,7 +170,8 @@ def mutate_hdf5(src: Path, dst: Path, rng: random.Random) -> tuple[str, str]:
         if kind == "nan" and numeric:
             new, invalid = np.full(np.shape(old), np.nan), "invalid"
         elif kind == "inf" and numeric:
-            new, invalid = np.full(np.shape(old), rng.choice([np.inf, -np.inf])), "invalid"
+            new = np.full(np.shape(old), rng.choice([np.inf, -np.inf]))
+            invalid = "maybe" if key in ("r", "tau") else "invalid"  # an IF's r = +inf is how Sinabs writes it
         elif kind == "complex" and numeric:
             new, invalid = np.asarray(old, dtype=np.complex128) + 1j, "invalid"
         elif kind == "empty" and numeric:
@@ -468,35 +472,94 @@ def classify(outcome: str, label: str) -> str:
     return outcome
 
 
-def fuzz(cases: int, seed: int, case_timeout: float, time_limit: float | None, workdir: Path | None = None) -> dict:
+def worker(start: int, cases: int, seed: int, case_timeout: float, d: Path, log: Path) -> None:
+    """Run cases start.. in this process, appending one JSON line per case to `log` (a "start" line first,
+    so that the parent can name the case that killed the process)."""
     signal.signal(signal.SIGALRM, _alarm)
+    seeds = make_seeds(d)
+    with open(log, "a") as out:
+        for i in range(start, cases):
+            rng = random.Random(f"{seed}:{i}")  # per case: a restarted worker replays nothing
+            kind, desc, label, argv = make_case(seeds, d, rng, i)
+            out.write(json.dumps({"i": i, "start": True, "kind": kind, "mutation": desc, "label": label,
+                                  "argv": argv}) + "\n")
+            out.flush()
+            outcome, code, line = run_cli(argv, case_timeout)
+            out.write(json.dumps({"i": i, "result": classify(outcome, label), "message": line[:300]}) + "\n")
+            out.flush()
+
+
+def fuzz(cases: int, seed: int, case_timeout: float, time_limit: float | None, workdir: Path | None = None,
+         memory_gb: float = 6.0) -> dict:
+    """Run `cases` cases in worker processes; a worker killed by a signal (a crash inside a C library)
+    makes its case a "crash" and a new worker goes on with the next case."""
     d = Path(workdir or tempfile.mkdtemp(prefix="sdfuzz."))
     d.mkdir(parents=True, exist_ok=True)
     if not (d / "fifo").exists():
         os.mkfifo(d / "fifo")
-    seeds = make_seeds(d)
-    rng = random.Random(seed)
+    log = d / "cases.jsonl"
+    log.write_text("")
     table: dict[str, Counter] = defaultdict(Counter)
     findings: list[dict] = []
     t0 = time.time()
-    done = 0
-    for i in range(cases):
-        if time_limit is not None and time.time() - t0 > time_limit:
+    done, nxt = 0, 0
+    started: dict[int, dict] = {}
+    pos = 0
+    while nxt < cases:
+        left = None if time_limit is None else time_limit - (time.time() - t0)
+        if left is not None and left <= 0:
             break
-        kind, desc, label, argv = make_case(seeds, d, rng, i)
-        outcome, code, line = run_cli(argv, case_timeout)
-        result = classify(outcome, label)
-        table[kind][result] += 1
+        p = subprocess.Popen([sys.executable, __file__, "--worker", "--start", str(nxt), "--cases", str(cases),
+                              "--seed", str(seed), "--case-timeout", str(case_timeout), "--workdir", str(d),
+                              "--memory-gb", str(memory_gb)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+        try:
+            _, err = p.communicate(timeout=left)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            _, err = p.communicate()
+        with open(log) as f:
+            f.seek(pos)
+            lines = f.read().splitlines()
+            pos = f.tell()
+        last_started = None
+        for ln in lines:
+            rec = json.loads(ln)
+            if rec.get("start"):
+                started[rec["i"]] = rec
+                last_started = rec["i"]
+                continue
+            info = started.pop(rec["i"])
+            table[info["kind"]][rec["result"]] += 1
+            done += 1
+            last_started = None
+            nxt = rec["i"] + 1
+            if rec["result"] in ("internal", "garbage", "hang"):
+                findings.append({"case": rec["i"], "kind": info["kind"], "mutation": info["mutation"],
+                                 "label": info["label"], "result": rec["result"],
+                                 "argv": [a.replace(str(d), "$D") for a in info["argv"]], "message": rec["message"]})
+        if p.returncode == 0:
+            break
+        if last_started is None:
+            if left is not None and time.time() - t0 >= time_limit:
+                break
+            raise RuntimeError(f"fuzz worker failed before its first case: {err[-2000:]}")
+        info = started.pop(last_started)
+        if left is not None and time.time() - t0 >= time_limit:
+            break  # stopped by the time limit, not a crash
+        table[info["kind"]]["crash"] += 1
         done += 1
-        if result in ("internal", "garbage", "hang"):
-            findings.append({"case": i, "kind": kind, "mutation": desc, "label": label, "result": result,
-                             "argv": [a.replace(str(d), "$D") for a in argv], "message": line[:300]})
+        findings.append({"case": last_started, "kind": info["kind"], "mutation": info["mutation"],
+                         "label": info["label"], "result": "crash",
+                         "argv": [a.replace(str(d), "$D") for a in info["argv"]],
+                         "message": f"process killed by signal {-p.returncode}" if p.returncode < 0 else err[-300:]})
+        nxt = last_started + 1
     return {"cases": done, "seed": seed, "seconds": round(time.time() - t0, 1),
             "table": {k: dict(v) for k, v in sorted(table.items())}, "findings": findings}
 
 
 def render_table(res: dict) -> str:
-    cols = ["refused", "success", "internal", "garbage", "hang"]
+    cols = ["refused", "success", "internal", "crash", "garbage", "hang"]
     rows = ["| file kind | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     tot = Counter()
     for kind, c in res["table"].items():
@@ -516,16 +579,22 @@ def main(argv=None) -> int:
     ap.add_argument("--json", dest="json_path", default=None, help="write the result (with every finding) here")
     ap.add_argument("--table", action="store_true", help="print the result as a Markdown table")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--start", type=int, default=0, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
-    lim = int(a.memory_gb * 2**30)
-    resource.setrlimit(resource.RLIMIT_AS, (lim, lim))
-    res = fuzz(a.cases, a.seed, a.case_timeout, a.time_limit, Path(a.workdir) if a.workdir else None)
+    if a.worker:
+        lim = int(a.memory_gb * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (lim, lim))
+        worker(a.start, a.cases, a.seed, a.case_timeout, Path(a.workdir), Path(a.workdir) / "cases.jsonl")
+        return 0
+    res = fuzz(a.cases, a.seed, a.case_timeout, a.time_limit, Path(a.workdir) if a.workdir else None, a.memory_gb)
     if a.json_path:
         Path(a.json_path).write_text(json.dumps(res, indent=1))
     if a.table:
         print(render_table(res))
     bad = Counter(f["result"] for f in res["findings"])
     print(f"{res['cases']} cases in {res['seconds']} s: {bad.get('internal', 0)} internal errors, "
+          f"{bad.get('crash', 0)} crashes, "
           f"{bad.get('garbage', 0)} silent accepts of invalid input, {bad.get('hang', 0)} hangs")
     for f in res["findings"][:40]:
         print(f"  {f['result']:8s} {f['kind']:9s} {f['mutation'][:60]:60s} {f['message'][:150]}")

@@ -524,7 +524,18 @@ def _edge_list(e: Any, where: str, prefix: str) -> list[tuple[Any, Any]]:
     if arr.ndim != 2 or arr.shape[1] != 2:
         raise FileFormatError(f"{where}: edges of graph '{prefix[:-1] or '(top)'}' have shape {list(arr.shape)}, "
                               "expected (n, 2)")
-    return [(a, b) for a, b in arr.tolist()]
+    out = []
+    for a, b in arr.tolist():
+        try:
+            a, b = (x.decode("utf8") if isinstance(x, bytes) else x for x in (a, b))
+        except UnicodeDecodeError:
+            raise FileFormatError(f"{where}: an edge of graph '{prefix[:-1] or '(top)'}' names a node in bytes that "
+                                  "are not UTF-8; the file is damaged") from None
+        if not (isinstance(a, str) and isinstance(b, str)):
+            raise FileFormatError(f"{where}: edge ({a!r:.30}, {b!r:.30}) of graph '{prefix[:-1] or '(top)'}' does "
+                                  "not name two nodes")
+        out.append((a, b))
+    return out
 
 
 def _repair_edge_names(edges, local: dict, where: str, prefix: str, repairs: list[str]):

@@ -58,7 +58,12 @@ def _check_bias(where: str, node) -> None:
     if b is None or w is None or node.op not in ("Affine", "Conv1d", "Conv2d"):
         return
     b, w = np.asarray(b), np.asarray(w)
-    if w.ndim < 2 or b.ndim == 0 or b.size == 1:
+    if w.ndim < 2:
+        return
+    if node.op != "Affine" and b.size != w.shape[0]:  # torch's conv takes exactly one bias per channel
+        raise ParameterError(f"{where}: bias has {b.size} values but the weight {list(w.shape)} gives "
+                             f"{w.shape[0]} channels; they must agree")
+    if b.ndim == 0 or b.size == 1:
         return
     if node.op == "Affine" and b.size != w.shape[0]:
         raise ParameterError(f"{where}: bias has {b.size} values but the weight {list(w.shape)} gives {w.shape[0]} "
