@@ -174,6 +174,13 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def _shm_mapped(pids) -> set[str]:
     names = set()
     for pid in pids:
@@ -198,12 +205,18 @@ def test_sigterm_during_lava_run_leaves_no_worker_and_no_shared_memory(tmp_path,
     time.sleep(1.0)
     kids = _children(p.pid)
     shm = _shm_mapped([p.pid, *kids])
+    assert shm, "Lava's processes map no shared memory: the leak check below would prove nothing"
     p.send_signal(signal.SIGTERM)
     try:
         rc = p.wait(60)
+        t0 = time.time()
+        while True:  # workers end after the main process; give them a moment, then they are orphans
+            left = [k for k in kids if _alive(k)]
+            if not left or time.time() - t0 > 15:
+                break
+            time.sleep(0.2)
     finally:
-        left = [k for k in kids if Path(f"/proc/{k}").exists() and
-                Path(f"/proc/{k}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+        left = [k for k in kids if _alive(k)]
         if left or p.poll() is None:  # do not leave them behind even when the test fails
             os.killpg(p.pid, signal.SIGKILL)
     assert rc == 143, p.stderr.read()
