@@ -42,6 +42,8 @@ def check_header_types(header: dict, path) -> None:
     for key in ("meta",):
         if not isinstance(g.get(key, {}), dict) or not isinstance(header.get(key, {}), dict):
             raise FileFormatError(f"{path}: QGraph {key} is not an object")
+    if not isinstance(header.get("deviations", []), list) or not all(isinstance(x, str) for x in header["deviations"]):
+        raise FileFormatError(f"{path}: QGraph deviations are not a list of strings")
     if not isinstance(header.get("target"), str):
         raise FileFormatError(f"{path}: QGraph target is {header.get('target')!r:.40}; expected a target name")
 
@@ -49,12 +51,16 @@ def check_header_types(header: dict, path) -> None:
 # quantized parameters that are numbers (or arrays of numbers), whichever target wrote them
 _NUMERIC_Q = {"weight", "weight_exp", "num_weight_bits", "bias_mant", "bias_exp", "du", "dv", "vth", "delay"}
 _MAY_BE_NONE = {"delay"}
+_SCALAR_Q = {"weight_exp", "num_weight_bits", "bias_exp", "du", "dv", "vth"}  # a number or a numpy array
+_MAX_DT = 1e3  # seconds per step: far above any neuromorphic time step (typically 1e-3)
 
 
 def validate_qgraph(qg, path) -> None:
     g = qg.graph
-    if g.dt is not None and (isinstance(g.dt, bool) or not isinstance(g.dt, (int, float, np.number))):
-        raise FileFormatError(f"{path}: QGraph dt is {g.dt!r:.40}; expected a number of seconds or null")
+    if g.dt is not None and (isinstance(g.dt, bool) or not isinstance(g.dt, (int, float, np.number))
+                             or not 0 < float(g.dt) <= _MAX_DT):
+        raise FileFormatError(f"{path}: QGraph dt is {g.dt!r:.40}; expected a number of seconds in "
+                              f"(0, {_MAX_DT:g}] or null")
     if g.reset not in ("zero", "subtract"):
         raise FileFormatError(f"{path}: QGraph reset is {g.reset!r:.40}; expected 'zero' or 'subtract'")
     for name, node in g.nodes.items():
@@ -77,7 +83,8 @@ def validate_qgraph(qg, path) -> None:
             raise FileFormatError(f"{path}: node '{node}' quantized weight has shape {list(np.shape(q['weight']))}, "
                                   f"the graph's weight {list(w.shape)}; they must agree")
         for key, v in q.items():
-            if key in _NUMERIC_Q and (v is None and key not in _MAY_BE_NONE or isinstance(v, str | bytes | bool | dict)):
+            if key in _NUMERIC_Q and (v is None and key not in _MAY_BE_NONE or isinstance(v, str | bytes | bool | dict)
+                                      or key in _SCALAR_Q and isinstance(v, list | tuple)):
                 raise FileFormatError(f"{path}: node '{node}' quantized '{key}' is {v!r:.40}; expected a number or array")
             _check_value(path, f"node '{node}' quantized '{key}'", v)
             if key in _NUMERIC_Q and v is not None:

@@ -345,3 +345,17 @@ def test_bad_chip_files(work, tmp_path, text, needle):
     t = tmp_path / "chip.toml"
     t.write_text(text)
     refused("partition", work / "g.q.npz", "--target", t, needles=["chip.toml", needle])
+
+
+@pytest.mark.parametrize("path, value, needle", [
+    (("graph", "dt"), 10**29, "dt"), (("deviations",), 1.5, "deviations"),
+    (("q", "linear2", "num_weight_bits"), [1, 2], "num_weight_bits"),
+])
+def test_qgraph_header_values_found_by_the_long_fuzz_run(work, tmp_path, path, value, needle):
+    h, arrays = _qheader(work)
+    d = h
+    for k in path[:-1]:
+        d = d[k]
+    d[path[-1]] = value
+    _write_q(arrays, h, tmp_path / "h.q.npz")
+    refused("inspect", tmp_path / "h.q.npz", needles=["h.q.npz", needle])
