@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SYSDEPS := $(VENV)/.system-deps
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv demo test lint bench clean zoo
+.PHONY: venv demo test lint bench clean zoo fuzz
 
 venv: $(STAMP)
 
@@ -54,6 +54,10 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_engine.py
 	$(PY) benchmarks/bench_partition.py
 	$(PY) benchmarks/bench_quantize_mnist.py
+
+# the long fuzz run (tests/test_fuzz.py runs 2,000 cases of it in `make test`); the README shows its last result
+fuzz: $(STAMP)
+	$(PY) benchmarks/fuzz_cli.py --cases 100000 --seed 7 --table --json benchmarks/results/fuzz.json
 
 clean:
 	rm -rf $(VENV) out build *.egg-info

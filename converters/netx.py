@@ -57,6 +57,8 @@ import numpy as np
 
 from ..errors import FileFormatError, RepairWarning, SpikeDeployError, UnsupportedError
 from ..graph import Graph, Node
+from ..limits import check_shape, check_stored_array
+from ..netx_check import check_netx_layers
 from ..ops import conv_params
 from ..qgraph import QGraph
 from .netx_sdnn import is_sdnn, sdnn_params, sdnn_q
@@ -142,6 +144,7 @@ def read_netx(path: str | Path, *, num_layers: int | None = None,
                         {k: _plain(v[()]) for k, v in f["simulation"].items()} if "simulation" in f else {}))
     if num_layers is not None:
         layers = layers[: int(num_layers)]
+    check_netx_layers(layers, path)
     return _Builder(path, sim, input_shape).build(layers)
 
 
@@ -167,6 +170,10 @@ def _read_layers(group, path: Path) -> list[dict]:
     def read(g) -> dict:
         out = {}
         for k, item in g.items():
+            if not isinstance(item, h5py.Group | h5py.Dataset):  # a dangling link or named datatype
+                raise KeyError(f"'{k}' in {g.name} cannot be read")
+            if not isinstance(item, h5py.Group):
+                check_stored_array(path, item.name, item.shape or (), item.dtype.itemsize)
             out[k] = read(item) if isinstance(item, h5py.Group) else item[()]
         return out
 
@@ -217,6 +224,8 @@ class _Builder:
                 w = np.asarray(layers[0]["weight"])
                 n = int(np.prod(np.asarray(layers[0].get("shape", w.shape[:1]))))
                 shape = (int(w.size // n),)
+            if shape is not None:
+                shape = check_shape(shape, f"{self.path}: input of layer 0")
             if shape is None:
                 raise FileFormatError(f"{self.path}: netx file has no input layer and the input shape cannot be "
                                       "inferred; pass input_shape=(C, H, W) to read_netx")
@@ -273,7 +282,7 @@ class _Builder:
     def layer_input(self, i: int, lc: dict) -> None:
         if self.prev is not None:
             raise self.err(i, "input", "an input layer after other layers is not supported")
-        shape = tuple(int(x) for x in np.asarray(lc["shape"]).ravel())
+        shape = check_shape(np.asarray(lc["shape"]).ravel(), f"{self.path}: layer {i} (input)")
         self.add(Node("input", "Input", params={"shape": np.asarray(shape, dtype=np.int64)}))
         self.prev = "input"
         if "neuron" not in lc:

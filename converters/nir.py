@@ -41,7 +41,10 @@ from ..errors import (
     UnsupportedError,
 )
 from ..graph import Graph, Node
+from ..limits import check_stored_array
+from ..nir_check import check_nir_dataset
 from ..ops import HOST_OPS, OPS
+from ..param_check import check_node_params
 
 META_KEY = "spikedeploy"
 META_VERSION = 1
@@ -336,8 +339,12 @@ def _h5_to_dict(group) -> dict:
     for k, item in group.items():
         if isinstance(item, h5py.Group):
             out[k] = _h5_to_dict(item)
+        elif not isinstance(item, h5py.Dataset):  # a dangling link or a named datatype in a damaged file
+            raise KeyError(f"'{k}' in {group.name} cannot be read")
         else:
+            check_stored_array(item.file.filename, item.name, item.shape or (), item.dtype.itemsize)
             out[k] = _decode(item[()])
+            check_nir_dataset(item.file.filename, item.name, out[k])
     return out
 
 
@@ -517,7 +524,18 @@ def _edge_list(e: Any, where: str, prefix: str) -> list[tuple[Any, Any]]:
     if arr.ndim != 2 or arr.shape[1] != 2:
         raise FileFormatError(f"{where}: edges of graph '{prefix[:-1] or '(top)'}' have shape {list(arr.shape)}, "
                               "expected (n, 2)")
-    return [(a, b) for a, b in arr.tolist()]
+    out = []
+    for a, b in arr.tolist():
+        try:
+            a, b = (x.decode("utf8") if isinstance(x, bytes) else x for x in (a, b))
+        except UnicodeDecodeError:
+            raise FileFormatError(f"{where}: an edge of graph '{prefix[:-1] or '(top)'}' names a node in bytes that "
+                                  "are not UTF-8; the file is damaged") from None
+        if not (isinstance(a, str) and isinstance(b, str)):
+            raise FileFormatError(f"{where}: edge ({a!r:.30}, {b!r:.30}) of graph '{prefix[:-1] or '(top)'}' does "
+                                  "not name two nodes")
+        out.append((a, b))
+    return out
 
 
 def _repair_edge_names(edges, local: dict, where: str, prefix: str, repairs: list[str]):
@@ -577,7 +595,7 @@ def _dict_to_node(name: str, nd: dict, where: str) -> tuple[Node, Any]:
             if params[k] is None:
                 raise FileFormatError(f"{where}: node '{name}' ({t}): '{k}' is the string '{nd[k]}'")
     for k, v in list(params.items()):
-        if isinstance(v, np.ndarray) and v.dtype == object:
+        if isinstance(v, np.ndarray) and v.dtype == object or isinstance(v, str | bytes):
             raise FileFormatError(f"{where}: node '{name}' ({t}): parameter '{k}' is not numeric")
     for k in json.loads(_decode(ours["none"])) if "none" in ours else ():
         params[k] = None
@@ -585,6 +603,10 @@ def _dict_to_node(name: str, nd: dict, where: str) -> tuple[Node, Any]:
         if params.get(k) is not None:
             params[k] = _unbroadcast(np.asarray(params[k]), tuple(shp))
     node = Node(name, t, params=params)
+    try:
+        check_node_params(name, node)
+    except SpikeDeployError as e:
+        raise type(e)(f"{where}: {e}") from None
     # Node() turns numbers into arrays; keep 0-d numpy values as 0-d arrays of the same dtype
     if "placement" in ours:
         node.placement = str(_decode(ours["placement"]))

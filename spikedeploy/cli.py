@@ -58,6 +58,15 @@ def _netx_layers() -> int | None:
     return click.get_current_context().meta.get("netx_layers")
 
 
+def _target_file(target: str | None) -> str | None:
+    """The chip file a --target names (fixedpoint:chip.toml or a .toml/.json path), if any."""
+    if not target:
+        return None
+    if target.startswith("fixedpoint:"):
+        return target.split(":", 1)[1]
+    return target if target.lower().endswith((".toml", ".json")) else None
+
+
 def _load(path: str, float_graph: bool = False):
     """The graph file at `path` (load_graph, or load_any with float_graph), with this command's --netx-layers."""
     from .io import load_any, load_graph
@@ -86,7 +95,9 @@ def inspect(file: str, as_json: bool) -> None:
     """Show the nodes of a NIR, netx (.net) or quantized graph FILE: shapes, neurons, synapses,
     parameters, and whether each node runs on the chip or the host."""
     from .inspect_graph import inspect_file
+    from .paths import check_command_paths
 
+    check_command_paths(outputs={}, inputs=[file])
     info = inspect_file(file, netx_layers=_netx_layers())
     if as_json:
         _emit_json(info)
@@ -200,21 +211,27 @@ def _about(path: str):
 def simulate(graph_file, backend, target, input_specs, steps, batch, density, seed, dt, out_path, as_json) -> None:
     """Simulate GRAPH (NIR, netx .net or quantized file) and write spikes per layer and outputs to RUN.npz."""
     from .graph import set_dt
+    from .paths import check_command_paths
     from .qgraph import QGraph
     from .run import save_run
     from .simulate import parse_input_args, random_inputs
     from .simulate import simulate as run_sim
+    from .simulate_args import check_run_size
 
+    check_command_paths(outputs={"-o/--output": out_path}, inputs=[graph_file, _target_file(target)],
+                        input_specs=input_specs)
     model = _load(graph_file)
     graph = model.graph if isinstance(model, QGraph) else model
     if dt is not None:
         set_dt(graph, dt)
+    check_run_size(graph, steps=steps, batch=batch, density=density, random=not input_specs)
     if input_specs:
         inputs = parse_input_args(graph, input_specs)
         if batch is not None:
             inputs = {k: v[:, :batch] for k, v in inputs.items()}
     else:
-        inputs = random_inputs(graph, steps=steps or 100, batch=batch or 8, density=density, seed=seed)
+        inputs = random_inputs(graph, steps=100 if steps is None else steps, batch=8 if batch is None else batch,
+                               density=density, seed=seed)
     with _about(graph_file), _progress(f"simulating ({backend})", as_json) as advance:
         run = run_sim(model, inputs, backend=backend, target=target, steps=steps, progress=advance)
     if out_path:
@@ -264,8 +281,11 @@ def export(model, checkpoint, out_path, onnx_path, input_names, input_specs, sha
     """Export MODEL (a `package.module:factory` entry point) to NIR, checking that the exported graph
     reproduces the model's spikes before writing; the host-side part goes to ONNX."""
     from .export import export_model
+    from .paths import check_command_paths
     from .simulate import load_named_arrays
 
+    check_command_paths(outputs={"-o/--output": out_path, "--onnx": onnx_path}, inputs=[checkpoint],
+                        input_specs=input_specs)
     examples = load_named_arrays(input_specs) if input_specs else None
     shapes = {}
     for spec in shape_specs:
@@ -327,11 +347,14 @@ def quantize(graph_file, target, method, calib_specs, weight_bits, allow_approxi
              bias_onset, as_json) -> None:
     """Quantize GRAPH for a target and report, layer by layer, how far the fixed-point spikes stay from float."""
     from .graph import set_dt
+    from .paths import check_command_paths
     from .qgraph_io import save_qgraph
     from .quantize import quantize as run_quantize
     from .quantize_fidelity import fidelity
     from .simulate import parse_input_args, random_inputs
 
+    check_command_paths(outputs={"-o/--output": out_path, "--netx": netx_path},
+                        inputs=[graph_file, _target_file(target)], input_specs=calib_specs)
     graph = _load(graph_file, float_graph=True)
     if dt is not None:
         set_dt(graph, dt)
@@ -388,12 +411,18 @@ def partition(graph_file, target, run_path, chips, max_cores, allocator, out_pat
     from .atomic import atomic_write
     from .jsonout import dumps
     from .partition import partition as run_partition
+    from .paths import check_command_paths
     from .qgraph import QGraph
     from .run import load_run
 
+    check_command_paths(outputs={"-o/--output": out_path}, inputs=[graph_file, run_path, _target_file(target)])
     model = _load(graph_file)
     graph, qg = (model.graph, model) if isinstance(model, QGraph) else (model, None)
     run = load_run(run_path) if run_path else None
+    if run is not None:
+        from .companion import check_run_matches
+
+        check_run_matches(run, graph, run_path, graph_file)
     with _about(graph_file):
         pl = run_partition(graph, target, run=run, qgraph=qg, chips=chips, max_cores=max_cores, allocator=allocator)
     d = pl.as_dict()
@@ -441,20 +470,38 @@ def report(graph_file, target, run_path, placement_path, fidelity_path, html_pat
 
     from .errors import FileFormatError
     from .partition import load_placement
+    from .paths import check_command_paths
     from .qgraph import QGraph
     from .report import build_report, render_terminal
     from .run import load_run
 
+    check_command_paths(outputs={"--html": html_path},
+                        inputs=[graph_file, run_path, placement_path, fidelity_path, _target_file(target)])
     model = _load(graph_file)
     graph, qg = (model.graph, model) if isinstance(model, QGraph) else (model, None)
     run = load_run(run_path) if run_path else None
-    placement = load_placement(placement_path, graph, target, qgraph=qg) if placement_path else None
+    if run is not None:
+        from .companion import check_run_matches
+
+        check_run_matches(run, graph, run_path, graph_file)
+    placement = None
+    if placement_path:
+        from .companion import check_placement_file
+
+        try:
+            with open(placement_path, encoding="utf-8") as f:
+                saved = json.loads(f.read())
+        except (OSError, ValueError) as e:
+            raise FileFormatError(f"{placement_path}: not a placement file from `spikedeploy partition -o` ({e})") from e
+        check_placement_file(saved, placement_path, graph, graph_file)  # its structure, against this graph
+        placement = load_placement(placement_path, graph, target, qgraph=qg)  # as saved, each core re-checked
     fid = None
     if fidelity_path:
         try:
-            fid = json.loads(open(fidelity_path).read())
+            with open(fidelity_path, encoding="utf-8") as f:
+                fid = json.loads(f.read())
             fid = fid.get("fidelity", fid)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, AttributeError) as e:
             raise FileFormatError(f"{fidelity_path}: not a JSON fidelity report ({e})") from e
         if not isinstance(fid, dict) or "dice_min" not in fid:
             raise FileFormatError(f"{fidelity_path}: not a fidelity report of this version (no 'dice_min' spike "
@@ -527,7 +574,10 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 def main() -> None:
     import warnings
 
+    from .interrupts import Terminated, install_sigterm_handler
+
     warnings.showwarning = _show_warning
+    install_sigterm_handler()
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
@@ -542,6 +592,9 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
+    except Terminated:
+        err_console.print("terminated")
+        sys.exit(143)
     except Exception as e:
         if os.environ.get("SPIKEDEPLOY_DEBUG"):
             raise

@@ -34,6 +34,11 @@ class TargetLimitError(SpikeDeployError):
     """A hardware limit of the target is exceeded (bit width, core capacity, axons)."""
 
 
+class OutputPathError(SpikeDeployError):
+    """An output cannot be written there: it is an input of the same command, a directory or a special file,
+    its directory is missing or read-only, or the disk is full."""
+
+
 class BackendError(SpikeDeployError):
     """A simulation backend (Lava, emulator) failed or is not installed."""
 

@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 
 from .errors import GraphError, ParameterError, ShapeError
+from .limits import check_shape
 from .ops import OPS, Shape, is_neuron, synapse_count
+from .param_check import check_node_params
 
 RESET_MODES = ("zero", "subtract")
 # Per-node neuron rule, in node.meta (graph.reset / graph.reset_delay are the defaults for nodes without one):
@@ -209,6 +211,7 @@ class Graph:
                 node.out_shape = tuple(int(x) for x in np.asarray(out).ravel()) if out is not None else in_shape
             else:
                 node.out_shape = tuple(int(x) for x in spec.infer(node, in_shape))
+            check_shape(node.out_shape, f"node '{name}' ({node.op})", empty_ok=node.op != "Input")
         for a, b in back:
             sa, sb = self.nodes[a].out_shape, self.nodes[b].in_shape
             if sa and sb and int(np.prod(sa)) != int(np.prod(sb)):
@@ -221,6 +224,10 @@ class Graph:
             raise GraphError("graph has no Input node")
         if not self.outputs:
             raise GraphError("graph has no Output node")
+        into_input = [(a, b) for a, b in self.edges if b in self.nodes and self.nodes[b].op == "Input"]
+        if into_input:
+            a, b = into_input[0]
+            raise GraphError(f"edge ({a} -> {b}) leads into Input node '{b}'; an Input takes no edges, remove it")
         if self.reset not in RESET_MODES:
             raise GraphError(f"reset mode must be one of {RESET_MODES}, got '{self.reset}'")
         if self.dt is not None and not (np.isfinite(self.dt) and self.dt > 0):
@@ -229,10 +236,11 @@ class Graph:
             for k in node.spec.required:
                 if k not in node.params or node.params[k] is None:
                     raise ParameterError(f"node '{name}' ({node.op}): missing parameter '{k}'")
+            check_node_params(name, node)
             for k, v in node.params.items():
                 if isinstance(v, np.ndarray) and v.dtype.kind in "fiu" and not np.all(np.isfinite(v)):
-                    if k in ("tau", "r") and node.op in ("IF",):
-                        continue
+                    if k in ("tau", "r") and node.op in ("IF",) and np.all(np.isfinite(v) | (v == np.inf)):
+                        continue  # an IF's r = inf (no leak term) is how some exporters write it
                     raise ParameterError(
                         f"node '{name}' ({node.op}): parameter '{k}' has non-finite values (NaN or inf); "
                         "fix the exporter or the checkpoint"

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .errors import InputError
+from .input_check import check_input_values
 
 
 def time_major_inputs(graph, inputs: Mapping) -> tuple[dict[str, np.ndarray], int, int]:
@@ -29,6 +30,7 @@ def time_major_inputs(graph, inputs: Mapping) -> tuple[dict[str, np.ndarray], in
     for n in names:
         a = inputs[n]
         a = a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
+        check_input_values(n, a)
         shape = graph.nodes[n].out_shape
         if a.ndim < 2 or int(np.prod(a.shape[2:])) != int(np.prod(shape)):
             raise InputError(f"input '{n}': expected an array [T, B, {', '.join(map(str, shape))}], "

@@ -48,15 +48,11 @@ def register_format(fmt: FileFormat, first: bool = False) -> None:
 
 
 def check_readable(path: str | os.PathLike) -> Path:
-    """The path as a Path, or a FileFormatError saying why it cannot be read."""
-    p = Path(path)
-    if not p.exists():
-        raise FileFormatError(f"{p}: no such file; check the path")
-    if p.is_dir():
-        raise FileFormatError(f"{p}: is a directory, not a graph file; give a .nir or .net file")
-    if not os.access(p, os.R_OK):
-        raise FileFormatError(f"{p}: permission denied; make the file readable")
-    return p
+    """The path as a Path, or a FileFormatError saying why it cannot be read (missing, a directory, a FIFO or
+    device, unreadable)."""
+    from .paths import check_input_file
+
+    return check_input_file(path, "graph file (.nir, .net or .npz)")
 
 
 def is_hdf5(path: Path) -> bool:

@@ -31,7 +31,9 @@ import numpy as np
 from .atomic import atomic_write
 from .errors import FileFormatError
 from .graph import Graph, Node
+from .npz_check import check_npz_members
 from .qgraph import QGraph
+from .qgraph_check import check_header_types, validate_qgraph
 
 FORMAT = "spikedeploy-qgraph"
 VERSION = 1
@@ -130,14 +132,19 @@ def load_qgraph(path: str | os.PathLike) -> QGraph:
             if "__header__" not in z.files:
                 raise FileFormatError(f"{path}: no '__header__' entry; not a spikedeploy QGraph file "
                                       "(create one with `spikedeploy quantize ... -o QGRAPH.npz`)")
+            check_npz_members(z, path)
             header = json.loads(bytes(z["__header__"]).decode())
             arrays = {k: z[k] for k in z.files if k != "__header__"}
     except FileNotFoundError as e:
         raise FileFormatError(f"{path}: QGraph file not found") from e
     except (OSError, ValueError, zipfile.BadZipFile, UnicodeDecodeError) as e:
         raise FileFormatError(f"{path}: not a readable QGraph file ({e})") from e
-    if header.get("format") != FORMAT:
-        raise FileFormatError(f"{path}: format {header.get('format')!r}, expected {FORMAT!r}")
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        fmt = header.get("format") if isinstance(header, dict) else type(header).__name__
+        raise FileFormatError(f"{path}: format {fmt!r}, expected {FORMAT!r}")
+    if not isinstance(header.get("version", 0), int) or isinstance(header.get("version"), bool):
+        raise FileFormatError(f"{path}: QGraph version {header.get('version')!r:.40} is not an integer")
+    check_header_types(header, path)
     if int(header.get("version", 0)) > VERSION:
         raise FileFormatError(f"{path}: QGraph file version {header.get('version')} is newer than this spikedeploy "
                               f"reads ({VERSION}); upgrade spikedeploy")
@@ -154,7 +161,9 @@ def load_qgraph(path: str | os.PathLike) -> QGraph:
             node.out_shape = None if nd["out_shape"] is None else tuple(nd["out_shape"])
             g.nodes[node.name] = node
         g.edges = [(a, b) for a, b in gh["edges"]]
-        return QGraph(graph=g, target=header["target"], q=_dec(header["q"], arrays), scale=_dec(header["scale"], arrays),
-                      deviations=_dec(header["deviations"], arrays), meta=_dec(header["meta"], arrays))
-    except (KeyError, TypeError, ValueError) as e:
-        raise FileFormatError(f"{path}: QGraph header is malformed ({type(e).__name__}: {e})") from e
+        qg = QGraph(graph=g, target=header["target"], q=_dec(header["q"], arrays), scale=_dec(header["scale"], arrays),
+                    deviations=_dec(header["deviations"], arrays), meta=_dec(header["meta"], arrays))
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise FileFormatError(f"{path}: QGraph header is malformed ({type(e).__name__}: {str(e)[:200]})") from e
+    validate_qgraph(qg, path)
+    return qg

@@ -193,7 +193,8 @@ class Quantizer:
                 bounds.append(self._ratio(c.syn))  # Lava's Conv ignores weight_exp: never past full range
         n = self.fmt.weight_exp_max + 8  # generous ceiling; weight exponents are clamped later
         for b in bounds:
-            n = min(n, math.floor(math.log2(b / lam0) + 1e-12))
+            if math.isfinite(b / lam0) and b / lam0 > 0:  # an all-zero weight (ratio inf) bounds nothing
+                n = min(n, math.floor(math.log2(b / lam0) + 1e-12))
         if not lay.spiking and lay.op != "I":
             n = min(n, self._n_readout_worst(lay))
         return n

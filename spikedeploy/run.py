@@ -7,6 +7,7 @@ number of spikes per time step per sample, `[T, B]`, for every spiking node (and
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,27 +54,48 @@ def load_run(path) -> Run:
     import json
     import zipfile
 
+    from .companion import validate_run
     from .errors import FileFormatError
+    from .npz_check import check_npz_members
+    from .paths import check_input_file
 
+    if not os.path.exists(path):
+        raise FileFormatError(f"{path}: run file not found; create one with `spikedeploy simulate ... -o RUN.npz`")
+    check_input_file(path, "run file")
     try:
         z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise ValueError("a single .npy array, not an .npz archive")
+        check_npz_members(z, path)
         header = json.loads(bytes(z["header"]).decode())
-    except FileNotFoundError as e:
-        raise FileFormatError(f"{path}: run file not found; create one with `spikedeploy simulate ... -o RUN.npz`") from e
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
-        raise FileFormatError(f"{path}: not a spikedeploy run file ({e}); create one with `spikedeploy simulate`") from e
-    if header.get("format") != RUN_FORMAT:
-        raise FileFormatError(f"{path}: not a spikedeploy run file (format {header.get('format')!r})")
-    run = Run(header["backend"], int(header["steps"]), int(header["batch"]), meta=header.get("meta", {}))
-    for key in z.files:
-        parts = key.split("/")
-        if parts[0] == "out":
-            run.outputs["/".join(parts[1:])] = z[key]
-        elif parts[0] == "counts":
-            run.counts["/".join(parts[1:])] = z[key]
-        elif parts[0] == "trace":
-            run.traces.setdefault("/".join(parts[1:-1]), {})[parts[-1]] = z[key]
+        if not isinstance(header, dict):
+            raise ValueError("its header is not a JSON object")
+        if header.get("format") != RUN_FORMAT:
+            raise FileFormatError(f"{path}: not a spikedeploy run file (format {header.get('format')!r})")
+        run = Run(header["backend"], _int(header["steps"]), _int(header["batch"]), meta=header.get("meta", {}))
+        for key in z.files:
+            parts = key.split("/")
+            if parts[0] == "out":
+                run.outputs["/".join(parts[1:])] = z[key]
+            elif parts[0] == "counts":
+                run.counts["/".join(parts[1:])] = z[key]
+            elif parts[0] == "trace":
+                run.traces.setdefault("/".join(parts[1:-1]), {})[parts[-1]] = z[key]
+    except FileFormatError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as e:
+        raise FileFormatError(f"{path}: not a spikedeploy run file ({type(e).__name__}: {str(e)[:200]}); "
+                              "create one with `spikedeploy simulate`") from e
+    validate_run(run, path)
     return run
+
+
+def _int(v) -> int:
+    """An integer header field (JSON gives int, or float for a hand-edited file)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v in (float("inf"), float("-inf")) \
+            or int(v) != v:
+        raise ValueError(f"header value {v!r} is not an integer")
+    return int(v)
 
 
 def model_layout(graph, run: Run) -> Run:

@@ -113,11 +113,11 @@ def load_named_arrays(specs, *, default_name: str = "input", option: str = "--in
         name, path = s.split("=", 1) if "=" in s else (default_name, s)
         p = Path(path)
         if not p.is_file():
-            raise SpikeDeployError(f"{option} {s}: file {p} not found")
-        try:
-            res[name] = np.load(p, allow_pickle=False)
-        except ValueError as e:
-            raise SpikeDeployError(f"{option} {s}: {p} is not a .npy array file ({e})") from e
+            raise SpikeDeployError(f"{option} {s}: file {p} not found" if not p.exists() else
+                                   f"{option} {s}: {p} is not a regular file; give a .npy array file")
+        from .input_check import check_array_file
+
+        res[name] = check_array_file(np.load, p, f"{option} {s}")
     return res
 
 

@@ -106,6 +106,9 @@ def load_fixedpoint_target(path: str | Path) -> TargetSpec:
         raise FileFormatError(f"target file '{path}': cannot parse ({e})") from e
     if not isinstance(data, dict):
         raise FileFormatError(f"target file '{path}': top level must be a table/object")
+    from ..target_file_check import check_chip_data
+
+    check_chip_data(data, path)
     unknown = set(data) - _TOP
     if unknown:
         raise FileFormatError(f"target file '{path}': unknown keys {sorted(unknown)}; allowed: {sorted(_TOP)}")

@@ -356,6 +356,24 @@ class _Net:
         return res
 
 
+def _end_workers(grace: float = 5.0) -> None:
+    """End the worker processes Lava started (multiprocessing children of this process) that its runtime's
+    stop() left behind: an interrupt during start-up or a step can leave the runtime unable to stop them."""
+    import multiprocessing
+
+    kids = multiprocessing.active_children()
+    for k in kids:
+        with contextlib.suppress(Exception):
+            k.terminate()
+    deadline = time.time() + grace
+    for k in kids:
+        with contextlib.suppress(Exception):
+            k.join(max(0.0, deadline - time.time()))
+            if k.is_alive():
+                k.kill()
+                k.join(1.0)
+
+
 def simulate_lava(qg: QGraph, inputs: Mapping[str, np.ndarray], *, steps: int | None = None,
                   probes: Iterable[str] = (), counts: bool = True, sparse: bool | None = None,
                   quiet: bool = True, progress=None) -> Run:
@@ -399,6 +417,7 @@ def simulate_lava(qg: QGraph, inputs: Mapping[str, np.ndarray], *, steps: int | 
     probes = tuple(probes)
     sink = io.StringIO()
     net = None
+    interrupted = False
     seconds: list[float] = []  # per sample; the first includes compiling
     try:
         net = _Net(qg, xs, steps, batch, graded, probes, counts, sparse)
@@ -424,10 +443,15 @@ def simulate_lava(qg: QGraph, inputs: Mapping[str, np.ndarray], *, steps: int | 
         raise
     except Exception as e:  # Lava raises bare Exceptions and RuntimeErrors from its runtime
         raise BackendError(f"Lava simulation failed: {type(e).__name__}: {e}") from e
+    except BaseException:  # Ctrl-C or SIGTERM (spikedeploy.interrupts), possibly while the runtime starts
+        interrupted = True
+        raise
     finally:
         if net is not None:
             with contextlib.suppress(Exception):
                 net.root.stop()
+        if interrupted:
+            _end_workers()
     run = Run(backend="lava", steps=steps, batch=batch)
 
     def per_sample(a):  # [N*steps, *shape] -> [steps, N, *shape]
