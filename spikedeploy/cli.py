@@ -206,26 +206,51 @@ def _about(path: str):
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of random inputs.")
 @click.option("--dt", type=float, default=None, help="Time step in seconds, for graphs that do not record one (NIR).")
 @click.option("-o", "--output", "out_path", type=click.Path(dir_okay=False), default=None, help="Write RUN.npz.")
+@click.option("--input-bias", "input_bias", type=click.Path(dir_okay=False), default=None, metavar="IMAGE.npy",
+              help="netx/quantized files: an image as the bias mantissas of the input layer (lava-dl's bias-driven "
+                   "input blocks; CHW or Lava's WHC). Without --input the Input node then gets zeros.")
+@click.option("--reset-interval", type=int, default=None,
+              help="netx/quantized files: reset u and v every N steps, layer l at step t with t % N == "
+                   "(offset + l) % N, as lava-dl's recordings were made.")
+@click.option("--reset-offset", type=int, default=1, show_default=True, help="The offset of --reset-interval.")
 @netx_layers_option
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def simulate(graph_file, backend, target, input_specs, steps, batch, density, seed, dt, out_path, as_json) -> None:
+def simulate(graph_file, backend, target, input_specs, steps, batch, density, seed, dt, out_path, input_bias,
+             reset_interval, reset_offset, as_json) -> None:
     """Simulate GRAPH (NIR, netx .net or quantized file) and write spikes per layer and outputs to RUN.npz."""
+    from .errors import InputError
     from .graph import set_dt
     from .paths import check_command_paths
     from .qgraph import QGraph
     from .run import save_run
-    from .simulate import parse_input_args, random_inputs
+    from .simulate import load_named_arrays, parse_input_args, random_inputs
     from .simulate import simulate as run_sim
     from .simulate_args import check_run_size
 
-    check_command_paths(outputs={"-o/--output": out_path}, inputs=[graph_file, _target_file(target)],
+    check_command_paths(outputs={"-o/--output": out_path}, inputs=[graph_file, _target_file(target), input_bias],
                         input_specs=input_specs)
     model = _load(graph_file)
     graph = model.graph if isinstance(model, QGraph) else model
     if dt is not None:
         set_dt(graph, dt)
-    check_run_size(graph, steps=steps, batch=batch, density=density, random=not input_specs)
-    if input_specs:
+    notes = []
+    if input_bias is not None or reset_interval is not None:
+        from .netx_drive import drive_input_layer, set_resets
+
+        if not isinstance(model, QGraph):
+            raise InputError(f"{graph_file}: --input-bias and --reset-interval apply to netx (.net) and quantized "
+                             "files; fix: quantize the graph first")
+        if input_bias is not None:
+            image = load_named_arrays((input_bias,), option="--input-bias")["input"]
+            notes.append(drive_input_layer(model, image, input_bias))
+        if reset_interval is not None:
+            notes.append(set_resets(model, reset_interval, reset_offset))
+    check_run_size(graph, steps=steps, batch=batch, density=density, random=not input_specs and input_bias is None)
+    if input_bias is not None and not input_specs:  # the image is the drive: the Input node stays silent
+        graph.infer_shapes()
+        inputs = {n: np.zeros((100 if steps is None else steps, 1 if batch is None else batch,
+                               *graph.nodes[n].out_shape), np.int8) for n in graph.inputs}
+    elif input_specs:
         inputs = parse_input_args(graph, input_specs)
         if batch is not None:
             inputs = {k: v[:, :batch] for k, v in inputs.items()}
@@ -234,6 +259,7 @@ def simulate(graph_file, backend, target, input_specs, steps, batch, density, se
                                density=density, seed=seed)
     with _about(graph_file), _progress(f"simulating ({backend})", as_json) as advance:
         run = run_sim(model, inputs, backend=backend, target=target, steps=steps, progress=advance)
+    run.meta["notes"] = notes + list(run.meta.get("notes", []))
     if out_path:
         save_run(run, out_path)
     spikes = run.spikes_per_node()
