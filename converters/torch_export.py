@@ -37,6 +37,7 @@ from torch import nn
 from ..align import align_branches
 from ..errors import UnsupportedError
 from ..graph import Graph, Node
+from .host_programs import insert_host_synapses
 
 try:  # snnTorch is a dependency, but keep the plain-torch path importable without it
     import snntorch as snn
@@ -483,6 +484,9 @@ class _Builder:
             elif v.kind == "sig":
                 self.plan.val_srcs[k] = list(v.srcs)
         g = self.g
+        # a chip neuron reads a host value through an identity synapse, one more step on that branch: insert
+        # them before aligning the branches
+        self.plan.rewrites += insert_host_synapses(g)
         self._align()
         g.meta["rewrites"] = list(self.plan.rewrites)
         g.meta["deviations"] = list(self.plan.deviations)

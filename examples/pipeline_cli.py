@@ -9,6 +9,7 @@ naming where in report.json the disagreement is recorded.
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,6 +32,27 @@ def pipeline_main(argv, *, doc: str, out: str, run: Callable, parity: Callable[[
     rep = run(a.out, lava_samples=a.lava_samples, limit=a.limit, **({"seed": a.seed} if seed else {}))
     if a.lava_samples and not parity(rep):
         raise SystemExit(f"Lava and the emulator disagree: see {a.out / 'report.json'} {where}")
+    return rep
+
+
+def train_parser(doc: str, defaults: dict, out: Path, out_help: str) -> argparse.ArgumentParser:
+    """A train.py's command line: one --option per hyperparameter in `defaults` (typed by its default), and --out."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for k, v in defaults.items():
+        p.add_argument(f"--{k.replace('_', '-')}", type=type(v), default=v)
+    p.add_argument("--out", type=Path, default=out, help=out_help)
+    return p
+
+
+def publish(rep: dict, out_dir: Path, console, summary: Callable[[], None], t_start: float) -> dict:
+    """Write report.json and report.html, print the report and the example's own summary, and the time taken."""
+    from spikedeploy.report import render_terminal
+
+    write_report(rep, out_dir)
+    render_terminal(rep, console)
+    summary()
+    console.print(f"wrote {out_dir / 'report.json'} and {out_dir / 'report.html'} in "
+                  f"{time.perf_counter() - t_start:.1f} s")
     return rep
 
 

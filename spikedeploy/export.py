@@ -341,13 +341,8 @@ def export_model(
                                  host_modules=tuple(host_modules))
     host_info = None
     if any(n.placement == "host" for n in graph.nodes.values()):
-        from .align import align_branches
-        from .converters.host_programs import attach_host_programs, insert_host_synapses
+        from .converters.host_programs import attach_host_programs
 
-        plan.rewrites.extend(insert_host_synapses(graph))
-        # each identity synapse adds a step on its branch: merges downstream may need more relays now
-        plan.rewrites.extend(align_branches(graph))
-        graph.meta["rewrites"] = list(plan.rewrites)
         host_info = attach_host_programs(traced, plan, graph, records)
     _annotate(graph, model, source, checkpoint, dt_source, steps, plan)
     graph.validate()

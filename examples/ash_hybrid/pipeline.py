@@ -25,13 +25,13 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from examples.pipeline_cli import pipeline_main, write_report
+from examples.pipeline_cli import pipeline_main, publish
 from examples.retrieval.evaluate import recall_at_k, retrieval_metrics
 from examples.retrieval.pipeline import PIXEL_SCALE, integer_image_input, window_counts
 from spikedeploy.export import export_model
 from spikedeploy.quantize import quantize
 from spikedeploy.quantize_fidelity import fidelity
-from spikedeploy.report import build_report, render_terminal
+from spikedeploy.report import build_report
 from spikedeploy.simulate import simulate
 from spikedeploy.simulate_float import synapse_depth
 
@@ -172,11 +172,7 @@ def run_pipeline(out_dir: Path, *, lava_samples: int = 4, limit: int | None = No
                            "what": "the same layers with ReLU for every LIF, one pass, same train.py budget"}
     rep["pipeline"] = {"seconds": round(time.perf_counter() - t_start, 1), "export_check": hy["export_check"],
                        "quantization_warnings": hy["qg"].meta.get("warnings", []), "deviations": hy["qg"].deviations}
-    write_report(rep, out_dir)
-    render_terminal(rep, console)
-    _print(console, rep)
-    console.print(f"wrote {out_dir / 'report.json'} and {out_dir / 'report.html'} in {time.perf_counter() - t_start:.1f} s")
-    return rep
+    return publish(rep, out_dir, console, lambda: _print(console, rep), t_start)
 
 
 def _print(console: Console, rep: dict) -> None:

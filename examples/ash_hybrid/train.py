@@ -10,7 +10,6 @@ thread (the machine is shared). The test split is evaluated after the last epoch
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -23,6 +22,7 @@ if __package__ in (None, ""):  # run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     __package__ = "examples.ash_hybrid"
 
+from examples.pipeline_cli import train_parser
 from examples.retrieval import data  # noqa: E402
 from examples.retrieval.train import contrastive_loss, random_shift, set_determinism, write_json  # noqa: E402
 
@@ -105,10 +105,7 @@ def train_one(kind: str, a, split, log=print) -> tuple[ASHHybrid, dict]:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for k, v in DEFAULTS.items():
-        p.add_argument(f"--{k.replace('_', '-')}", type=type(v), default=v)
-    p.add_argument("--out", type=Path, default=CHECKPOINT, help="checkpoint path; the record goes next to it as .json")
+    p = train_parser(__doc__, DEFAULTS, CHECKPOINT, "checkpoint path; the record goes next to it as .json")
     a = p.parse_args(argv)
     t0 = time.perf_counter()
     try:

@@ -28,11 +28,11 @@ from rich.table import Table
 from examples.cmsf import data
 from examples.cmsf.evaluate import embed, metrics
 from examples.cmsf.model import ANN_CHECKPOINT, load_pretrained
-from examples.pipeline_cli import pipeline_main, write_report
+from examples.pipeline_cli import pipeline_main, publish
 from spikedeploy.export import export_model
 from spikedeploy.qgraph_io import save_qgraph
 from spikedeploy.quantize import quantize
-from spikedeploy.report import build_report, render_terminal
+from spikedeploy.report import build_report
 from spikedeploy.simulate import simulate
 from spikedeploy.simulate_float import synapse_depth
 
@@ -117,7 +117,6 @@ def run_pipeline(out_dir: Path, *, lava_samples: int = 4, limit: int | None = No
     outputs_equal = all(np.array_equal(lrun.outputs[o], run.outputs[o][:, :n_lava]) for o in lrun.outputs)
     timings["lava_s"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
     fm, em = metrics(f_img, f_txt), metrics(e_img, e_txt)
     ann = ann_record()
     retrieval = {
@@ -143,14 +142,7 @@ def run_pipeline(out_dir: Path, *, lava_samples: int = 4, limit: int | None = No
         rep["energy"]["ann_equivalent"]["energy_j"]
     rep["pipeline"] = {"timings_s": {k: round(v, 3) for k, v in timings.items()}, "export_check": exp.check,
                        "quantization_warnings": qg.meta.get("warnings", []), "deviations": qg.deviations}
-    write_report(rep, out_dir)
-    timings["report_s"] = time.perf_counter() - t0
-
-    render_terminal(rep, console)
-    _print_summary(console, rep, retrieval)
-    console.print(f"wrote {out_dir / 'report.json'} and {out_dir / 'report.html'} "
-                  f"in {time.perf_counter() - t_start:.1f} s")
-    return rep
+    return publish(rep, out_dir, console, lambda: _print_summary(console, rep, retrieval), t_start)
 
 
 @torch.no_grad()

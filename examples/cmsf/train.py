@@ -14,7 +14,6 @@ algorithms. The held-out concepts are scored once, after the last epoch.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -30,6 +29,7 @@ if __package__ in (None, ""):  # run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     __package__ = "examples.cmsf"
 
+from examples.pipeline_cli import train_parser
 from examples.retrieval.train import write_json  # noqa: E402
 
 from . import data  # noqa: E402
@@ -143,10 +143,7 @@ def train_one(spiking: bool, seed: int, epochs: int, batch_size: int, lr: float,
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for k, v in DEFAULTS.items():
-        p.add_argument(f"--{k.replace('_', '-')}", type=type(v), default=v)
-    p.add_argument("--out", type=Path, default=CHECKPOINT, help="SNN checkpoint; its record goes next to it as .json")
+    p = train_parser(__doc__, DEFAULTS, CHECKPOINT, "SNN checkpoint; its record goes next to it as .json")
     p.add_argument("--ann-out", type=Path, default=ANN_CHECKPOINT)
     p.add_argument("--skip-ann", action="store_true")
     a = p.parse_args(argv)

@@ -12,7 +12,6 @@ The test split is evaluated after the last epoch only; it never selects anything
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from examples.pipeline_cli import train_parser
 from spikedeploy.atomic import atomic_write
 
 if __package__ in (None, ""):  # run as a script
@@ -162,10 +162,7 @@ def write_json(obj: dict, path: Path) -> None:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for k, v in DEFAULTS.items():
-        p.add_argument(f"--{k.replace('_', '-')}", type=type(v), default=v)
-    p.add_argument("--out", type=Path, default=CHECKPOINT, help="checkpoint path; metrics go next to it as .json")
+    p = train_parser(__doc__, DEFAULTS, CHECKPOINT, "checkpoint path; metrics go next to it as .json")
     a = p.parse_args(argv)
     model, metrics = train(a.seed, a.epochs, a.batch_size, a.lr, a.weight_decay, a.threads, a.shift)
     save_checkpoint(model, a.out)

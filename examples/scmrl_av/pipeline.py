@@ -21,7 +21,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from examples.pipeline_cli import pipeline_main, write_report
+from examples.pipeline_cli import pipeline_main, publish
 from examples.scmrl_av import data
 from examples.scmrl_av.evaluate import CHANCE, MODES, accuracy, masked, torch_scores
 from examples.scmrl_av.model import ann_macs, load_pretrained
@@ -30,7 +30,7 @@ from spikedeploy.export import export_model
 from spikedeploy.qgraph_io import save_qgraph
 from spikedeploy.quantize import quantize
 from spikedeploy.quantize_fidelity import fidelity
-from spikedeploy.report import build_report, render_terminal
+from spikedeploy.report import build_report
 from spikedeploy.simulate import simulate
 from spikedeploy.simulate_float import synapse_depth
 
@@ -119,7 +119,6 @@ def run_pipeline(out_dir: Path, *, lava_samples: int = 4, limit: int | None = No
     timings["lava_s"] = time.perf_counter() - t0
 
     # 6. partition + report; the ANN twin's energy with the report's own ANN-equivalent formula
-    t0 = time.perf_counter()
     console.print("[bold]partition + report[/]")
     acc = {b: {m: accuracy(s, labels) for m, s in per.items()} for b, per in scores.items()}
     ann_acc = {m: accuracy(torch_scores(ann, *masked(audio, visual, m)), labels) for m in MODES}
@@ -145,14 +144,7 @@ def run_pipeline(out_dir: Path, *, lava_samples: int = 4, limit: int | None = No
     rep["classification"] = classification
     rep["pipeline"] = {"timings_s": {k: round(v, 3) for k, v in timings.items()}, "export_check": exp.check,
                        "quantization_warnings": qg.meta.get("warnings", []), "deviations": qg.deviations}
-    write_report(rep, out_dir)
-    timings["report_s"] = time.perf_counter() - t0
-
-    render_terminal(rep, console)
-    _print_classification(console, rep)
-    console.print(f"wrote {out_dir / 'report.json'} and {out_dir / 'report.html'} in "
-                  f"{time.perf_counter() - t_start:.1f} s")
-    return rep
+    return publish(rep, out_dir, console, lambda: _print_classification(console, rep), t_start)
 
 
 def _print_classification(console: Console, rep: dict) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from examples.pipeline_cli import pipeline_main, write_report
+from examples.pipeline_cli import pipeline_main, publish
 from examples.retrieval.pipeline import window_counts
 from examples.spikeclip import data
 from examples.spikeclip.evaluate import evaluate_model, project, zero_shot_metrics
@@ -33,7 +33,7 @@ from examples.spikeclip.qat import calibration_images, check_on_grid, export_qua
 from spikedeploy.graph import Node
 from spikedeploy.qgraph_io import save_qgraph
 from spikedeploy.quantize_fidelity import fidelity
-from spikedeploy.report import build_report, render_terminal
+from spikedeploy.report import build_report
 from spikedeploy.simulate import simulate
 
 TARGET = "loihi2"
@@ -147,11 +147,7 @@ def run_pipeline(out_dir: Path, *, lava_samples: int = 4, limit: int | None = No
                        "rewrites": img["graph"].meta.get("rewrites", []),
                        "quantization_warnings": img["qgraph"].meta.get("warnings", []),
                        "deviations": img["qgraph"].deviations}
-    write_report(rep, out_dir)
-    render_terminal(rep, console)
-    _print_summary(console, rep)
-    console.print(f"wrote {out_dir / 'report.json'} and {out_dir / 'report.html'} in {time.perf_counter() - t_start:.1f} s")
-    return rep
+    return publish(rep, out_dir, console, lambda: _print_summary(console, rep), t_start)
 
 
 def _print_summary(console: Console, rep: dict) -> None:

@@ -21,12 +21,12 @@ import argparse
 import json
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from examples.pipeline_cli import train_parser
 from spikedeploy.atomic import atomic_write
 
 from . import data, qat
@@ -196,10 +196,7 @@ def qat_finetune(model: SpikeCLIP, split: data.Split, teacher_emb: torch.Tensor,
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for k, v in DEFAULTS.items():
-        p.add_argument(f"--{k.replace('_', '-')}", type=type(v), default=v)
-    p.add_argument("--out", type=Path, default=CHECKPOINT, help="checkpoint; its training record goes next to it (.json)")
+    p = train_parser(__doc__, DEFAULTS, CHECKPOINT, "checkpoint; its training record goes next to it (.json)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     torch.use_deterministic_algorithms(True)
