@@ -1,7 +1,7 @@
 """Partitioning speed and memory on large layered graphs (acceptance: 1M neurons / 100M synapses in <= 30 s
 and <= 4 GiB peak).
 
-Graphs (spikedeploy.partition_synthetic, int8 weights, seed 0):
+Graphs (tests/helpers/partition_synthetic.py, int8 weights, seed 0):
   conv_dense  ~1.14M neurons, ~100M synapses: conv front end (plain, strided, grouped) + dense back end
   dense       100 Linear+LIF layers of 1000 neurons: 100k neurons, 100M synapses (100 MB of int8 weights)
 Measures partition() wall time, tracemalloc peak (Python allocations during partition) and ru_maxrss
@@ -21,10 +21,11 @@ import tracemalloc
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests" / "helpers"))  # the synthetic graphs are test helpers
 
 
 def _graphs():
-    from spikedeploy.partition_synthetic import benchmark_graph, dense_chain
+    from partition_synthetic import benchmark_graph, dense_chain
 
     return {
         "conv_dense": benchmark_graph,
@@ -39,8 +40,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(HERE / "results" / "partition.json"))
     args = ap.parse_args(argv)
 
-    from spikedeploy.atomic import atomic_write
-    from spikedeploy.partition import partition
+    from spikedeploy.io.atomic import atomic_write
+    from spikedeploy.partition.placer import partition
     from spikedeploy.targets.spec import get_target
 
     target = get_target(args.target)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import FileFormatError, UnsupportedError
+from spikedeploy.errors import FileFormatError, UnsupportedError
 
 NETX_SPIKE_EXP = 6  # hdf5.Network(spike_exp=6) default
 NETX_STATE_EXP = 6  # hdf5.py get_neuron_params: 'state_exp': 6

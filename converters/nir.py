@@ -32,7 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import (
+from spikedeploy.checks.limits import check_stored_array
+from spikedeploy.checks.nir import check_nir_dataset
+from spikedeploy.checks.params import check_node_params
+from spikedeploy.errors import (
     FileFormatError,
     GraphError,
     RepairWarning,
@@ -40,11 +43,8 @@ from ..errors import (
     SpikeDeployError,
     UnsupportedError,
 )
-from ..graph import Graph, Node
-from ..limits import check_stored_array
-from ..nir_check import check_nir_dataset
-from ..ops import HOST_OPS, OPS
-from ..param_check import check_node_params
+from spikedeploy.graph.ir import Graph, Node
+from spikedeploy.graph.ops import HOST_OPS, OPS
 
 META_KEY = "spikedeploy"
 META_VERSION = 1
@@ -279,7 +279,7 @@ def write_nir(graph: Graph, path: str | Path) -> None:
     """Write `graph` to a .nir file atomically (nir.write into a temp file, then rename)."""
     import nir
 
-    from ..atomic import atomic_path
+    from spikedeploy.io.atomic import atomic_path
 
     ng = to_nir(graph)
     path = Path(path)
@@ -304,7 +304,7 @@ def from_nir(nir_graph, *, source: str | None = None) -> Graph:
 
 def read_nir(path: str | Path) -> Graph:
     """Graph from a .nir file; known quirks of other tools' files are repaired with a RepairWarning."""
-    from ..io import read_hdf5
+    from spikedeploy.io.graph_files import read_hdf5
 
     path = Path(path)
     version, d = read_hdf5(path, what="a NIR (.nir) file", group="node", hint="write it with nir.write",

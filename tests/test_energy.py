@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spikedeploy.energy import estimate
 from spikedeploy.errors import SpikeDeployError
-from spikedeploy.graph import Graph, Node
-from spikedeploy.partition import partition
-from spikedeploy.run import Run
+from spikedeploy.estimate.energy import estimate
+from spikedeploy.estimate.traffic import traffic
+from spikedeploy.graph.ir import Graph, Node
+from spikedeploy.partition.placer import partition
+from spikedeploy.simulate.result import Run
 from spikedeploy.targets.spec import get_target
-from spikedeploy.traffic import traffic
 
 PJ = 1e-12
 

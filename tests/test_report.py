@@ -9,12 +9,12 @@ import subprocess
 
 import numpy as np
 import pytest
+from partition_synthetic import dense_chain
 
-from spikedeploy.graph import Graph, Node
-from spikedeploy.partition_synthetic import dense_chain
-from spikedeploy.report import build_report, render_terminal, report_schema
-from spikedeploy.report_html import write_html
-from spikedeploy.run import Run
+from spikedeploy.graph.ir import Graph, Node
+from spikedeploy.report.build import build_report, render_terminal, report_schema
+from spikedeploy.report.html import write_html
+from spikedeploy.simulate.result import Run
 
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -30,7 +30,7 @@ def _run(g: Graph, T=10, B=2, seed=0) -> Run:
 
 
 def _fid_row(op, **kw):
-    from spikedeploy.quantize_fidelity import LAYER_KEYS
+    from spikedeploy.quantize.fidelity import LAYER_KEYS
 
     return {**dict.fromkeys(LAYER_KEYS), "op": op, "spiking": True, "silent": False, **kw}
 
@@ -166,7 +166,7 @@ def test_deviations_reach_every_report_form(tmp_path):
     """An approximation accepted at quantization time shows in the JSON, the terminal and the HTML."""
     from rich.console import Console
 
-    from spikedeploy.quantize import quantize
+    from spikedeploy.quantize.quantizer import quantize
 
     g = Graph(dt=1e-3)
     one = np.ones(3)

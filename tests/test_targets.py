@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 from placement_checker import check_placement
 
-from spikedeploy.compare import compare_targets
 from spikedeploy.errors import FileFormatError, SpikeDeployError, UnsupportedError
-from spikedeploy.graph import Graph, Node
-from spikedeploy.partition import partition
-from spikedeploy.quantize import quantize
-from spikedeploy.report import build_report
-from spikedeploy.simulate import simulate
+from spikedeploy.graph.ir import Graph, Node
+from spikedeploy.partition.placer import partition
+from spikedeploy.quantize.quantizer import quantize
+from spikedeploy.report.build import build_report
+from spikedeploy.report.compare import compare_targets
+from spikedeploy.simulate.dispatch import simulate
 from spikedeploy.targets.emulator import simulate_emulator
 from spikedeploy.targets.spec import (
     BUILTIN,
@@ -199,7 +199,7 @@ def test_speck_refuses_recurrence_and_graded_values_loihi2_takes_both():
     for a, b in (("in", "c1"), ("c1", "n1"), ("n1", "c2"), ("c2", "n1"), ("n1", "out")):
         g.connect(a, b)
     g.validate()
-    from spikedeploy.capabilities import capability_breaches
+    from spikedeploy.targets.capabilities import capability_breaches
 
     assert capability_breaches(g, "speck") == [
         "node 'n1' (IF): recurrent edge c2 -> n1, but target 'speck' runs feed-forward networks only "
@@ -299,7 +299,7 @@ def test_simulate_refuses_a_backend_the_qgraphs_target_does_not_list(toy):
 
 
 def test_compare_runs_a_given_qgraph_as_it_is_on_its_own_target():
-    from spikedeploy.quantize_fidelity import fidelity
+    from spikedeploy.quantize.fidelity import fidelity
 
     g = _net()
     x = (np.random.default_rng(1).random((10, 3, 8)) < 0.4).astype(np.float32)

@@ -29,11 +29,11 @@ from examples.pipeline_cli import pipeline_main, publish
 from examples.retrieval.evaluate import recall_at_k, retrieval_metrics
 from examples.retrieval.pipeline import PIXEL_SCALE, integer_image_input, window_counts
 from spikedeploy.export import export_model
-from spikedeploy.quantize import quantize
-from spikedeploy.quantize_fidelity import fidelity
-from spikedeploy.report import build_report
-from spikedeploy.simulate import simulate
-from spikedeploy.simulate_float import synapse_depth
+from spikedeploy.quantize.fidelity import fidelity
+from spikedeploy.quantize.quantizer import quantize
+from spikedeploy.report.build import build_report
+from spikedeploy.simulate.dispatch import simulate
+from spikedeploy.simulate.float_ref import synapse_depth
 
 from .evaluate import chance, embeddings, rsum, test_pairs
 from .model import chip_frontend, load_pretrained

@@ -30,11 +30,11 @@ from examples.cmsf.evaluate import embed, metrics
 from examples.cmsf.model import ANN_CHECKPOINT, load_pretrained
 from examples.pipeline_cli import pipeline_main, publish
 from spikedeploy.export import export_model
-from spikedeploy.qgraph_io import save_qgraph
-from spikedeploy.quantize import quantize
-from spikedeploy.report import build_report
-from spikedeploy.simulate import simulate
-from spikedeploy.simulate_float import synapse_depth
+from spikedeploy.io.qgraph_file import save_qgraph
+from spikedeploy.quantize.quantizer import quantize
+from spikedeploy.report.build import build_report
+from spikedeploy.simulate.dispatch import simulate
+from spikedeploy.simulate.float_ref import synapse_depth
 
 TARGET = "loihi2"
 DIRECTIONS = {"i2t": "image_to_text", "t2i": "text_to_image"}  # short keys: report.html plots dicts keyed by direction

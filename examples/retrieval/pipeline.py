@@ -29,14 +29,14 @@ from examples.retrieval import data
 from examples.retrieval.evaluate import recall_at_k, recall_from_scores, retrieval_metrics
 from examples.retrieval.model import load_pretrained
 from spikedeploy.export import export_model
-from spikedeploy.graph import Graph, Node
-from spikedeploy.io import save_graph
-from spikedeploy.qgraph_io import save_qgraph
-from spikedeploy.quantize import quantize
-from spikedeploy.quantize_fidelity import fidelity
-from spikedeploy.report import build_report, render_terminal
-from spikedeploy.simulate import simulate
-from spikedeploy.simulate_float import synapse_depth
+from spikedeploy.graph.ir import Graph, Node
+from spikedeploy.io.graph_files import save_graph
+from spikedeploy.io.qgraph_file import save_qgraph
+from spikedeploy.quantize.fidelity import fidelity
+from spikedeploy.quantize.quantizer import quantize
+from spikedeploy.report.build import build_report, render_terminal
+from spikedeploy.simulate.dispatch import simulate
+from spikedeploy.simulate.float_ref import synapse_depth
 
 PIXEL_SCALE = 255.0
 TARGET = "loihi2"

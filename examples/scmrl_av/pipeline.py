@@ -25,14 +25,14 @@ from examples.pipeline_cli import pipeline_main, publish
 from examples.scmrl_av import data
 from examples.scmrl_av.evaluate import CHANCE, MODES, accuracy, masked, torch_scores
 from examples.scmrl_av.model import ann_macs, load_pretrained
-from spikedeploy.energy import E_MAC_45NM
+from spikedeploy.estimate.energy import E_MAC_45NM
 from spikedeploy.export import export_model
-from spikedeploy.qgraph_io import save_qgraph
-from spikedeploy.quantize import quantize
-from spikedeploy.quantize_fidelity import fidelity
-from spikedeploy.report import build_report
-from spikedeploy.simulate import simulate
-from spikedeploy.simulate_float import synapse_depth
+from spikedeploy.io.qgraph_file import save_qgraph
+from spikedeploy.quantize.fidelity import fidelity
+from spikedeploy.quantize.quantizer import quantize
+from spikedeploy.report.build import build_report
+from spikedeploy.simulate.dispatch import simulate
+from spikedeploy.simulate.float_ref import synapse_depth
 
 TARGET = "loihi2"
 OUTPUT = "output"

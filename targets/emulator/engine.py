@@ -13,16 +13,15 @@ from collections.abc import Callable, Iterable, Mapping
 import numpy as np
 
 from spikedeploy.errors import BackendError, GraphError, InputError, UnsupportedError
-from spikedeploy.inputs import time_major_inputs
-from spikedeploy.ops import OPS
-from spikedeploy.qgraph import QGraph
-from spikedeploy.run import Run
-
-from ..loihi_arith import Arith, arith_for
-from . import kernels
-from .rf import RFStage
-from .sdnn import SigmaDeltaStage, message_bound
-from .stages import NeuronStage, Scratch, SynapseStage, prepare_synapse
+from spikedeploy.graph.ops import OPS
+from spikedeploy.graph.qgraph import QGraph
+from spikedeploy.simulate.inputs import time_major_inputs
+from spikedeploy.simulate.result import Run
+from spikedeploy.targets.emulator import kernels
+from spikedeploy.targets.emulator.rf import RFStage
+from spikedeploy.targets.emulator.sdnn import SigmaDeltaStage, message_bound
+from spikedeploy.targets.emulator.stages import NeuronStage, Scratch, SynapseStage, prepare_synapse
+from spikedeploy.targets.loihi_arith import Arith, arith_for
 
 CHUNK_BYTES = 10 << 20  # per-node activations of one chunk of time steps; larger is faster, smaller leaner
 MIN_SAMPLES_PER_THREAD = 8  # a batch smaller than twice this runs whole, its kernels split by rows

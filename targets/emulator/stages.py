@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from spikedeploy.errors import ParameterError, UnsupportedError
-from spikedeploy.ops import conv_params, pool_params
-
-from ..loihi_arith import (
+from spikedeploy.graph.ops import conv_params, pool_params
+from spikedeploy.targets.emulator import kernels
+from spikedeploy.targets.loihi_arith import (
     EXACT_F32,
     EXACT_F64,
     Arith,
@@ -28,7 +28,6 @@ from ..loihi_arith import (
     shift_sum,
     wrap,
 )
-from . import kernels
 
 
 class Scratch:
@@ -351,7 +350,7 @@ class NeuronStage:
         u_out = _buffer(scratch, self.name, "u", shape, dt) if self.probe else None
         if a is not None:
             a = a.reshape(tc, b, self.n)
-        # steps before the bias onset run without the bias (see bias_onset in spikedeploy/quantize.py)
+        # steps before the bias onset run without the bias (see bias_onset in spikedeploy/quantize/quantizer.py)
         na = self.na
         has_bias, has_u_bias = na.has_bias, na.has_u_bias
         k = min(tc, max(0, self.bias_onset - t0)) if (has_bias or has_u_bias) else 0

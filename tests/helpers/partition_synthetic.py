@@ -1,0 +1,99 @@
+"""Synthetic layered graphs for partitioning tests and benchmarks (deterministic under a seed).
+
+Weights are int8 (1 byte per synapse), so the 100M-synapse benchmark graph holds 100 MB of weights.
+Zero weights are avoided (values in [-127, 127] without 0) so every synapse is real.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from spikedeploy.graph.ir import Graph, Node
+from spikedeploy.graph.ops import conv_out
+
+
+def _lif(name: str, n: int | tuple[int, ...]) -> Node:
+    shape = (n,) if isinstance(n, int) else tuple(n)
+    one = np.ones(shape, np.float32)
+    return Node(name, "LIF", {"tau": one * 2.0, "r": one, "v_leak": one * 0.0, "v_threshold": one})
+
+
+def _weights(rng, shape, density: float = 1.0) -> np.ndarray:
+    w = rng.integers(1, 128, size=shape, dtype=np.int8)
+    w *= np.where(rng.random(shape, dtype=np.float32) < 0.5, np.int8(-1), np.int8(1))
+    if density < 1.0:
+        w[rng.random(shape, dtype=np.float32) >= density] = 0
+    return w
+
+
+def dense_chain(widths: list[int], *, seed: int = 0, density: float = 1.0, recurrent: tuple[int, ...] = ()) -> Graph:
+    """Input(widths[0]) -> [Linear -> LIF] for each next width -> Output. `recurrent` lists hidden layer
+    indices (1-based) that also get a recurrent Linear."""
+    rng = np.random.default_rng(seed)
+    g = Graph(dt=1e-3)
+    g.add(Node("input", "Input", {"shape": np.array([widths[0]])}))
+    prev = "input"
+    for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:], strict=True), start=1):
+        g.add(Node(f"fc{i}", "Linear", {"weight": _weights(rng, (n_out, n_in), density)}))
+        g.add(_lif(f"lif{i}", n_out))
+        g.connect(prev, f"fc{i}")
+        g.connect(f"fc{i}", f"lif{i}")
+        if i in recurrent:
+            g.add(Node(f"rec{i}", "Linear", {"weight": _weights(rng, (n_out, n_out), density)}))
+            g.connect(f"lif{i}", f"rec{i}")
+            g.connect(f"rec{i}", f"lif{i}")
+        prev = f"lif{i}"
+    g.add(Node("output", "Output"))
+    g.connect(prev, "output")
+    return g.infer_shapes()
+
+
+def conv_net(in_shape=(2, 32, 32), convs=((8, 3, 1, 1), (16, 3, 2, 1)), dense=(64, 10), *, pool: int = 0,
+             seed: int = 0) -> Graph:
+    """Input -> [Conv2d(cout, k, stride, pad[, groups]) -> LIF]* -> (SumPool2d) -> Flatten -> [Linear -> LIF]*
+    -> Output."""
+    rng = np.random.default_rng(seed)
+    g = Graph(dt=1e-3)
+    g.add(Node("input", "Input", {"shape": np.array(in_shape)}))
+    prev, c = "input", in_shape[0]
+    shape = tuple(in_shape)
+    for i, spec in enumerate(convs, start=1):
+        cout, k, s, p = spec[:4]
+        groups = spec[4] if len(spec) > 4 else 1
+        g.add(Node(f"conv{i}", "Conv2d", {"weight": _weights(rng, (cout, c // groups, k, k)), "stride": s,
+                                          "padding": p, "groups": groups}))
+        g.connect(prev, f"conv{i}")
+        h, w = conv_out(shape[1], k, s, p), conv_out(shape[2], k, s, p)
+        shape = (cout, h, w)
+        g.add(_lif(f"clif{i}", shape))
+        g.connect(f"conv{i}", f"clif{i}")
+        prev, c = f"clif{i}", cout
+    if pool:
+        g.add(Node("pool", "SumPool2d", {"kernel_size": np.array([pool, pool]), "stride": np.array([pool, pool])}))
+        g.connect(prev, "pool")
+        prev = "pool"
+        shape = (shape[0], shape[1] // pool, shape[2] // pool)
+    g.add(Node("flat", "Flatten", {"start_dim": 0, "end_dim": -1}))
+    g.connect(prev, "flat")
+    prev, n_in = "flat", int(np.prod(shape))
+    for j, n_out in enumerate(dense, start=1):
+        g.add(Node(f"fc{j}", "Linear", {"weight": _weights(rng, (n_out, n_in))}))
+        g.add(_lif(f"lif{j}", n_out))
+        g.connect(prev, f"fc{j}")
+        g.connect(f"fc{j}", f"lif{j}")
+        prev, n_in = f"lif{j}", n_out
+    g.add(Node("output", "Output"))
+    g.connect(prev, "output")
+    return g.infer_shapes()
+
+
+def benchmark_graph(seed: int = 0) -> Graph:
+    """About 1.1M neurons and 100M synapses, the shape of an event-camera vision SNN: a convolutional front
+    end (most neurons; plain, strided and grouped convolutions) and a dense back end (int8 weights)."""
+    return conv_net(
+        in_shape=(2, 128, 128),
+        convs=((24, 3, 1, 1), (24, 3, 1, 1, 4), (32, 3, 2, 1), (32, 3, 1, 1, 2), (64, 3, 2, 1), (16, 1, 1, 0),
+               (4, 1, 1, 0)),
+        dense=(1200, 1024, 10),
+        seed=seed,
+    )
