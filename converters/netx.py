@@ -60,7 +60,7 @@ from spikedeploy.checks.netx import check_netx_layers
 from spikedeploy.converters.netx_sdnn import is_sdnn, sdnn_params, sdnn_q
 from spikedeploy.errors import FileFormatError, RepairWarning, SpikeDeployError, UnsupportedError
 from spikedeploy.graph.ir import Graph, Node
-from spikedeploy.graph.ops import conv_params
+from spikedeploy.graph.ops import CUBA, DENSE, conv_params
 from spikedeploy.graph.qgraph import QGraph
 
 # netx defaults and constants (lava-dl 0.6.0).
@@ -515,7 +515,7 @@ def _bias(lc: dict, shape: tuple[int, ...]) -> np.ndarray | None:
 #     sum (weight_exp >= 0: W << exp; weight_exp < 0: exact only where the dropped low bits of each row
 #     can never carry into the floored sum, for binary spikes);
 #   - bias_exp is fixed at 6 (bias = bias_mant << 6), one iDecay/vDecay/vThMant per layer, no LIFReset.
-_NETX_NEURONS = ("LIF", "IF", "CubaLIF", "LI", "CubaLI", "Threshold")
+_NETX_NEURONS = CUBA - {"I"}  # netx's CUBA neuron has a decay; a pure integrator has no netx form
 
 
 def write_netx(qg: QGraph, path: str | Path) -> Path:
@@ -635,7 +635,7 @@ class _NetxWriter:
                 raise self.refuse(name, "is not followed by a neuron node; each netx layer is one synapse and one "
                                         "neuron group")
             neuron = body[i + 1]
-            if node.op in ("Affine", "Linear"):
+            if node.op in DENSE:
                 if len(cur_shape) > 1:
                     # netx: transpose([2, 1, 0]).flatten() = CHW order; 'shape' is not read (slayer writes it)
                     out.append({"type": "flatten", "shape": np.asarray([int(np.prod(cur_shape))], dtype=np.int64)})

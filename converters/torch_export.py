@@ -38,6 +38,7 @@ from spikedeploy.converters.host_programs import insert_host_synapses
 from spikedeploy.errors import UnsupportedError
 from spikedeploy.graph.align import align_branches
 from spikedeploy.graph.ir import Graph, Node
+from spikedeploy.graph.ops import WEIGHTED
 
 try:  # snnTorch is a dependency, but keep the plain-torch path importable without it
     import snntorch as snn
@@ -1031,7 +1032,7 @@ class _Builder:
         plan = []
         for s in vv.srcs:
             node = self.g.nodes[s]
-            if node.op not in ("Affine", "Linear", "Conv1d", "Conv2d") or self.g.successors(s):
+            if node.op not in WEIGHTED or self.g.successors(s):
                 return False
             if node.op.startswith("Conv"):
                 c_out = node.params["weight"].shape[0]

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from spikedeploy.errors import UnsupportedError
 from spikedeploy.graph.ir import Graph
+from spikedeploy.graph.ops import IO
 
 
 def _chip(graph: Graph, name: str) -> bool:
     node = graph.nodes[name]
-    return node.placement == "chip" and node.op not in ("Input", "Output")
+    return node.placement == "chip" and node.op not in IO
 
 
 def _value_source(graph: Graph, name: str) -> str:

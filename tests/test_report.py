@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from partition_synthetic import dense_chain
 
+from examples.retrieval.report_section import SECTION as RETRIEVAL  # registers the task section
 from spikedeploy.graph.ir import Graph, Node
 from spikedeploy.report.build import build_report, render_terminal, report_schema
 from spikedeploy.report.html import write_html
@@ -52,11 +53,11 @@ def report():
     g = dense_chain([64, 300, 200, 10], seed=3)
     return build_report(g, "loihi1", run=_run(g),
                         fidelity=FIDELITY,
-                        retrieval={"gallery_size": 500, "embedding_dim": 10,
+                        sections={RETRIEVAL.key: {"gallery_size": 500, "embedding_dim": 10,
                                    "float": {"image_to_text": {"R@1": 0.9, "R@5": 0.95},
                                              "text_to_image": {"R@1": 0.8, "R@5": 0.9}},
                                    "emulator": {"image_to_text": {"R@1": 0.88, "R@5": 0.95},
-                                                "text_to_image": {"R@1": 0.79, "R@5": 0.9}}})
+                                                "text_to_image": {"R@1": 0.79, "R@5": 0.9}}}})
 
 
 def test_json_validates_and_has_required_numbers(report):
@@ -68,7 +69,7 @@ def test_json_validates_and_has_required_numbers(report):
     assert report["cores_used"] >= report["cores_lower_bound"] >= 1
     assert [r["name"] for r in report["layers"]] == ["lif1", "lif2", "lif3"]
     assert all(r["firing_rate"] is not None and r["firing_rate"] > 0 for r in report["layers"])
-    assert report["retrieval"]["per_query"]["search_macs"] == 5000
+    assert report["retrieval"]["per_query"]["host_macs"] == 5000
     assert all(c["source"] for c in report["assumptions"]["constants"])
 
 
@@ -115,10 +116,19 @@ def test_render_terminal(report):
     render_terminal(report, con)
     text = con.export_text()
     assert "cores used / lower bound" in text and f"{report['cores_used']} / {report['cores_lower_bound']}" in text
-    assert "lif2" in text and "Davies" in text and "energy / retrieval query" in text
+    assert "lif2" in text and "Davies" in text and "energy / task query" in text
+    assert "cross-modal retrieval" in text and "0.8800" in text  # drawn by the plugged-in section
     # the fidelity headline is the Dice over the layers that spike; the silent one is named, not scored
     assert "spike overlap (Dice) over 1 spiking layer(s): min 0.8300, mean 0.8300" in text
     assert "silent on both sides (not scored): lif2" in text
+
+
+def test_a_section_nobody_registered_is_refused_in_one_line():
+    from spikedeploy.errors import SpikeDeployError
+
+    with pytest.raises(SpikeDeployError, match="report section 'accuracy' is not registered") as e:
+        build_report(dense_chain([4, 3], seed=0), "loihi1", sections={"accuracy": {"top1": 0.9}})
+    assert "\n" not in str(e.value)
 
 
 def _chromium() -> str | None:

@@ -29,6 +29,7 @@ from examples.cmsf import data
 from examples.cmsf.evaluate import embed, metrics
 from examples.cmsf.model import ANN_CHECKPOINT, load_pretrained
 from examples.pipeline_cli import pipeline_main, publish
+from examples.retrieval.report_section import SECTION as RETRIEVAL
 from spikedeploy.export import export_model
 from spikedeploy.io.qgraph_file import save_qgraph
 from spikedeploy.quantize.quantizer import quantize
@@ -136,7 +137,7 @@ def run_pipeline(out_dir: Path, *, lava_samples: int = 4, limit: int | None = No
                                                    "parameters": ann["parameters"],
                                                    "train_seconds": ann["train_seconds"]},
     }
-    rep = build_report(graph, TARGET, run=run, qgraph=qg, retrieval=retrieval, steps=T + pad)
+    rep = build_report(graph, TARGET, run=run, qgraph=qg, sections={RETRIEVAL.key: retrieval}, steps=T + pad)
     # the ANN of the same size: the report's ANN-equivalent formula (every synapse and host MAC once at 4.6 pJ)
     retrieval["ann_same_size_energy_j"] = rep["retrieval"]["ann_same_size_energy_j"] = \
         rep["energy"]["ann_equivalent"]["energy_j"]

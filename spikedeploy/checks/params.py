@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from spikedeploy.errors import ParameterError
+from spikedeploy.graph.ops import BIASED
 
 # integer structure parameters and the least value each may take
 _STRUCTURE = {"stride": 1, "dilation": 1, "groups": 1, "kernel_size": 1, "padding": 0, "shape": 1,
@@ -55,7 +56,7 @@ def _check_structure(where: str, k: str, a: np.ndarray, least: int | None) -> No
 
 def _check_bias(where: str, node) -> None:
     b, w = node.params.get("bias"), node.params.get("weight")
-    if b is None or w is None or node.op not in ("Affine", "Conv1d", "Conv2d"):
+    if b is None or w is None or node.op not in BIASED:
         return
     b, w = np.asarray(b), np.asarray(w)
     if w.ndim < 2:

@@ -18,7 +18,7 @@ from rich.table import Table
 from spikedeploy import __version__
 from spikedeploy.cli.jsonout import dumps
 from spikedeploy.errors import SpikeDeployError
-from spikedeploy.simulate.dispatch import BACKENDS
+from spikedeploy.targets.backends import backend_names
 
 console = Console()
 err_console = Console(stderr=True)
@@ -165,18 +165,16 @@ def doctor(as_json: bool) -> None:
         t.add_row("python", rep["python"])
         for k, v in rep["versions"].items():
             t.add_row(k, v or "[red]not installed[/]")
-        lr = rep["lava_runs"]
-        t.add_row("Lava runs (Loihi2SimCfg fixed_pt)",
-                  f"[green]yes[/] ({lr['layers']} layers, {lr['steps']} steps, {lr['output_spikes']} output spikes, "
-                  f"{lr['seconds']} s)" if lr["ok"] else f"[red]no[/]: {lr['error']}")
-        nx = rep["netx_imports"]
-        t.add_row("lava-dl netx imports", "[green]yes[/]" if nx["ok"] else f"[red]no[/]: {nx['error']}")
-        ek = rep["emulator_kernels"]
-        t.add_row("emulator kernels", f"[green]{ek['path']}[/]" if ek["ok"] else f"[yellow]{ek['path']}[/] "
-                  "(correct but slower; install with a C compiler to build them)")
+        for c in _backend_checks(rep):
+            bad = "[red]no[/]" if c["required"] else "[yellow]no[/]"
+            t.add_row(c["label"], f"[green]yes[/] ({c['summary']})" if c["ok"] else f"{bad}: {c['summary']}")
         console.print(t)
-    if not (rep["lava_runs"]["ok"] and rep["netx_imports"]["ok"]):
+    if any(c["required"] and not c["ok"] for c in _backend_checks(rep)):
         sys.exit(1)
+
+
+def _backend_checks(rep: dict) -> list[dict]:
+    return [v for v in rep.values() if isinstance(v, dict) and "label" in v and "ok" in v]
 
 
 @contextmanager
@@ -193,7 +191,7 @@ def _about(path: str):
 # ---- simulate -------------------------------------------------------------------------------------
 @cli.command()
 @click.argument("graph_file", metavar="GRAPH", type=click.Path(dir_okay=False, path_type=str))
-@click.option("--backend", type=click.Choice(BACKENDS), default="emulator", show_default=True,
+@click.option("--backend", type=click.Choice(backend_names()), default="emulator", show_default=True,
               help="float reference, bit-exact fixed-point emulator, or Lava Loihi2SimCfg (slow, one sample at a time).")
 @click.option("--target", default=None,
               help="Target a float GRAPH is quantized for (default loihi2). A quantized GRAPH runs in the arithmetic "

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from spikedeploy.estimate.traffic import traffic as _traffic
+from spikedeploy.graph.ops import DENSE
 from spikedeploy.simulate.hybrid import host_boundary
 from spikedeploy.targets.spec import Value
 
@@ -53,7 +54,7 @@ def host_macs(node) -> tuple[int, str]:
         return int(node.meta["macs"]), "node.meta['macs']"
     n_in = int(np.prod(node.in_shape)) if node.in_shape else 0
     n_out = int(np.prod(node.out_shape)) if node.out_shape else 0
-    if node.op in ("Affine", "Linear"):
+    if node.op in DENSE:
         return int(np.asarray(node.params["weight"]).size), "dense weights"
     if node.op in ("Readout", "CosineSimilarity"):
         return n_in * n_out, "estimate: dense in x out"
@@ -75,13 +76,13 @@ def _val(table: dict, key: str, fallback: dict, default: Value | None = None) ->
 
 
 def estimate(graph, target, placement, run=None, *, qgraph=None, assumed_rate: float | None = None,
-             steps: int | None = None, gallery_size: int | None = None, embedding_dim: int | None = None,
+             steps: int | None = None, query_host_macs: int = 0, query_note: str = "",
              traffic: dict | None = None) -> dict[str, Any]:
-    """Energy (J) and latency (s) per time step, per inference and per retrieval query, with assumptions.
+    """Energy (J) and latency (s) per time step, per inference and per task query, with assumptions.
 
     `run` gives measured spike counts; without it pass `assumed_rate` (spikes/neuron/step) and `steps`.
-    `gallery_size` and `embedding_dim` add a host-side similarity search per retrieval query when the
-    graph does not contain it.
+    `query_host_macs` (with `query_note` saying what they are) is host work a task's query adds to one
+    inference, e.g. a similarity search over a gallery the graph does not contain (report/sections.py).
     """
     if isinstance(target, str):
         from spikedeploy.targets.spec import get_target
@@ -177,14 +178,12 @@ def estimate(graph, target, placement, run=None, *, qgraph=None, assumed_rate: f
         "messages": {k: v * T for k, v in lv.items() if k != "spikes"},
     }
     per_query = None
-    if gallery_size:
-        dim = int(embedding_dim or 0)
-        search = gallery_size * dim
+    if query_host_macs:
         per_query = {
-            "energy_j": e_inf + search * e_mac.value,
-            "latency_s": run_time + search * t_mac.value,
-            "search_macs": search,
-            "note": f"one inference to embed the query + host similarity search over {gallery_size} x {dim}",
+            "energy_j": e_inf + query_host_macs * e_mac.value,
+            "latency_s": run_time + query_host_macs * t_mac.value,
+            "host_macs": int(query_host_macs),
+            "note": f"one inference + {query_note or 'host work per query'}",
         }
     consts = {
         "E_synop": e_syn, "E_neuron_update": e_upd, "E_neuron_update_active": e_act, "E_spike_in_core": e_in,

@@ -16,7 +16,7 @@ import numpy as np
 from spikedeploy.checks.limits import check_shape
 from spikedeploy.checks.params import check_node_params
 from spikedeploy.errors import GraphError, ParameterError, ShapeError
-from spikedeploy.graph.ops import OPS, Shape, is_neuron, synapse_count
+from spikedeploy.graph.ops import CONV, DENSE, ONE_TO_ONE, OPS, POOL, Shape, is_neuron, synapse_count
 
 RESET_MODES = ("zero", "subtract")
 # Per-node neuron rule, in node.meta (graph.reset / graph.reset_delay are the defaults for nodes without one):
@@ -361,18 +361,18 @@ def set_dt(graph: Graph, dt: float) -> Graph:
 def _fan(node: Node, synapses: int) -> tuple[int, int]:
     """Largest fan-in of a target neuron and fan-out of a source neuron of a synapse node."""
     p = node.params
-    if node.op in ("Affine", "Linear"):
+    if node.op in DENSE:
         w = np.asarray(p["weight"])
         nz = w != 0
         return int(nz.sum(axis=1).max(initial=0)), int(nz.sum(axis=0).max(initial=0))
-    if node.op in ("Conv1d", "Conv2d"):
+    if node.op in CONV:
         w = np.asarray(p["weight"])
         fi = int(np.prod(w.shape[1:]))
         return fi, int(w.shape[0] // max(int(p.get("groups", 1)), 1) * np.prod(w.shape[2:]))
-    if node.op in ("SumPool2d", "AvgPool2d"):
+    if node.op in POOL:
         k = np.atleast_1d(p["kernel_size"])
         n = int(np.prod(k)) if k.size > 1 else int(k[0]) ** 2
         return n, 1
-    if node.op in ("Scale", "Delay"):
+    if node.op in ONE_TO_ONE:
         return 1, 1
     return 0, 0

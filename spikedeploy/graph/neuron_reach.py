@@ -16,6 +16,7 @@ import numpy as np
 
 from spikedeploy.errors import DynamicsWarning
 from spikedeploy.graph.ir import Graph
+from spikedeploy.graph.ops import WEIGHTED
 
 # 10x the longest run of the seed models (T <= 100 steps, ../shared/notes/seed-models.md)
 MAX_STEPS = 1000
@@ -27,7 +28,7 @@ def _drive(g: Graph, name: str, n: int) -> np.ndarray | None:
     for p in g.predecessors(name):
         node = g.nodes[p]
         w = node.params.get("weight")
-        if node.op not in ("Affine", "Linear", "Conv1d", "Conv2d") or w is None:
+        if node.op not in WEIGHTED or w is None:
             return None
         w = np.asarray(w, dtype=np.float64)
         pos = np.clip(w, 0, None).reshape(w.shape[0], -1).sum(axis=1)

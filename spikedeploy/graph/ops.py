@@ -29,6 +29,10 @@ class OpSpec:
     infer: Callable[[object, Shape], Shape] | None = None  # (node, in_shape) -> out_shape
     positive: tuple[str, ...] = ()  # parameters that must be > 0 (time constants)
     max_inputs: int | None = None  # None: any number of edges in, summed
+    # how a chip computes it: dense (a weight matrix), diagonal (one weight per element), conv, pool, delay;
+    # cuba (Loihi's CUBA neuron), sdnn, rf. None: no chip lowering (io, shape and host ops)
+    lowering: str | None = None
+    resets: bool = False  # integrate-and-fire with a reset to v_reset after a spike (IF, LIF, CubaLIF)
 
 
 OPS: dict[str, OpSpec] = {}
@@ -162,59 +166,62 @@ def _input(node, s: Shape) -> Shape:
 _register(OpSpec("Input", "io", required=("shape",), infer=_input, max_inputs=0))
 _register(OpSpec("Output", "io", infer=_same))
 # Synapses
-_register(OpSpec("Affine", "synapse", required=("weight", "bias"), infer=_dense))
-_register(OpSpec("Linear", "synapse", required=("weight",), infer=_dense))
-_register(OpSpec("Scale", "synapse", required=("scale",), infer=_same))
+_register(OpSpec("Affine", "synapse", required=("weight", "bias"), infer=_dense, lowering="dense"))
+_register(OpSpec("Linear", "synapse", required=("weight",), infer=_dense, lowering="dense"))
+_register(OpSpec("Scale", "synapse", required=("scale",), infer=_same, lowering="diagonal"))
 _register(
     OpSpec("Conv1d", "synapse", required=("weight",),
            optional={"stride": 1, "padding": 0, "dilation": 1, "groups": 1, "bias": None, "input_shape": None},
-           infer=_conv(1))
+           infer=_conv(1), lowering="conv")
 )
 _register(
     OpSpec("Conv2d", "synapse", required=("weight",),
            optional={"stride": 1, "padding": 0, "dilation": 1, "groups": 1, "bias": None, "input_shape": None},
-           infer=_conv(2))
+           infer=_conv(2), lowering="conv")
 )
-_register(OpSpec("SumPool2d", "synapse", required=("kernel_size",), optional={"stride": None, "padding": 0}, infer=_pool))
-_register(OpSpec("AvgPool2d", "synapse", required=("kernel_size",), optional={"stride": None, "padding": 0}, infer=_pool))
-_register(OpSpec("Delay", "synapse", required=("delay",), infer=_same, stateful=True))
+_register(OpSpec("SumPool2d", "synapse", required=("kernel_size",), optional={"stride": None, "padding": 0}, infer=_pool,
+                        lowering="pool"))
+_register(OpSpec("AvgPool2d", "synapse", required=("kernel_size",), optional={"stride": None, "padding": 0}, infer=_pool,
+                        lowering="pool"))
+_register(OpSpec("Delay", "synapse", required=("delay",), infer=_same, stateful=True, lowering="delay"))
 # Shape
 _register(OpSpec("Flatten", "shape", optional={"start_dim": 0, "end_dim": -1, "input_shape": None}, infer=_flatten))
 # Neurons
-_register(OpSpec("Threshold", "neuron", required=("threshold",), spiking=True, infer=_neuron_shape))
-_register(OpSpec("I", "neuron", required=("r",), stateful=True, infer=_neuron_shape))
+_register(OpSpec("Threshold", "neuron", required=("threshold",), spiking=True, infer=_neuron_shape, lowering="cuba"))
+_register(OpSpec("I", "neuron", required=("r",), stateful=True, infer=_neuron_shape, lowering="cuba"))
 _register(
     OpSpec("IF", "neuron", required=("r", "v_threshold"), optional={"v_reset": 0.0},
-           spiking=True, stateful=True, infer=_neuron_shape)
+           spiking=True, stateful=True, infer=_neuron_shape, lowering="cuba", resets=True)
 )
 _register(
-    OpSpec("LI", "neuron", required=("tau", "r", "v_leak"), stateful=True, infer=_neuron_shape, positive=("tau",))
+    OpSpec("LI", "neuron", required=("tau", "r", "v_leak"), stateful=True, infer=_neuron_shape, positive=("tau",),
+           lowering="cuba")
 )
 _register(
     OpSpec("LIF", "neuron", required=("tau", "r", "v_leak", "v_threshold"), optional={"v_reset": 0.0},
-           spiking=True, stateful=True, infer=_neuron_shape, positive=("tau",))
+           spiking=True, stateful=True, infer=_neuron_shape, positive=("tau",), lowering="cuba", resets=True)
 )
 _register(
     OpSpec("CubaLI", "neuron", required=("tau_syn", "tau_mem", "r", "v_leak"), optional={"w_in": 1.0},
-           stateful=True, infer=_neuron_shape, positive=("tau_syn", "tau_mem"))
+           stateful=True, infer=_neuron_shape, positive=("tau_syn", "tau_mem"), lowering="cuba")
 )
 _register(
     OpSpec("CubaLIF", "neuron", required=("tau_syn", "tau_mem", "r", "v_leak", "v_threshold"),
            optional={"w_in": 1.0, "v_reset": 0.0}, spiking=True, stateful=True, infer=_neuron_shape,
-           positive=("tau_syn", "tau_mem"))
+           positive=("tau_syn", "tau_mem"), lowering="cuba", resets=True)
 )
 # Sigma-delta neuron (Loihi 2 / Lava lava.proc.sdn, lava-dl SDNN): graded spikes, see
 # spikedeploy/targets/emulator/sdnn.py for the fixed-point rule and the float view of these parameters.
 _register(
     OpSpec("SigmaDelta", "neuron", required=("v_threshold",),
            optional={"bias": 0.0, "relu": 1, "sigma": 1, "delta": 1, "in_scale": 1.0, "out_scale": 1.0},
-           graded=True, stateful=True, infer=_neuron_shape)
+           graded=True, stateful=True, infer=_neuron_shape, lowering="sdnn")
 )
 # Resonate-and-fire neuron (Lava lava.proc.rf RF, lava.proc.rf_iz RF_IZ): a complex state driven through two
 # input ports; which inputs drive the real and the imaginary part is in the QGraph's q (targets/emulator/rf.py).
 _register(
     OpSpec("RF", "neuron", required=("period", "alpha", "v_threshold"), optional={"izhikevich": 0},
-           spiking=True, stateful=True, infer=_neuron_shape)
+           spiking=True, stateful=True, infer=_neuron_shape, lowering="rf")
 )
 
 # Host-side ops: what neither NIR nor the chip can run. Their semantics live with the converters that
@@ -233,6 +240,30 @@ HOST_OPS = (
 )
 for _op in HOST_OPS:
     _register(OpSpec(_op, "host", optional={"out_shape": None}, infer=None))
+
+
+
+
+def ops_where(pred: Callable[[OpSpec], bool]) -> frozenset[str]:
+    return frozenset(n for n, s in OPS.items() if pred(s))
+
+
+# Classes of ops, derived from the specs above: the rest of the code asks these and never lists op names.
+IO = ops_where(lambda s: s.family == "io")  # Input, Output
+DENSE = ops_where(lambda s: s.lowering == "dense")  # Affine, Linear
+MATRIX = ops_where(lambda s: s.lowering in ("dense", "diagonal"))  # + Scale: one weight matrix on chip
+CONV = ops_where(lambda s: s.lowering == "conv")  # Conv1d, Conv2d
+POOL = ops_where(lambda s: s.lowering == "pool")  # SumPool2d, AvgPool2d
+SPATIAL = CONV | POOL
+ONE_TO_ONE = ops_where(lambda s: s.lowering in ("diagonal", "delay"))  # Scale, Delay
+WEIGHTED = ops_where(lambda s: "weight" in s.required)  # Affine, Linear, Conv1d, Conv2d
+BIASED = ops_where(lambda s: s.family == "synapse" and ("bias" in s.required or "bias" in s.optional))
+RESETTING = ops_where(lambda s: s.resets)  # IF, LIF, CubaLIF
+CUBA = ops_where(lambda s: s.lowering == "cuba")  # Loihi's CUBA neuron computes these
+CUBA_SPIKING = ops_where(lambda s: s.lowering == "cuba" and s.spiking)  # RESETTING + Threshold
+LEAKY = ops_where(lambda s: bool({"tau", "tau_mem"} & set(s.required)))  # LI, LIF, CubaLI, CubaLIF
+CURRENT_BASED = ops_where(lambda s: "tau_syn" in s.required)  # CubaLI, CubaLIF: a synaptic current state
+MEMBRANE_ONLY = LEAKY - CURRENT_BASED  # LI, LIF
 
 
 def is_neuron(op: str) -> bool:

@@ -57,3 +57,23 @@ class QGraph:
         (act_shift 6 where the QGraph records no numeric format, as netx graphs for Loihi 2)."""
         shift = int((self.meta.get("numeric") or {}).get("act_shift", 6))
         return float(2**shift) * float(self.scale[node])
+
+    def chip_kinds(self, order, backend: str) -> dict[str, str]:
+        """What each node is to a chip backend: input, output, synapse, neuron, or flatten (values passed
+        through: shape ops, and synapses whose q names another synapse that simulates them, as netx delays).
+        Both fixed-point backends build their processes from this one classification."""
+        from spikedeploy.errors import UnsupportedError
+        from spikedeploy.graph.ops import OPS
+
+        kinds = {}
+        for name in order:
+            node = self.graph.nodes[name]
+            fam = OPS[node.op].family
+            if fam == "host":
+                raise UnsupportedError(
+                    f"node '{name}' ({node.op}) runs on the host; {backend} cannot run it. Simulate the chip "
+                    "subgraph, or simulate the whole graph (host nodes run in onnxruntime)")
+            kinds[name] = {"io": node.op.lower(), "shape": "flatten"}.get(fam, fam)
+            if fam == "synapse" and self.q.get(name, {}).get("folded_into"):
+                kinds[name] = "flatten"
+        return kinds

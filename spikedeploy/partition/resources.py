@@ -30,11 +30,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from spikedeploy.errors import GraphError, TargetLimitError, UnsupportedError
-from spikedeploy.graph.ops import OPS, conv_params, is_neuron, pool_params
+from spikedeploy.graph.ops import CONV, DENSE, ONE_TO_ONE, OPS, SPATIAL, conv_params, is_neuron, pool_params
 
-CONV_OPS = ("Conv1d", "Conv2d", "SumPool2d", "AvgPool2d")
-DENSE_OPS = ("Affine", "Linear")
-ONE_TO_ONE_OPS = ("Scale", "Delay")
 COMPOSITE_MAX_SYNAPSES = 50_000_000
 RESOURCES = ("neurons", "synapse_memory_bits", "input_axons", "output_axons")  # per-core limits
 
@@ -474,11 +471,11 @@ def _structural(node, weight_cap: int):
     import scipy.sparse as sp
 
     n_in, n_out = _size(node.in_shape), _size(node.out_shape)
-    if node.spec.family == "shape" or node.op in ONE_TO_ONE_OPS:
+    if node.spec.family == "shape" or node.op in ONE_TO_ONE:
         return sp.identity(n_out, dtype=np.float32, format="csr")
-    if node.op in DENSE_OPS:
+    if node.op in DENSE:
         return sp.csr_matrix((np.asarray(node.params["weight"]) != 0).astype(np.float32))
-    if node.op in CONV_OPS:
+    if node.op in SPATIAL:
         rows, cols = conv_coo(node)
         if rows.size > weight_cap:
             raise UnsupportedError(f"node '{node.name}': composite connection too large to partition ({rows.size} synapses)")
@@ -508,7 +505,7 @@ def conv_coo(node) -> tuple[np.ndarray, np.ndarray]:
 def conv_geometry(node) -> dict:
     """Geometry of a Conv1d/Conv2d/pool node as a 2-D convolution (Conv1d: height 1)."""
     ins, outs = node.in_shape, node.out_shape
-    if node.op in ("Conv1d", "Conv2d"):
+    if node.op in CONV:
         w = np.asarray(node.params["weight"])
         nd = w.ndim - 2
         k = tuple(int(x) for x in w.shape[2:])
@@ -534,15 +531,15 @@ def _projection(graph, src: str, chain: list[str], dst: str, n_dst: int, target,
     wb_default = target.numeric.weight_bits
     bits = max([_weight_bits(qgraph, n.name, wb_default) for n in syn], default=wb_default)
     args = (src, dst, tuple(chain), n_src, n_dst, bits)
-    if not syn or all(n.op in ONE_TO_ONE_OPS for n in syn):
+    if not syn or all(n.op in ONE_TO_ONE for n in syn):
         if n_src != n_dst:
             raise GraphError(f"connection {src} -> {dst}: {n_src} sources feed {n_dst} neurons one-to-one")
         proj = OneToOne(*args)
         proj.dst_perm = perm
         return proj
-    if len(syn) == 1 and syn[0].op in DENSE_OPS and perm is None:
+    if len(syn) == 1 and syn[0].op in DENSE and perm is None:
         return Dense(*args, weight=np.asarray(syn[0].params["weight"]))
-    if len(syn) == 1 and syn[0].op in CONV_OPS:
+    if len(syn) == 1 and syn[0].op in SPATIAL:
         geo = conv_geometry(syn[0])
         if perm is None or n_dst == geo["cout"] * geo["hout"] * geo["wout"]:
             pos = None if tile is None else position_order(geo["hout"], geo["wout"], tile)

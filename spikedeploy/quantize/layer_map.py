@@ -14,7 +14,7 @@ with gain = k_m·r (LIF), k_m·r·k_s·w_in (CubaLIF), dt·r (IF, I), 1 (Thresho
 k_s = (du+1)/4096 use the *rounded* decays so the steady-state gain stays exact.
 
 A CubaLIF's synapse bias b enters its current, as in NIR (u += k_s·(−u + w_in·(Wx + b))), so it is not a
-v bias: u_bias = λ · gain · b per step (Layer.ubias_f), added to u next to a_in by spikedeploy's own neuron
+v bias: u_bias = λ · gain · b per step (ChipLayer.ubias_f), added to u next to a_in by spikedeploy's own neuron
 model (targets/lava/neurons.py), which Loihi 2's programmable neurons can run. The reset rule of each node
 (graph.neuron_rule) is carried into the layer: subtraction subtracts the integer threshold vth << 6.
 """
@@ -27,14 +27,26 @@ import numpy as np
 
 from spikedeploy.errors import UnsupportedError
 from spikedeploy.graph.ir import Graph, Node, neuron_rule
-from spikedeploy.graph.ops import conv_params, pool_params
+from spikedeploy.graph.ops import (
+    BIASED,
+    CONV,
+    CUBA,
+    CUBA_SPIKING,
+    CURRENT_BASED,
+    DENSE,
+    MATRIX,
+    MEMBRANE_ONLY,
+    POOL,
+    RESETTING,
+    SPATIAL,
+    WEIGHTED,
+    conv_params,
+    pool_params,
+)
 from spikedeploy.targets.spec import NumericFormat
 
-CHIP_SYNAPSES = ("Affine", "Linear", "Conv1d", "Conv2d", "Scale")
-POOLS = ("SumPool2d", "AvgPool2d")
-READOUTS = ("LI", "CubaLI", "I")  # never spike on chip: vth = 2**17
-SPIKING = ("LIF", "IF", "CubaLIF", "Threshold")
-CHIP_NEURONS = SPIKING + READOUTS
+CHIP_SYNAPSES = MATRIX | CONV  # what a chip layer's synapses may be once pools are folded
+READOUTS = CUBA - CUBA_SPIKING  # LI, CubaLI, I: never spike on chip (vth = 2**17)
 PLAIN_RULE = {"reset": "zero", "reset_delay": False, "fire_at_equal": False, "pending_reset": False}  # Lava's LIF
 
 
@@ -48,7 +60,7 @@ class Chain:
 
 
 @dataclass
-class Layer:
+class ChipLayer:
     name: str
     op: str
     shape: tuple[int, ...]
@@ -128,7 +140,7 @@ def split_fanin(g: Graph) -> list[str]:
     done: list[str] = []
     for name in [n for n, v in g.nodes.items() if v.spec.family == "synapse" and v.placement == "chip"]:
         node, preds, succ = g.nodes[name], g.predecessors(name), g.successors(name)
-        if len(preds) < 2 or not succ or not all(g.nodes[c].op in CHIP_NEURONS for c in succ):
+        if len(preds) < 2 or not succ or not all(g.nodes[c].op in CUBA for c in succ):
             continue
         copies = []
         for i, p in enumerate(preds[1:], start=1):
@@ -153,7 +165,7 @@ def split_fanin(g: Graph) -> list[str]:
     return done
 
 
-MERGEABLE = ("Affine", "Linear", "Conv1d", "Conv2d", "Scale", "SumPool2d", "AvgPool2d")
+MERGEABLE = MATRIX | SPATIAL
 
 
 def _dense_reader(g: Graph, a: str) -> str | None:
@@ -166,7 +178,7 @@ def _dense_reader(g: Graph, a: str) -> str | None:
         if g.predecessors(b) != [a] or len(g.successors(b)) != 1:
             return None
         b = g.successors(b)[0]
-    ok = g.nodes[b].op in ("Affine", "Linear") and g.nodes[b].placement == "chip" and len(g.predecessors(b)) == 1
+    ok = g.nodes[b].op in DENSE and g.nodes[b].placement == "chip" and len(g.predecessors(b)) == 1
     return b if ok else None
 
 
@@ -185,7 +197,7 @@ def merge_synapse_chains(g: Graph) -> list[str]:
         changed = False
         g.infer_shapes()
         for bname, bnode in list(g.nodes.items()):
-            if bnode.op not in ("Affine", "Linear") or bnode.placement != "chip" or len(g.predecessors(bname)) != 1:
+            if bnode.op not in DENSE or bnode.placement != "chip" or len(g.predecessors(bname)) != 1:
                 continue
             a = g.predecessors(bname)[0]
             if g.nodes[a].op == "Flatten":
@@ -227,7 +239,7 @@ def merge_synapse_chains(g: Graph) -> list[str]:
     return done
 
 
-SCALABLE = ("Affine", "Linear", "Conv1d", "Conv2d", "Scale")
+SCALABLE = MATRIX | CONV
 
 
 def fold_scales(g: Graph) -> list[str]:
@@ -272,7 +284,7 @@ def _scale_outputs(p: Node, s: np.ndarray) -> bool:
     if p.op == "Scale":
         p.params["scale"] = np.asarray(p.params["scale"], dtype=np.float64) * sf
         return True
-    if p.op in ("Affine", "Linear"):
+    if p.op in DENSE:
         col = sf.reshape(-1)
     else:  # conv weights are shared over positions: one factor per output channel
         per = sf.reshape(sf.shape[0], -1)
@@ -290,15 +302,15 @@ def _scale_reader(g: Graph, scale: str, c: str) -> str | None:
     """The Dense/Conv that reads only `scale` (through at most one Flatten), or None."""
     if g.nodes[c].op == "Flatten" and g.predecessors(c) == [scale] and len(g.successors(c)) == 1:
         c2 = g.successors(c)[0]
-        return c2 if g.nodes[c2].op in ("Affine", "Linear") and g.predecessors(c2) == [c] else None
-    ok = g.nodes[c].op in SCALABLE[:4] and g.nodes[c].placement == "chip" and g.predecessors(c) == [scale]
+        return c2 if g.nodes[c2].op in DENSE and g.predecessors(c2) == [c] else None
+    ok = g.nodes[c].op in WEIGHTED and g.nodes[c].placement == "chip" and g.predecessors(c) == [scale]
     return c if ok else None
 
 
 def _input_factor(t: Node, s: np.ndarray, in_shape) -> np.ndarray | None:
     """The factor on `t`'s weight that applies `s` to its input, or None if shared conv weights forbid it."""
     sf = np.broadcast_to(s, in_shape).astype(np.float64)
-    if t.op in ("Affine", "Linear"):
+    if t.op in DENSE:
         return sf.reshape(1, -1)
     per = sf.reshape(sf.shape[0], -1)
     if not np.all(per == per[:, :1]):
@@ -330,7 +342,7 @@ def fold_pooling(g: Graph) -> list[str]:
     AvgPool2d is SumPool2d with weights 1/(kh·kw) (count_include_pad, as torch and NIR do).
     """
     done: list[str] = []
-    for name in [n for n, v in g.nodes.items() if v.op in POOLS and v.placement == "chip"]:
+    for name in [n for n, v in g.nodes.items() if v.op in POOL and v.placement == "chip"]:
         node = g.nodes[name]
         k, st, pd = pool_params(node.params)
         C, H, W = node.in_shape
@@ -351,7 +363,7 @@ def fold_pooling(g: Graph) -> list[str]:
                 continue
             if nxt.op == "Flatten" and len(g.successors(succ[0])) == 1:
                 dense = g.nodes[g.successors(succ[0])[0]]
-                if dense.op in ("Affine", "Linear") and int(nxt.params.get("start_dim", 0)) in (0, -3):
+                if dense.op in DENSE and int(nxt.params.get("start_dim", 0)) in (0, -3):
                     Hp, Wp = H // k[0], W // k[1]
                     w = np.asarray(dense.params["weight"], dtype=np.float64).reshape(-1, C, Hp, Wp)
                     up = np.zeros((w.shape[0], C, H, W))
@@ -362,11 +374,11 @@ def fold_pooling(g: Graph) -> list[str]:
                     done.append(f"{node.op} '{name}' ({k[0]}x{k[1]}) folded into {dense.op} '{dense.name}' "
                                 "after Flatten (exact)")
                     continue
-        if succ and all(g.nodes[s].op in CHIP_NEURONS for s in succ) and _merge_conv_pool(g, name, k, st, pd, factor):
+        if succ and all(g.nodes[s].op in CUBA for s in succ) and _merge_conv_pool(g, name, k, st, pd, factor):
             done.append(f"{node.op} '{name}' ({k[0]}x{k[1]}, stride {st[0]}x{st[1]}) merged into Conv2d "
                         f"'{preds[0]}' before it (exact: one Conv whose kernel is the sum of the shifted kernels)")
             continue
-        if all(g.nodes[s].op in CHIP_NEURONS for s in succ):
+        if all(g.nodes[s].op in CUBA for s in succ):
             conv = Node(name, "Conv2d", {"weight": np.full((C, 1, k[0], k[1]), factor), "stride": np.asarray(st),
                                          "padding": np.asarray(pd), "groups": C}, placement=node.placement,
                         modality=node.modality, meta=dict(node.meta))
@@ -450,15 +462,15 @@ def _through_shapes(g: Graph, name: str, direction: str) -> str:
     return name
 
 
-def find_layers(g: Graph, dt: float | None, fmt: NumericFormat, approx: Approx) -> dict[str, Layer]:
-    layers: dict[str, Layer] = {}
+def find_layers(g: Graph, dt: float | None, fmt: NumericFormat, approx: Approx) -> dict[str, ChipLayer]:
+    layers: dict[str, ChipLayer] = {}
     owner: dict[str, str] = {}
     for name, node in g.nodes.items():
         if node.placement != "chip":
             continue
         fam = node.spec.family
         if fam == "neuron":
-            if node.op not in CHIP_NEURONS:
+            if node.op not in CUBA:
                 raise UnsupportedError(f"node '{name}' ({node.op}): no chip neuron model")
             chains = []
             for p in g.predecessors(name):
@@ -551,7 +563,7 @@ def _scalar_if_uniform(a: np.ndarray):
     return int(a[0]) if np.all(a == a[0]) else a.astype(np.int64)
 
 
-def _neuron_factors(g: Graph, node: Node, chains: list[Chain], dt, fmt: NumericFormat, approx: Approx) -> Layer:
+def _neuron_factors(g: Graph, node: Node, chains: list[Chain], dt, fmt: NumericFormat, approx: Approx) -> ChipLayer:
     name, op = node.name, node.op
     shape = tuple(node.out_shape)
     n = int(np.prod(shape)) if shape else 1
@@ -561,7 +573,7 @@ def _neuron_factors(g: Graph, node: Node, chains: list[Chain], dt, fmt: NumericF
     one = 2**fmt.decay_bits
     notes: list[str] = []
     zeros = np.zeros(n)
-    v_reset = _flat(node, "v_reset", n, 0.0) if op in ("LIF", "IF", "CubaLIF") else zeros
+    v_reset = _flat(node, "v_reset", n, 0.0) if op in RESETTING else zeros
     if np.any(v_reset != 0):
         # the shift v' = v − v_reset makes every reset exact, but the chip starts at v' = 0, i.e. at v_reset
         approx(f"node '{name}' ({op}): v_reset = {float(np.abs(v_reset).max()):g} ≠ 0; the chip resets to 0, so the "
@@ -570,14 +582,14 @@ def _neuron_factors(g: Graph, node: Node, chains: list[Chain], dt, fmt: NumericF
                "use v_reset = 0 with v_threshold and v_leak shifted by −v_reset, which is the same model started "
                "at its reset potential")
         notes.append("v_reset != 0: state shifted by -v_reset so that the chip's reset to 0 is exact")
-    if op in ("LIF", "LI"):
+    if op in MEMBRANE_ONLY:
         k = dt / _flat(node, "tau", n)
         dv, km = _decay(k, name, "tau", approx, fmt.decay_bits)
         r = _flat(node, "r", n)
         du = np.full(n, one - 1)
         gain, hgain = km * r, km * r
         leak = km * (_flat(node, "v_leak", n) - v_reset)
-    elif op in ("CubaLIF", "CubaLI"):
+    elif op in CURRENT_BASED:
         km_f = dt / _flat(node, "tau_mem", n)
         ks_f = dt / _flat(node, "tau_syn", n)
         dv, km = _decay(km_f, name, "tau_mem", approx, fmt.decay_bits)
@@ -596,7 +608,7 @@ def _neuron_factors(g: Graph, node: Node, chains: list[Chain], dt, fmt: NumericF
         dv, du = np.full(n, one), np.full(n, one - 1)
         gain = hgain = np.ones(n)
         leak = zeros
-    if op in SPIKING:
+    if op in CUBA_SPIKING:
         thr = _flat(node, "threshold" if op == "Threshold" else "v_threshold", n)
         vth_f = thr - v_reset
         if np.any(vth_f < 0):
@@ -606,9 +618,9 @@ def _neuron_factors(g: Graph, node: Node, chains: list[Chain], dt, fmt: NumericF
             )
     else:
         vth_f = None
-    lay = Layer(name, op, shape, chains, _scalar_if_uniform(np.asarray(du)), _scalar_if_uniform(np.asarray(dv)),
+    lay = ChipLayer(name, op, shape, chains, _scalar_if_uniform(np.asarray(du)), _scalar_if_uniform(np.asarray(dv)),
                 gain, hgain, leak, vth_f, notes=notes)
-    if op in SPIKING and op != "Threshold":
+    if op in RESETTING:
         lay.rule = neuron_rule(g, node)
         lay.rule["pending_reset"] = lay.rule["pending_reset"] and lay.rule["reset"] == "subtract" \
             and not lay.rule["reset_delay"]
@@ -621,14 +633,14 @@ def _neuron_factors(g: Graph, node: Node, chains: list[Chain], dt, fmt: NumericF
     b = np.zeros(n)
     for c in chains:
         sn = g.nodes[c.syn]
-        bias = sn.params.get("bias") if sn.op in ("Affine", "Conv1d", "Conv2d") else None
+        bias = sn.params.get("bias") if sn.op in BIASED else None
         if bias is None:
             continue
         bias = np.asarray(bias, dtype=np.float64)
         if sn.op.startswith("Conv"):
             bias = np.repeat(bias.reshape(-1), int(np.prod(sn.out_shape[1:])))
         b = b + bias.reshape(-1)
-    if op in ("CubaLIF", "CubaLI") and np.any(b != 0):
+    if op in CURRENT_BASED and np.any(b != 0):
         # NIR adds the bias to the current: u gets k_s·w_in·b per step, i.e. gain·b in a_in units (exact)
         lay.ubias_f = gain * b
         lay.bias_f = leak
@@ -645,7 +657,7 @@ def _neuron_factors(g: Graph, node: Node, chains: list[Chain], dt, fmt: NumericF
     return lay
 
 
-def effective_weight(g: Graph, lay: Layer, c: Chain) -> np.ndarray:
+def effective_weight(g: Graph, lay: ChipLayer, c: Chain) -> np.ndarray:
     """The chain's float weight with the layer's per-neuron gain folded in (λ-free), in the node's layout.
 
     A chain reading a host node receives integer payloads value/scale (node.meta["payload"]), so its
@@ -657,7 +669,7 @@ def effective_weight(g: Graph, lay: Layer, c: Chain) -> np.ndarray:
     return _effective_weight(sn, lay, c)
 
 
-def _effective_weight(sn: Node, lay: Layer, c: Chain) -> np.ndarray:
+def _effective_weight(sn: Node, lay: ChipLayer, c: Chain) -> np.ndarray:
     if c.kind == "dense":
         return np.asarray(sn.params["weight"], dtype=np.float64) * lay.gain[:, None]
     if c.kind == "scale":
@@ -668,7 +680,7 @@ def _effective_weight(sn: Node, lay: Layer, c: Chain) -> np.ndarray:
     return w * gc.reshape((-1,) + (1,) * (w.ndim - 1))
 
 
-def check_neuron_models(layers: dict[str, Layer], spec) -> None:
+def check_neuron_models(layers: dict[str, ChipLayer], spec) -> None:
     """Refuse layers that need a programmable neuron (reset by subtraction, delayed reset, v >= threshold,
     a bias into the current) on a target whose neurons are fixed-function."""
     if spec.programmable_neurons:

@@ -36,11 +36,12 @@ import numpy as np
 from spikedeploy.errors import SpikeDeployError, TargetLimitError, UnsupportedError
 from spikedeploy.graph.ir import Graph, set_dt
 from spikedeploy.graph.neuron_reach import warn_unreachable
+from spikedeploy.graph.ops import BIASED
 from spikedeploy.graph.qgraph import QGraph
 from spikedeploy.quantize.layer_map import (
     PLAIN_RULE,
     Approx,
-    Layer,
+    ChipLayer,
     check_graph,
     check_neuron_models,
     effective_weight,
@@ -145,7 +146,7 @@ def _grid(fmt: NumericFormat, nwb: int, mode: str) -> tuple[int, int]:
 
 
 class Quantizer:
-    def __init__(self, g: Graph, layers: dict[str, Layer], fmt: NumericFormat, nwb: int, bias_exp_min: int = 0,
+    def __init__(self, g: Graph, layers: dict[str, ChipLayer], fmt: NumericFormat, nwb: int, bias_exp_min: int = 0,
                  bias_onset: str = "step0"):
         self.g, self.layers, self.fmt, self.nwb = g, layers, fmt, nwb
         self.bias_exp_min = bias_exp_min
@@ -179,7 +180,7 @@ class Quantizer:
         return m / mx if mx > 0 else math.inf
 
     # λ = λ0 · 2^n
-    def n_static_max(self, lay: Layer) -> int:
+    def n_static_max(self, lay: ChipLayer) -> int:
         """Largest n the threshold, the bias and conv weights (exponent fixed at 0) allow, without data."""
         lam0 = self.lam0[lay.name]
         bounds = []
@@ -199,7 +200,7 @@ class Quantizer:
             n = min(n, self._n_readout_worst(lay))
         return n
 
-    def _n_readout_worst(self, lay: Layer) -> int:
+    def _n_readout_worst(self, lay: ChipLayer) -> int:
         """A never-spiking LI/CubaLI layer holds v ≈ r·(W x + b) + v_leak: keep 64λ|v| inside the state range."""
         lam0 = self.lam0[lay.name]
         km = np.asarray(lay.dv, dtype=float) / 2**self.fmt.decay_bits
@@ -212,7 +213,7 @@ class Quantizer:
             return 0
         return math.floor(math.log2((self.a_lim - 1) / (lam0 * vbound)))
 
-    def _abs_rowsum(self, c, lay: Layer, sign: int = 0) -> np.ndarray:
+    def _abs_rowsum(self, c, lay: ChipLayer, sign: int = 0) -> np.ndarray:
         """Per neuron Σ|W_eff| (sign=0), Σ max(W,0) (sign=1) or Σ min(W,0) (sign=-1), λ-free."""
         w = self.weff[c.syn]
         f = np.abs if sign == 0 else (lambda x: np.maximum(x, 0)) if sign > 0 else (lambda x: np.minimum(x, 0))
@@ -241,7 +242,7 @@ class Quantizer:
             for c in lay.chains:
                 y = run.traces[c.syn]["out"].reshape(T, B, -1)
                 sn = g.nodes[c.syn]
-                b = sn.params.get("bias") if sn.op in ("Affine", "Conv1d", "Conv2d") else None
+                b = sn.params.get("bias") if sn.op in BIASED else None
                 if b is not None:
                     b = np.asarray(b, dtype=float).reshape(-1)
                     if sn.op.startswith("Conv"):
@@ -261,7 +262,7 @@ class Quantizer:
             }
         return out
 
-    def n_from_data(self, lay: Layer, st: dict) -> int:
+    def n_from_data(self, lay: ChipLayer, st: dict) -> int:
         lam0 = self.lam0[lay.name]
         n = self.fmt.weight_exp_max
         a = st["a_pct"]
@@ -273,7 +274,7 @@ class Quantizer:
         return n
 
     # ---- materialize ------------------------------------------------------------------------------
-    def layer_q(self, lay: Layer, n: int) -> tuple[dict, dict[str, dict], dict]:
+    def layer_q(self, lay: ChipLayer, n: int) -> tuple[dict, dict[str, dict], dict]:
         """Integer parameters of the neuron node and its synapse nodes at λ = λ0·2^n, and a small report."""
         fmt = self.fmt
         lam = self.lam0[lay.name] * 2.0**n
@@ -438,7 +439,7 @@ def overflow_warnings(q: Quantizer, qg: QGraph, stats: dict | None) -> list[str]
     return out
 
 
-def _int_rowsums(w, c, lay: Layer):
+def _int_rowsums(w, c, lay: ChipLayer):
     w = np.asarray(w, dtype=np.float64)
     if c.kind == "dense":
         return np.maximum(w, 0).sum(1), np.minimum(w, 0).sum(1)

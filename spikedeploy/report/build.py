@@ -14,7 +14,9 @@ from typing import Any
 from spikedeploy.cli.jsonout import jsonable
 from spikedeploy.estimate.energy import estimate
 from spikedeploy.estimate.traffic import traffic as _traffic
+from spikedeploy.graph.ops import IO
 from spikedeploy.partition.placer import RESOURCES, partition
+from spikedeploy.report.sections import get_section, present
 from spikedeploy.simulate.hybrid import host_boundary
 
 SCHEMA_VERSION = "1.0"
@@ -28,14 +30,14 @@ def report_schema() -> dict:
 
 
 def build_report(graph, target, *, run=None, placement=None, fidelity: dict | None = None, qgraph=None,
-                 retrieval: dict | None = None, assumed_rate: float | None = None, steps: int | None = None,
+                 sections: dict[str, dict] | None = None, assumed_rate: float | None = None, steps: int | None = None,
                  allocator: str = "greedy", chips: int | None = None) -> dict[str, Any]:
     """Partition (unless `placement` is given), count traffic, estimate energy/latency, and collect it all.
 
     Without a `run`, spiking populations are assumed to fire `assumed_rate` (default 0.05) spikes per
-    neuron per step for `steps` (default 100) steps, and the report says so. `fidelity` and `retrieval`
-    are carried into their sections; `retrieval` may give `gallery_size` and `embedding_dim` for the
-    cost of one retrieval query.
+    neuron per step for `steps` (default 100) steps, and the report says so. `fidelity` is carried into its
+    section; `sections` ({key: data}) into registered task sections (report/sections.py), the first of which
+    that prices a query beyond one inference sets `per_query`.
     """
     if isinstance(target, str):
         from spikedeploy.targets.spec import get_target
@@ -48,11 +50,14 @@ def build_report(graph, target, *, run=None, placement=None, fidelity: dict | No
         rate = DEFAULT_ASSUMED_RATE if assumed_rate is None else float(assumed_rate)
         steps = int(steps or graph.meta.get("steps") or DEFAULT_STEPS)
     tr = _traffic(graph, placement, run, assumed_rate=rate)
-    gal = dim = None
-    if retrieval:
-        gal, dim = retrieval.get("gallery_size"), retrieval.get("embedding_dim")
+    sections = dict(sections or {})
+    q_macs, q_note = 0, ""
+    for key, data in sections.items():
+        sec = get_section(key)
+        if sec.query_host_macs is not None and not q_macs:
+            q_macs, q_note = sec.query_host_macs(data)
     en = estimate(graph, target, placement, run, qgraph=qgraph, assumed_rate=rate, steps=steps, traffic=tr,
-                  gallery_size=gal, embedding_dim=dim)
+                  query_host_macs=q_macs, query_note=q_note)
     T = en["steps"]
     stats = graph.stats()
     rates = tr["rates"]
@@ -71,7 +76,7 @@ def build_report(graph, target, *, run=None, placement=None, fidelity: dict | No
         })
     host_e = en["breakdown_j"]["host"]
     chip_host = {
-        "chip_nodes": sorted(n for n, v in graph.nodes.items() if v.placement == "chip" and v.op not in ("Input", "Output")),
+        "chip_nodes": sorted(n for n, v in graph.nodes.items() if v.placement == "chip" and v.op not in IO),
         "host_nodes": sorted(placement.host_nodes),
         "chip_neurons": int(sum(v["neurons"] for v in placement.layers.values())),
         "host_macs_per_step": int(en["per_step"]["host_macs"]),
@@ -131,8 +136,9 @@ def build_report(graph, target, *, run=None, placement=None, fidelity: dict | No
         # approximations the user accepted (--allow-approximate): exporter's and quantizer's, never silent
         "deviations": list(dict.fromkeys([*graph.meta.get("deviations", []),
                                           *(getattr(qgraph, "deviations", None) or [])])),
-        "retrieval": None if retrieval is None else {**retrieval, "per_query": en["per_query"]},
     }
+    for key, data in sections.items():
+        rep[key] = {**data, "per_query": en["per_query"]} if get_section(key).query_host_macs else dict(data)
     return jsonable(rep)
 
 
@@ -171,7 +177,7 @@ def render_terminal(report: dict, console=None) -> None:
     s.add_row("same network as ANN (45 nm)", _eng(report["energy"]["ann_equivalent"]["energy_j"], "J"))
     pq = report["energy"].get("per_query")
     if pq:
-        s.add_row("energy / retrieval query", _eng(pq["energy_j"], "J"))
+        s.add_row("energy / task query", _eng(pq["energy_j"], "J"))
     ch = report["chip_host_split"]
     s.add_row("chip / host", f"{len(ch['chip_nodes'])} chip nodes, {len(ch['host_nodes'])} host nodes "
               f"({ch['host_macs_per_step']} host MACs/step)")
@@ -235,8 +241,9 @@ def render_terminal(report: dict, console=None) -> None:
         console.print(f"[yellow]deviation (approximation accepted with --allow-approximate):[/] {d}")
     if report.get("fidelity"):
         render_fidelity(report["fidelity"], console)
-    if report.get("retrieval"):
-        render_retrieval(report["retrieval"], console)
+    for sec in present(report):
+        if sec.terminal is not None:
+            sec.terminal(report, console)
 
 
 def render_fidelity(fid: dict, console) -> None:
@@ -274,27 +281,6 @@ def fidelity_headline(fid: dict) -> str:
         return "spike overlap (Dice): no layer spikes on either side" + tail
     return (f"spike overlap (Dice) over {fid.get('layers_scored')} spiking layer(s): min {_fmt(fid['dice_min'])}, "
             f"mean {_fmt(fid['dice_mean'])}{tail}")
-
-
-def render_retrieval(ret: dict, console) -> None:
-    """Recall@K per backend and direction, for sections shaped {backend: {direction: {"R@k": x}}}."""
-    from rich.table import Table
-
-    rows = {b: v for b, v in ret.items() if isinstance(v, dict) and "image_to_text" in v}
-    if not rows:
-        return
-    ks = sorted({k for v in rows.values() for d in ("image_to_text", "text_to_image") for k in v.get(d, {})},
-                key=lambda k: int(k.split("@")[1]))
-    gallery = ret.get("gallery_size") or (ret.get("gallery") or {}).get("items", "?")  # the pipeline's section
-    t = Table(title=f"cross-modal retrieval ({ret.get('queries', '?')} queries, gallery {gallery})")
-    t.add_column("backend")
-    for d in ("image→text", "text→image"):
-        for k in ks:
-            t.add_column(f"{d} {k}", justify="right")
-    for b, v in rows.items():
-        label = b + (f" ({v['queries']} queries)" if "queries" in v else "")
-        t.add_row(label, *(_fmt(v.get(d, {}).get(k)) for d in ("image_to_text", "text_to_image") for k in ks))
-    console.print(t)
 
 
 def _fmt(v) -> str:

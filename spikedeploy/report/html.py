@@ -17,9 +17,10 @@ import numpy as np
 from spikedeploy.io.atomic import atomic_write
 from spikedeploy.partition.placer import RESOURCES
 from spikedeploy.report.build import _eng
+from spikedeploy.report.sections import present
 
 
-def _png(fig) -> str:
+def png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     import matplotlib.pyplot as plt
@@ -46,7 +47,7 @@ def _figures(report: dict) -> list[tuple[str, str]]:
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("spikes / neuron / step")
     ax.set_title("Firing rate per layer" + ("" if report["run"] else " (assumed: no Run)"))
-    figs.append(("Firing rate per layer", _png(fig)))
+    figs.append(("Firing rate per layer", png(fig)))
 
     # core utilisation per resource
     fig, ax = plt.subplots(figsize=(7, 3.2))
@@ -67,7 +68,7 @@ def _figures(report: dict) -> list[tuple[str, str]]:
     ax.set_ylim(0, 1.1)
     ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.18))
     ax.set_title(f"Core utilisation ({report['cores_used']} cores, lower bound {report['cores_lower_bound']})")
-    figs.append(("Core utilisation per resource", _png(fig)))
+    figs.append(("Core utilisation per resource", png(fig)))
 
     # traffic: heatmap (cores if known, else chips) + levels
     tr = report["traffic"]
@@ -87,7 +88,7 @@ def _figures(report: dict) -> list[tuple[str, str]]:
     a2.barh(keys, [lv[k] for k in keys], color="#3a923a")
     a2.set_xlabel("messages / inference")
     a2.set_title("Messages per level")
-    figs.append(("Traffic between cores and chips", _png(fig)))
+    figs.append(("Traffic between cores and chips", png(fig)))
 
     # energy breakdown
     fig, ax = plt.subplots(figsize=(7, 3.2))
@@ -101,7 +102,7 @@ def _figures(report: dict) -> list[tuple[str, str]]:
                  f"ANN {_eng(ann, 'J')})", fontsize=9)
     if max(br.values(), default=0) > 0:
         ax.set_xscale("symlog", linthresh=max(min(v for v in br.values() if v > 0), 1e-18))
-    figs.append(("Energy breakdown", _png(fig)))
+    figs.append(("Energy breakdown", png(fig)))
 
     fid = report.get("fidelity")
     if fid and fid.get("layers"):
@@ -131,24 +132,7 @@ def _figures(report: dict) -> list[tuple[str, str]]:
         head = ("no layer spikes" if fid.get("dice_min") is None
                 else f"min {fid['dice_min']:.3f}, mean {fid['dice_mean']:.3f}")
         a2.set_title(f"Spike overlap over {fid.get('steps', '?')} steps ({head})")
-        figs.append(("Fidelity per layer: float vs quantized", _png(fig)))
-    ret = report.get("retrieval") or {}
-    backends = [b for b, v in ret.items() if isinstance(v, dict) and "image_to_text" in v]
-    if backends:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.2), layout="constrained", sharey=True)
-        for ax, d, title in zip(axes, ("image_to_text", "text_to_image"), ("image → text", "text → image"), strict=True):
-            ks = list(ret[backends[0]][d])
-            x = np.arange(len(ks))
-            w = 0.8 / len(backends)
-            for i, b in enumerate(backends):
-                ax.bar(x + (i - (len(backends) - 1) / 2) * w, [ret[b].get(d, {}).get(k, 0.0) for k in ks], width=w,
-                       label=b)
-            ax.set_xticks(x, ks)
-            ax.set_ylim(0, 1.05)
-            ax.set_title(f"Retrieval {title}")
-        axes[0].set_ylabel("recall")
-        axes[1].legend(fontsize=8, loc="lower right")
-        figs.append(("Cross-modal retrieval: float vs emulator vs Lava", _png(fig)))
+        figs.append(("Fidelity per layer: float vs quantized", png(fig)))
     return figs
 
 
@@ -170,11 +154,7 @@ def render_html(report: dict) -> str:
         ("spikes / inference", f"{report['spikes_per_inference']:.4g}"),
         ("host nodes", ", ".join(report["chip_host_split"]["host_nodes"]) or "none"),
     ]
-    figs = "".join(
-        f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{b64}"><figcaption>{html.escape(title)}'
-        "</figcaption></figure>"
-        for title, b64 in _figures(report)
-    )
+    figs = _figure_tags(_figures(report))
     def _rate(r):
         return "-" if r["firing_rate"] is None else f"{r['firing_rate']:.4f}"
 
@@ -189,12 +169,11 @@ def render_html(report: dict) -> str:
         for c in report["assumptions"]["constants"]
     )
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in report["assumptions"]["notes"])
-    retrieval = _retrieval_table(report.get("retrieval") or {})
-    heads = report.get("similarity_head") or {}
-    head_rows = "".join(
-        f"<tr><td>{html.escape(m)}</td><td>{v['cores_used']}</td><td>{_eng(v['energy_per_query_j'], 'J')}</td>"
-        f"<td>{_eng(v['latency_per_query_s'], 's')}</td><td>{v.get('image_to_text_R@1', float('nan')):.3f}</td>"
-        f"<td>{html.escape(v['where'])}</td></tr>" for m, v in heads.items())
+    task_html = ""
+    for sec in present(report):
+        if sec.html is not None:
+            fragment, sec_figs = sec.html(report)
+            task_html += f"<h2>{html.escape(sec.title)}</h2>{fragment}" + _figure_tags(sec_figs)
     split = report["chip_host_split"]
     split_html = (f"<p>chip: {len(split['chip_nodes'])} nodes, {split['chip_neurons']:,} neurons, "
                   f"{_eng(split['energy_chip_j'], 'J')} per inference; host: {len(split['host_nodes'])} nodes "
@@ -218,8 +197,7 @@ img {{ max-width: 560px; }}
 {f'<h2 class="bad">Approximations (accepted with --allow-approximate)</h2><ul>{devs}</ul>' if devs else ''}
 <h2>Chip / host split</h2>
 {split_html}
-{f'<h2>Cross-modal retrieval</h2>{retrieval}' if retrieval else ''}
-{f'<h3>Similarity head: host or chip (per query)</h3><table><tr><th>head</th><th>cores</th><th>energy</th><th>latency</th><th>image→text R@1</th><th>where</th></tr>{head_rows}</table>' if head_rows else ''}
+{task_html}
 <h2>Plots</h2>
 {figs}
 <h2>Layers</h2>
@@ -231,21 +209,10 @@ img {{ max-width: 560px; }}
 """
 
 
-def _retrieval_table(ret: dict) -> str:
-    rows = {b: v for b, v in ret.items() if isinstance(v, dict) and "image_to_text" in v}
-    if not rows:
-        return ""
-    ks = list(next(iter(rows.values()))["image_to_text"])
-    head = "".join(f"<th>{d} {html.escape(k)}</th>" for d in ("image→text", "text→image") for k in ks)
-    body = "".join(
-        f"<tr><td>{html.escape(b)}{(' (' + str(v['queries']) + ' queries)') if 'queries' in v else ''}</td>"
-        + "".join(f"<td>{v[d][k]:.3f}</td>" if k in v.get(d, {}) else "<td>-</td>"
-                  for d in ("image_to_text", "text_to_image") for k in ks) + "</tr>"
-        for b, v in rows.items())
-    par = (ret.get("lava") or {}).get("parity_with_emulator")
-    note = "" if par is None else (f"<p>Lava equals the emulator bit for bit on every node: "
-                                   f"<b>{'yes' if par.get('all_equal') else 'NO'}</b></p>")
-    return f"<table><tr><th>backend</th>{head}</tr>{body}</table>{note}"
+def _figure_tags(figs) -> str:
+    return "".join(
+        f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{b64}"><figcaption>{html.escape(title)}'
+        "</figcaption></figure>" for title, b64 in figs)
 
 
 def write_html(report: dict, path: str | Path) -> Path:

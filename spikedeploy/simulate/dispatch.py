@@ -20,8 +20,7 @@ from spikedeploy.errors import SpikeDeployError, TargetLimitError
 from spikedeploy.graph.ir import Graph
 from spikedeploy.graph.qgraph import QGraph
 from spikedeploy.simulate.result import Run, model_layout
-
-BACKENDS = ("float", "emulator", "lava")
+from spikedeploy.targets.backends import FLOAT, get_backend
 
 
 def simulate(model: Graph | QGraph, inputs: Mapping[str, np.ndarray], *, backend: str = "emulator",
@@ -32,12 +31,12 @@ def simulate(model: Graph | QGraph, inputs: Mapping[str, np.ndarray], *, backend
     target: the target a float Graph is quantized for (default loihi2). A QGraph runs in the arithmetic of
     the target it was quantized for; a `target` that names another arithmetic is refused.
     """
-    if backend not in BACKENDS:
-        raise SpikeDeployError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
-    if isinstance(model, QGraph) and backend != "float":
+    if backend != FLOAT:
+        get_backend(backend)  # an unknown name is refused before anything is quantized
+    if isinstance(model, QGraph) and backend != FLOAT:
         _check_target(model, target, backend)
     graph = model.graph if isinstance(model, QGraph) else model
-    if backend == "float":
+    if backend == FLOAT:
         from spikedeploy.simulate.float_ref import simulate_float
 
         return simulate_float(graph, inputs, steps=steps, probes=probes, progress=progress)
@@ -49,13 +48,7 @@ def simulate(model: Graph | QGraph, inputs: Mapping[str, np.ndarray], *, backend
         target = target or "loihi2"
         qg = quantize(model, target)
         note = f"float graph quantized for {target} with max-abs scaling before simulation"
-    if backend == "emulator":
-        from spikedeploy.targets.emulator import simulate_emulator
-
-        def chip(m, xs, **kw):  # the QGraph's own target decides the arithmetic
-            return simulate_emulator(m, xs, mode=m, **kw)
-    else:
-        from spikedeploy.targets.lava.backend import simulate_lava as chip
+    chip = get_backend(backend).load()  # computes in the arithmetic of the QGraph's own target
     from spikedeploy.simulate.hybrid import has_host_part, run_hybrid
 
     if has_host_part(qg.graph):
@@ -74,7 +67,7 @@ def simulate(model: Graph | QGraph, inputs: Mapping[str, np.ndarray], *, backend
 def _check_target(qg: QGraph, target: str | None, backend: str) -> None:
     """A QGraph's own target decides its arithmetic: refuse a --target that says otherwise, and Lava (which
     computes Loihi 2's arithmetic only) for a QGraph of another arithmetic."""
-    from spikedeploy.targets.loihi_arith import LOIHI2, arith_for
+    from spikedeploy.targets.loihi_arith import arith_for
 
     own = arith_for(qg)
     if target is not None and arith_for(target) != own:
@@ -91,9 +84,10 @@ def _check_target(qg: QGraph, target: str | None, backend: str) -> None:
         raise TargetLimitError(
             f"backend '{backend}' cannot simulate target '{qg.target}' (the QGraph's); it runs on: "
             f"{', '.join(spec.simulators)}")
-    if backend == "lava" and own != LOIHI2:
+    only = get_backend(backend).arithmetic
+    if only is not None and own != arith_for(only):
         raise TargetLimitError(
-            f"backend 'lava' computes Loihi 2's arithmetic only, but the QGraph was quantized for '{qg.target}' "
+            f"backend '{backend}' computes {only}'s arithmetic only, but the QGraph was quantized for '{qg.target}' "
             f"({own.state_bits}-bit state, {own.weight_bits}-bit weights); use --backend emulator")
 
 

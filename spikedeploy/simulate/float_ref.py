@@ -38,11 +38,22 @@ import torch.nn.functional as F
 
 from spikedeploy.errors import GraphError, ParameterError, UnsupportedError
 from spikedeploy.graph.ir import Graph, neuron_rule
-from spikedeploy.graph.ops import OPS, conv_params, pool_params
+from spikedeploy.graph.ops import (
+    CONV,
+    CUBA_SPIKING,
+    CURRENT_BASED,
+    DENSE,
+    LEAKY,
+    MEMBRANE_ONLY,
+    OPS,
+    POOL,
+    RESETTING,
+    conv_params,
+    pool_params,
+)
 from spikedeploy.simulate.inputs import time_major_inputs
 from spikedeploy.simulate.result import Run, model_layout
 
-_SPIKING = ("LIF", "IF", "CubaLIF", "Threshold")
 _NEEDS_DT = ("LIF", "IF", "CubaLIF", "LI", "CubaLI", "I", "Delay")
 _CHAIN_FAMILIES = ("synapse", "shape")
 
@@ -114,7 +125,7 @@ def simulate_float(
     preds = {n: [(p, (p, n) in delayed) for p, q in g.edges if q == n] for n in order}
     prev: dict[str, torch.Tensor] = dict(zero)
     outputs = {n: [] for n in g.outputs}
-    counts = {n: [] for n in order if g.nodes[n].op in _SPIKING or g.nodes[n].op == "Input"}
+    counts = {n: [] for n in order if g.nodes[n].op in CUBA_SPIKING or g.nodes[n].op == "Input"}
     traces: dict[str, dict[str, list]] = {n: {} for n in probe_set}
     feeds_t = {k: torch.as_tensor(v, dtype=dtype) for k, v in feeds.items()}
 
@@ -256,11 +267,11 @@ class _Layer:
 
         self.v = self.u = None
         op = self.op
-        if op in ("Affine", "Linear"):
+        if op in DENSE:
             self.w = torch.as_tensor(np.asarray(p["weight"], dtype=np.float64), dtype=dtype)
             b = p.get("bias")
             self.b = torch.as_tensor(np.asarray(b, dtype=np.float64), dtype=dtype) if op == "Affine" and b is not None else None
-        elif op in ("Conv1d", "Conv2d"):
+        elif op in CONV:
             nd = 1 if op == "Conv1d" else 2
             self.w = torch.as_tensor(np.asarray(p["weight"], dtype=np.float64), dtype=dtype)
             b = p.get("bias")
@@ -273,7 +284,7 @@ class _Layer:
                 stride, padding, dilation = conv_params(p, nd)
             self.conv_kw = {"stride": stride, "padding": padding, "dilation": dilation, "groups": int(p.get("groups", 1))}
             self.conv = F.conv1d if nd == 1 else F.conv2d
-        elif op in ("SumPool2d", "AvgPool2d"):
+        elif op in POOL:
             k, stride, padding = pool_params(p)
             self.pool_kw = {"kernel_size": k, "stride": stride, "padding": padding, "count_include_pad": True,
                             "divisor_override": 1 if op == "SumPool2d" else None}
@@ -302,16 +313,16 @@ class _Layer:
         elif op in OPS and OPS[op].family == "neuron":
             self.r = param("r")
             self.v = torch.zeros((B, *self.out_shape), dtype=dtype)
-            if op in ("LIF", "LI", "CubaLIF", "CubaLI"):
+            if op in LEAKY:
                 self.v_leak = param("v_leak")
-            if op in ("LIF", "LI"):
+            if op in MEMBRANE_ONLY:
                 self.k = self.dt / param("tau")
-            if op in ("CubaLIF", "CubaLI"):
+            if op in CURRENT_BASED:
                 self.k = self.dt / param("tau_mem")
                 self.k_syn = self.dt / param("tau_syn")
                 self.w_in = param("w_in", 1.0)
                 self.u = torch.zeros((B, *self.out_shape), dtype=dtype)
-            if op in ("LIF", "IF", "CubaLIF"):
+            if op in RESETTING:
                 self.vth = param("v_threshold")
                 self.v_reset = param("v_reset", 0.0)
             if op in ("IF", "I"):
@@ -322,12 +333,12 @@ class _Layer:
         B = x.shape[0]
         if op in ("Output", "Flatten"):
             return x.reshape(B, *self.out_shape)
-        if op in ("Affine", "Linear"):
+        if op in DENSE:
             y = x.reshape(B, -1) @ self.w.T
             return y + self.b if self.b is not None else y
-        if op in ("Conv1d", "Conv2d"):
+        if op in CONV:
             return self.conv(x, self.w, self.b, **self.conv_kw)
-        if op in ("SumPool2d", "AvgPool2d"):
+        if op in POOL:
             return F.avg_pool2d(x, **self.pool_kw)
         if op == "Scale":
             return x * self.scale
@@ -348,13 +359,13 @@ class _Layer:
             return self._sigma_delta(x.reshape(B, *self.out_shape) * self.sd["in_scale"])
         # neurons
         pending = None
-        if (self.reset_delay or self.pending_reset) and op in _SPIKING:  # decided from the previous membrane
+        if (self.reset_delay or self.pending_reset) and op in CUBA_SPIKING:  # decided from the previous membrane
             pending = self._fires(self.v)
             if not self.subtract:
                 self.v = torch.where(pending, self.v_reset.expand_as(self.v), self.v)
         if op in ("IF", "I"):
             self.v = self.v + self.r_dt * x
-        elif op in ("LIF", "LI"):
+        elif op in MEMBRANE_ONLY:
             self.v = self.v + self.k * (self.v_leak - self.v + self.r * x)
         else:  # CubaLIF, CubaLI
             self.u = self.u + self.k_syn * (-self.u + self.w_in * x)
@@ -405,6 +416,6 @@ class _Layer:
         d = {"v": self.v}
         if self.u is not None:
             d["u"] = self.u
-        if self.op in _SPIKING:
+        if self.op in CUBA_SPIKING:
             d["s"] = y
         return d

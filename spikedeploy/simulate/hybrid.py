@@ -25,6 +25,7 @@ import numpy as np
 
 from spikedeploy.errors import GraphError, UnsupportedError
 from spikedeploy.graph.ir import Graph, Node
+from spikedeploy.graph.ops import IO
 from spikedeploy.simulate.inputs import time_major_inputs
 from spikedeploy.simulate.result import Run
 
@@ -149,7 +150,7 @@ def run_hybrid(model, inputs: Mapping[str, np.ndarray], runner: Callable, *, ste
                              "take part in the chip's time loop. Fix: move the loop onto the chip or off it")
     programs = [h for h in host if "program" in g.nodes[h].meta or PROGRAM_KEY in g.nodes[h].params]
     inner = set(host) - set(programs)
-    pending_chip = [n for n, v in g.nodes.items() if v.placement == "chip" and v.op not in ("Input", "Output")]
+    pending_chip = [n for n, v in g.nodes.items() if v.placement == "chip" and v.op not in IO]
     pending_host = list(programs)
     for h in inner:  # host nodes without a program must only feed programs that recompute them
         users = [s for s in g.successors(h) if s not in inner]

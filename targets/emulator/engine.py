@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
-from spikedeploy.errors import BackendError, GraphError, InputError, UnsupportedError
+from spikedeploy.errors import BackendError, GraphError, InputError
 from spikedeploy.graph.ops import OPS
 from spikedeploy.graph.qgraph import QGraph
 from spikedeploy.simulate.inputs import time_major_inputs
@@ -63,22 +63,10 @@ class Program:
         if unknown:
             raise BackendError(f"probe(s) {sorted(unknown)} name no node of the graph")
         self.preds = {n: g.predecessors(n) for n in g.nodes}
-        self.kind: dict[str, str] = {}
+        self.kind: dict[str, str] = qg.chip_kinds(order, "the chip emulator")
         self.stages: dict = {}
         self.bound: dict[str, float] = {}
         self.graded: dict[str, bool] = {}
-        for name in order:
-            node = g.nodes[name]
-            fam = OPS[node.op].family
-            if fam == "host":
-                raise UnsupportedError(
-                    f"node '{name}' ({node.op}) runs on the host; the chip emulator cannot run it. "
-                    "Simulate the chip subgraph and run host nodes with the float backend"
-                )
-            self.kind[name] = {"io": node.op.lower(), "shape": "flatten"}.get(fam, fam)
-            if fam == "synapse" and qg.q.get(name, {}).get("folded_into"):
-                # e.g. netx delays: the synapse named in q simulates it, this node passes values through
-                self.kind[name] = "flatten"
         # Bounds on |value| decide which exact arithmetic each synapse can use. Neurons emit 0/1, which
         # also ends the recursion through any cycle (every cycle passes through a neuron).
         for name in order:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from spikedeploy.errors import ParameterError, UnsupportedError
-from spikedeploy.graph.ops import conv_params, pool_params
+from spikedeploy.graph.ops import CONV, MATRIX, conv_params, pool_params
 from spikedeploy.targets.emulator import kernels
 from spikedeploy.targets.loihi_arith import (
     EXACT_F32,
@@ -389,14 +389,14 @@ def prepare_synapse(name, node, q, ar: Arith, x_bound: float, graded: bool):
     """The stage for a synapse node, with its weights prepared as the matching Lava process does."""
     op = node.op
     where = f"node '{name}' ({op})"
-    if op in ("Affine", "Linear", "Scale"):
+    if op in MATRIX:
         if "weight" not in q:
             raise ParameterError(f"{where}: quantized 'weight' missing from the QGraph")
         w = prepare_weights(q["weight"], q.get("sign_mode"), q.get("num_weight_bits"), ar, where)
         if op == "Scale":
             return ScaleStage(name, w, q.get("weight_exp", 0), node.out_shape, ar, x_bound, graded)
         return DenseStage(name, w, q.get("weight_exp", 0), q.get("delay"), ar, x_bound, graded)
-    if op in ("Conv2d", "Conv1d"):
+    if op in CONV:
         if "weight" not in q:
             raise ParameterError(f"{where}: quantized 'weight' missing from the QGraph")
         return ConvStage(name, q["weight"], node.params, node.in_shape, node.out_shape, ar, x_bound, graded,

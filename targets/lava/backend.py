@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from spikedeploy.errors import BackendError, SpikeDeployError, UnsupportedError
-from spikedeploy.graph.ops import OPS, conv_params, pool_params
+from spikedeploy.graph.ops import MATRIX, OPS, conv_params, pool_params
 from spikedeploy.graph.qgraph import QGraph
 from spikedeploy.simulate.result import Run
 from spikedeploy.targets.emulator.engine import is_binary, prepare_inputs
@@ -117,16 +117,7 @@ class _Net:
         self.total = total
         sm_enum = {"mixed": SignMode.MIXED, "exc": SignMode.EXCITATORY, "inh": SignMode.INHIBITORY}
         is_graded: dict[str, bool] = {}
-        kinds = {}
-        for name in order:
-            node = g.nodes[name]
-            fam = OPS[node.op].family
-            kinds[name] = {"io": node.op.lower(), "shape": "flatten"}.get(fam, fam)
-            if fam == "synapse" and qg.q.get(name, {}).get("folded_into"):
-                kinds[name] = "flatten"  # simulated by the synapse its q names (netx delays)
-            if fam == "host":
-                raise UnsupportedError(f"node '{name}' ({node.op}) runs on the host; Lava cannot run it")
-        self.kinds = kinds
+        kinds = self.kinds = qg.chip_kinds(order, "Lava")
 
         def graded_of(n):
             if n not in is_graded:
@@ -159,7 +150,7 @@ class _Net:
                 self.procs[name] = p
                 self.out_port[name] = p.s_out
             elif k == "synapse":
-                if node.op in ("Affine", "Linear", "Scale"):
+                if node.op in MATRIX:
                     w = np.asarray(q["weight"])
                     if node.op == "Scale":
                         w = np.diag(w.reshape(-1))
