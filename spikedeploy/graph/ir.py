@@ -279,35 +279,22 @@ class Graph:
         return self
 
     def _reachable(self) -> set[str]:
-        seen = set(self.inputs)
-        todo = list(seen)
-        while todo:
-            n = todo.pop()
-            for s in self.successors(n):
-                if s not in seen:
-                    seen.add(s)
-                    todo.append(s)
-        return seen
+        return self._closure(self.inputs, self.successors)
 
     def _cycle_nodes(self, a: str, b: str) -> list[str]:
         """Nodes on some path b -> ... -> a (which with edge a -> b forms the cycle)."""
-        fwd = {b}
-        todo = [b]
+        return sorted(self._closure([b], self.successors) & self._closure([a], self.predecessors))
+
+    @staticmethod
+    def _closure(start, neighbours) -> set[str]:
+        seen = set(start)
+        todo = list(seen)
         while todo:
-            n = todo.pop()
-            for s in self.successors(n):
-                if s not in fwd:
-                    fwd.add(s)
-                    todo.append(s)
-        bwd = {a}
-        todo = [a]
-        while todo:
-            n = todo.pop()
-            for p in self.predecessors(n):
-                if p not in bwd:
-                    bwd.add(p)
-                    todo.append(p)
-        return sorted(fwd & bwd)
+            for m in neighbours(todo.pop()):
+                if m not in seen:
+                    seen.add(m)
+                    todo.append(m)
+        return seen
 
     # ---- statistics ---------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
