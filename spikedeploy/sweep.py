@@ -8,7 +8,7 @@ width above the chip's own is a quantization refusal, shown as "does not fit") o
 steps of the inputs. Under OUT every point keeps what it was computed from:
 
     OUT/points/<key>/g.q.npz     the quantized graph (spikedeploy quantize's format)
-    OUT/points/<key>/run.npz     the chip's emulated run (spikedeploy simulate's format)
+    OUT/points/<key>/run.npz     the chip's emulated run: outputs and spike counts (spikedeploy simulate's format)
     OUT/points/<key>/point.json  the point's row, written last: its presence marks the point done
     OUT/sweep.json, OUT/sweep.html
 
@@ -29,6 +29,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +70,12 @@ def make_grid(targets: Sequence[str], weight_bits: Sequence[int | None], steps: 
     from spikedeploy.quantize import METHODS
     from spikedeploy.targets.spec import get_target
 
-    names = [get_target(t).name for t in targets]  # an unknown target fails here, in one line
+    names = []
+    for t in targets:  # an unknown target fails here, in one line
+        try:
+            names.append(get_target(t).name)
+        except SpikeDeployError as e:
+            raise type(e)(f"--targets {t}: {e}") from None
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
         raise SpikeDeployError(f"--targets: two entries are target '{dup}'; give each target once")
@@ -182,10 +188,12 @@ def run_point(task: dict) -> dict:
     files = {"qgraph": None, "run": None}
     if kept.get("qgraph") is not None:
         files["qgraph"] = f"points/{key}/g.q.npz"
-        save_qgraph(kept["qgraph"], out_dir / files["qgraph"])
+        save_qgraph(kept["qgraph"], out_dir / files["qgraph"], compress=True)
     if kept.get("run") is not None:
         files["run"] = f"points/{key}/run.npz"
-        save_run(kept["run"], out_dir / files["run"])
+        # outputs and spike counts (what the metric and the energy come from); the per-layer voltage traces
+        # the fidelity check probed would make a sweep's disk use grow with layers x samples x points
+        save_run(replace(kept["run"], traces={}), out_dir / files["run"])
     task_res = row["task"] or {}
     qg = kept.get("qgraph")
     rec = {
@@ -387,16 +395,16 @@ def table_rows(res: dict) -> tuple[list[str], list[list[str]]]:
     from spikedeploy.report import _eng
 
     cols = ["target", "w bits", "steps", "method", "fits", "cores", "energy/inf", "latency", res["metric"]["label"],
-            "front", "front +cores", "key"]
+            "front", "front +cores", "key (hash)"]
     rows = []
     for p in res["points"]:
-        fits = "yes" if p["fits"] else "no: " + (p["why_not"][0] if p["why_not"] else "")
+        fits = "yes" if p["fits"] else "no"
         rows.append([p["target"], str(p["weight_bits"]), str(p["steps"]), p["method"], fits,
                      f"{p['cores']}" + ("*" if p["limits_estimated"] else ""),
                      _eng(p["energy_j"], "J") + ("*" if p["energy_estimated"] else ""),
                      _eng(p["latency_s"], "s") + ("*" if p["timing_estimated"] else ""),
                      "-" if p["score"] is None else f"{p['score']:.3f}", "yes" if p["front"] else "",
-                     "yes" if p["front_cores"] else "", p["key"]])
+                     "yes" if p["front_cores"] else "", p["key"].rsplit("-", 1)[-1]])
     return cols, rows
 
 
@@ -410,6 +418,12 @@ def render_terminal(res: dict, console) -> None:
     for p, row in zip(res["points"], rows, strict=True):
         t.add_row(*row, style="bold" if p["front"] else None)
     console.print(t)
+    why: dict[str, list[str]] = {}  # one line per distinct reason, not one per point
+    for p in res["points"]:
+        if not p["fits"] and p["why_not"]:
+            why.setdefault(f"{p['target']}: {p['why_not'][0]}", []).append(f"w{p['weight_bits']}")
+    for w, bits in why.items():
+        console.print(f"does not fit ({', '.join(dict.fromkeys(bits))}): {w}", highlight=False, soft_wrap=True)
     for n in res["notes"]:
         console.print(n, highlight=False, soft_wrap=True)
     console.print(f"points under {res['out']}/points/<key>/ (g.q.npz, run.npz, point.json); {res['json']}"

@@ -26,6 +26,7 @@ def _style(points: list[dict]) -> tuple[dict, dict]:
 
 def _figures(res: dict) -> list[tuple[str, str]]:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
@@ -41,7 +42,7 @@ def _figures(res: dict) -> list[tuple[str, str]]:
         seen = set()
         for p in pts:
             tag = (p["target"], p["method"])
-            ax.scatter(x_of(p), p["score"], s=30 + 12 * p["weight_bits"], c=color[p["target"]],
+            ax.scatter(x_of(p), p["score"], s=40 + 16 * p["weight_bits"], c=color[p["target"]],
                        marker=marker[p["method"]], alpha=0.85, edgecolors="k" if p[front_key] else "none",
                        linewidths=1.4, label=None if tag in seen else f"{p['target']} / {p['method']}")
             seen.add(tag)
@@ -61,6 +62,8 @@ def _figures(res: dict) -> list[tuple[str, str]]:
                         xytext=(4, 4), textcoords="offset points")
         if logx and pts and min(x_of(p) for p in pts) > 0:
             ax.set_xscale("log")
+        if not logx:
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_xlabel(xlabel)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
@@ -68,8 +71,8 @@ def _figures(res: dict) -> list[tuple[str, str]]:
                  if what == "energy" else
                  f"{label} vs cores: outlined, the front of energy, metric and cores "
                  f"({sum(p['front_cores'] for p in pts)} points)")
-        ax.set_title(title, fontsize=9)
-        ax.legend(fontsize=7, loc="best")
+        ax.set_title(title + "; marker size: weight bits; labels: w<bits> t<steps>", fontsize=8)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         figs.append((f"{label} vs {what}", _png(fig)))
     return figs
 
@@ -100,17 +103,18 @@ def write_html(res: dict, path: str | Path) -> Path:
         f"{e(', '.join(f'{k}={v}' for k, v in ds['inputs'].items()))}; {ds['samples']} samples; labels "
         f"{e(str(ds['labels']))}; calibration {e(str(ds['calibration']))}; metric: {e(res['metric']['label'])}; "
         f"{res['computed']} computed, {res['cached']} cached.</p>",
-        "<p>grid: " + "; ".join(f"{e(k)} {e(', '.join(map(str, v)))}" for k, v in res["grid"].items()) + "</p>",
+        "<p>grid: " + "; ".join(f"{e(k)} {e(', '.join('each target own' if x is None else str(x) for x in v))}"
+                                for k, v in res["grid"].items()) + "</p>",
     ]
     for title, b64 in _figures(res):
         parts.append(f"<h2>{e(title)}</h2><img alt='{e(title)}' src='data:image/png;base64,{b64}'>")
     parts.append("<h2>Points</h2><table><tr>" + "".join(f"<th>{e(c)}</th>" for c in cols)
-                 + "<th>quantized graph</th><th>run</th><th>row</th></tr>")
+                 + "<th>why not</th><th>quantized graph</th><th>run</th><th>row</th></tr>")
     for p, row in zip(res["points"], rows, strict=True):
         files = p.get("files") or {}
         row_file = f"points/{p['key']}/point.json"
         parts.append(f"<tr{' class=front' if p['front'] else ''} id='{e(p['key'])}'>"
-                     + "".join(f"<td>{e(c)}</td>" for c in row)
+                     + "".join(f"<td>{e(c)}</td>" for c in row) + f"<td>{e('; '.join(p['why_not']))}</td>"
                      + f"<td>{link(files.get('qgraph'), 'g.q.npz')}</td><td>{link(files.get('run'), 'run.npz')}</td>"
                      + f"<td>{link(row_file, 'point.json')}</td></tr>")
     parts.append("</table><ul>" + "".join(f"<li>{e(n)}</li>" for n in res["notes"]) + "</ul></body></html>")
