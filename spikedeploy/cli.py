@@ -613,11 +613,12 @@ def compare(graph_file, target_list, run_path, input_specs, labels_path, steps, 
 @click.option("--methods", "method_list", default="maxabs", show_default=True, help="Quantization methods.")
 @click.option("--samples", type=int, default=None, help="Use the first N samples (default: all).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--dt", type=float, default=None, help="Time step in seconds, for graphs that do not record one (NIR).")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="Output directory: points/<key>/ (g.q.npz, run.npz, point.json), sweep.json, sweep.html.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def sweep(graph_file, input_specs, labels_path, metric, calib_specs, target_list, bits_list, steps_list, method_list,
-          samples, seed, out_dir, as_json) -> None:
+          samples, seed, dt, out_dir, as_json) -> None:
     """Design-space sweep of MODEL (a float graph) over targets × weight bits × time steps × quantization
     methods: a table, sweep.json and a page with the Pareto front of energy per inference against the task
     metric. Points already computed (same model, data and options) are reused."""
@@ -631,7 +632,8 @@ def sweep(graph_file, input_specs, labels_path, metric, calib_specs, target_list
     make_grid(**grid)  # bad grid values fail here, before any file is read
     with _about(graph_file), _progress("sweep", as_json) as progress:
         res = run_sweep(graph_file, input_specs, out_dir=out_dir, labels=labels_path, metric=metric,
-                        calibration=calib_specs or None, samples=samples, seed=seed, progress=progress, **grid)
+                        calibration=calib_specs or None, samples=samples, seed=seed, dt=dt, progress=progress,
+                        **grid)
     if as_json:
         _emit_json(res)
         return

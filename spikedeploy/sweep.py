@@ -124,11 +124,12 @@ def _target_digest(target: str) -> str:
     return hashlib.sha256(spec.encode()).hexdigest()
 
 
-def point_key(model_digest: str, data_digest: str, point: dict, *, metric: str | None, seed: int) -> str:
+def point_key(model_digest: str, data_digest: str, point: dict, *, metric: str | None, seed: int,
+              dt: float | None = None) -> str:
     """`<target>-w<bits>-t<steps>-<method>-<hash>`: readable, and unique to everything the row depends on."""
     ident = {"schema": SCHEMA, "model": model_digest, "data": data_digest, "target": point["target_name"],
              "target_spec": _target_digest(point["target"]), "weight_bits": point["weight_bits"],
-             "steps": point["steps"], "method": point["method"], "metric": metric, "seed": seed}
+             "steps": point["steps"], "method": point["method"], "metric": metric, "seed": seed, "dt": dt}
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", point["target_name"])
     bits = "native" if point["weight_bits"] is None else point["weight_bits"]
@@ -163,6 +164,7 @@ def run_point(task: dict) -> dict:
     """Compute one point and write its files (see the module doc). `task` holds only plain data (paths and
     options), so any executor can ship it to another process or machine."""
     from spikedeploy.compare import compare_targets
+    from spikedeploy.graph import set_dt
     from spikedeploy.io import load_any
     from spikedeploy.qgraph_io import save_qgraph
     from spikedeploy.run import save_run
@@ -173,6 +175,8 @@ def run_point(task: dict) -> dict:
     d = out_dir / "points" / key
     d.mkdir(parents=True, exist_ok=True)
     graph = load_any(task["model"])
+    if task.get("dt") is not None:
+        set_dt(graph, task["dt"])
     n = task["samples"]
     inputs = _load_inputs(task["inputs"], pt["steps"], n)
     calib = _load_inputs(task["calibration"], pt["steps"], None) if task["calibration"] else inputs
@@ -321,7 +325,7 @@ def sweep(model: str | Path, inputs: Sequence[str] | dict[str, str], *, out_dir:
           targets: Sequence[str], weight_bits: Sequence[int | None] = (None,), steps: Sequence[int],
           methods: Sequence[str] = ("maxabs",), labels: str | Path | None = None, metric: str | None = None,
           calibration: Sequence[str] | dict[str, str] | None = None, samples: int | None = None, seed: int = 0,
-          executor: Callable = local_map, progress: Callable[[float], None] | None = None,
+          dt: float | None = None, executor: Callable = local_map, progress: Callable[[float], None] | None = None,
           html: str | Path | None = "default") -> dict:
     """Run (or reuse) every point of the grid; write OUT/sweep.json and the Pareto page (html: a path,
     "default" for OUT/sweep.html, None for none). Returns the sweep's dict (see sweep.json)."""
@@ -334,6 +338,10 @@ def sweep(model: str | Path, inputs: Sequence[str] | dict[str, str], *, out_dir:
     grid = make_grid(targets, weight_bits, steps, methods)
     check_input_file(model, "model file")
     graph = load_any(model)
+    if dt is not None:
+        from spikedeploy.graph import set_dt
+
+        set_dt(graph, dt)
     m = get_metric(metric) if metric else None
     inputs = _named_paths(inputs, graph, "--input")
     if not inputs:
@@ -348,10 +356,10 @@ def sweep(model: str | Path, inputs: Sequence[str] | dict[str, str], *, out_dir:
     model_digest = file_digest(model)
     data_digest = dataset_fingerprint(inputs, labels, calibration, samples)
     base = {"model": str(model), "inputs": inputs, "labels": labels, "calibration": calibration, "samples": n,
-            "metric": metric, "seed": seed, "out": str(out_dir)}
+            "metric": metric, "seed": seed, "dt": dt, "out": str(out_dir)}
     tasks, points = [], []
     for pt in grid:
-        key = point_key(model_digest, data_digest, pt, metric=metric, seed=seed)
+        key = point_key(model_digest, data_digest, pt, metric=metric, seed=seed, dt=dt)
         rec = cached_point(out_dir, key)
         points.append(rec if rec is not None else key)
         if rec is None:
@@ -369,7 +377,7 @@ def sweep(model: str | Path, inputs: Sequence[str] | dict[str, str], *, out_dir:
         "metric": {"name": m.name if m else "dice_min", "label": m.label if m else DICE_LABEL},
         "grid": {"targets": list(targets), "weight_bits": list(weight_bits), "steps": list(steps),
                  "methods": list(methods)},
-        "seed": seed, "out": str(out_dir), "computed": len(tasks), "cached": len(grid) - len(tasks),
+        "seed": seed, "dt": dt, "out": str(out_dir), "computed": len(tasks), "cached": len(grid) - len(tasks),
         "points": points, "front": front, "front_cores": front_cores,
         "notes": ["front: no other fitting point has lower or equal energy per inference and a higher or equal "
                   "score, one of them strictly; front_cores: the same with cores as a third objective",

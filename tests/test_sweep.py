@@ -162,9 +162,10 @@ def test_rerun_recomputes_nothing_and_new_points_only(data, swept):
     assert ran == [] and again["computed"] == 0 and again["cached"] == 12
     assert {f: f.stat().st_mtime_ns for f in files} == before
     assert [p["score"] for p in again["points"]] == [p["score"] for p in res["points"]]
-    # a third step count: only its 6 points run
-    more = sweep(data["model"], inputs, steps=[2, 3, 4], **kw)
-    assert more["computed"] == 6 and {p["steps"] for p in more["points"] if not p["cached"]} == {3}
+    # a grid that overlaps the stored one: only its new point runs
+    more = sweep(data["model"], inputs, steps=[2, 3], **{**kw, "targets": ["loihi2"], "weight_bits": [4]})
+    assert (more["computed"], more["cached"]) == (1, 1)
+    assert [p["steps"] for p in more["points"] if not p["cached"]] == [3]
     assert {f: f.stat().st_mtime_ns for f in files} == before
 
 
@@ -239,3 +240,43 @@ def test_metric_registry():
     # 3 samples, 2 classes, 2 steps: counts [[2, 0], [0, 1], [1, 1]] -> argmax 0, 1, 0
     o = np.array([[[1, 0], [0, 1], [1, 0]], [[1, 0], [0, 0], [0, 1]]])
     assert get_metric("accuracy").make(g, np.array([0, 1, 1]))({"out": o}) == pytest.approx(2 / 3)
+
+
+def test_single_input_graph_with_accuracy_a_chip_file_and_dt(tmp_path):
+    # a NIR file (no dt recorded) with one input, given bare; a chip file with 4-bit weights next to loihi2
+    from spikedeploy.compare import compare_targets
+    from spikedeploy.converters.nir import write_nir
+    from spikedeploy.graph import Graph, Node
+
+    rng = np.random.default_rng(0)
+    g = Graph.chain(Node("in", "Input", {"shape": [8]}), Node("fc1", "Linear", {"weight": rng.normal(size=(40, 8))}),
+                    Node("h", "IF", {"r": np.ones(40), "v_threshold": np.ones(40)}),
+                    Node("fc2", "Linear", {"weight": rng.normal(size=(4, 40))}),
+                    Node("o", "IF", {"r": np.ones(4), "v_threshold": np.ones(4)}), Node("out", "Output"),
+                    dt=1.0).validate()
+    nir, x, y, chip = tmp_path / "g.nir", tmp_path / "x.npy", tmp_path / "y.npy", tmp_path / "edge.toml"
+    write_nir(g, nir)
+    x_arr = (rng.random((6, 12, 8)) < 0.4).astype(np.float32)
+    np.save(x, x_arr)
+    np.save(y, rng.integers(0, 4, 12))
+    chip.write_text('name = "edge"\n[numeric]\nweight_bits = 4\n')
+    out = tmp_path / "out"
+    r = sd("sweep", nir, "--input", x, "--labels", y, "--metric", "accuracy", "--dt", 1, "--targets",
+           f"loihi2,fixedpoint:{chip}", "--weight-bits", "4,8", "--steps", "6", "-o", out, "--json")
+    assert r.returncode == 0, r.stderr
+    pts = {(p["target"], p["weight_bits"]): p for p in json.loads(r.stdout)["points"]}
+    assert pts[("loihi2", 4)]["fits"] and pts[("loihi2", 8)]["fits"] and pts[("edge", 4)]["fits"]
+    wide = pts[("edge", 8)]  # wider than the chip's own 4 bits: its quantizer refuses, the point does not fit
+    assert not wide["fits"] and "weight_bits must be in 1..4 for target 'edge'" in wide["why_not"][0]
+    assert wide["files"]["qgraph"] is None and not wide["front"]
+    # the accuracy plug-in scores as compare's own labels path (fidelity: argmax of the first output's counts)
+    row = compare_targets(g, ["loihi2"], inputs={"in": x_arr}, labels=np.load(y),
+                          quantize_options={"weight_bits": 4, "calibration": {"in": x_arr}})["targets"][0]
+    assert row["task"]["accuracy_quant"] == pytest.approx(pts[("loihi2", 4)]["score"])
+    # an edited chip file is another chip: its points run again, loihi2's do not
+    chip.write_text('name = "edge"\n[numeric]\nweight_bits = 4\nstate_bits = 16\n')
+    r = sd("sweep", nir, "--input", x, "--labels", y, "--metric", "accuracy", "--dt", 1, "--targets",
+           f"loihi2,fixedpoint:{chip}", "--weight-bits", "4,8", "--steps", "6", "-o", out, "--json")
+    again = json.loads(r.stdout)
+    assert sorted((p["target"], p["weight_bits"]) for p in again["points"] if not p["cached"]) == \
+        [("edge", 4), ("edge", 8)]
