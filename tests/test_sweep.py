@@ -156,7 +156,7 @@ def test_rerun_recomputes_nothing_and_new_points_only(data, swept):
         return local_map(fn, tasks)
 
     kw = {"out_dir": out, "targets": ["loihi2", "loihi1"], "weight_bits": [4, 6, 8], "methods": ["maxabs"],
-          "labels": data["labels"], "metric": "retrieval"}
+          "labels": data["labels"], "metric": "retrieval", "html": None}
     inputs = [f"image={data['image']}", f"text={data['text']}"]
     again = sweep(data["model"], inputs, steps=[2, 4], executor=counting, **kw)
     assert ran == [] and again["computed"] == 0 and again["cached"] == 12
@@ -174,7 +174,8 @@ def test_changed_data_is_recomputed(data, tmp_path):
 
     labels = tmp_path / "labels.npy"
     np.save(labels, np.load(data["labels"]))
-    kw = {"out_dir": tmp_path / "o", "targets": ["loihi2"], "steps": [2], "labels": labels, "metric": "retrieval"}
+    kw = {"out_dir": tmp_path / "o", "targets": ["loihi2"], "steps": [2], "labels": labels, "metric": "retrieval",
+          "html": None}
     inputs = {"image": data["image"], "text": data["text"]}
     assert sweep(data["model"], inputs, **kw)["computed"] == 1
     assert sweep(data["model"], inputs, **kw)["computed"] == 0
@@ -275,8 +276,34 @@ def test_single_input_graph_with_accuracy_a_chip_file_and_dt(tmp_path):
     assert row["task"]["accuracy_quant"] == pytest.approx(pts[("loihi2", 4)]["score"])
     # an edited chip file is another chip: its points run again, loihi2's do not
     chip.write_text('name = "edge"\n[numeric]\nweight_bits = 4\nstate_bits = 16\n')
-    r = sd("sweep", nir, "--input", x, "--labels", y, "--metric", "accuracy", "--dt", 1, "--targets",
-           f"loihi2,fixedpoint:{chip}", "--weight-bits", "4,8", "--steps", "6", "-o", out, "--json")
-    again = json.loads(r.stdout)
+    from spikedeploy.sweep import sweep
+
+    again = sweep(nir, [str(x)], out_dir=out, labels=y, metric="accuracy", dt=1.0, steps=[6],
+                  targets=["loihi2", f"fixedpoint:{chip}"], weight_bits=[4, 8], html=None)
     assert sorted((p["target"], p["weight_bits"]) for p in again["points"] if not p["cached"]) == \
         [("edge", 4), ("edge", 8)]
+
+
+@pytest.mark.parametrize("change,needle", [
+    ({"metric": "retrieval", "labels": None}, "--metric retrieval: needs --labels"),
+    ({"samples": 17}, "--samples 17: the inputs hold 16 samples; give 1..16"),
+    ({"labels": "short"}, "shape (15,), but the inputs hold 16 samples"),
+    ({"inputs": "image only"}, "--input: the graph's inputs are ['image', 'text'], got ['image']"),
+    ({"metric": "nope"}, "unknown metric 'nope'"),
+])
+def test_bad_dataset_refused_before_any_point(data, tmp_path, change, needle):
+    from spikedeploy.errors import SpikeDeployError
+    from spikedeploy.sweep import sweep
+
+    kw = {"out_dir": tmp_path / "o", "targets": ["loihi2"], "steps": [2], "labels": data["labels"],
+          "metric": "retrieval"}
+    inputs = {"image": data["image"], "text": data["text"]}
+    if change.get("labels") == "short":
+        np.save(tmp_path / "y.npy", np.load(data["labels"])[:15])
+        change = {"labels": tmp_path / "y.npy"}
+    if change.get("inputs"):
+        inputs, change = {"image": data["image"]}, {}
+    with pytest.raises(SpikeDeployError) as e:
+        sweep(data["model"], inputs, **{**kw, **change})
+    assert needle in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "o").exists()
