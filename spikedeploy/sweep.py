@@ -352,7 +352,11 @@ def sweep(model: str | Path, inputs: Sequence[str] | dict[str, str], *, out_dir:
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise SpikeDeployError(f"-o/--out {out_dir}: is a file; give a directory (the sweep writes points/ there)")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        (out_dir / "points").mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SpikeDeployError(f"-o/--out {out_dir}: cannot create the directory ({e.strerror or e}); give a "
+                               "writable directory") from None
     model_digest = file_digest(model)
     data_digest = dataset_fingerprint(inputs, labels, calibration, samples)
     base = {"model": str(model), "inputs": inputs, "labels": labels, "calibration": calibration, "samples": n,
