@@ -591,6 +591,53 @@ def compare(graph_file, target_list, run_path, input_specs, labels_path, steps, 
         console.print(f"wrote {html_path}")
 
 
+# ---- sweep ----------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("graph_file", metavar="MODEL", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--input", "input_specs", multiple=True, required=True, metavar="[NAME=]X.npy",
+              help="Time-major inputs [T, B, ...] (one per graph input); a point with S steps runs the first S.")
+@click.option("--labels", "labels_path", type=click.Path(dir_okay=False), default=None,
+              help="[B] labels (.npy) the metric needs (class indices for accuracy; pair labels for retrieval).")
+@click.option("--metric", default=None, metavar="NAME",
+              help="Task metric: accuracy, retrieval (examples/retrieval), or a module path registering one "
+                   "(default: spike agreement with float, min Dice).")
+@click.option("--calibrate", "calib_specs", multiple=True, metavar="[NAME=]DATA.npy",
+              help="Calibration inputs for quantization (default: the inputs themselves).")
+@click.option("--targets", "target_list", default="loihi2,loihi1", show_default=True,
+              help="Comma-separated targets: names, chip files (fixedpoint:chip.toml) or module paths.")
+@click.option("--weight-bits", "bits_list", default=None, metavar="B1,B2,...",
+              help="Weight widths (default: each target's own).")
+@click.option("--steps", "steps_list", required=True, metavar="S1,S2,...", help="Time steps per inference.")
+@click.option("--methods", "method_list", default="maxabs", show_default=True, help="Quantization methods.")
+@click.option("--samples", type=int, default=None, help="Use the first N samples (default: all).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--dt", type=float, default=None, help="Time step in seconds, for graphs that do not record one (NIR).")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Output directory: points/<key>/ (g.q.npz, run.npz, point.json), sweep.json, sweep.html.")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def sweep(graph_file, input_specs, labels_path, metric, calib_specs, target_list, bits_list, steps_list, method_list,
+          samples, seed, dt, out_dir, as_json) -> None:
+    """Design-space sweep of MODEL (a float graph) over targets × weight bits × time steps × quantization
+    methods: a table, sweep.json and a page with the Pareto front of energy per inference against the task
+    metric. Points already computed (same model, data and options) are reused."""
+    from spikedeploy.report.sweep import make_grid, parse_list, render_terminal
+    from spikedeploy.report.sweep import sweep as run_sweep
+
+    grid = {"targets": parse_list("--targets", target_list),
+            "weight_bits": parse_list("--weight-bits", bits_list, int) if bits_list else [None],
+            "steps": parse_list("--steps", steps_list, int),
+            "methods": parse_list("--methods", method_list)}
+    make_grid(**grid)  # bad grid values fail here, before any file is read
+    with _about(graph_file), _progress("sweep", as_json) as progress:
+        res = run_sweep(graph_file, input_specs, out_dir=out_dir, labels=labels_path, metric=metric,
+                        calibration=calib_specs or None, samples=samples, seed=seed, dt=dt, progress=progress,
+                        **grid)
+    if as_json:
+        _emit_json(res)
+        return
+    render_terminal(res, console)
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 

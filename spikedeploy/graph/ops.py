@@ -211,7 +211,7 @@ _register(
            positive=("tau_syn", "tau_mem"), lowering="cuba", resets=True)
 )
 # Sigma-delta neuron (Loihi 2 / Lava lava.proc.sdn, lava-dl SDNN): graded spikes, see
-# spikedeploy/targets/emulator/sdnn.py for the fixed-point rule and the float view of these parameters.
+# targets/emulator/sdnn.py for the fixed-point rule and the float view of these parameters.
 _register(
     OpSpec("SigmaDelta", "neuron", required=("v_threshold",),
            optional={"bias": 0.0, "relu": 1, "sigma": 1, "delta": 1, "in_scale": 1.0, "out_scale": 1.0},

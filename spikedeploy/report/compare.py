@@ -67,12 +67,14 @@ def feed_inputs_through_synapses(graph: Graph) -> list[str]:
 def compare_targets(graph: Graph, targets: Sequence = DEFAULT_TARGETS, *, run=None,
                     inputs: Mapping[str, np.ndarray] | None = None, labels: np.ndarray | None = None,
                     steps: int | None = None, assumed_rate: float | None = None, metric=None,
-                    quantize_options: Mapping | None = None) -> dict:
+                    quantize_options: Mapping | None = None, keep: dict | None = None) -> dict:
     """One row per target (see the module doc). `run`: a Run whose spike counts price every target (used
     when no `inputs` are given); `inputs` ({name: [T, B, ...]}): each target's own emulated run prices it and
     scores `labels` ([B] class indices; argmax of the first output's counts) in its arithmetic; `metric`, a
     callable on a Run's outputs (e.g. an example's retrieval R@K), is scored for float and for each chip.
-    `quantize_options` go to every target's `quantize` (e.g. method="percentile", calibration=...)."""
+    `quantize_options` go to every target's `quantize` (e.g. method="percentile", calibration=...).
+    `keep`: a dict that receives {target name: {"qgraph", "run"}} (None where there is none), so that a
+    caller (a sweep) can save what each row was computed from."""
     from spikedeploy.estimate.energy import estimate
     from spikedeploy.quantize.fidelity import fidelity
     from spikedeploy.quantize.quantizer import quantize
@@ -110,6 +112,8 @@ def compare_targets(graph: Graph, targets: Sequence = DEFAULT_TARGETS, *, run=No
                 chip_run = simulate(qg, inputs, backend="emulator", steps=t_in + depth, probes=layers)
                 fid = fidelity(g_t, qg, inputs, run_q=chip_run, labels=labels, metric=metric)["fidelity"]
             task = {"dice_min": fid["dice_min"], **fid["task"], "arith": fid["arith"]}
+        if keep is not None:
+            keep[spec.name] = {"qgraph": qg, "run": chip_run}
         rate = None
         n_steps = steps
         if chip_run is None:
