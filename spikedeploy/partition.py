@@ -34,6 +34,7 @@ import numpy as np
 
 from .errors import FileFormatError, SpikeDeployError, TargetLimitError, UnsupportedError
 from .partition_bound import lower_bound
+from .partition_memo import active, current, proj_key
 from .partition_model import RESOURCES, Layer, Model, build_model, check_single, index_bits
 
 WINDOW = 64
@@ -188,10 +189,11 @@ def load_placement(path, graph, target, *, qgraph=None) -> Placement:
             pos = b
     idx, sharing = index_bits(target), bool(getattr(target.core, "conv_weight_sharing", True))
     lim = _limits(target)
-    return _assemble(model, target, lim, idx, sharing, splits, core_groups, capability_breaches(graph, target),
-                     strict=False, avail_chips=int(opts.get("chips") or target.max_chips),
-                     max_cores=opts.get("max_cores"), allocator=str(saved.get("allocator", "greedy")),
-                     bound=lower_bound(model, lim, idx, sharing))
+    with active():
+        return _assemble(model, target, lim, idx, sharing, splits, core_groups,
+                         capability_breaches(graph, target), strict=False,
+                         avail_chips=int(opts.get("chips") or target.max_chips), max_cores=opts.get("max_cores"),
+                         allocator=str(saved.get("allocator", "greedy")), bound=lower_bound(model, lim, idx, sharing))
 
 
 def spike_rates(model: Model, run) -> dict[str, float]:
@@ -219,6 +221,11 @@ def partition(graph, target, *, run=None, qgraph=None, chips: int | None = None,
         from .targets.spec import get_target
 
         target = get_target(target)
+    with active():  # layers equal up to their names are worked out once (partition_memo.py)
+        return _partition(graph, target, run, qgraph, chips, max_cores, allocator, strict)
+
+
+def _partition(graph, target, run, qgraph, chips, max_cores, allocator, strict) -> Placement:
     if allocator not in ALLOCATORS:
         raise SpikeDeployError(f"unknown allocator '{allocator}'; available: {', '.join(ALLOCATORS)}")
     from .capabilities import capability_breaches
@@ -331,6 +338,18 @@ def _assemble(model: Model, target, lim, idx, sharing, splits, core_groups, viol
 
 # ---- splitting ------------------------------------------------------------------------------------
 def _usage(layer: Layer, a: int, b: int, out_cum: np.ndarray | None, idx: int, sharing: bool) -> dict[str, int]:
+    memo = current()
+    if memo is None:
+        return _usage_of(layer, a, b, out_cum, idx, sharing)
+    key = (memo.layer_key(layer), a, b, None if out_cum is None else memo.keep(out_cum), idx, sharing)
+    t = memo.table("usage")
+    u = t.get(key)
+    if u is None:
+        u = t[key] = _usage_of(layer, a, b, out_cum, idx, sharing)
+    return dict(u)
+
+
+def _usage_of(layer: Layer, a: int, b: int, out_cum: np.ndarray | None, idx: int, sharing: bool) -> dict[str, int]:
     mem = 0
     ins = 0
     for p in layer.incoming:
@@ -406,6 +425,18 @@ def _split_layer(layer: Layer, out_cum, lim, idx, sharing, target, strict, viola
 
 def _out_need(model: Model, lname: str, splits: dict[str, list[tuple[int, int]]]) -> np.ndarray:
     """Prefix sums over a layer's neurons of the output axons each needs (one per projection x dst group)."""
+    memo = current()
+    if memo is None:
+        return _out_need_of(model, lname, splits)
+    key = memo.out_key(model, lname, splits)
+    t = memo.table("out_need")
+    if key not in t:
+        t[key] = _out_need_of(model, lname, splits)
+        t[key].flags.writeable = False
+    return t[key]
+
+
+def _out_need_of(model: Model, lname: str, splits: dict[str, list[tuple[int, int]]]) -> np.ndarray:
     layer = model.layers[lname]
     need = np.zeros(layer.n, np.int64)
     for p in layer.outgoing:
@@ -422,7 +453,21 @@ def _split_all(model: Model, lim, idx, sharing, target, strict, violations, per_
     """Split every layer; `per_layer` maps a layer to the limits its groups are cut to (default `lim`)."""
     per_layer = per_layer or {}
 
+    memo = current()
+
     def split(lname, oc):
+        if memo is None or not strict:  # violations are recorded per layer: no sharing
+            return split_of(lname, oc)
+        pl = per_layer.get(lname, lim)
+        lims = tuple((pl[0], pl[1]) if isinstance(pl, tuple) else (pl,))
+        key = (memo.layer_key(model.layers[lname]), memo.keep(oc),
+               tuple(tuple(sorted(x.items())) if isinstance(x, dict) else x for x in lims), idx, sharing)
+        t = memo.table("split")
+        if key not in t:
+            t[key] = tuple(split_of(lname, oc))
+        return list(t[key])
+
+    def split_of(lname, oc):
         pl = per_layer.get(lname, lim)
         if isinstance(pl, tuple):  # (limits of the first k groups, k): the rest get `lim`
             return _split_layer(model.layers[lname], oc, lim, idx, sharing, target, strict, violations, first=pl)
@@ -710,7 +755,7 @@ def _pack(model: Model, splits, lim, idx, sharing, rates) -> list[list[tuple[str
             aff[p.dst][p.src] = aff[p.dst].get(p.src, 0.0) + w
             aff[p.src][p.dst] = aff[p.src].get(p.dst, 0.0) + w
     cores: list[list[tuple[str, int, int]]] = []
-    use: list[np.ndarray] = []
+    use = np.zeros((64, len(RESOURCES)), np.int64)  # rows: open cores (grown by doubling)
     present: list[set[str]] = []
     limv = np.array([lim[r] for r in RESOURCES], dtype=np.int64)
     for lname in model.order:
@@ -720,15 +765,18 @@ def _pack(model: Model, splits, lim, idx, sharing, rates) -> list[list[tuple[str
             u = _usage(layer, a, b, out_need[lname], idx, sharing)
             uv = np.array([u[r] for r in RESOURCES], dtype=np.int64)
             best, best_score = -1, -1.0
-            for ci in range(max(0, len(cores) - WINDOW), len(cores)):
-                if lname in present[ci] or np.any(use[ci] + uv > limv):
+            lo = max(0, len(cores) - WINDOW)
+            # the window's cores with room, in core order (one array test instead of one per core)
+            for ci in (lo + np.flatnonzero(np.all(use[lo : len(cores)] + uv <= limv, axis=1))).tolist():
+                if lname in present[ci]:
                     continue
                 score = sum(a_l.get(m, 0.0) for m in present[ci])
                 if score > best_score:
                     best, best_score = ci, score
             if best < 0:
+                if len(cores) == use.shape[0]:
+                    use = np.concatenate([use, np.zeros_like(use)])
                 cores.append([])
-                use.append(np.zeros(len(RESOURCES), np.int64))
                 present.append(set())
                 best = len(cores) - 1
             cores[best].append((lname, a, b))
@@ -741,19 +789,37 @@ def _pack(model: Model, splits, lim, idx, sharing, rates) -> list[list[tuple[str
 def _links(model: Model, groups, core_of) -> list[tuple[str, int, int, int]]:
     """(source population, source core or -1, destination core, source neurons needed) for every pair."""
     acc: dict[tuple[str, int, int], int] = {}
+    memo = current()
     for p in model.projections:
-        src_is_layer = p.src in model.layers
-        if src_is_layer:
-            starts, stops, score = core_of[p.src]
-        for dcore, a, b in groups[p.dst]:
-            if not src_is_layer:
-                key = (p.src, -1, dcore)
-                acc[key] = acc.get(key, 0) + p.n_sources(a, b)
-                continue
-            m = model.layers[p.src].to_order(p.needed_mask(a, b))
-            cum = np.concatenate([[0], np.cumsum(m, dtype=np.int64)])
-            cnt = cum[stops] - cum[starts]
-            for sc, c in zip(score[cnt > 0], cnt[cnt > 0], strict=True):
-                key = (p.src, int(sc), dcore)
-                acc[key] = acc.get(key, 0) + int(c)
+        dst = groups[p.dst]
+        on_chip = p.src in model.layers
+        src = groups[p.src] if on_chip else [(-1, 0, p.n_src)]
+        rel = None
+        if memo is not None:  # (source group, destination group, sources) depends on structure only
+            lk = (proj_key(p), memo.layer_key(model.layers[p.src])[3] if on_chip else None,
+                  tuple((a, b) for _, a, b in src), tuple((a, b) for _, a, b in dst))
+            t = memo.table("links")
+            rel = t.get(lk)
+        if rel is None:
+            if on_chip:
+                rel = _group_links(model, p, core_of[p.src], dst)
+            else:  # off-chip: one source "group"
+                rel = [(0, j, p.n_sources(a, b)) for j, (_, a, b) in enumerate(dst)]
+            if memo is not None:
+                t[lk] = rel
+        for i, j, c in rel:
+            key = (p.src, src[i][0], dst[j][0])
+            acc[key] = acc.get(key, 0) + c
     return [(k[0], k[1], k[2], v) for k, v in acc.items()]
+
+
+def _group_links(model: Model, p, src_ranges, dst) -> list[tuple[int, int, int]]:
+    """(index in groups[p.src], index in groups[p.dst], source neurons) for every linked pair of groups."""
+    starts, stops, _ = src_ranges
+    out = []
+    for j, (_, a, b) in enumerate(dst):
+        m = model.layers[p.src].to_order(p.needed_mask(a, b))
+        cum = np.concatenate([[0], np.cumsum(m, dtype=np.int64)])
+        cnt = cum[stops] - cum[starts]
+        out.extend((int(i), j, int(cnt[i])) for i in np.flatnonzero(cnt > 0))
+    return out
