@@ -339,7 +339,7 @@ def _assemble(model: Model, target, lim, idx, sharing, splits, core_groups, viol
 # ---- splitting ------------------------------------------------------------------------------------
 def _usage(layer: Layer, a: int, b: int, out_cum: np.ndarray | None, idx: int, sharing: bool) -> dict[str, int]:
     memo = current()
-    if memo is None:
+    if memo is None or not memo.shareable(layer):
         return _usage_of(layer, a, b, out_cum, idx, sharing)
     key = (memo.layer_key(layer), a, b, None if out_cum is None else memo.keep(out_cum), idx, sharing)
     t = memo.table("usage")
@@ -456,7 +456,8 @@ def _split_all(model: Model, lim, idx, sharing, target, strict, violations, per_
     memo = current()
 
     def split(lname, oc):
-        if memo is None or not strict:  # violations are recorded per layer: no sharing
+        # violations are recorded per layer: no sharing
+        if memo is None or not strict or not memo.shareable(model.layers[lname]):
             return split_of(lname, oc)
         pl = per_layer.get(lname, lim)
         lims = tuple((pl[0], pl[1]) if isinstance(pl, tuple) else (pl,))
@@ -560,7 +561,10 @@ def _search(model, lim, idx, sharing, target, rates, splits, core_groups, lower)
         trials.append({k: lim_s for k in model.layers})
     work = sum(layer.n + sum(p.total_synapses for p in layer.incoming) // 64 for layer in model.layers.values())
     budget = min(len(trials), max(8 + len(trials) - len(singles) - len(pairs), SEARCH_WORK // max(1, work)))
+    memo = current()
     for per_layer in trials[:budget]:
+        if memo is not None:
+            memo.clear()
         try:
             sp = _split_all(model, lim, idx, sharing, target, True, [], per_layer)
         except TargetLimitError:

@@ -71,12 +71,22 @@ class Memo:
             self.layer_keys[id(layer)] = k
         return k
 
+    def shareable(self, layer) -> bool:
+        """Whether another layer can have this layer's key (no projection keyed by its own identity);
+        results of the others are not stored, since only that layer could reuse them."""
+        return all(k[0] != "own" for k in self.layer_key(layer)[4])
+
     def out_key(self, model, lname: str, splits) -> tuple:
         """Key of a layer's output-axon need: its order and, per outgoing projection, the projection and
         the cut of the layer it feeds."""
         layer = model.layers[lname]
         return (_perm_key(layer), tuple((proj_key(p), tuple(splits.get(p.dst, ((0, p.n_dst),))))
                                         for p in layer.outgoing))
+
+    def clear(self) -> None:
+        """Forget every result (layer keys stay): between search trials, whose cuts are not reused."""
+        self.tables.clear()
+        self.alive = {k: v for k, v in self.alive.items() if k in self.layer_keys}
 
     def table(self, name: str) -> dict:
         return self.tables.setdefault(name, {})
