@@ -70,3 +70,50 @@ def test_copies_of_a_column_cost_no_more_splitting(monkeypatch):
     calls.clear()
     partition(hala_graph(5, tile=24), LOIHI2, chips=64)
     assert len(calls) == n1 and all(c.startswith("c0_") for c in calls), calls
+
+
+@pytest.mark.parametrize("s,lim", [(1, 2 * 25), (1, 2 * 49), (2, 2 * 36)])
+def test_padded_conv_halo_bound_below_any_grouping(s, lim):
+    """The halo bound for a padded conv (its interior outputs, partition_bound.conv_halo_axons) against
+    groupings of the output positions that fit `lim` input axons, counted by painting windows."""
+    from spikedeploy.partition_bound import conv_halo_axons
+    from spikedeploy.partition_model import build_model
+    from spikedeploy.partition_synthetic import conv_net
+
+    cin, H = 2, 10
+    g = conv_net((cin, H, H), ((4, 3, s, 1),), ())
+    proj = build_model(g, LOIHI2).layers["clif1"].incoming[0]
+    ho = proj.hout
+    halo = conv_halo_axons(proj, lim)
+    if s == 1:  # the bound counts a halo (a strided conv's interior is too small here to beat the sources)
+        assert halo > proj.n_sources(0, proj.n_dst) == cin * H * H
+
+    def rf(cells):  # real input positions read by output positions `cells`
+        img = np.zeros((H + 2, H + 2), bool)
+        for y, x in cells:
+            img[y * s : y * s + 3, x * s : x * s + 3] = True
+        return cin * int(img[1:-1, 1:-1].sum())
+
+    rng = np.random.default_rng(0)
+    cells = [(y, x) for y in range(ho) for x in range(ho)]
+    groupings = []
+    for th in range(1, ho + 1):  # tilings, every offset
+        for tw in range(1, ho + 1):
+            for oy in range(th):
+                groupings.append([[(y, x) for y, x in cells if ((y + oy) // th, (x + oy) // tw) == key]
+                                  for key in {((y + oy) // th, (x + oy) // tw) for y, x in cells}])
+    for _ in range(200):  # greedy groups over random orders
+        order = rng.permutation(len(cells))
+        grp, cur = [], []
+        for i in order:
+            if cur and rf(cur + [cells[i]]) > lim:
+                grp.append(cur)
+                cur = []
+            cur.append(cells[i])
+        groupings.append(grp + [cur])
+    checked = 0
+    for grp in groupings:
+        if all(rf(q) <= lim for q in grp):
+            assert sum(rf(q) for q in grp) >= halo, (halo, sum(rf(q) for q in grp))
+            checked += 1
+    assert checked > 50
