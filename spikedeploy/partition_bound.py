@@ -18,6 +18,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from .partition_memo import per_projection
 from .partition_model import RESOURCES, Model
 
 PAIR_UNION_MAX_WORK = 400_000_000  # rows^2 x columns of one dense projection, for its pairwise-union bound
@@ -260,7 +261,8 @@ def _layer_needs(model: Model, lim, idx, sharing):
         need[lname]["neurons"] += layer.n
         need[lname]["k_min"] = k_min
         for p in layer.incoming:
-            ns = max(p.n_sources(0, layer.n), conv_halo_axons(p, lim["input_axons"]))
+            ns = per_projection("sources", p, lambda p=p, n=layer.n: max(
+                p.n_sources(0, n), conv_halo_axons(p, lim["input_axons"])), lim["input_axons"])
             need[lname]["input_axons"] += max(ns, k_min * p.min_fanin())
             if p.src in model.layers:
                 need[p.src]["output_axons"] += max(ns, math.ceil(p.total_synapses / g_max))

@@ -60,6 +60,7 @@ class Memo:
     def __init__(self):
         self.alive: dict[int, object] = {}
         self.layer_keys: dict[int, tuple] = {}
+        self.shared_ok: dict[int, bool] = {}
         self.tables: dict[str, dict] = {}
 
     def layer_key(self, layer) -> tuple:
@@ -74,7 +75,10 @@ class Memo:
     def shareable(self, layer) -> bool:
         """Whether another layer can have this layer's key (no projection keyed by its own identity);
         results of the others are not stored, since only that layer could reuse them."""
-        return all(k[0] != "own" for k in self.layer_key(layer)[4])
+        ok = self.shared_ok.get(id(layer))
+        if ok is None:
+            ok = self.shared_ok[id(layer)] = all(k[0] != "own" for k in self.layer_key(layer)[4])
+        return ok
 
     def out_key(self, model, lname: str, splits) -> tuple:
         """Key of a layer's output-axon need: its order and, per outgoing projection, the projection and
@@ -88,12 +92,28 @@ class Memo:
         self.tables.clear()
         self.alive = {k: v for k, v in self.alive.items() if k in self.layer_keys}
 
+    def get_or(self, name: str, key, fn):
+        """fn() stored under `key` in table `name` (computed once)."""
+        t = self.tables.setdefault(name, {})
+        if key not in t:
+            t[key] = fn()
+        return t[key]
+
     def table(self, name: str) -> dict:
         return self.tables.setdefault(name, {})
 
     def keep(self, arr):
         self.alive[id(arr)] = arr
         return id(arr)
+
+
+def per_projection(name: str, p, fn, *extra):
+    """fn() for projection p, shared by projections of equal structure while a memo is active."""
+    m = current()
+    k = proj_key(p)
+    if m is None or k[0] == "own":
+        return fn()
+    return m.get_or(name, (k, *extra), fn)
 
 
 def current() -> Memo | None:

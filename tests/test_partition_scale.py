@@ -68,8 +68,11 @@ def test_copies_of_a_column_cost_no_more_splitting(monkeypatch):
     partition(hala_graph(1, tile=24), LOIHI2, chips=64)
     n1 = len(calls)
     calls.clear()
-    partition(hala_graph(5, tile=24), LOIHI2, chips=64)
-    assert len(calls) == n1 and all(c.startswith("c0_") for c in calls), calls
+    partition(hala_graph(9, tile=24), LOIHI2, chips=64)
+    # only the first column is worked out, and in the pairing trials the last one or two (where the pairs
+    # run out, their input-bound layer is cut small only in part): a constant, not one per column
+    assert {c.split("_")[0] for c in calls} <= {"c0", "c7", "c8"}, calls
+    assert len(calls) <= n1 + 8, (len(calls), n1)
 
 
 @pytest.mark.parametrize("s,lim", [(1, 2 * 25), (1, 2 * 49), (2, 2 * 36)])
