@@ -133,7 +133,7 @@ def active():
         _ACTIVE.pop()
 
 
-@functools.lru_cache(maxsize=512)
+@functools.lru_cache(maxsize=64)  # bounded: conv tables of a large plane hold a few arrays of its size
 def cached(fn, *args):
     """fn(*args) once per distinct hashable arguments; the result is shared (treat it as read-only)."""
     out = fn(*args)
