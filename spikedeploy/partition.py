@@ -22,6 +22,10 @@ groups of different layers onto shared cores, and assigns cores to chips:
    to chips in turn (nengo-loihi's RoundRobin, useful to see inter-chip traffic at its worst).
 
 The lower bound (partition_bound.py) holds for any placement under the resource model.
+
+Layers equal up to their names (columns of one network) are split, measured and linked once per call
+(partition_memo.py), so a graph of thousands of copies costs its distinct layers plus work linear in
+cores (benchmarks/bench_partition_scale.py).
 """
 
 from __future__ import annotations
@@ -474,7 +478,7 @@ def _split_all(model: Model, lim, idx, sharing, target, strict, violations, per_
     memo = current()
 
     def split(lname, oc):
-        # violations are recorded per layer: no sharing
+        # no sharing without a memo, when breaches are recorded per layer, or for a layer no other can equal
         if memo is None or not strict or not memo.shareable(model.layers[lname]):
             return split_of(lname, oc)
         pl = per_layer.get(lname, lim)
