@@ -18,12 +18,13 @@ def _chip(graph: Graph, name: str) -> bool:
     return node.placement == "chip" and node.op not in IO
 
 
-def _value_source(graph: Graph, name: str) -> str:
-    """The node whose values reach `name` through shape-only nodes (Flatten)."""
+def _value_source(graph: Graph, name: str, preds_of: dict[str, list[str]] | None = None) -> str:
+    """The node whose values reach `name` through shape-only nodes (Flatten); `preds_of` (node ->
+    predecessors) saves a scan of every edge per call on large graphs."""
     seen = set()
     while name not in seen:
         seen.add(name)
-        preds = graph.predecessors(name)
+        preds = preds_of[name] if preds_of is not None else graph.predecessors(name)
         if len(preds) != 1 or graph.nodes[preds[0]].spec.family != "shape":
             return preds[0] if len(preds) == 1 else name
         name = preds[0]
@@ -45,6 +46,9 @@ def capability_breaches(graph: Graph, target) -> list[str]:
         return f" ({src[key]})" if key in src else ""
 
     stats = graph.stats()["nodes"] if (cap.max_fan_in, cap.max_fan_out) != (None, None) else {}
+    preds_of: dict[str, list[str]] = {n: [] for n in graph.nodes}
+    for a, b in graph.edges:
+        preds_of[b].append(a)
     for name, node in graph.nodes.items():
         if not _chip(graph, name):
             continue
@@ -59,7 +63,7 @@ def capability_breaches(graph: Graph, target) -> list[str]:
             if cap.max_fan_in is not None and stats[name]["fan_in"] > cap.max_fan_in:
                 out.append(f"node '{name}' ({node.op}): fan-in {stats[name]['fan_in']} per neuron exceeds target "
                            f"'{spec.name}' limit {cap.max_fan_in}{why('max_fan_in')}")
-            s = _value_source(graph, name)
+            s = _value_source(graph, name, preds_of)
             sn = graph.nodes[s]
             if (cap.max_fan_out is not None and s != name and _chip(graph, s) and sn.spec.family == "neuron"
                     and stats[name]["fan_out"] > cap.max_fan_out):

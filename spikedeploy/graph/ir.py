@@ -131,7 +131,9 @@ class Graph:
         state: dict[str, int] = {}
         post: list[str] = []
         back: list[tuple[str, str]] = []
-        roots = self.inputs + [n for n in self.nodes if n not in self.inputs]
+        inputs = self.inputs
+        first = set(inputs)
+        roots = inputs + [n for n in self.nodes if n not in first]
         for r in roots:
             if r in state:
                 continue
@@ -187,9 +189,13 @@ class Graph:
     def infer_shapes(self) -> Graph:
         order, back = self.order()
         backset = set(back)
+        into: dict[str, list[str]] = {n: [] for n in self.nodes}  # one pass: linear in edges, not nodes x edges
+        for a, b in self.edges:
+            if (a, b) not in backset:
+                into[b].append(a)
         for name in order:
             node = self.nodes[name]
-            preds = [a for a, b in self.edges if b == name and (a, name) not in backset]
+            preds = into[name]
             shapes = [self.nodes[p].out_shape for p in preds]
             shapes = [s for s in shapes if s is not None]
             spec = node.spec

@@ -273,13 +273,13 @@ def is_neuron(op: str) -> bool:
 def synapse_count(node, in_shape: Shape, out_shape: Shape) -> int:
     """Number of (source neuron, target neuron) connections, padding taps excluded."""
     p = node.params
-    if node.op in ("Affine", "Linear"):
+    if node.op in DENSE:
         return int(p["weight"].size)
     if node.op == "Scale":  # one-to-one connection per element
         return int(np.prod(out_shape))
     if node.op == "Delay":  # a property of the synapses it follows (DelayDense), not synapses of its own
         return 0
-    if node.op in ("Conv1d", "Conv2d"):
+    if node.op in CONV:
         nd = 1 if node.op == "Conv1d" else 2
         w = p["weight"]
         k = w.shape[2:]
@@ -288,7 +288,7 @@ def synapse_count(node, in_shape: Shape, out_shape: Shape) -> int:
         for i in range(nd):
             taps *= _valid_taps(in_shape[1 + i], out_shape[1 + i], k[i], st[i], pd[i], dl[i])
         return int(out_shape[0] * w.shape[1] * taps)
-    if node.op in ("SumPool2d", "AvgPool2d"):
+    if node.op in POOL:
         k, st, pd = pool_params(p)
         taps = 1
         for i in range(2):

@@ -18,6 +18,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from spikedeploy.partition.memo import per_projection
 from spikedeploy.partition.resources import RESOURCES, Model
 
 PAIR_UNION_MAX_WORK = 400_000_000  # rows^2 x columns of one dense projection, for its pairwise-union bound
@@ -202,21 +203,33 @@ def conv_halo_axons(p, lim_in: int) -> int:
     through this projection (F = rf_lower), at most lim_in; so q is one of the sizes that fit, and the
     group reads >= q min_{fitting q'} cin F(q') / q'. The groups' positions cover all P output positions:
     >= cin P min F(q') / q'. The same sum is the source layer's output axons for this projection.
-    0 where the conv is padded, dilated, grouped, or strides past its kernel."""
-    if p.kind != "conv" or p.groups != 1 or any(p.p) or any(d != 1 for d in p.d) \
+    A padded conv: its interior outputs (windows wholly inside the input) form a valid conv of the same
+    kernel and stride on a crop of the input; a group's interior part Q' reads RF(Q') within RF(Q), so it
+    fits the limit too and the argument holds with P the interior positions (the others only add axons).
+    0 where the conv is dilated, grouped, or strides past its kernel."""
+    if p.kind != "conv" or p.groups != 1 or any(d != 1 for d in p.d) \
             or any(s > k for s, k in zip(p.s, p.k, strict=True)):
         return 0
-    q_top = min(p.P, lim_in // (p.cin * p.s[0] * p.s[1]))  # F(q) >= s0 s1 q
+    hw = tuple(_interior(n_in, n_out, k, s, pad) for n_in, n_out, k, s, pad
+               in zip((p.hin, p.win), (p.hout, p.wout), p.k, p.s, p.p, strict=True))
+    P = hw[0] * hw[1]
+    q_top = min(P, lim_in // (p.cin * p.s[0] * p.s[1]))  # F(q) >= s0 s1 q
     if q_top < 1:
         return 0
     q = np.arange(1, q_top + 1)
-    f = rf_lower(q, p.s, p.k, (p.hout, p.wout))
+    f = rf_lower(q, p.s, p.k, hw)
     fits = p.cin * f <= lim_in
     if not fits[0]:
         return 0  # one position alone does not fit: split_layer reports it
     # least axons per position, as a fraction: ceil(cin P f / q) with exact integers
     i = int(np.argmin(np.where(fits, f / q, np.inf)))
-    return -(-p.cin * p.P * int(f[i]) // int(q[i]))
+    return -(-p.cin * P * int(f[i]) // int(q[i]))
+
+
+def _interior(n_in: int, n_out: int, k: int, s: int, pad: int) -> int:
+    """Outputs along one axis whose window [o s - pad, o s - pad + k) lies inside [0, n_in)."""
+    lo, hi = -(-pad // s), min(n_out - 1, (n_in - k + pad) // s)
+    return max(0, hi - lo + 1)
 
 
 def _layer_needs(model: Model, lim, idx, sharing):
@@ -248,7 +261,8 @@ def _layer_needs(model: Model, lim, idx, sharing):
         need[lname]["neurons"] += layer.n
         need[lname]["k_min"] = k_min
         for p in layer.incoming:
-            ns = max(p.n_sources(0, layer.n), conv_halo_axons(p, lim["input_axons"]))
+            ns = per_projection("sources", p, lambda p=p, n=layer.n: max(
+                p.n_sources(0, n), conv_halo_axons(p, lim["input_axons"])), lim["input_axons"])
             need[lname]["input_axons"] += max(ns, k_min * p.min_fanin())
             if p.src in model.layers:
                 need[p.src]["output_axons"] += max(ns, math.ceil(p.total_synapses / g_max))

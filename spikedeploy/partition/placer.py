@@ -21,7 +21,11 @@ groups of different layers onto shared cores, and assigns cores to chips:
 4. Chips: "greedy" fills chips in core order (neighbouring layers share a chip); "roundrobin" deals cores
    to chips in turn (nengo-loihi's RoundRobin, useful to see inter-chip traffic at its worst).
 
-The lower bound (bound.py) holds for any placement under the resource model.
+The lower bound (partition_bound.py) holds for any placement under the resource model.
+
+Layers equal up to their names (columns of one network) are split, measured and linked once per call
+(partition_memo.py), so a graph of thousands of copies costs its distinct layers plus work linear in
+cores (benchmarks/bench_partition_scale.py).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import numpy as np
 
 from spikedeploy.errors import FileFormatError, SpikeDeployError, TargetLimitError, UnsupportedError
 from spikedeploy.partition.bound import lower_bound
+from spikedeploy.partition.memo import active, current, proj_key
 from spikedeploy.partition.resources import RESOURCES, Layer, Model, build_model, check_single, index_bits
 
 WINDOW = 64
@@ -47,6 +52,7 @@ SEARCH_GOOD_ENOUGH = 1.02  # no search when the first packing is within 2% of th
 # complementary derating (see _search): layers using at most COMPLEMENT_MAX of their binding axon resource
 # on the other axon resource are paired; PAIR_MARGIN scales the computed cut (halo grows as groups shrink)
 COMPLEMENT_MAX = 0.75
+COMPLEMENT_STRICT = 0.25  # ...and with at most this, also packed side by side (the only search on large graphs)
 PAIR_MARGIN = (1.0, 0.95, 0.9, 0.85)
 ALLOCATORS = ("greedy", "roundrobin")
 REBALANCE_PASSES = 3
@@ -188,10 +194,11 @@ def load_placement(path, graph, target, *, qgraph=None) -> Placement:
             pos = b
     idx, sharing = index_bits(target), bool(getattr(target.core, "conv_weight_sharing", True))
     lim = _limits(target)
-    return _assemble(model, target, lim, idx, sharing, splits, core_groups, capability_breaches(graph, target),
-                     strict=False, avail_chips=int(opts.get("chips") or target.max_chips),
-                     max_cores=opts.get("max_cores"), allocator=str(saved.get("allocator", "greedy")),
-                     bound=lower_bound(model, lim, idx, sharing))
+    with active():
+        return _assemble(model, target, lim, idx, sharing, splits, core_groups,
+                         capability_breaches(graph, target), strict=False,
+                         avail_chips=int(opts.get("chips") or target.max_chips), max_cores=opts.get("max_cores"),
+                         allocator=str(saved.get("allocator", "greedy")), bound=lower_bound(model, lim, idx, sharing))
 
 
 def spike_rates(model: Model, run) -> dict[str, float]:
@@ -219,6 +226,11 @@ def partition(graph, target, *, run=None, qgraph=None, chips: int | None = None,
         from spikedeploy.targets.spec import get_target
 
         target = get_target(target)
+    with active():  # layers equal up to their names are worked out once (partition_memo.py)
+        return _partition(graph, target, run, qgraph, chips, max_cores, allocator, strict)
+
+
+def _partition(graph, target, run, qgraph, chips, max_cores, allocator, strict) -> Placement:
     if allocator not in ALLOCATORS:
         raise SpikeDeployError(f"unknown allocator '{allocator}'; available: {', '.join(ALLOCATORS)}")
     from spikedeploy.targets.capabilities import capability_breaches
@@ -249,10 +261,11 @@ def partition(graph, target, *, run=None, qgraph=None, chips: int | None = None,
     rates = spike_rates(model, run)
     splits = _split_all(model, lim, idx, sharing, target, strict, violations)
     core_groups = _pack(model, splits, lim, idx, sharing, rates)
-    if (totals["neurons"] <= SEARCH_MAX_NEURONS and len(core_groups) > SEARCH_GOOD_ENOUGH * lower
-            and not violations):
-        splits, core_groups = _search(model, lim, idx, sharing, target, rates, splits, core_groups, lower)
-        if len(core_groups) > lower:
+    if len(core_groups) > SEARCH_GOOD_ENOUGH * lower and not violations:
+        small = totals["neurons"] <= SEARCH_MAX_NEURONS
+        splits, core_groups = _search(model, lim, idx, sharing, target, rates, splits, core_groups, lower,
+                                      only_pairs=not small)
+        if small and len(core_groups) > lower:
             splits, core_groups = _rebalance(model, splits, core_groups, lim, idx, sharing)
 
     return _assemble(model, target, lim, idx, sharing, splits, core_groups, violations, strict=strict,
@@ -331,6 +344,34 @@ def _assemble(model: Model, target, lim, idx, sharing, splits, core_groups, viol
 
 # ---- splitting ------------------------------------------------------------------------------------
 def _usage(layer: Layer, a: int, b: int, out_cum: np.ndarray | None, idx: int, sharing: bool) -> dict[str, int]:
+    memo = current()
+    if memo is None or not memo.shareable(layer):
+        return _usage_of(layer, a, b, out_cum, idx, sharing)
+    key = (memo.layer_key(layer), a, b, None if out_cum is None else memo.keep(out_cum), idx, sharing)
+    t = memo.table("usage")
+    u = t.get(key)
+    if u is None:
+        u = t[key] = _usage_of(layer, a, b, out_cum, idx, sharing)
+    return dict(u)
+
+
+def _usage_rows(layer: Layer, groups, out_cum, idx: int, sharing: bool) -> np.ndarray:
+    """The use of each group of `groups` as rows (RESOURCES order), shared by equal layers cut alike."""
+    memo = current()
+    key = None
+    if memo is not None and memo.shareable(layer):
+        key = (memo.layer_key(layer), memo.keep(out_cum), tuple(groups), idx, sharing)
+        hit = memo.table("usage_rows").get(key)
+        if hit is not None:
+            return hit
+    rows = np.array([[u[r] for r in RESOURCES] for u in (_usage(layer, a, b, out_cum, idx, sharing)
+                                                           for a, b in groups)], dtype=np.int64)
+    if key is not None:
+        memo.table("usage_rows")[key] = rows
+    return rows.reshape(len(groups), len(RESOURCES))
+
+
+def _usage_of(layer: Layer, a: int, b: int, out_cum: np.ndarray | None, idx: int, sharing: bool) -> dict[str, int]:
     mem = 0
     ins = 0
     for p in layer.incoming:
@@ -406,6 +447,18 @@ def _split_layer(layer: Layer, out_cum, lim, idx, sharing, target, strict, viola
 
 def _out_need(model: Model, lname: str, splits: dict[str, list[tuple[int, int]]]) -> np.ndarray:
     """Prefix sums over a layer's neurons of the output axons each needs (one per projection x dst group)."""
+    memo = current()
+    if memo is None:
+        return _out_need_of(model, lname, splits)
+    key = memo.out_key(model, lname, splits)
+    t = memo.table("out_need")
+    if key not in t:
+        t[key] = _out_need_of(model, lname, splits)
+        t[key].flags.writeable = False
+    return t[key]
+
+
+def _out_need_of(model: Model, lname: str, splits: dict[str, list[tuple[int, int]]]) -> np.ndarray:
     layer = model.layers[lname]
     need = np.zeros(layer.n, np.int64)
     for p in layer.outgoing:
@@ -422,7 +475,22 @@ def _split_all(model: Model, lim, idx, sharing, target, strict, violations, per_
     """Split every layer; `per_layer` maps a layer to the limits its groups are cut to (default `lim`)."""
     per_layer = per_layer or {}
 
+    memo = current()
+
     def split(lname, oc):
+        # no sharing without a memo, when breaches are recorded per layer, or for a layer no other can equal
+        if memo is None or not strict or not memo.shareable(model.layers[lname]):
+            return split_of(lname, oc)
+        pl = per_layer.get(lname, lim)
+        lims = tuple((pl[0], pl[1]) if isinstance(pl, tuple) else (pl,))
+        key = (memo.layer_key(model.layers[lname]), memo.keep(oc),
+               tuple(tuple(sorted(x.items())) if isinstance(x, dict) else x for x in lims), idx, sharing)
+        t = memo.table("split")
+        if key not in t:
+            t[key] = tuple(split_of(lname, oc))
+        return list(t[key])
+
+    def split_of(lname, oc):
         pl = per_layer.get(lname, lim)
         if isinstance(pl, tuple):  # (limits of the first k groups, k): the rest get `lim`
             return _split_layer(model.layers[lname], oc, lim, idx, sharing, target, strict, violations, first=pl)
@@ -467,23 +535,79 @@ def _binding(model, splits, lim, idx, sharing):
     return res
 
 
-def _search(model, lim, idx, sharing, target, rates, splits, core_groups, lower):
+def _search(model, lim, idx, sharing, target, rates, splits, core_groups, lower, only_pairs=False):
     """Try derated split limits and keep the packing with fewest cores.
 
     First, complementary derating: layers whose groups fill their input axons but use few output axons
     (or the reverse) are cut smaller on that resource, so the packer can pair an input-bound group with an
     output-bound one on a core (a conv layer feeding a wider conv is output-bound, its destination is
-    input-bound). Then every layer derated on single resources, then on pairs. The number of
+    input-bound); then the same for strongly complementary layers packed side by side. Then every layer
+    derated on single resources, then on pairs (with `only_pairs`, for graphs over SEARCH_MAX_NEURONS, only
+    the side-by-side trials run: a few packings, each linear in the cores). The number of
     trials shrinks with the graph size so large graphs stay fast; it depends only on the graph, so results
     are deterministic."""
     import itertools
 
     best = (len(core_groups), splits, core_groups)
     bind = _binding(model, splits, lim, idx, sharing)
+    n_of = {k: v.n for k, v in model.layers.items()}
     axon = ("input_axons", "output_axons")
     comp = [k for k, (r, other, _, _) in bind.items() if r in axon and other < COMPLEMENT_MAX]
-    trials = []
-    if {bind[k][0] for k in comp} == set(axon):
+    trials = [] if only_pairs else [(t, None) for t in _pair_trials(bind, comp, lim, n_of)]
+    # strongly complementary layers only, each input-bound layer packed right after an output-bound one so
+    # that its groups find that layer's cores inside the packing window (layers far apart in topological
+    # order, e.g. a conv front end and a pooling layer behind several convs, never meet otherwise)
+    strict = [k for k in comp if bind[k][1] < COMPLEMENT_STRICT]
+    outs = [k for k in model.order if k in strict and bind[k][0] == "output_axons"]
+    ins = [k for k in model.order if k in strict and bind[k][0] == "input_axons"]
+    partner = dict(zip(outs, ins, strict=False))
+    if partner:
+        after = set(partner.values())
+        order = [x for k in model.order if k not in after for x in ((k, partner[k]) if k in partner else (k,))]
+        trials += [(t, order) for t in _pair_trials(bind, strict, lim, n_of, whole=True)]
+    if only_pairs:
+        return _best_trial(model, lim, idx, sharing, target, rates, trials, len(trials), best, lower,
+                           stop_when_worse=True)
+    singles = [{r: f} for r in RESOURCES for f in DERATE]
+    # milder derating first, every resource pair at each level, so a small budget still sees every pair
+    pairs = [{r1: f1, r2: f2} for f1, f2 in itertools.product(DERATE, DERATE)
+             for r1, r2 in itertools.combinations(RESOURCES, 2)]
+    for t in singles + pairs:
+        lim_s = {k: max(1, int(lim[k] * t.get(k, 1.0))) for k in RESOURCES}
+        trials.append(({k: lim_s for k in model.layers}, None))
+    work = sum(layer.n + sum(p.total_synapses for p in layer.incoming) // 64 for layer in model.layers.values())
+    budget = min(len(trials), max(8 + len(trials) - len(singles) - len(pairs), SEARCH_WORK // max(1, work)))
+    return _best_trial(model, lim, idx, sharing, target, rates, trials, budget, best, lower)
+
+
+def _best_trial(model, lim, idx, sharing, target, rates, trials, budget, best, lower, stop_when_worse=False):
+    """The fewest-core packing among `best` and the first `budget` trials (per-layer limits, pack order).
+    `stop_when_worse`: trials are margins in falling order; stop at the first that does worse than the one
+    before it once one has improved on `best` (large graphs, where each trial is a packing of every core)."""
+    memo = current()
+    prev, improved = None, False
+    for per_layer, order in trials[:budget]:
+        if memo is not None:
+            memo.clear()
+        try:
+            sp = _split_all(model, lim, idx, sharing, target, True, [], per_layer)
+        except TargetLimitError:
+            continue
+        cg = _pack(model, sp, lim, idx, sharing, rates, order)
+        if stop_when_worse and improved and prev is not None and len(cg) > prev:
+            break
+        prev = len(cg)
+        if len(cg) < best[0]:
+            best, improved = (len(cg), sp, cg), True
+            if best[0] <= lower:
+                break
+    return best[1], best[2]
+
+
+def _pair_trials(bind, comp, lim, n_of, whole=False) -> list[dict]:
+    """Per-layer limits pairing output-bound with input-bound layers of `comp` (see _search)."""
+    trials: list[dict] = []
+    if {bind[k][0] for k in comp} == {"input_axons", "output_axons"}:
         # pairs: an output-bound group cut to x of the output axons (using rho_a x input axons) beside an
         # input-bound group cut to y (using rho_b y output axons) fill a core when rho_a x + y = 1 and
         # x + rho_b y = 1. Only as many input-bound groups as there are output-bound ones are cut small.
@@ -503,29 +627,13 @@ def _search(model, lim, idx, sharing, target, rates, splits, core_groups, lower)
             for k in ins:
                 if left <= 0:
                     break
-                per_layer[k] = ({**lim, "input_axons": max(1, int(lim["input_axons"] * y))}, left)
+                lim_y = {**lim, "input_axons": max(1, int(lim["input_axons"] * y))}
+                # a layer cut small throughout gets plain limits, so equal layers share their cut; `whole`
+                # counts "throughout" by the estimate of its groups rather than its neurons
+                per_layer[k] = lim_y if left >= (math.ceil(bind[k][2] / y) if whole else n_of[k]) else (lim_y, left)
                 left -= math.ceil(bind[k][2] / y)
             trials.append(per_layer)
-    singles = [{r: f} for r in RESOURCES for f in DERATE]
-    # milder derating first, every resource pair at each level, so a small budget still sees every pair
-    pairs = [{r1: f1, r2: f2} for f1, f2 in itertools.product(DERATE, DERATE)
-             for r1, r2 in itertools.combinations(RESOURCES, 2)]
-    for t in singles + pairs:
-        lim_s = {k: max(1, int(lim[k] * t.get(k, 1.0))) for k in RESOURCES}
-        trials.append({k: lim_s for k in model.layers})
-    work = sum(layer.n + sum(p.total_synapses for p in layer.incoming) // 64 for layer in model.layers.values())
-    budget = min(len(trials), max(8 + len(trials) - len(singles) - len(pairs), SEARCH_WORK // max(1, work)))
-    for per_layer in trials[:budget]:
-        try:
-            sp = _split_all(model, lim, idx, sharing, target, True, [], per_layer)
-        except TargetLimitError:
-            continue
-        cg = _pack(model, sp, lim, idx, sharing, rates)
-        if len(cg) < best[0]:
-            best = (len(cg), sp, cg)
-            if best[0] <= lower:
-                break
-    return best[1], best[2]
+    return trials
 
 
 # ---- rebalancing ----------------------------------------------------------------------------------
@@ -700,7 +808,7 @@ def _rebalance(model, splits, core_groups, lim, idx, sharing, passes: int = REBA
 
 
 # ---- packing --------------------------------------------------------------------------------------
-def _pack(model: Model, splits, lim, idx, sharing, rates) -> list[list[tuple[str, int, int]]]:
+def _pack(model: Model, splits, lim, idx, sharing, rates, order=None) -> list[list[tuple[str, int, int]]]:
     out_need = _out_need_all(model, splits)
     # layer-level affinity: expected messages per step between two layers (or neuron counts without a Run)
     aff: dict[str, dict[str, float]] = {k: {} for k in model.layers}
@@ -710,25 +818,28 @@ def _pack(model: Model, splits, lim, idx, sharing, rates) -> list[list[tuple[str
             aff[p.dst][p.src] = aff[p.dst].get(p.src, 0.0) + w
             aff[p.src][p.dst] = aff[p.src].get(p.dst, 0.0) + w
     cores: list[list[tuple[str, int, int]]] = []
-    use: list[np.ndarray] = []
+    use = np.zeros((64, len(RESOURCES)), np.int64)  # rows: open cores (grown by doubling)
     present: list[set[str]] = []
     limv = np.array([lim[r] for r in RESOURCES], dtype=np.int64)
-    for lname in model.order:
+    for lname in order or model.order:
         layer = model.layers[lname]
         a_l = aff[lname]
-        for a, b in splits[lname]:
-            u = _usage(layer, a, b, out_need[lname], idx, sharing)
-            uv = np.array([u[r] for r in RESOURCES], dtype=np.int64)
+        uvs = _usage_rows(layer, splits[lname], out_need[lname], idx, sharing)
+        for (a, b), uv in zip(splits[lname], uvs, strict=True):
             best, best_score = -1, -1.0
-            for ci in range(max(0, len(cores) - WINDOW), len(cores)):
-                if lname in present[ci] or np.any(use[ci] + uv > limv):
+            lo = max(0, len(cores) - WINDOW)
+            # the window's cores with room, in core order (one array test instead of one per core)
+            for ci in (lo + ((use[lo : len(cores)] + uv <= limv).all(axis=1)).nonzero()[0]).tolist():
+                pres = present[ci]
+                if lname in pres:
                     continue
-                score = sum(a_l.get(m, 0.0) for m in present[ci])
+                score = sum(a_l[m] for m in pres if m in a_l) if a_l else 0.0
                 if score > best_score:
                     best, best_score = ci, score
             if best < 0:
+                if len(cores) == use.shape[0]:
+                    use = np.concatenate([use, np.zeros_like(use)])
                 cores.append([])
-                use.append(np.zeros(len(RESOURCES), np.int64))
                 present.append(set())
                 best = len(cores) - 1
             cores[best].append((lname, a, b))
@@ -741,19 +852,37 @@ def _pack(model: Model, splits, lim, idx, sharing, rates) -> list[list[tuple[str
 def _links(model: Model, groups, core_of) -> list[tuple[str, int, int, int]]:
     """(source population, source core or -1, destination core, source neurons needed) for every pair."""
     acc: dict[tuple[str, int, int], int] = {}
+    memo = current()
     for p in model.projections:
-        src_is_layer = p.src in model.layers
-        if src_is_layer:
-            starts, stops, score = core_of[p.src]
-        for dcore, a, b in groups[p.dst]:
-            if not src_is_layer:
-                key = (p.src, -1, dcore)
-                acc[key] = acc.get(key, 0) + p.n_sources(a, b)
-                continue
-            m = model.layers[p.src].to_order(p.needed_mask(a, b))
-            cum = np.concatenate([[0], np.cumsum(m, dtype=np.int64)])
-            cnt = cum[stops] - cum[starts]
-            for sc, c in zip(score[cnt > 0], cnt[cnt > 0], strict=True):
-                key = (p.src, int(sc), dcore)
-                acc[key] = acc.get(key, 0) + int(c)
+        dst = groups[p.dst]
+        on_chip = p.src in model.layers
+        src = groups[p.src] if on_chip else [(-1, 0, p.n_src)]
+        rel = None
+        if memo is not None:  # (source group, destination group, sources) depends on structure only
+            lk = (proj_key(p), memo.layer_key(model.layers[p.src])[3] if on_chip else None,
+                  tuple((a, b) for _, a, b in src), tuple((a, b) for _, a, b in dst))
+            t = memo.table("links")
+            rel = t.get(lk)
+        if rel is None:
+            if on_chip:
+                rel = _group_links(model, p, core_of[p.src], dst)
+            else:  # off-chip: one source "group"
+                rel = [(0, j, p.n_sources(a, b)) for j, (_, a, b) in enumerate(dst)]
+            if memo is not None:
+                t[lk] = rel
+        for i, j, c in rel:
+            key = (p.src, src[i][0], dst[j][0])
+            acc[key] = acc.get(key, 0) + c
     return [(k[0], k[1], k[2], v) for k, v in acc.items()]
+
+
+def _group_links(model: Model, p, src_ranges, dst) -> list[tuple[int, int, int]]:
+    """(index in groups[p.src], index in groups[p.dst], source neurons) for every linked pair of groups."""
+    starts, stops, _ = src_ranges
+    out = []
+    for j, (_, a, b) in enumerate(dst):
+        m = model.layers[p.src].to_order(p.needed_mask(a, b))
+        cum = np.concatenate([[0], np.cumsum(m, dtype=np.int64)])
+        cnt = cum[stops] - cum[starts]
+        out.extend((int(i), j, int(cnt[i])) for i in np.flatnonzero(cnt > 0))
+    return out

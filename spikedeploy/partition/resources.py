@@ -31,6 +31,7 @@ import numpy as np
 
 from spikedeploy.errors import GraphError, TargetLimitError, UnsupportedError
 from spikedeploy.graph.ops import CONV, DENSE, ONE_TO_ONE, OPS, SPATIAL, conv_params, is_neuron, pool_params
+from spikedeploy.partition.memo import cached, is_constant
 
 COMPOSITE_MAX_SYNAPSES = 50_000_000
 RESOURCES = ("neurons", "synapse_memory_bits", "input_axons", "output_axons")  # per-core limits
@@ -164,6 +165,34 @@ class Dense(Projection):
         return int(self.row_nnz.min()) if self.row_nnz.size else 0
 
 
+class FullDense(Dense):
+    """A Dense projection whose weight is one nonzero broadcast constant (partition_memo.is_constant): every
+    target reads every source. Answers from the shape alone, never touching the (virtual) matrix."""
+
+    kind = "full"
+
+    def __init__(self, *args, weight: np.ndarray):
+        Projection.__init__(self, *args)
+        self.w = weight
+        self.row_nnz = np.full(self.n_dst, self.n_src, np.int64)
+
+    def synapses(self, a, b):
+        return max(0, b - a) * self.n_src
+
+    @property
+    def cols_any(self) -> np.ndarray:
+        return np.ones(self.n_src, bool)
+
+    def needed_mask(self, a, b):
+        return np.full(self.n_src, b > a)
+
+    def n_sources(self, a, b):
+        return self.n_src if b > a else 0
+
+    def min_fanin(self):
+        return self.n_src if self.n_dst else 0
+
+
 class Sparse(Projection):
     """A chain of synapse nodes composed into one structural CSR matrix (dst x src)."""
 
@@ -206,6 +235,25 @@ def _axis_cover(o0: int, o1: int, n_in: int, k: int, s: int, p: int, d: int) -> 
     return m
 
 
+def _conv_tables(hin, win, hout, wout, k, s, p, d, tile):
+    """(taps per output position, their prefix sums, both in placement position order, input positions
+    read by the whole plane) of a 2-D conv geometry; `tile` as in position_order (None: row-major)."""
+    vt = []
+    for ax, (n_in, n_out) in enumerate(((hin, hout), (win, wout))):
+        o = np.arange(n_out)[:, None] * s[ax] - p[ax] + np.arange(k[ax])[None, :] * d[ax]
+        vt.append(((o >= 0) & (o < n_in)).sum(axis=1))
+    taps = (vt[0][:, None] * vt[1][None, :]).ravel().astype(np.int64)
+    pre = np.concatenate([[0], np.cumsum(taps)])
+    if tile is None:
+        taps_o, pre_o = taps, pre
+    else:
+        taps_o = taps[position_order(hout, wout, tile)]
+        pre_o = np.concatenate([[0], np.cumsum(taps_o)])
+    r = _axis_cover(0, hout - 1, hin, k[0], s[0], p[0], d[0])
+    c = _axis_cover(0, wout - 1, win, k[1], s[1], p[1], d[1])
+    return taps, pre, taps_o, pre_o, r[:, None] & c[None, :]
+
+
 class Conv(Projection):
     """Conv1d/Conv2d and sum/avg pooling (a depthwise conv with a constant kernel), by geometry only.
 
@@ -214,26 +262,20 @@ class Conv(Projection):
 
     kind = "conv"
 
-    def __init__(self, *args, cin, hin, win, cout, hout, wout, k, s, p, d, groups, hwc=False, pos_order=None):
+    def __init__(self, *args, cin, hin, win, cout, hout, wout, k, s, p, d, groups, hwc=False, tile=None):
         super().__init__(*args)
         self.hwc = hwc  # target ranges index the layer channel-last (spatial tiles), see Layer.order
-        self.pos_order = pos_order  # channel-last with positions in tile order (k-th -> canonical position)
+        # channel-last with positions in tile order (k-th -> canonical position)
+        self.pos_order = None if tile is None else cached(position_order, hout, wout, tuple(tile))
         self.cin, self.hin, self.win = cin, hin, win
         self.cout, self.hout, self.wout = cout, hout, wout
         self.k, self.s, self.p, self.d = k, s, p, d
         self.groups = groups
         self.cin_g, self.cout_g = cin // groups, cout // groups
         self.P = hout * wout
-        vt = []
-        for ax, (n_in, n_out) in enumerate(((hin, hout), (win, wout))):
-            o = np.arange(n_out)[:, None] * s[ax] - p[ax] + np.arange(k[ax])[None, :] * d[ax]
-            vt.append(((o >= 0) & (o < n_in)).sum(axis=1))
-        taps = (vt[0][:, None] * vt[1][None, :]).ravel().astype(np.int64)
-        self.taps = taps
-        self.pre = np.concatenate([[0], np.cumsum(taps)])
-        self.taps_o = taps if pos_order is None else taps[pos_order]  # in placement position order
-        self.pre_o = self.pre if pos_order is None else np.concatenate([[0], np.cumsum(self.taps_o)])
-        self.full_mask = self._plane_mask(0, self.P)
+        # per-position arrays depend on the geometry only: shared by every conv of that geometry
+        self.taps, self.pre, self.taps_o, self.pre_o, self.full_mask = cached(
+            _conv_tables, hin, win, hout, wout, tuple(k), tuple(s), tuple(p), tuple(d), tile)
         self.full_count = int(self.full_mask.sum())
 
     def _cum_syn(self, x: int) -> int:
@@ -384,7 +426,11 @@ def choose_tile(geo: dict, target) -> tuple[int, int] | None:
     """Tile (th, tw) of a conv layer's output plane that fits one core (all channels of th x tw positions
     within the neuron limit, their receptive field within the input-axon limit) with the fewest tiles,
     then the fewest input axons in all (least halo). None when rows (the "hwc" order) do as well."""
-    lim_n, lim_in = int(target.core.neurons), int(target.core.input_axons)
+    return cached(_choose_tile, tuple(geo.items()), int(target.core.neurons), int(target.core.input_axons))
+
+
+def _choose_tile(geo_items, lim_n: int, lim_in: int) -> tuple[int, int] | None:
+    geo = dict(geo_items)
     H, W, cout = geo["hout"], geo["wout"], geo["cout"]
     cin_g, groups = geo["cin"] // geo["groups"], geo["groups"]
 
@@ -538,12 +584,12 @@ def _projection(graph, src: str, chain: list[str], dst: str, n_dst: int, target,
         proj.dst_perm = perm
         return proj
     if len(syn) == 1 and syn[0].op in DENSE and perm is None:
-        return Dense(*args, weight=np.asarray(syn[0].params["weight"]))
+        w = np.asarray(syn[0].params["weight"])
+        return (FullDense if is_constant(w) else Dense)(*args, weight=w)
     if len(syn) == 1 and syn[0].op in SPATIAL:
         geo = conv_geometry(syn[0])
         if perm is None or n_dst == geo["cout"] * geo["hout"] * geo["wout"]:
-            pos = None if tile is None else position_order(geo["hout"], geo["wout"], tile)
-            return Conv(*args, **geo, hwc=perm is not None, pos_order=pos)
+            return Conv(*args, **geo, hwc=perm is not None, tile=tile)
     m = None
     for n in nodes:
         s = _structural(n, COMPOSITE_MAX_SYNAPSES)
@@ -588,14 +634,14 @@ def build_model(graph, target, qgraph=None) -> Model:
                 tile = choose_tile(conv_geometry(graph.nodes[preds[name][0]]), target)
             sends = bool(OPS[v.op].spiking or OPS[v.op].graded)  # graded messages are events too
             layers[name] = Layer(name, v.op, _size(v.out_shape), sends, tuple(v.out_shape),
-                                 layer_perm(v.out_shape, tile), tile=tile)
+                                 cached(layer_perm, tuple(v.out_shape), tile), tile=tile)
     # accumulators: chip synapse nodes whose result reaches no chip neuron or synapse
     for name, v in graph.nodes.items():
         if v.placement == "chip" and v.spec.family == "synapse":
             if not any(passes(s) or (is_neuron(graph.nodes[s].op) and graph.nodes[s].placement == "chip")
                        for s in succs[name]):
                 layers[name] = Layer(name, v.op, _size(v.out_shape), False, tuple(v.out_shape),
-                                     layer_perm(v.out_shape), accumulator=True)
+                                     cached(layer_perm, tuple(v.out_shape)), accumulator=True)
 
     projections: list[Projection] = []
     sources: dict[str, int] = {}

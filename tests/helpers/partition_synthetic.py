@@ -97,3 +97,52 @@ def benchmark_graph(seed: int = 0) -> Graph:
         dense=(1200, 1024, 10),
         seed=seed,
     )
+
+
+# Hala Point (Intel 2024 press release and Loihi 2 brief: 1,152 Loihi 2 chips, 140,544 cores, 1.15 billion
+# neurons, 128 billion synapses). HALA_COLUMN is one column of a tiled vision network: a 124 x 124 tile of a
+# two-polarity event sensor -> four 3x3 conv layers of 16 channels, padded (the first reads the 2
+# polarities) -> 8x8 sum pooling -> a fully connected layer of 64 neurons (fan-in 3600: within Loihi's
+# 4096 input axons). 987,728 neurons and 109.98 M synapses per column, so 1152 columns hold 1.138 billion
+# neurons and 126.7 billion synapses (99.6% of them in the convolutions, whose kernels are stored once per
+# core; the dense layers' 265 M synapses need 8 bits each).
+HALA_TILE, HALA_CHANNELS, HALA_CONVS, HALA_POOL, HALA_DENSE = 124, 16, 4, 8, 64
+HALA_CHIPS = 1152
+
+
+def hala_graph(columns: int = HALA_CHIPS, *, tile: int = HALA_TILE, seed: int = 0) -> Graph:
+    """`columns` independent columns of HALA_COLUMN (see above) without per-synapse or per-neuron arrays:
+    neuron parameters are scalars, conv kernels are small and the dense weights are one broadcast constant
+    (np.broadcast_to, zero strides), which partition_model reads as a full matrix without materialising it.
+    Nodes of column j are named c{j}_*; `tile` shrinks the columns for tests (same structure)."""
+    rng = np.random.default_rng(seed)
+    t, ch = tile, HALA_CHANNELS
+    lif = {"tau": np.float32(2.0), "r": np.float32(1.0), "v_leak": np.float32(0.0), "v_threshold": np.float32(1.0)}
+    pooled = ch * (t // HALA_POOL) ** 2
+    dense_w = np.broadcast_to(np.int8(1), (HALA_DENSE, pooled))
+    kernels = [_weights(rng, (ch, 2 if i == 0 else ch, 3, 3)) for i in range(HALA_CONVS)]
+    g = Graph(dt=1e-3)
+
+    def chain(*names):
+        # Graph.connect checks the whole edge list for duplicates (quadratic over thousands of layers);
+        # these edges are new by construction
+        g.edges.extend(zip(names[:-1], names[1:], strict=True))
+
+    for j in range(columns):
+        c = f"c{j}_"
+        g.add(Node(c + "in", "Input", {"shape": np.array([2, t, t])}))
+        prev = c + "in"
+        for i, k in enumerate(kernels, start=1):
+            g.add(Node(f"{c}conv{i}", "Conv2d", {"weight": k, "stride": 1, "padding": 1}))
+            g.add(Node(f"{c}lif{i}", "LIF", dict(lif)))
+            chain(prev, f"{c}conv{i}", f"{c}lif{i}")
+            prev = f"{c}lif{i}"
+        g.add(Node(c + "pool", "SumPool2d", {"kernel_size": np.array([HALA_POOL] * 2),
+                                             "stride": np.array([HALA_POOL] * 2)}))
+        g.add(Node(c + "plif", "LIF", dict(lif)))
+        g.add(Node(c + "flat", "Flatten", {"start_dim": 0, "end_dim": -1}))
+        g.add(Node(c + "fc", "Linear", {"weight": dense_w}))
+        g.add(Node(c + "out", "LIF", dict(lif)))
+        g.add(Node(c + "output", "Output"))
+        chain(prev, c + "pool", c + "plif", c + "flat", c + "fc", c + "out", c + "output")
+    return g.infer_shapes()
