@@ -12,13 +12,14 @@ Usage: .venv/bin/python benchmarks/bench_partition.py [--target loihi1] [--only 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import resource
 import sys
 import time
 import tracemalloc
 from pathlib import Path
+
+from results_table import publish
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "helpers"))  # the synthetic graphs are test helpers
@@ -40,7 +41,6 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(HERE / "results" / "partition.json"))
     args = ap.parse_args(argv)
 
-    from spikedeploy.io.atomic import atomic_write
     from spikedeploy.partition.placer import partition
     from spikedeploy.targets.spec import get_target
 
@@ -75,16 +75,8 @@ def main(argv=None) -> int:
         del g, p
     out = {"benchmark": "partition", "machine": platform.platform(), "python": platform.python_version(),
            "limits": {"time_s": 30, "peak_gib": 4}, "results": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(args.out, "w", encoding="utf-8") as f:
-        json.dump(out, f, indent=2)
-    cols = ["graph", "neurons", "synapses", "partition_s", "tracemalloc_peak_mib", "max_rss_mib", "cores_used",
-            "cores_lower_bound", "ratio", "chips", "pass"]
-    print("| " + " | ".join(cols) + " |")
-    print("|" + "---|" * len(cols))
-    for r in rows:
-        print("| " + " | ".join(str(r[c]) for c in cols) + " |")
-    return 0 if all(r["pass"] for r in rows) else 1
+    return publish(args.out, out, rows, ["graph", "neurons", "synapses", "partition_s", "tracemalloc_peak_mib", "max_rss_mib", "cores_used",
+            "cores_lower_bound", "ratio", "chips", "pass"])
 
 
 if __name__ == "__main__":

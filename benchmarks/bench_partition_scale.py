@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from results_table import publish
+
 HERE = Path(__file__).resolve().parent
 LIMIT_S, LIMIT_GIB = 300, 8
 
@@ -63,7 +65,6 @@ def main(argv=None) -> int:
         print(json.dumps(one(args.one)))
         return 0
 
-    from spikedeploy.io.atomic import atomic_write
 
     rows = []
     for n in (int(x) for x in args.sizes.split(",")):
@@ -72,16 +73,8 @@ def main(argv=None) -> int:
         print(rows[-1], file=sys.stderr, flush=True)
     out = {"benchmark": "partition_scale", "machine": platform.platform(), "python": platform.python_version(),
            "target": "loihi2", "limits": {"time_s": LIMIT_S, "peak_gib": LIMIT_GIB}, "results": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(args.out, "w", encoding="utf-8") as f:
-        json.dump(out, f, indent=2)
-    cols = ["columns", "layers", "neurons", "synapses", "partition_s", "max_rss_mib", "cores_used",
-            "cores_lower_bound", "ratio", "chips", "chips_lower_bound", "ms_per_layer", "us_per_core", "pass"]
-    print("| " + " | ".join(cols) + " |")
-    print("|" + "---|" * len(cols))
-    for r in rows:
-        print("| " + " | ".join(str(r[c]) for c in cols) + " |")
-    return 0 if all(r["pass"] for r in rows) else 1
+    return publish(args.out, out, rows, ["columns", "layers", "neurons", "synapses", "partition_s", "max_rss_mib", "cores_used",
+            "cores_lower_bound", "ratio", "chips", "chips_lower_bound", "ms_per_layer", "us_per_core", "pass"])
 
 
 if __name__ == "__main__":

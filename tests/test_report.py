@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
+from browser import screenshot
 from partition_synthetic import dense_chain
 
 from examples.retrieval.report_section import SECTION as RETRIEVAL  # registers the task section
@@ -131,10 +129,6 @@ def test_a_section_nobody_registered_is_refused_in_one_line():
     assert "\n" not in str(e.value)
 
 
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-
-
 def test_html_is_self_contained_and_shows_plots(report, tmp_path):
     path = write_html(report, tmp_path / "report.html")
     text = path.read_text()
@@ -142,20 +136,7 @@ def test_html_is_self_contained_and_shows_plots(report, tmp_path):
     assert text.count("data:image/png;base64,") == 6
     assert "image→text R@1" in text and "0.880" in text
     assert "http://" not in text and "https://" not in text and "<script" not in text
-    exe = _chromium()
-    if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is required in CI (the Makefile installs it)")
-        pytest.skip("chromium not installed (apt-get install chromium; `make test` installs it)")
-    shot = tmp_path / "shot.png"
-    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'prof'}",
-           f"--screenshot={shot}", "--window-size=1200,2000", path.resolve().as_uri()]
-    subprocess.run(cmd, capture_output=True, timeout=120, check=False)
-    assert shot.exists(), "chromium wrote no screenshot"
-    import matplotlib.image as mpimg
-
-    img = mpimg.imread(shot)[..., :3]
+    img = screenshot(path, tmp_path, "1200,2000")
     assert img.shape[0] >= 1000 and img.shape[1] >= 1000
     gray = img.mean(axis=2)
     assert gray.std() > 0.1  # not a blank page

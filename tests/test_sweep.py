@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from browser import screenshot
 from paths import REPO
 
 from spikedeploy.report.sweep import mark_fronts, pareto_front
@@ -118,20 +118,7 @@ def test_table_and_page_in_the_browser(data, swept, tmp_path):
     hrefs = re.findall(r"href='([^']+)'", text)
     assert len(hrefs) == 3 * 12  # quantized graph, run and row of every point
     assert all((page.parent / h).is_file() for h in hrefs), hrefs
-    exe = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is required in CI (the Makefile installs it)")
-        pytest.skip("chromium not installed (apt-get install chromium; `make test` installs it)")
-    shot = tmp_path / "shot.png"
-    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'prof'}",
-           f"--screenshot={shot}", "--window-size=1200,1800", page.resolve().as_uri()]
-    subprocess.run(cmd, capture_output=True, timeout=120, check=False)
-    assert shot.exists(), "chromium wrote no screenshot"
-    import matplotlib.image as mpimg
-
-    img = mpimg.imread(shot)[..., :3]
+    img = screenshot(page, tmp_path, "1200,1800")
     gray = img.mean(axis=2)
     # the two plots (top 1100 px, left 700 px) are drawn: tiles with a real amount of ink, and coloured marks
     tiles = sum((gray[y:y + 100, x:x + 100] < 0.9).mean() > 0.03 for y in range(150, 1100, 100) for x in range(0, 700, 100))

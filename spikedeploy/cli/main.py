@@ -532,16 +532,9 @@ def report(graph_file, target, run_path, placement_path, fidelity_path, html_pat
                                   "overlap); write it again with `spikedeploy quantize ... --json`")
     with _about(graph_file):
         rep = build_report(graph, target, run=run, placement=placement, fidelity=fid, qgraph=qg)
-    if html_path:
-        from spikedeploy.report.html import write_html
+    from spikedeploy.report.html import write_html
 
-        write_html(rep, html_path)
-    if as_json:
-        _emit_json(rep)
-        return
-    render_terminal(rep, console)
-    if html_path:
-        console.print(f"wrote {html_path}")
+    _finish(rep, rep, as_json, html_path, write_html, render_terminal)
 
 
 # ---- compare --------------------------------------------------------------------------------------
@@ -581,12 +574,17 @@ def compare(graph_file, target_list, run_path, input_specs, labels_path, steps, 
     targets = [t.strip() for t in target_list.split(",") if t.strip()]
     with _about(graph_file):
         res = compare_targets(model, targets, run=run, inputs=inputs, labels=labels, steps=steps)
+    _finish(res, {**res, "html": html_path}, as_json, html_path, write_html, render_terminal)
+
+
+def _finish(result, json_view, as_json: bool, html_path, write_html, render_terminal) -> None:
+    """The end of report and compare: the HTML page when asked for, then JSON or the terminal tables."""
     if html_path:
-        write_html(res, html_path)
+        write_html(result, html_path)
     if as_json:
-        _emit_json({**res, "html": html_path})
+        _emit_json(json_view)
         return
-    render_terminal(res, console)
+    render_terminal(result, console)
     if html_path:
         console.print(f"wrote {html_path}")
 
