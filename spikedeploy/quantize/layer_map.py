@@ -113,11 +113,6 @@ def check_graph(g: Graph, approx: Approx) -> None:
                 "sends binary spikes",
                 "fold the factor into the next layer's weights and set graded_spikes_factor=1",
             )
-        if node.op == "Delay" and node.placement == "chip":
-            raise UnsupportedError(
-                f"node '{name}' (Delay): delay nodes are not mapped by this quantizer yet (Lava would need a "
-                "DelayDense); fix: remove the delay, or mark the node placement='host'"
-            )
         if node.op in ("IF", "I") and node.placement == "chip":
             r = np.asarray(node.params["r"], dtype=float)
             if not np.all(np.isfinite(r)):
@@ -128,9 +123,20 @@ def check_graph(g: Graph, approx: Approx) -> None:
 
 
 def lower_structure(g: Graph) -> list[str]:
-    """The exact structural rewrites, in order: constant scales into synapses, pooling into synapses (which
-    may leave a scale next to a merged pooling conv, hence the second scale pass). Returns what was done."""
-    return split_fanin(g) + fold_scales(g) + fold_pooling(g) + fold_scales(g) + merge_synapse_chains(g)
+    """The exact structural rewrites, in order: the chip's wiring (readouts before Outputs, identity synapses
+    into neurons and after lone Delays: wiring.py, delays.py), then until nothing changes: one synapse per
+    source and per reader, constant scales into synapses, pooling into synapses (which may leave a scale next
+    to a merged pooling conv, hence the second scale pass), synapse chains merged. Returns what was done."""
+    from spikedeploy.quantize import delays, wiring
+
+    done = wiring.readouts(g) + delays.identity_delay_synapses(g) + wiring.input_synapses(g)
+    for _ in range(8):  # each pass removes multi-source or shared synapses; a few passes reach the fixed point
+        step = split_fanin(g) + wiring.duplicate_shared(g) + fold_scales(g) + fold_pooling(g) + fold_scales(g) \
+            + merge_synapse_chains(g)
+        done += step
+        if not step:
+            break
+    return done
 
 
 def split_fanin(g: Graph) -> list[str]:
@@ -140,7 +146,8 @@ def split_fanin(g: Graph) -> list[str]:
     done: list[str] = []
     for name in [n for n, v in g.nodes.items() if v.spec.family == "synapse" and v.placement == "chip"]:
         node, preds, succ = g.nodes[name], g.predecessors(name), g.successors(name)
-        if len(preds) < 2 or not succ or not all(g.nodes[c].op in CUBA for c in succ):
+        if len(preds) < 2 or not succ or not all(g.nodes[c].placement == "chip" and (
+                g.nodes[c].op in CUBA or g.nodes[c].spec.family == "synapse") for c in succ):
             continue
         copies = []
         for i, p in enumerate(preds[1:], start=1):

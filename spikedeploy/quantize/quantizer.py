@@ -38,6 +38,8 @@ from spikedeploy.graph.ir import Graph, set_dt
 from spikedeploy.graph.neuron_reach import warn_unreachable
 from spikedeploy.graph.ops import BIASED
 from spikedeploy.graph.qgraph import QGraph
+from spikedeploy.quantize.delays import fold as fold_delays
+from spikedeploy.quantize.delays import restore as restore_delays
 from spikedeploy.quantize.layer_map import (
     PLAIN_RULE,
     Approx,
@@ -109,9 +111,12 @@ def quantize(
         from spikedeploy.simulate.hybrid import calibrate_payloads
 
         rewrites = rewrites + calibrate_payloads(g, calibration)
+    folded, notes = fold_delays(g, fmt.max_delay, spec.name)
+    rewrites = rewrites + notes
     layers = find_layers(g, g.dt, fmt, approx)
     check_neuron_models(layers, spec)
     q = Quantizer(g, layers, fmt, nwb, bias_exp_min, bias_onset)
+    q.folded_delays = folded
 
     stats = q.calibrate(calibration, percentile) if calibration is not None else None
     n_max = {name: q.n_static_max(lay) for name, lay in layers.items()}
@@ -151,6 +156,7 @@ class Quantizer:
         self.g, self.layers, self.fmt, self.nwb = g, layers, fmt, nwb
         self.bias_exp_min = bias_exp_min
         self.bias_onset = bias_onset
+        self.folded_delays = []  # Delay nodes held by their Dense's per-synapse delays (delays.py)
         self._xmax: dict[str, float] = {}  # largest input value per source (calibration; spikes: 1)
         for lay in layers.values():  # host values arrive as integer payloads of known magnitude
             for c in lay.chains:
@@ -358,6 +364,7 @@ class Quantizer:
         qg.meta["bias_onset"] = self.bias_onset
         if self.bias_onset == "depth":
             set_bias_onsets(qg)
+        restore_delays(qg, self.folded_delays)
         # the target's arithmetic travels with the graph: a chip file's name alone cannot be resolved later
         qg.meta["numeric"] = asdict(spec.numeric)
         return qg
