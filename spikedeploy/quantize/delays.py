@@ -61,15 +61,15 @@ def identity_delay_synapses(g: Graph) -> list[str]:
     done = []
     for name in [n for n, v in g.nodes.items() if v.op == "Delay" and v.placement == "chip"]:
         preds, succ = g.predecessors(name), g.successors(name)
-        if _post_dense(g, name) is not None or _pre_denses(g, name):
-            continue
+        near = [g.nodes[x] for x in preds + succ]
+        if any(x.placement == "chip" and x.spec.family == "synapse" for x in near):
+            continue  # folded into that synapse, or refused by `fold` with the reason
         n = int(np.prod(g.nodes[name].out_shape or (1,)))
         lin = f"{name}.identity"
         while lin in g.nodes:
             lin += "_"
         g.add(Node(lin, "Linear", {"weight": np.eye(n)}, placement="chip", modality=g.nodes[name].modality))
         g.edges = [(a, b) for a, b in g.edges if a != name] + [(name, lin)] + [(lin, s) for s in succ]
-        del preds
         done.append(f"Delay '{name}' reads/feeds no Dense: identity Linear '{lin}' ({n}x{n}) after it, which "
                     "carries its delays (exact: the same single synapse chain)")
     if done:

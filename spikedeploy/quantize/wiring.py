@@ -24,6 +24,7 @@ import numpy as np
 from spikedeploy.graph.ir import Graph, Node
 from spikedeploy.graph.ops import CUBA
 
+
 def _fresh(g: Graph, base: str) -> str:
     name = base
     while name in g.nodes:
