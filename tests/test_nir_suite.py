@@ -138,14 +138,14 @@ RUNS = {
         {"in": nir.Input(A([2])), "a": lin(3, 2, 20), "b": lif(3, 20), "c": lin(3, 3, 21), "d": lif(3, 20),
          "e": lin(2, 3, 22), "f": lif(2, 20), "out": nir.Output(A([2]))},
         [("in", "a"), ("a", "b"), ("b", "c"), ("c", "d"), ("d", "e"), ("a", "e"), ("e", "f"), ("f", "out")]),
-        ["one copy per source", "one copy per reader", "merged into"], False)  # merged weights W_B·W_A are off the grid,
+        ["one copy per source", "one copy per reader", "merged into"], False),  # merged weights W_B·W_A are off the grid
     # test_architectures.test_complex: synapse chains with several inputs, a synapse into the Output
     "complex": (lambda: graph(
         {"in": nir.Input(A([1])), "a": lin(3, 1, 23), "b": lif(3, 20), "c": lif(3, 40), "d": lin(2, 3, 24),
          "e": lin(2, 3, 25), "f": lin(2, 2, 26), "out": nir.Output(A([2]))},
         [("in", "a"), ("a", "b"), ("a", "c"), ("b", "d"), ("c", "d"), ("c", "e"), ("d", "f"), ("e", "f"),
          ("f", "out")]),
-        ["LI readout", "one copy per source", "one copy per reader", "merged into"], False)  # merged weights W_B·W_A are off the grid,
+        ["LI readout", "one copy per source", "one copy per reader", "merged into"], False),  # merged weights W_B·W_A are off the grid
     # SumPool2d into the Output (test_ir's pooling nodes): pooling into neurons is a grouped Conv2d
     "sumpool_into_output": (lambda: seq(nir.Input(A([1, 4, 4])), nir.SumPool2d(kernel_size=A([2, 2]), stride=A([2, 2]),
                                                                              padding=A([0, 0])), nir.Output(A([1, 2, 2]))),
