@@ -181,10 +181,10 @@ REFUSED = {
                                     nir.LIF(tau=np.full(2, 0.01), r=np.ones(2), v_leak=np.zeros(2),
                                             v_threshold=np.ones(2), v_reset=np.full(2, 0.2)), nir.Output(A([2]))),
                         UnsupportedError, r"node 'lif' \(LIF\): v_reset = 0.2", "v_reset ≠ 0"),
-    "tau_beyond_4096_dt": (lambda: seq(nir.Input(A([3])), lin(2, 3, 34),
-                                       nir.LIF(tau=np.full(2, 5000 * DT), r=np.ones(2), v_leak=np.zeros(2),
+    "tau_beyond_8192_dt": (lambda: seq(nir.Input(A([3])), lin(2, 3, 34),
+                                       nir.LIF(tau=np.full(2, 8200 * DT), r=np.ones(2), v_leak=np.zeros(2),
                                                v_threshold=np.ones(2)), nir.Output(A([2]))),
-                           UnsupportedError, r"node 'lif': tau > 4096·dt .* rounds to 0", "τ > 4096·dt"),
+                           UnsupportedError, r"node 'lif': tau > 8192·dt on 2 neuron\(s\); the 12-bit decay .* rounds to 0", "τ > 8192·dt"),
     "pooling_overlapping_before_conv": (lambda: seq(
         nir.Input(A([2, 6, 6])), nir.SumPool2d(kernel_size=A([3, 3]), stride=A([2, 2]), padding=A([1, 1])),
         nir.Conv2d(input_shape=(3, 3), weight=np.ones((2, 2, 2, 2)), stride=1, padding=0, dilation=1, groups=1,
@@ -282,9 +282,9 @@ def test_construction_refused_with_documented_limit(name):
         quantize(from_nir(build()), "loihi2", dt=DT)
     msg = str(ei.value)
     assert "\n" not in msg and re.search(pattern, msg), msg
-    rows = _readme_rows()
-    assert row in rows, f"README's NIR table has no row '{row}' (rows: {list(rows)})"
-    assert "refused" in rows[row], rows[row]
+    rows = [line for first, line in _readme_rows().items() if first.startswith(row) and f"`{name}`" in first]
+    assert len(rows) == 1, f"README's NIR table has no row '{row} (`{name}`)'"
+    assert "| refused |" in rows[0], rows[0]
 
 
 def test_readme_lists_every_construction():

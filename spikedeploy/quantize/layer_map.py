@@ -560,8 +560,8 @@ def _decay(k: np.ndarray, name: str, what: str, approx: Approx, bits: int) -> tu
     kq = d / one
     lost = (d == 0) & (k > 0)
     if lost.any():
-        approx(f"node '{name}': {what} > {one}·dt on {int(lost.sum())} neuron(s); the decay rounds to 0 (no leak)",
-               f"use dt ≥ {what}/{one}")
+        approx(f"node '{name}': {what} > {2 * one}·dt on {int(lost.sum())} neuron(s); the {bits}-bit decay "
+               f"round({one}·dt/{what}) rounds to 0 (no leak)", f"use dt ≥ {what}/{2 * one}")
         kq = np.where(lost, k, kq)  # keep the input gain; only the leak is lost
     return d, kq
 
