@@ -352,3 +352,21 @@ def test_delay_memory_and_energy():
     e1 = estimate(qg.graph, target, pl1, assumed_rate=0.1, steps=10)
     e0 = estimate(nodel, target, pl0, assumed_rate=0.1, steps=10)
     assert e1["per_inference"]["synops"] == e0["per_inference"]["synops"] > 0  # a Delay adds no synaptic op
+
+
+def test_delays_survive_the_file_and_the_search(tmp_path):
+    """The quantized graph file keeps the delays (the emulator runs the loaded file as the original), and
+    method='search', which builds and runs candidates, sees them too."""
+    from spikedeploy.io.qgraph_file import load_qgraph, save_qgraph
+
+    g, qg = _quantized("delays_pre_post")
+    xs = _padded(_inputs(g), 12)
+    save_qgraph(qg, tmp_path / "d.q.npz")
+    back = load_qgraph(tmp_path / "d.q.npz")
+    np.testing.assert_array_equal(back.q["linear_1"]["delay"], qg.q["linear_1"]["delay"])
+    a = simulate_emulator(qg, xs, probes=["lif_1"]).traces["lif_1"]["s"]
+    np.testing.assert_array_equal(simulate_emulator(back, xs, probes=["lif_1"]).traces["lif_1"]["s"], a)
+    qs = quantize(g, "loihi2", method="search", calibration=xs)
+    np.testing.assert_array_equal(qs.q["linear"]["delay"], qg.q["linear"]["delay"])
+    ref = simulate_float(qs.graph, xs, probes=["lif_1"], synapse_delay=True, bias_onset=True)
+    np.testing.assert_array_equal(simulate_emulator(qs, xs, probes=["lif_1"]).traces["lif_1"]["s"], ref.traces["lif_1"]["s"])

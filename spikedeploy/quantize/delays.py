@@ -50,8 +50,8 @@ def delay_steps(node: Node, dt: float | None, max_delay: int, target: str) -> np
                                f"dt={dt:g}, got delay/dt up to {float(np.max(d)):g}; fix: round the delays or change dt")
     if steps.size and steps.max() > max_delay:
         raise TargetLimitError(
-            f"node '{node.name}' (Delay): delay {int(steps.max())} steps exceeds target '{target}''s limit of "
-            f"{max_delay} steps per synapse (its delay field); fix: a larger dt, or a relay neuron layer that "
+            f"node '{node.name}' (Delay): delay {int(steps.max())} steps exceeds the limit of {max_delay} steps per "
+            f"synapse on target '{target}' (its delay field); fix: a larger dt, or a relay neuron layer that "
             "carries part of the delay")
     return steps.astype(np.int64)
 
