@@ -146,12 +146,22 @@ RUNS = {
         [("in", "a"), ("a", "b"), ("a", "c"), ("b", "d"), ("c", "d"), ("c", "e"), ("d", "f"), ("e", "f"),
          ("f", "out")]),
         ["LI readout", "one copy per source", "one copy per reader", "merged into"], False),  # merged weights W_B·W_A are off the grid
+    # v_reset != 0: the state shifted by −v_reset, started at −v_reset when the layer's first input arrives
+    "v_reset_integrate_and_fire": (lambda: seq(nir.Input(A([3])), lin(2, 3, 36),
+                                               nir.IF(r=np.full(2, 1 / DT), v_threshold=np.full(2, 60.5 / 127),
+                                                      v_reset=np.full(2, -50 / 127)), nir.Output(A([2]))),
+                                   [], True),
+    "v_reset_lif": (lambda: seq(nir.Input(A([3])), lin(2, 3, 33),
+                                nir.LIF(tau=np.full(2, 0.004), r=np.ones(2), v_leak=np.zeros(2),
+                                        v_threshold=np.full(2, 0.3), v_reset=np.full(2, 0.2)), nir.Output(A([2]))),
+                    [], False),
     # SumPool2d into the Output (test_ir's pooling nodes): pooling into neurons is a grouped Conv2d
     "sumpool_into_output": (lambda: seq(nir.Input(A([1, 4, 4])), nir.SumPool2d(kernel_size=A([2, 2]), stride=A([2, 2]),
                                                                              padding=A([0, 0])), nir.Output(A([1, 2, 2]))),
                             ["LI readout", "grouped Conv2d"], True),
 }
-LAVA_CASES = ["delays_pre_post", "threshold_from_input", "synapse_into_output", "complex", "cubalif_synapse_bias"]
+LAVA_CASES = ["delays_pre_post", "threshold_from_input", "synapse_into_output", "complex", "cubalif_synapse_bias",
+              "v_reset_lif"]
 
 
 # ---- constructions refused with a chip limit --------------------------------------------------------
@@ -177,10 +187,6 @@ REFUSED = {
     "delayed_bias_differs": (lambda: seq(nir.Input(A([2])), aff(3, 2, 32, bias=[0.1, 0.2, 0.3]),
                                          nir.Delay(A([5, 1, 2]) * DT), lif(3), nir.Output(A([3]))),
                              UnsupportedError, r"delays \[1, 2, 5\] differ between outputs of Affine", "delayed bias"),
-    "v_reset_nonzero": (lambda: seq(nir.Input(A([3])), lin(2, 3, 33),
-                                    nir.LIF(tau=np.full(2, 0.01), r=np.ones(2), v_leak=np.zeros(2),
-                                            v_threshold=np.ones(2), v_reset=np.full(2, 0.2)), nir.Output(A([2]))),
-                        UnsupportedError, r"node 'lif' \(LIF\): v_reset = 0.2", "v_reset ≠ 0"),
     "tau_beyond_8192_dt": (lambda: seq(nir.Input(A([3])), lin(2, 3, 34),
                                        nir.LIF(tau=np.full(2, 8200 * DT), r=np.ones(2), v_leak=np.zeros(2),
                                                v_threshold=np.ones(2)), nir.Output(A([2]))),
@@ -370,3 +376,20 @@ def test_delays_survive_the_file_and_the_search(tmp_path):
     np.testing.assert_array_equal(qs.q["linear"]["delay"], qg.q["linear"]["delay"])
     ref = simulate_float(qs.graph, xs, probes=["lif_1"], synapse_delay=True, bias_onset=True)
     np.testing.assert_array_equal(simulate_emulator(qs, xs, probes=["lif_1"]).traces["lif_1"]["s"], ref.traces["lif_1"]["s"])
+
+
+def test_v_reset_starts_at_minus_v_reset():
+    """v_reset = −50/127 on the grid λ = 254: the shifted state starts at 64·254·50/127 = 6400 chip units, written
+    in the layer's first-input step (depth 1), and the threshold is v_th − v_reset = 110.5/127 → 221."""
+    g, qg = _quantized("v_reset_integrate_and_fire")
+    q = qg.q["if"]
+    assert q["vth"] == 221 and np.all(q["v_init"] == 6400) and q["v_init_step"] == 1
+    assert any("v_reset != 0" in n for n in qg.meta["notes"])
+    # without the start the chip would spike later: the float model started at v' = 0 differs
+    xs = _padded(_inputs(g), 12)
+    shifted = g.copy()
+    shifted.nodes["if"].params["v_reset"] = np.zeros(2)
+    shifted.nodes["if"].params["v_threshold"] = np.full(2, 110.5 / 127)
+    emu = simulate_emulator(qg, xs, probes=["if"]).traces["if"]["s"]
+    ref0 = simulate_float(shifted, xs, probes=["if"], synapse_delay=True, bias_onset=True).traces["if"]["s"]
+    assert not np.array_equal(emu, ref0)

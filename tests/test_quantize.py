@@ -92,14 +92,16 @@ def test_exact_mapping_if_and_full_decay_lif():
     assert _spikes(ref, "if1").sum() > 100 and _spikes(ref, "l2").sum() > 20
     np.testing.assert_array_equal(_spikes(run, "if1"), _spikes(ref, "if1"))
     np.testing.assert_array_equal(_spikes(run, "l2"), _spikes(ref, "l2"))
-    # v_reset ≠ 0 is shifted away (chip v = 64·λ·(v − v_reset)); exact except the start value, so it is
-    # an approximation the user must accept
+    # v_reset ≠ 0 is shifted away (chip v = 64·λ·(v − v_reset)), and the chip starts at 64·λ·(0 − v_reset),
+    # written with the layer's first input: exact
     g.nodes["if1"].params["v_reset"] = np.full(20, -0.5)
     g.nodes["if1"].params["v_threshold"] = np.full(20, 2.0)  # v_th - v_reset unchanged
-    with pytest.raises(UnsupportedError, match="node 'if1' \\(IF\\): v_reset"):
-        quantize(g)
-    qg = quantize(g, allow_approximate=True)
-    assert qg.q["if1"]["vth"] == 320 and any("v_reset" in d for d in qg.deviations)
+    qg = quantize(g)
+    assert qg.q["if1"]["vth"] == 320 and np.all(qg.q["if1"]["v_init"] == 64 * 128 * 0.5) and not qg.deviations
+    ref = simulate_float(g, {"in": x}, probes=["if1", "l2"], synapse_delay=True, bias_onset=True)
+    run = simulate_emulator(qg, {"in": x}, probes=["if1", "l2"])
+    np.testing.assert_array_equal(_spikes(run, "if1"), _spikes(ref, "if1"))
+    np.testing.assert_array_equal(_spikes(run, "l2"), _spikes(ref, "l2"))
 
 
 def test_tau_equal_to_dt_stored_as_float32_is_full_decay():

@@ -75,6 +75,7 @@ class ChipLayer:
     notes: list[str] = field(default_factory=list)
     rule: dict = field(default_factory=lambda: dict(PLAIN_RULE))
     ubias_f: np.ndarray | None = None  # λ-free bias into the current per step (CubaLIF synapse bias), or None
+    v_init_f: np.ndarray | None = None  # λ-free start of the shifted state (−v_reset), or None (0)
 
     @property
     def custom(self) -> bool:
@@ -582,13 +583,10 @@ def _neuron_factors(g: Graph, node: Node, chains: list[Chain], dt, fmt: NumericF
     zeros = np.zeros(n)
     v_reset = _flat(node, "v_reset", n, 0.0) if op in RESETTING else zeros
     if np.any(v_reset != 0):
-        # the shift v' = v − v_reset makes every reset exact, but the chip starts at v' = 0, i.e. at v_reset
-        approx(f"node '{name}' ({op}): v_reset = {float(np.abs(v_reset).max()):g} ≠ 0; the chip resets to 0, so the "
-               "state is shifted by −v_reset (exact after each neuron's first spike), but it starts at v = v_reset "
-               "where the float model starts at 0",
-               "use v_reset = 0 with v_threshold and v_leak shifted by −v_reset, which is the same model started "
-               "at its reset potential")
-        notes.append("v_reset != 0: state shifted by -v_reset so that the chip's reset to 0 is exact")
+        # the shift v' = v − v_reset makes every reset exact; the float model's start v = 0 is v' = −v_reset,
+        # which the host writes into v when the layer's first input arrives (ChipLayer.v_init_f)
+        notes.append("v_reset != 0: state shifted by -v_reset so that the chip's reset to 0 is exact; v starts at "
+                     "-v_reset (written with the layer's first input)")
     if op in MEMBRANE_ONLY:
         k = dt / _flat(node, "tau", n)
         dv, km = _decay(k, name, "tau", approx, fmt.decay_bits)
@@ -627,6 +625,8 @@ def _neuron_factors(g: Graph, node: Node, chains: list[Chain], dt, fmt: NumericF
         vth_f = None
     lay = ChipLayer(name, op, shape, chains, _scalar_if_uniform(np.asarray(du)), _scalar_if_uniform(np.asarray(dv)),
                 gain, hgain, leak, vth_f, notes=notes)
+    if np.any(v_reset != 0):
+        lay.v_init_f = -v_reset
     if op in RESETTING:
         lay.rule = neuron_rule(g, node)
         lay.rule["pending_reset"] = lay.rule["pending_reset"] and lay.rule["reset"] == "subtract" \

@@ -20,8 +20,9 @@ mantissas always use the full range and n moves the weight exponent. Methods cho
   the fixed-point emulator; layers whose observed current would wrap u get a lower n.
 
 Refused (UnsupportedError naming the node, the reason and a fix) unless allow_approximate=True, which
-records each approximation in qg.deviations: reset by subtraction, reset delay, graded spikes, a CubaLIF
-synapse bias, pooling that cannot be folded exactly, leaks that round to zero.
+records each approximation in qg.deviations: graded spikes, leaks that round to zero, per-position gains
+under a shared conv kernel. Delay nodes become per-synapse delays (delays.py); v_reset ≠ 0 shifts the state
+and starts it at −v_reset (q["v_init"]).
 """
 
 from __future__ import annotations
@@ -344,6 +345,13 @@ class Quantizer:
                 raise TargetLimitError(f"node '{lay.name}': current bias {int(np.abs(ub).max())} (chip units) exceeds "
                                        f"u's range {umax}; fix: smaller biases or a smaller scale")
             nq["u_bias"] = ub
+        if lay.v_init_f is not None:
+            vi = np.rint((2**fmt.act_shift) * lam * lay.v_init_f).astype(np.int64)
+            vmax = 2 ** (fmt.state_bits - 1) - 1
+            if np.abs(vi).max(initial=0) > vmax:
+                raise TargetLimitError(f"node '{lay.name}': the start -v_reset is {int(np.abs(vi).max())} chip units, "
+                                       f"beyond v's range {vmax}; fix: a v_reset closer to 0 or a smaller scale")
+            nq["v_init"] = vi
         if np.max(np.asarray(vth)) > self.vth_max and lay.spiking:
             raise TargetLimitError(f"node '{lay.name}': threshold {int(np.max(vth))} exceeds {self.vth_max}")
         return nq, syn_q, rep
@@ -364,6 +372,7 @@ class Quantizer:
         qg.meta["bias_onset"] = self.bias_onset
         if self.bias_onset == "depth":
             set_bias_onsets(qg)
+        set_v_init_steps(qg, self.bias_onset)
         restore_delays(qg, self.folded_delays)
         # the target's arithmetic travels with the graph: a chip file's name alone cannot be resolved later
         qg.meta["numeric"] = asdict(spec.numeric)
@@ -388,6 +397,17 @@ def set_bias_onsets(qg: QGraph) -> None:
     for name, nq in qg.q.items():
         if "du" in nq and depth.get(name, 0) > 0 and (np.any(nq.get("bias_mant", 0)) or np.any(nq.get("u_bias", 0))):
             nq["bias_onset"] = int(depth[name])
+
+
+def set_v_init_steps(qg: QGraph, bias_onset: str) -> None:
+    """q['v_init_step'] of every layer with a v_init: its synapse depth ('depth': the float model rests at v = 0
+    until the layer's first input arrives) or 0 ('step0')."""
+    from spikedeploy.simulate.float_ref import synapse_depth
+
+    depth = synapse_depth(qg.graph) if bias_onset == "depth" else {}
+    for name, nq in qg.q.items():
+        if "v_init" in nq:
+            nq["v_init_step"] = int(depth.get(name, 0))
 
 
 # ---- overflow analysis --------------------------------------------------------------------------
