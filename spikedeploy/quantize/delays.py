@@ -12,13 +12,14 @@ A Delay next to no Dense first gets an identity Linear after it (identity_delay_
 layer_map.lower_structure): the chain Delay → Linear(I) is still one synapse process, so the graph's float
 semantics, chip delays included, are unchanged.
 
-While the quantizer maps layers the folded Delay nodes are taken out of the graph (`fold`); `restore` puts
-them back into the quantized graph with q[delay] = {"folded_into": synapse} and q[synapse]["delay"] =
+While the quantizer maps layers the folded Delay nodes are taken out of the graph (`fold`; its calibration
+runs the graph with them, `reinsert`); `restore` puts them back into the quantized graph with q[delay] = {"folded_into": synapse} and q[synapse]["delay"] =
 (out, in) steps, the representation converters/netx.py already uses, which both chip backends run.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -144,15 +145,24 @@ def _check_bias_onset(g: Graph, name: str, syn: str, steps: np.ndarray) -> None:
         raise UnsupportedError(f"node '{name}' (Delay): the delayed bias of Affine '{syn}' must feed neurons")
 
 
-def restore(qg: QGraph, folded: list[FoldedDelay]) -> None:
-    """Put the folded Delay nodes back into qg.graph (passed through by the backends) and the delays into q."""
-    g = qg.graph
+def reinsert(g: Graph, folded: list[FoldedDelay]) -> Graph:
+    """`g` with the folded Delay nodes back in their places (in place; returns g)."""
     for f in folded:
         name = f.node.name
         if name not in g.nodes:
-            g.add(f.node)
+            g.add(copy.deepcopy(f.node))
             inner = [e for e in g.edges if (e[0], name) in f.edges and (name, e[1]) in f.edges]
             g.edges = [e for e in g.edges if e not in inner] + list(f.edges)
+    if folded:
+        g.infer_shapes()
+    return g
+
+
+def restore(qg: QGraph, folded: list[FoldedDelay]) -> None:
+    """Put the folded Delay nodes back into qg.graph (passed through by the backends) and the delays into q."""
+    g = reinsert(qg.graph, folded)
+    for f in folded:
+        name = f.node.name
         w = np.asarray(qg.q[f.syn]["weight"])
         d = f.steps.reshape(-1, 1) if f.where == "post" else f.steps.reshape(1, -1)
         qg.q[f.syn]["delay"] = np.broadcast_to(d, w.shape).astype(np.int64).copy()
@@ -164,5 +174,3 @@ def restore(qg: QGraph, folded: list[FoldedDelay]) -> None:
                 for s in g.successors(name):
                     if extra and "du" in qg.q.get(s, {}):
                         qg.q[s]["bias_onset"] = int(qg.q[s].get("bias_onset", 0)) + extra
-    if folded:
-        g.infer_shapes()

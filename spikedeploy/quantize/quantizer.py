@@ -40,6 +40,7 @@ from spikedeploy.graph.neuron_reach import warn_unreachable
 from spikedeploy.graph.ops import BIASED
 from spikedeploy.graph.qgraph import QGraph
 from spikedeploy.quantize.delays import fold as fold_delays
+from spikedeploy.quantize.delays import reinsert as reinsert_delays
 from spikedeploy.quantize.delays import restore as restore_delays
 from spikedeploy.quantize.layer_map import (
     PLAIN_RULE,
@@ -238,7 +239,8 @@ class Quantizer:
 
         g = self.g
         syns = [c.syn for lay in self.layers.values() for c in lay.chains]
-        run = simulate_float(g, calibration, probes=list(self.layers) + syns)
+        run = simulate_float(reinsert_delays(g.copy(), self.folded_delays) if self.folded_delays else g, calibration,
+                             probes=list(self.layers) + syns)
         self._xmax.update({n: float(np.abs(np.asarray(x)).max(initial=0)) for n, x in calibration.items()})
         self._xmax.update({n: 1.0 for n in self.layers})
         self.cal_run = run
