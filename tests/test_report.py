@@ -182,7 +182,7 @@ def test_deviations_reach_every_report_form(tmp_path):
     one = np.ones(3)
     # a time constant beyond 8192·dt is an approximation on chip (its 12-bit decay rounds to 0: no leak)
     for n in (Node("input", "Input", {"shape": np.array([4])}), Node("fc", "Linear", {"weight": np.ones((3, 4))}),
-              Node("lif", "LIF", {"tau": one * 10.0, "r": one, "v_leak": one * 0, "v_threshold": one}),
+              Node("lif", "LIF", {"tau": one * 10.0, "r": one * 1000, "v_leak": one * 0, "v_threshold": one}),
               Node("output", "Output")):
         g.add(n)
     for a, b in (("input", "fc"), ("fc", "lif"), ("lif", "output")):
