@@ -187,6 +187,12 @@ REFUSED = {
     "delayed_bias_differs": (lambda: seq(nir.Input(A([2])), aff(3, 2, 32, bias=[0.1, 0.2, 0.3]),
                                          nir.Delay(A([5, 1, 2]) * DT), lif(3), nir.Output(A([3]))),
                              UnsupportedError, r"delays \[1, 2, 5\] differ between outputs of Affine", "delayed bias"),
+    "delayed_bias_and_leak": (lambda: seq(nir.Input(A([2])), aff(3, 2, 37, bias=[0.1, 0.2, 0.3]),
+                                          nir.Delay(A([3, 3, 3]) * DT),
+                                          nir.LIF(tau=np.full(3, 0.01), r=np.ones(3), v_leak=np.full(3, 0.1),
+                                                  v_threshold=np.ones(3)), nir.Output(A([3]))),
+                              UnsupportedError, r"delays the bias of Affine 'affine' by 3 steps, but 'lif' also has "
+                                                r"v_leak", "delayed bias"),
     "tau_beyond_8192_dt": (lambda: seq(nir.Input(A([3])), lin(2, 3, 34),
                                        nir.LIF(tau=np.full(2, 8200 * DT), r=np.ones(2), v_leak=np.zeros(2),
                                                v_threshold=np.ones(2)), nir.Output(A([2]))),

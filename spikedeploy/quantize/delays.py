@@ -141,8 +141,21 @@ def _check_bias_onset(g: Graph, name: str, syn: str, steps: np.ndarray) -> None:
             f"node '{name}' (Delay): delays {d.tolist()} differ between outputs of Affine '{syn}' that have a "
             "bias; the delayed bias would start in a different step per neuron, and the chip's bias starts in one "
             "step per layer. Fix: move the bias into the neurons' v_leak, or give the biased outputs one delay")
-    if d.size and not all(g.nodes[s].op in CUBA for s in g.successors(name)):
-        raise UnsupportedError(f"node '{name}' (Delay): the delayed bias of Affine '{syn}' must feed neurons")
+    if not d.size:
+        return
+    for s in g.successors(name):
+        node = g.nodes[s]
+        if node.op not in CUBA:
+            raise UnsupportedError(f"node '{name}' (Delay): the delayed bias of Affine '{syn}' must feed neurons")
+        # the layer's whole bias (v_leak's part and other synapses' biases included) starts with the delayed one
+        other = [p for p in g.predecessors(s) if p != name and g.nodes[p].params.get("bias") is not None
+                 and np.any(np.asarray(g.nodes[p].params["bias"]) != 0)]
+        leak = [k for k in ("v_leak", "v_reset") if np.any(np.asarray(node.params.get(k, 0)) != 0)]
+        if other or leak:
+            raise UnsupportedError(
+                f"node '{name}' (Delay): it delays the bias of Affine '{syn}' by {int(d[0])} steps, but '{s}' also "
+                f"has {', '.join(other + leak)} acting from its first input, and a layer's bias starts in one step. "
+                "Fix: move the delayed bias into v_leak, or put the delay before the Affine")
 
 
 def reinsert(g: Graph, folded: list[FoldedDelay]) -> Graph:
