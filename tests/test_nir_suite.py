@@ -155,17 +155,28 @@ RUNS = {
                                 nir.LIF(tau=np.full(2, 0.004), r=np.ones(2), v_leak=np.zeros(2),
                                         v_threshold=np.full(2, 0.3), v_reset=np.full(2, 0.2)), nir.Output(A([2]))),
                     [], False),
+    # test_readwrite.test_nested with a spiking neuron: a LIF recurrent through a nested Delay subgraph
+    "lif_recurrent_delay": (lambda: graph(
+        {"in": nir.Input(A([2])), "w": lin(2, 2, 38), "a": lif(2, 60), "b": _nested_delay(), "out": nir.Output(A([2]))},
+        [("in", "w"), ("w", "a"), ("a", "b"), ("b", "a"), ("a", "out")]),
+        ["identity Linear 'b.b.identity'", "folded into the per-synapse delays"], True),
     # SumPool2d into the Output (test_ir's pooling nodes): pooling into neurons is a grouped Conv2d
     "sumpool_into_output": (lambda: seq(nir.Input(A([1, 4, 4])), nir.SumPool2d(kernel_size=A([2, 2]), stride=A([2, 2]),
                                                                              padding=A([0, 0])), nir.Output(A([1, 2, 2]))),
                             ["LI readout", "grouped Conv2d"], True),
 }
 LAVA_CASES = ["delays_pre_post", "threshold_from_input", "synapse_into_output", "complex", "cubalif_synapse_bias",
-              "v_reset_lif"]
+              "v_reset_lif", "lif_recurrent_delay"]
 
 
 # ---- constructions refused with a chip limit --------------------------------------------------------
 # name -> (builder, error class, message pattern, the README table row that documents the limit)
+
+def _nested_delay():
+    """test_readwrite.test_nested's subgraph: Input -> Delay -> Output, used as one node."""
+    return graph({"a": nir.Input(A([2])), "b": nir.Delay(A([1, 2]) * DT), "c": nir.Output(A([2]))},
+                 [("a", "b"), ("b", "c")])
+
 
 def _conv_delay():
     return seq(nir.Input(A([1, 4, 4])),
@@ -204,7 +215,7 @@ REFUSED = {
         UnsupportedError, r"node 'sumpool2d' \(SumPool2d\): pooling cannot be folded", "pooling not foldable"),
     # test_readwrite.test_nested: an integrator recurrent through a Delay (I never spikes on chip)
     "integrator_recurrent_delay": (lambda: graph(
-        {"in": nir.Input(A([2])), "w": lin(2, 2, 35), "a": nir.I(r=np.ones(2)), "b": nir.Delay(A([1, 2]) * DT),
+        {"in": nir.Input(A([2])), "w": lin(2, 2, 35), "a": nir.I(r=np.ones(2)), "b": _nested_delay(),
          "out": nir.Output(A([2]))},
         [("in", "w"), ("w", "a"), ("a", "b"), ("b", "a"), ("a", "out")]),
         UnsupportedError, r"reads 'a' \(I\), a never-spiking readout", "a synapse reading I / LI / CubaLI"),
