@@ -155,6 +155,12 @@ RUNS = {
                                 nir.LIF(tau=np.full(2, 0.004), r=np.ones(2), v_leak=np.zeros(2),
                                         v_threshold=np.full(2, 0.3), v_reset=np.full(2, 0.2)), nir.Output(A([2]))),
                     [], False),
+    # overlapping, unpadded pooling before an unpadded Conv2d (the NIR paper's CNNs pool then convolve)
+    "pooling_overlapping_into_conv": (lambda: seq(
+        nir.Input(A([2, 7, 7])), nir.SumPool2d(kernel_size=A([3, 3]), stride=A([2, 2]), padding=A([0, 0])),
+        nir.Conv2d(input_shape=(3, 3), weight=np.random.default_rng(39).normal(0, 1, (2, 2, 2, 2)), stride=1,
+                   padding=0, dilation=1, groups=1, bias=np.zeros(2)), lif((2, 2, 2)), nir.Output(A([2, 2, 2]))),
+        ["merged into Conv2d 'conv2d' after it"], False),
     # test_readwrite.test_nested with a spiking neuron: a LIF recurrent through a nested Delay subgraph
     "lif_recurrent_delay": (lambda: graph(
         {"in": nir.Input(A([2])), "w": lin(2, 2, 38), "a": lif(2, 60), "b": _nested_delay(), "out": nir.Output(A([2]))},

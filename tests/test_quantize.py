@@ -277,9 +277,11 @@ def test_refusals_name_the_node_and_a_fix():
     # (an Input straight into neurons gets an identity synapse: quantize/wiring.py, tests/test_nir_suite.py)
     assert any("identity Scale 'l.from_in'" in r for r in quantize(direct).meta["rewrites"])
 
-    # (overlapping pooling -> Flatten -> Linear merges into the Dense; before a Conv2d it cannot)
-    pool = Graph.chain(Node("in", "Input", {"shape": [1, 6, 6]}), Node("p", "SumPool2d", {"kernel_size": 3, "stride": 1}),
-                       Node("c", "Conv2d", {"weight": np.ones((1, 1, 2, 2))}), _lif("l", 9),
+    # (overlapping pooling -> Flatten -> Linear merges into the Dense, unpadded into an unpadded Conv2d too;
+    # padded before a Conv2d it cannot)
+    pool = Graph.chain(Node("in", "Input", {"shape": [1, 6, 6]}),
+                       Node("p", "SumPool2d", {"kernel_size": 3, "stride": 1, "padding": 1}),
+                       Node("c", "Conv2d", {"weight": np.ones((1, 1, 2, 2))}), _lif("l", 25),
                        Node("out", "Output"), dt=1e-3).validate()
     with pytest.raises(UnsupportedError, match="node 'p' \\(SumPool2d\\).*overlaps.*Fix"):
         quantize(pool)

@@ -395,6 +395,10 @@ def fold_pooling(g: Graph) -> list[str]:
             continue
         if _dense_reader(g, name) is not None:
             continue  # merge_synapse_chains makes pooling + Dense one Dense (exact, any overlap or padding)
+        if len(succ) == 1 and _merge_pool_conv(g, name, k, st, pd, factor):
+            done.append(f"{node.op} '{name}' ({k[0]}x{k[1]}, stride {st[0]}x{st[1]}) merged into Conv2d '{succ[0]}' "
+                        "after it (exact: one unpadded Conv whose kernel sums the pooling window under each tap)")
+            continue
         why = "it overlaps or is padded" if not non_overlap else "what follows it is not a Conv2d or Flatten→Dense"
         raise UnsupportedError(
             f"node '{name}' ({node.op}): pooling cannot be folded into the chip's synapses ({why}); Lava has no "
@@ -434,6 +438,34 @@ def _merge_conv_pool(g: Graph, name: str, k, st, pd, factor: float) -> bool:
     conv.params["dilation"] = np.asarray([1, 1])
     if conv.params.get("bias") is not None:
         conv.params["bias"] = np.asarray(conv.params["bias"], dtype=np.float64) * (k[0] * k[1] * factor)
+    _bypass_all(g, name)
+    return True
+
+
+def _merge_pool_conv(g: Graph, name: str, k, st, pd, factor: float) -> bool:
+    """Unpadded pooling (any overlap) → an unpadded Conv2d that reads only it, as one Conv2d: conv output o reads
+    pooled positions o·s + t·d, each summing inputs (o·s + t·d)·sp + u, so one kernel of size (k−1)·d·sp + kp
+    holds w[t]·factor at t·d·sp + u for every pooling tap u, stride s·sp. The output size is the same
+    (floor(floor((A − kp)/sp − (k−1)d)/s) = floor((A − kp − (k−1)d·sp)/(s·sp))). A padded conv would read
+    zeros where the composed kernel reads real inputs, so it does not qualify."""
+    conv = g.nodes[g.successors(name)[0]]
+    if pd != (0, 0) or conv.op != "Conv2d" or conv.placement != "chip" or g.predecessors(conv.name) != [name] \
+            or isinstance(conv.params.get("padding"), str):
+        return False
+    cs, cp, cd = conv_params(conv.params, 2)
+    if cp != (0, 0):
+        return False
+    w = np.asarray(conv.params["weight"], dtype=np.float64)
+    n_out, n_in, kh, kw = w.shape
+    K = [((kh, kw)[i] - 1) * cd[i] * st[i] + k[i] for i in range(2)]
+    wn = np.zeros((n_out, n_in, K[0], K[1]))
+    for u in range(k[0]):
+        for v in range(k[1]):
+            wn[:, :, u: u + (kh - 1) * cd[0] * st[0] + 1: cd[0] * st[0],
+               v: v + (kw - 1) * cd[1] * st[1] + 1: cd[1] * st[1]] += w
+    conv.params["weight"] = wn * factor
+    conv.params["stride"] = np.asarray([cs[i] * st[i] for i in range(2)])
+    conv.params["dilation"] = np.asarray([1, 1])
     _bypass_all(g, name)
     return True
 
