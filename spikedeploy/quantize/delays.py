@@ -8,13 +8,14 @@ synapse_delay=True)` computes for that chain. So a Delay
 - after a Dense that feeds only it gives that Dense the delays d[o] per output row (post), or
 - before Dense nodes that read only it gives each of them the delays d[i] per input column (pre).
 
-A Delay next to no Dense first gets an identity Linear after it (identity_delay_synapses, in
+A Delay next to no synapse first gets an identity Linear after it (identity_delay_synapses, in
 layer_map.lower_structure): the chain Delay → Linear(I) is still one synapse process, so the graph's float
-semantics, chip delays included, are unchanged.
+semantics, chip delays included, are unchanged. A Delay next to a Conv is refused: Lava's Conv has no delays.
 
 While the quantizer maps layers the folded Delay nodes are taken out of the graph (`fold`; its calibration
-runs the graph with them, `reinsert`); `restore` puts them back into the quantized graph with q[delay] = {"folded_into": synapse} and q[synapse]["delay"] =
-(out, in) steps, the representation converters/netx.py already uses, which both chip backends run.
+runs the graph with them, `reinsert`); `restore` puts them back into the quantized graph with
+q[delay] = {"folded_into": synapse} and q[synapse]["delay"] = (out, in) steps, the representation
+converters/netx.py already uses, which both chip backends run.
 """
 
 from __future__ import annotations
