@@ -777,7 +777,7 @@ class _NetxWriter:
             raise self.refuse(name, "resets periodically (Lava LIFReset); a netx file cannot hold the reset, "
                                     "lava-dl sets it per network with Network(reset_interval=...)",
                               "write the file without reset_interval and pass reset_interval to netx.hdf5.Network")
-        custom = [k for k in ("reset", "reset_delay", "fire_at_equal", "pending_reset", "u_bias") if k in q]
+        custom = [k for k in ("reset", "reset_delay", "fire_at_equal", "pending_reset", "u_bias", "v_init") if k in q]
         if custom:
             raise self.refuse(name, f"uses spikedeploy's programmable neuron ({', '.join(custom)}); netx CUBA "
                                     "neurons are Lava's stock LIF (reset to 0, v > th, bias into v)",

@@ -80,6 +80,13 @@ def test_ntidigits_delays(lavadl_netx_dir):
     np.testing.assert_array_equal(qg.q["2.dense"]["delay"], want)
     assert qg.q["2.delay"] == {"folded_into": "2.dense"}
     assert qg.graph.predecessors("2.neuron") == ["2.delay"]
+    # the partitioner stores a 6-bit delay field with every synapse of the delayed layers (2 and 3) only
+    from spikedeploy.partition.resources import build_model
+    from spikedeploy.targets.spec import get_target
+
+    bits = {p.dst: (p.kind, p.weight_bits) for p in build_model(qg.graph, get_target("loihi2"), qg).projections}
+    assert {"3.delay", "2.delay"} <= set(qg.graph.nodes) and "4.delay" not in qg.graph.nodes
+    assert bits == {"2.neuron": ("dense", 8 + 6), "3.neuron": ("dense", 8 + 6), "4.neuron": ("dense", 8)}
 
 
 def test_refusals_name_the_layer(lavadl_netx_dir):

@@ -21,6 +21,8 @@ neuron nodes (LIF, IF, CubaLIF, LI, CubaLI, Threshold):
     pending_reset   bool (with "subtract", no reset_delay): snnTorch's p = previous v fires; v -= p·th before
                     the spike test, v += (p - s)·th after it
     u_bias          int array (per neuron) added to u every step with a_in << 6 (CubaLIF synapse bias)
+    v_init, v_init_step  int array (per neuron, state units) written into v before step v_init_step (v_reset ≠ 0:
+                    the state is shifted by −v_reset, so the float model's start v = 0 is −64·λ·v_reset)
 
 `scale[node_name]` is λ for each neuron node: v_int = 2^act_shift·λ·v_float, act_shift being the target's
 (6 on Loihi: v_int = 64·λ·v_float, see lava-fixed-point.md §2); `state_scale(node)` gives the factor.

@@ -18,6 +18,12 @@ materialising per-synapse data for dense or convolutional connections:
     conv, sharing      out_channels_in_range * C_in/groups * kh * kw * w  (kernel stored once per core)
     conv, no sharing   synapses * w
     one-to-one         g * w
+  A chain with synaptic delays (a Delay node folded into its Dense: DelayDense) stores a delay field with
+  every synapse: w grows by delay_field_bits(target) = bit width of the target's max_delay (6 on Loihi 2 for
+  0..62). That is an estimate: Loihi 1 has a 6-bit delay field per synapse (Davies et al. 2018, notes
+  hardware-and-anchors.md), Loihi 2's synapse encoding is not published. The per-compartment delay buffers
+  (dendritic accumulators, max_delay + 1 slots) are not modelled. A Delay adds no connectivity: the
+  chain's connections are those of its Dense.
   Per-axon pointer overhead is not modelled. Axons are counted per projection: a neuron feeding one
   core through two synapse nodes uses two axons (an upper bound).
 """
@@ -504,6 +510,11 @@ class Model:
     to_host: dict[str, list[str]]  # chip layer -> host/Output nodes reading it
 
 
+def delay_field_bits(target) -> int:
+    """Bits of the per-synapse delay field: enough for 0..max_delay (estimate, see the module docstring)."""
+    return int(target.numeric.max_delay).bit_length()
+
+
 def _weight_bits(qgraph, node: str, default: int) -> int:
     if qgraph is not None:
         q = getattr(qgraph, "q", {}).get(node, {})
@@ -575,7 +586,12 @@ def _projection(graph, src: str, chain: list[str], dst: str, n_dst: int, target,
     syn = [n for n in nodes if n.spec.family == "synapse"]
     n_src = _size(graph.nodes[src].out_shape)
     wb_default = target.numeric.weight_bits
+    delays = [n for n in syn if n.op == "Delay"]
+    syn = [n for n in syn if n.op != "Delay"] or syn
     bits = max([_weight_bits(qgraph, n.name, wb_default) for n in syn], default=wb_default)
+    if delays or any(qgraph is not None and getattr(qgraph, "q", {}).get(n.name, {}).get("delay") is not None
+                     for n in syn):
+        bits += delay_field_bits(target)
     args = (src, dst, tuple(chain), n_src, n_dst, bits)
     if not syn or all(n.op in ONE_TO_ONE for n in syn):
         if n_src != n_dst:

@@ -75,6 +75,7 @@ class ChipLayer:
     notes: list[str] = field(default_factory=list)
     rule: dict = field(default_factory=lambda: dict(PLAIN_RULE))
     ubias_f: np.ndarray | None = None  # λ-free bias into the current per step (CubaLIF synapse bias), or None
+    v_init_f: np.ndarray | None = None  # λ-free start of the shifted state (−v_reset), or None (0)
 
     @property
     def custom(self) -> bool:
@@ -113,11 +114,6 @@ def check_graph(g: Graph, approx: Approx) -> None:
                 "sends binary spikes",
                 "fold the factor into the next layer's weights and set graded_spikes_factor=1",
             )
-        if node.op == "Delay" and node.placement == "chip":
-            raise UnsupportedError(
-                f"node '{name}' (Delay): delay nodes are not mapped by this quantizer yet (Lava would need a "
-                "DelayDense); fix: remove the delay, or mark the node placement='host'"
-            )
         if node.op in ("IF", "I") and node.placement == "chip":
             r = np.asarray(node.params["r"], dtype=float)
             if not np.all(np.isfinite(r)):
@@ -128,9 +124,20 @@ def check_graph(g: Graph, approx: Approx) -> None:
 
 
 def lower_structure(g: Graph) -> list[str]:
-    """The exact structural rewrites, in order: constant scales into synapses, pooling into synapses (which
-    may leave a scale next to a merged pooling conv, hence the second scale pass). Returns what was done."""
-    return split_fanin(g) + fold_scales(g) + fold_pooling(g) + fold_scales(g) + merge_synapse_chains(g)
+    """The exact structural rewrites, in order: the chip's wiring (readouts before Outputs, identity synapses
+    into neurons and after lone Delays: wiring.py, delays.py), then until nothing changes: one synapse per
+    source and per reader, constant scales into synapses, pooling into synapses (which may leave a scale next
+    to a merged pooling conv, hence the second scale pass), synapse chains merged. Returns what was done."""
+    from spikedeploy.quantize import delays, wiring
+
+    done = wiring.readouts(g) + delays.identity_delay_synapses(g) + wiring.input_synapses(g)
+    for _ in range(8):  # each pass removes multi-source or shared synapses; a few passes reach the fixed point
+        step = split_fanin(g) + wiring.duplicate_shared(g) + fold_scales(g) + fold_pooling(g) + fold_scales(g) \
+            + merge_synapse_chains(g)
+        done += step
+        if not step:
+            break
+    return done
 
 
 def split_fanin(g: Graph) -> list[str]:
@@ -140,7 +147,8 @@ def split_fanin(g: Graph) -> list[str]:
     done: list[str] = []
     for name in [n for n, v in g.nodes.items() if v.spec.family == "synapse" and v.placement == "chip"]:
         node, preds, succ = g.nodes[name], g.predecessors(name), g.successors(name)
-        if len(preds) < 2 or not succ or not all(g.nodes[c].op in CUBA for c in succ):
+        if len(preds) < 2 or not succ or not all(g.nodes[c].placement == "chip" and (
+                g.nodes[c].op in CUBA or g.nodes[c].spec.family == "synapse") for c in succ):
             continue
         copies = []
         for i, p in enumerate(preds[1:], start=1):
@@ -387,6 +395,10 @@ def fold_pooling(g: Graph) -> list[str]:
             continue
         if _dense_reader(g, name) is not None:
             continue  # merge_synapse_chains makes pooling + Dense one Dense (exact, any overlap or padding)
+        if len(succ) == 1 and _merge_pool_conv(g, name, k, st, pd, factor):
+            done.append(f"{node.op} '{name}' ({k[0]}x{k[1]}, stride {st[0]}x{st[1]}) merged into Conv2d '{succ[0]}' "
+                        "after it (exact: one unpadded Conv whose kernel sums the pooling window under each tap)")
+            continue
         why = "it overlaps or is padded" if not non_overlap else "what follows it is not a Conv2d or Flatten→Dense"
         raise UnsupportedError(
             f"node '{name}' ({node.op}): pooling cannot be folded into the chip's synapses ({why}); Lava has no "
@@ -426,6 +438,34 @@ def _merge_conv_pool(g: Graph, name: str, k, st, pd, factor: float) -> bool:
     conv.params["dilation"] = np.asarray([1, 1])
     if conv.params.get("bias") is not None:
         conv.params["bias"] = np.asarray(conv.params["bias"], dtype=np.float64) * (k[0] * k[1] * factor)
+    _bypass_all(g, name)
+    return True
+
+
+def _merge_pool_conv(g: Graph, name: str, k, st, pd, factor: float) -> bool:
+    """Unpadded pooling (any overlap) → an unpadded Conv2d that reads only it, as one Conv2d: conv output o reads
+    pooled positions o·s + t·d, each summing inputs (o·s + t·d)·sp + u, so one kernel of size (k−1)·d·sp + kp
+    holds w[t]·factor at t·d·sp + u for every pooling tap u, stride s·sp. The output size is the same
+    (floor(floor((A − kp)/sp − (k−1)d)/s) = floor((A − kp − (k−1)d·sp)/(s·sp))). A padded conv would read
+    zeros where the composed kernel reads real inputs, so it does not qualify."""
+    conv = g.nodes[g.successors(name)[0]]
+    if pd != (0, 0) or conv.op != "Conv2d" or conv.placement != "chip" or g.predecessors(conv.name) != [name] \
+            or isinstance(conv.params.get("padding"), str):
+        return False
+    cs, cp, cd = conv_params(conv.params, 2)
+    if cp != (0, 0):
+        return False
+    w = np.asarray(conv.params["weight"], dtype=np.float64)
+    n_out, n_in, kh, kw = w.shape
+    K = [((kh, kw)[i] - 1) * cd[i] * st[i] + k[i] for i in range(2)]
+    wn = np.zeros((n_out, n_in, K[0], K[1]))
+    for u in range(k[0]):
+        for v in range(k[1]):
+            wn[:, :, u: u + (kh - 1) * cd[0] * st[0] + 1: cd[0] * st[0],
+               v: v + (kw - 1) * cd[1] * st[1] + 1: cd[1] * st[1]] += w
+    conv.params["weight"] = wn * factor
+    conv.params["stride"] = np.asarray([cs[i] * st[i] for i in range(2)])
+    conv.params["dilation"] = np.asarray([1, 1])
     _bypass_all(g, name)
     return True
 
@@ -553,8 +593,8 @@ def _decay(k: np.ndarray, name: str, what: str, approx: Approx, bits: int) -> tu
     kq = d / one
     lost = (d == 0) & (k > 0)
     if lost.any():
-        approx(f"node '{name}': {what} > {one}·dt on {int(lost.sum())} neuron(s); the decay rounds to 0 (no leak)",
-               f"use dt ≥ {what}/{one}")
+        approx(f"node '{name}': {what} > {2 * one}·dt on {int(lost.sum())} neuron(s); the {bits}-bit decay "
+               f"round({one}·dt/{what}) rounds to 0 (no leak)", f"use dt ≥ {what}/{2 * one}")
         kq = np.where(lost, k, kq)  # keep the input gain; only the leak is lost
     return d, kq
 
@@ -575,13 +615,10 @@ def _neuron_factors(g: Graph, node: Node, chains: list[Chain], dt, fmt: NumericF
     zeros = np.zeros(n)
     v_reset = _flat(node, "v_reset", n, 0.0) if op in RESETTING else zeros
     if np.any(v_reset != 0):
-        # the shift v' = v − v_reset makes every reset exact, but the chip starts at v' = 0, i.e. at v_reset
-        approx(f"node '{name}' ({op}): v_reset = {float(np.abs(v_reset).max()):g} ≠ 0; the chip resets to 0, so the "
-               "state is shifted by −v_reset (exact after each neuron's first spike), but it starts at v = v_reset "
-               "where the float model starts at 0",
-               "use v_reset = 0 with v_threshold and v_leak shifted by −v_reset, which is the same model started "
-               "at its reset potential")
-        notes.append("v_reset != 0: state shifted by -v_reset so that the chip's reset to 0 is exact")
+        # the shift v' = v − v_reset makes every reset exact; the float model's start v = 0 is v' = −v_reset,
+        # which the host writes into v when the layer's first input arrives (ChipLayer.v_init_f)
+        notes.append("v_reset != 0: state shifted by -v_reset so that the chip's reset to 0 is exact; v starts at "
+                     "-v_reset (written with the layer's first input)")
     if op in MEMBRANE_ONLY:
         k = dt / _flat(node, "tau", n)
         dv, km = _decay(k, name, "tau", approx, fmt.decay_bits)
@@ -620,6 +657,8 @@ def _neuron_factors(g: Graph, node: Node, chains: list[Chain], dt, fmt: NumericF
         vth_f = None
     lay = ChipLayer(name, op, shape, chains, _scalar_if_uniform(np.asarray(du)), _scalar_if_uniform(np.asarray(dv)),
                 gain, hgain, leak, vth_f, notes=notes)
+    if np.any(v_reset != 0):
+        lay.v_init_f = -v_reset
     if op in RESETTING:
         lay.rule = neuron_rule(g, node)
         lay.rule["pending_reset"] = lay.rule["pending_reset"] and lay.rule["reset"] == "subtract" \

@@ -20,8 +20,9 @@ mantissas always use the full range and n moves the weight exponent. Methods cho
   the fixed-point emulator; layers whose observed current would wrap u get a lower n.
 
 Refused (UnsupportedError naming the node, the reason and a fix) unless allow_approximate=True, which
-records each approximation in qg.deviations: reset by subtraction, reset delay, graded spikes, a CubaLIF
-synapse bias, pooling that cannot be folded exactly, leaks that round to zero.
+records each approximation in qg.deviations: graded spikes, leaks that round to zero, per-position gains
+under a shared conv kernel. Delay nodes become per-synapse delays (delays.py); v_reset ≠ 0 shifts the state
+and starts it at −v_reset (q["v_init"]).
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ from spikedeploy.graph.ir import Graph, set_dt
 from spikedeploy.graph.neuron_reach import warn_unreachable
 from spikedeploy.graph.ops import BIASED
 from spikedeploy.graph.qgraph import QGraph
+from spikedeploy.quantize.delays import fold as fold_delays
+from spikedeploy.quantize.delays import reinsert as reinsert_delays
+from spikedeploy.quantize.delays import restore as restore_delays
 from spikedeploy.quantize.layer_map import (
     PLAIN_RULE,
     Approx,
@@ -109,9 +113,12 @@ def quantize(
         from spikedeploy.simulate.hybrid import calibrate_payloads
 
         rewrites = rewrites + calibrate_payloads(g, calibration)
+    folded, notes = fold_delays(g, fmt.max_delay, spec.name)
+    rewrites = rewrites + notes
     layers = find_layers(g, g.dt, fmt, approx)
     check_neuron_models(layers, spec)
     q = Quantizer(g, layers, fmt, nwb, bias_exp_min, bias_onset)
+    q.folded_delays = folded
 
     stats = q.calibrate(calibration, percentile) if calibration is not None else None
     n_max = {name: q.n_static_max(lay) for name, lay in layers.items()}
@@ -151,6 +158,7 @@ class Quantizer:
         self.g, self.layers, self.fmt, self.nwb = g, layers, fmt, nwb
         self.bias_exp_min = bias_exp_min
         self.bias_onset = bias_onset
+        self.folded_delays = []  # Delay nodes held by their Dense's per-synapse delays (delays.py)
         self._xmax: dict[str, float] = {}  # largest input value per source (calibration; spikes: 1)
         for lay in layers.values():  # host values arrive as integer payloads of known magnitude
             for c in lay.chains:
@@ -231,7 +239,8 @@ class Quantizer:
 
         g = self.g
         syns = [c.syn for lay in self.layers.values() for c in lay.chains]
-        run = simulate_float(g, calibration, probes=list(self.layers) + syns)
+        run = simulate_float(reinsert_delays(g.copy(), self.folded_delays) if self.folded_delays else g, calibration,
+                             probes=list(self.layers) + syns)
         self._xmax.update({n: float(np.abs(np.asarray(x)).max(initial=0)) for n, x in calibration.items()})
         self._xmax.update({n: 1.0 for n in self.layers})
         self.cal_run = run
@@ -338,6 +347,13 @@ class Quantizer:
                 raise TargetLimitError(f"node '{lay.name}': current bias {int(np.abs(ub).max())} (chip units) exceeds "
                                        f"u's range {umax}; fix: smaller biases or a smaller scale")
             nq["u_bias"] = ub
+        if lay.v_init_f is not None:
+            vi = np.rint((2**fmt.act_shift) * lam * lay.v_init_f).astype(np.int64)
+            vmax = 2 ** (fmt.state_bits - 1) - 1
+            if np.abs(vi).max(initial=0) > vmax:
+                raise TargetLimitError(f"node '{lay.name}': the start -v_reset is {int(np.abs(vi).max())} chip units, "
+                                       f"beyond v's range {vmax}; fix: a v_reset closer to 0 or a smaller scale")
+            nq["v_init"] = vi
         if np.max(np.asarray(vth)) > self.vth_max and lay.spiking:
             raise TargetLimitError(f"node '{lay.name}': threshold {int(np.max(vth))} exceeds {self.vth_max}")
         return nq, syn_q, rep
@@ -358,6 +374,8 @@ class Quantizer:
         qg.meta["bias_onset"] = self.bias_onset
         if self.bias_onset == "depth":
             set_bias_onsets(qg)
+        set_v_init_steps(qg, self.bias_onset)
+        restore_delays(qg, self.folded_delays)
         # the target's arithmetic travels with the graph: a chip file's name alone cannot be resolved later
         qg.meta["numeric"] = asdict(spec.numeric)
         return qg
@@ -381,6 +399,17 @@ def set_bias_onsets(qg: QGraph) -> None:
     for name, nq in qg.q.items():
         if "du" in nq and depth.get(name, 0) > 0 and (np.any(nq.get("bias_mant", 0)) or np.any(nq.get("u_bias", 0))):
             nq["bias_onset"] = int(depth[name])
+
+
+def set_v_init_steps(qg: QGraph, bias_onset: str) -> None:
+    """q['v_init_step'] of every layer with a v_init: its synapse depth ('depth': the float model rests at v = 0
+    until the layer's first input arrives) or 0 ('step0')."""
+    from spikedeploy.simulate.float_ref import synapse_depth
+
+    depth = synapse_depth(qg.graph) if bias_onset == "depth" else {}
+    for name, nq in qg.q.items():
+        if "v_init" in nq:
+            nq["v_init_step"] = int(depth.get(name, 0))
 
 
 # ---- overflow analysis --------------------------------------------------------------------------

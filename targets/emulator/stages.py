@@ -330,6 +330,13 @@ class NeuronStage:
         self.reset_interval = int(q["reset_interval"]) if q.get("reset_interval") else 0
         self.reset_offset = int(q.get("reset_offset", 0)) % self.reset_interval if self.reset_interval else 0
         self.bias_onset = int(q.get("bias_onset", 0))
+        # v_reset != 0: the shifted state starts at v_init, written by the host in step v_init_step (the layer's
+        # first input; quantizer.set_v_init_steps); the numpy path, whose state has no bound assumed from 0
+        self.v_init = (expand_param(q["v_init"], self.shape, f"{where} v_init").reshape(-1)
+                       if q.get("v_init") is not None else None)
+        self.v_init_step = int(q.get("v_init_step", 0))
+        if self.v_init is not None:
+            self.kparams = None
 
     def reset(self, batch: int) -> None:
         self.na.u_wraps = self.na.v_saturations = 0
@@ -354,9 +361,13 @@ class NeuronStage:
         na = self.na
         has_bias, has_u_bias = na.has_bias, na.has_u_bias
         k = min(tc, max(0, self.bias_onset - t0)) if (has_bias or has_u_bias) else 0
+        kv = self.v_init_step - t0 if self.v_init is not None and t0 <= self.v_init_step < t0 + tc else None
+        cuts = sorted({0, k, tc} | ({kv} if kv is not None else set()))
         try:
-            for lo, hi in ((0, k), (k, tc)):
+            for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
                 if hi > lo:
+                    if lo == kv:
+                        self.v[...] = self.v_init
                     na.has_bias, na.has_u_bias = has_bias and lo >= k, has_u_bias and lo >= k
                     self._scan(None if a is None else a[lo:hi], hi - lo, t0 + lo, s_out[lo:hi], counts[lo:hi],
                                None if v_out is None else v_out[lo:hi], None if u_out is None else u_out[lo:hi])

@@ -277,6 +277,10 @@ class _Net:
                     self.resets.append((p.u_bias, np.zeros(ls, np.int32)))
                 self.resets.append((p.u, np.zeros(ls)))
                 self.resets.append((p.v, np.zeros(ls)))
+                if q.get("v_init") is not None:  # v_reset != 0: the shifted start, written in its step
+                    vi = expand_param(q["v_init"], shp, f"node '{name}' v_init")
+                    vi = to_lava(np.broadcast_to(vi, (n,)), shp).astype(np.int32)
+                    self.onsets.setdefault(int(q.get("v_init_step", 0)), []).append((p.v, vi))
                 self.in_port[name] = (p.a_in, shp)
                 self.out_port[name] = p.s_out
             elif k == "flatten":

@@ -161,6 +161,8 @@ def check_placement(graph, placement, target, *, qgraph=None) -> dict:
             bits = [int(qgraph.q.get(s.name, {}).get("num_weight_bits", wb)) if qgraph is not None else wb
                     for s in syn_nodes] or [wb]
             w = max(bits)
+            if any(graph.nodes[c].op == "Delay" for c in chain):  # a delay field per synapse (resources.py)
+                w += int(target.numeric.max_delay).bit_length()
             n_src = int(np.prod(graph.nodes[src].out_shape))
             m = sp.identity(n_src, format="csr")
             for mm, _, _ in mats:
