@@ -43,6 +43,7 @@ from spikedeploy.graph.ops import (
     conv_params,
     pool_params,
 )
+from spikedeploy.quantize.wiring import split_synapse
 from spikedeploy.targets.spec import NumericFormat
 
 CHIP_SYNAPSES = MATRIX | CONV  # what a chip layer's synapses may be once pools are folded
@@ -150,22 +151,8 @@ def split_fanin(g: Graph) -> list[str]:
         if len(preds) < 2 or not succ or not all(g.nodes[c].placement == "chip" and (
                 g.nodes[c].op in CUBA or g.nodes[c].spec.family == "synapse") for c in succ):
             continue
-        copies = []
-        for i, p in enumerate(preds[1:], start=1):
-            c = f"{name}.src{i}"
-            while c in g.nodes:
-                c += "_"
-            params = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in node.params.items()}
-            op = "Linear" if node.op == "Affine" else node.op
-            if op == "Linear":
-                params.pop("bias", None)
-            elif params.get("bias") is not None:
-                params["bias"] = None
-            g.add(Node(c, op, params, placement="chip", modality=node.modality, meta=dict(node.meta)))
-            g.edges[g.edges.index((p, name))] = (p, c)
-            for t in succ:
-                g.connect(c, t)
-            copies.append(c)
+        copies = split_synapse(g, name, {p: f"{name}.src{i}" for i, p in enumerate(preds[1:], start=1)},
+                               upstream=True)
         done.append(f"{node.op} '{name}' summed {len(preds)} sources: one copy per source ({name}, "
                     f"{', '.join(copies)}) into the same neurons (exact)")
     if done:

@@ -341,19 +341,11 @@ class Quantizer:
         if lay.ubias_f is not None:
             # added to u every step, in state units (a_in << 6): no mantissa/exponent split is needed by our
             # own neuron model; it must stay inside u's 24-bit range
-            ub = np.rint((2**fmt.act_shift) * lam * lay.ubias_f).astype(np.int64)
-            umax = 2 ** (fmt.state_bits - 1) - 1
-            if np.abs(ub).max(initial=0) > umax:
-                raise TargetLimitError(f"node '{lay.name}': current bias {int(np.abs(ub).max())} (chip units) exceeds "
-                                       f"u's range {umax}; fix: smaller biases or a smaller scale")
-            nq["u_bias"] = ub
+            nq["u_bias"] = _state_units(lay, lam, lay.ubias_f, fmt, "current bias", "u",
+                                        "smaller biases or a smaller scale")
         if lay.v_init_f is not None:
-            vi = np.rint((2**fmt.act_shift) * lam * lay.v_init_f).astype(np.int64)
-            vmax = 2 ** (fmt.state_bits - 1) - 1
-            if np.abs(vi).max(initial=0) > vmax:
-                raise TargetLimitError(f"node '{lay.name}': the start -v_reset is {int(np.abs(vi).max())} chip units, "
-                                       f"beyond v's range {vmax}; fix: a v_reset closer to 0 or a smaller scale")
-            nq["v_init"] = vi
+            nq["v_init"] = _state_units(lay, lam, lay.v_init_f, fmt, "the start -v_reset", "v",
+                                        "a v_reset closer to 0 or a smaller scale")
         if np.max(np.asarray(vth)) > self.vth_max and lay.spiking:
             raise TargetLimitError(f"node '{lay.name}': threshold {int(np.max(vth))} exceeds {self.vth_max}")
         return nq, syn_q, rep
@@ -388,6 +380,16 @@ BIAS_ONSET_DOC = (
     "register write per layer and sample); 'step0': from the first step, as lava-dl's netx networks were trained "
     "(a deep layer then integrates its bias alone until its input arrives); 'auto': step0 for netx files, else depth."
 )
+
+
+def _state_units(lay: ChipLayer, lam: float, value_f, fmt: NumericFormat, what: str, state: str, fix: str) -> np.ndarray:
+    """A float value in the layer's state units (a_in << act_shift), refused beyond the state register."""
+    x = np.rint((2**fmt.act_shift) * lam * value_f).astype(np.int64)
+    top = 2 ** (fmt.state_bits - 1) - 1
+    if np.abs(x).max(initial=0) > top:
+        raise TargetLimitError(f"node '{lay.name}': {what} is {int(np.abs(x).max())} chip units, beyond {state}'s "
+                               f"range {top}; fix: {fix}")
+    return x
 
 
 def set_bias_onsets(qg: QGraph) -> None:

@@ -78,6 +78,39 @@ def input_synapses(g: Graph) -> list[str]:
     return done
 
 
+def copy_synapse(g: Graph, node: Node, base: str, *, unbiased: bool = False) -> str:
+    """A copy of chip synapse `node` under a fresh name (no edges); `unbiased`: without its bias (an Affine
+    becomes a Linear), for every copy but one of a synapse whose sum is split."""
+    params = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in node.params.items()}
+    op = node.op
+    if unbiased:
+        op = "Linear" if op == "Affine" else op
+        if op == "Linear":
+            params.pop("bias", None)
+        elif params.get("bias") is not None:
+            params["bias"] = None
+    c = _fresh(g, base)
+    g.add(Node(c, op, params, placement="chip", modality=node.modality, meta=dict(node.meta)))
+    return c
+
+
+def split_synapse(g: Graph, name: str, ends: dict[str, str], *, upstream: bool) -> list[str]:
+    """Move each edge between synapse `name` and an end (a source when `upstream`, else a reader) to a copy of
+    the synapse named as `ends` says; each copy keeps the synapse's other edges. Copies of a split sum
+    (upstream) carry no bias: the original keeps it, so the sum is counted once."""
+    node = g.nodes[name]
+    others = g.successors(name) if upstream else g.predecessors(name)
+    copies = []
+    for end, base in ends.items():
+        c = copy_synapse(g, node, base, unbiased=upstream)
+        edge = (end, name) if upstream else (name, end)
+        g.edges[g.edges.index(edge)] = (end, c) if upstream else (c, end)
+        for o in others:
+            g.connect(c, o) if upstream else g.connect(o, c)
+        copies.append(c)
+    return copies
+
+
 def duplicate_shared(g: Graph) -> list[str]:
     done = []
     for name in [n for n, v in g.nodes.items() if v.placement == "chip" and v.spec.family == "synapse"
@@ -87,15 +120,7 @@ def duplicate_shared(g: Graph) -> list[str]:
                    and (g.nodes[s].op in CUBA or g.nodes[s].spec.family == "synapse")]
         if len(readers) < 2 or len(readers) != len(g.successors(name)):
             continue
-        copies = []
-        for r in readers[1:]:
-            c = _fresh(g, f"{name}.to_{r}")
-            params = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in node.params.items()}
-            g.add(Node(c, node.op, params, placement="chip", modality=node.modality, meta=dict(node.meta)))
-            g.edges[g.edges.index((name, r))] = (c, r)
-            for p in g.predecessors(name):
-                g.connect(p, c)
-            copies.append(c)
+        copies = split_synapse(g, name, {r: f"{name}.to_{r}" for r in readers[1:]}, upstream=False)
         done.append(f"{node.op} '{name}' fed {len(readers)} readers: one copy per reader ({name}, "
                     f"{', '.join(copies)}; exact)")
     if done:
