@@ -176,7 +176,9 @@ def _npz_source(p: Path, key: str | None) -> Source:
         with open(file, "rb") as f:
             f.seek(offset)
             version = np.lib.format.read_magic(f)
-            shape, fortran, dtype = np.lib.format._read_array_header(f, version)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(f)
             data_at = f.tell()
         if dtype.hasobject or fortran:
             raise ValueError("object or Fortran-ordered arrays cannot be streamed")
@@ -300,8 +302,9 @@ def iter_chunks(sources: Mapping[str, Source], b0: int, b1: int, size: int, *, i
     """(c0, c1, {name: checked [T, c1 - c0, ...]}) over samples [b0, b1)."""
     for c0 in range(b0, b1, size):
         c1 = min(b1, c0 + size)
-        yield c0, c1, {n: check_chunk(s, np.asarray(s.read(c0, c1)), c0, integers=integers)
-                       for n, s in sources.items()}
+        # a chunk the check did not convert is still a view of a read-only mapping: the backends get a copy
+        yield c0, c1, {n: np.require(check_chunk(s, np.asarray(s.read(c0, c1)), c0, integers=integers),
+                                     requirements="W") for n, s in sources.items()}
 
 
 def simulate_chunks(model, sources: Mapping[str, Source], *, b0: int = 0, b1: int | None = None,
