@@ -109,7 +109,32 @@ def _npy_source(p: Path) -> Source:
     from spikedeploy.input_check import check_array_file
 
     a = check_array_file(lambda f, allow_pickle: np.load(f, mmap_mode="r", allow_pickle=allow_pickle), p, str(p))
-    return Source(str(p), tuple(a.shape), a.dtype, lambda b0, b1: a[:, b0:b1], [p])
+    if not isinstance(a, np.memmap) or not a.flags.c_contiguous:  # empty, or Fortran order: slice the mapping
+        return Source(str(p), tuple(a.shape), a.dtype, lambda b0, b1: a[:, b0:b1], [p])
+    return _file_source(str(p), p, a.offset, tuple(a.shape), a.dtype)
+
+
+def _file_source(label: str, p: Path, offset: int, shape: tuple[int, ...], dtype: np.dtype) -> Source:
+    """A C-ordered array stored at `offset` in `p`, read with one positioned read per time step: the mapping
+    np.load(mmap_mode="r") would give keeps every page it touched resident (and counted in the process's
+    memory) until the end, so a dataset larger than memory could not run."""
+    f = open(p, "rb")  # noqa: SIM115 - closed by Source.close
+    fd = f.fileno()
+    per_sample = int(np.prod(shape[2:], dtype=np.int64)) * dtype.itemsize
+    row = shape[1] * per_sample
+
+    def read(b0: int, b1: int) -> np.ndarray:
+        out = np.empty((shape[0], b1 - b0, *shape[2:]), dtype)
+        want = (b1 - b0) * per_sample
+        flat = out.reshape(shape[0], -1).view(np.uint8)
+        for t in range(shape[0]):
+            got = os.preadv(fd, [flat[t]], offset + t * row + b0 * per_sample)
+            if got != want:
+                raise InputError(f"{label}: file ends inside step {t} of samples {b0}-{b1 - 1}; it is truncated, "
+                                 "write it again")
+        return out
+
+    return Source(label, shape, dtype, read, [p], [f])
 
 
 def _dir_source(d: Path) -> Source:
@@ -182,13 +207,15 @@ def _npz_source(p: Path, key: str | None) -> Source:
             data_at = f.tell()
         if dtype.hasobject or fortran:
             raise ValueError("object or Fortran-ordered arrays cannot be streamed")
-        a = np.memmap(file, dtype=dtype, mode="r", offset=data_at, shape=shape) if int(np.prod(shape)) else \
-            np.zeros(shape, dtype)
     except (ValueError, OSError, EOFError) as e:
         if tmp is not None:
             tmp.cleanup()
         raise InputError(f"{label}: not a readable array ({e}); write it with numpy.savez") from None
-    return Source(label, tuple(shape), dtype, lambda b0, b1: a[:, b0:b1], [p], [tmp] if tmp else [])
+    src = _file_source(label, Path(file), data_at, tuple(shape), dtype)
+    src.files = [p]
+    if tmp is not None:
+        src.keep.append(tmp)
+    return src
 
 
 def _h5_source(p: Path, key: str | None) -> Source:
@@ -237,26 +264,42 @@ def _sampled_digest(p: Path, blocks: int = 32, size: int = 1 << 16) -> bytes:
 
 # ---- checking a chunk --------------------------------------------------------------------------------
 
+BLOCK = 1 << 16  # values checked at a time: the conversion and the comparison stay in the cache
+
+
 def check_chunk(src: Source, x: np.ndarray, b0: int, *, integers: bool) -> np.ndarray:
     """`x` (samples b0.. of `src`) checked, as the array the backend gets: floats that hold 0/1 spikes (or
-    small integers) become int8, which holds the same values. integers: fixed-point backends take integers
-    only."""
+    other integers in [-128, 127]) become int8, which holds the same values. integers: fixed-point backends
+    take integers only."""
     if x.dtype.kind != "f":
         return x
-    lo, hi = float(x.min()), float(x.max())  # NaN propagates through both
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        _refuse(src, ~np.isfinite(x), b0, "holds NaN or infinite values", "inputs must be finite")
-    small = -128.0 <= lo and hi <= 127.0
-    if not integers and not small:
-        return x
-    as_int = x.astype(np.int8) if small else None
-    exact = np.array_equal(as_int, x) if small else bool(np.all(np.trunc(x) == x))
-    if exact:
-        return as_int if small else x
-    if integers:
+    small = _as_int8(x)  # one pass; NaN, inf, fractions and large values all fail the round trip
+    if small is not None:
+        return small
+    finite = np.isfinite(x)
+    if not finite.all():
+        _refuse(src, ~finite, b0, "holds NaN or infinite values", "inputs must be finite")
+    if integers and not np.all(np.trunc(x) == x):
         _refuse(src, np.trunc(x) != x, b0, "holds values that are not integers",
                 "fixed-point backends take spikes or integer payloads; scale and round them first")
     return x
+
+
+def _as_int8(x: np.ndarray) -> np.ndarray | None:
+    """x as int8 when every value is an integer in [-128, 127], else None."""
+    x = np.ascontiguousarray(x)
+    out = np.empty(x.shape, np.int8)
+    flat, oflat = x.reshape(-1), out.reshape(-1)
+    same = np.empty(min(BLOCK, flat.size), bool)
+    with np.errstate(invalid="ignore", over="ignore"):
+        for i in range(0, flat.size, BLOCK):
+            a, o = flat[i:i + BLOCK], oflat[i:i + BLOCK]
+            np.copyto(o, a, casting="unsafe")
+            eq = same[: a.size]
+            np.equal(o, a, out=eq)
+            if not eq.all():
+                return None
+    return out
 
 
 def _refuse(src: Source, bad: np.ndarray, b0: int, what: str, fix: str) -> None:
