@@ -58,9 +58,15 @@ class Source:
             h.update(_sampled_digest(p))
         return h.hexdigest()[:32]
 
+    def release(self) -> None:
+        """Give back the memory the chunks read so far held (a mapped file's pages)."""
+
     def close(self) -> None:
         for k in self.keep:
-            (k.cleanup if hasattr(k, "cleanup") else k.close)()
+            try:
+                (k.cleanup if hasattr(k, "cleanup") else k.close)()
+            except BufferError:  # a mapping that chunks still view is unmapped when the last one goes
+                pass
         self.keep.clear()
 
 
@@ -115,26 +121,18 @@ def _npy_source(p: Path) -> Source:
 
 
 def _file_source(label: str, p: Path, offset: int, shape: tuple[int, ...], dtype: np.dtype) -> Source:
-    """A C-ordered array stored at `offset` in `p`, read with one positioned read per time step: the mapping
-    np.load(mmap_mode="r") would give keeps every page it touched resident (and counted in the process's
-    memory) until the end, so a dataset larger than memory could not run."""
-    f = open(p, "rb")  # noqa: SIM115 - closed by Source.close
-    fd = f.fileno()
-    per_sample = int(np.prod(shape[2:], dtype=np.int64)) * dtype.itemsize
-    row = shape[1] * per_sample
+    """A C-ordered array stored at `offset` in `p`, memory-mapped. Chunks are views; after each chunk is
+    copied out, release() unmaps its pages (they stay in the page cache), for a mapping keeps every page it
+    touched resident, counted in the process's memory, so a dataset larger than memory could not run."""
+    import mmap
 
-    def read(b0: int, b1: int) -> np.ndarray:
-        out = np.empty((shape[0], b1 - b0, *shape[2:]), dtype)
-        want = (b1 - b0) * per_sample
-        flat = out.reshape(shape[0], -1).view(np.uint8)
-        for t in range(shape[0]):
-            got = os.preadv(fd, [flat[t]], offset + t * row + b0 * per_sample)
-            if got != want:
-                raise InputError(f"{label}: file ends inside step {t} of samples {b0}-{b1 - 1}; it is truncated, "
-                                 "write it again")
-        return out
-
-    return Source(label, shape, dtype, read, [p], [f])
+    with open(p, "rb") as f:
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    a = np.ndarray(shape, dtype, buffer=mm, offset=offset)
+    src = Source(label, shape, dtype, lambda b0, b1: a[:, b0:b1], [p], [mm])
+    if hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        src.release = lambda: mm.madvise(mmap.MADV_DONTNEED)  # type: ignore[attr-defined]
+    return src
 
 
 def _dir_source(d: Path) -> Source:
@@ -162,7 +160,8 @@ def _dir_source(d: Path) -> Source:
             i += 1
         return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=1)
 
-    src = Source(str(d), shape, first.dtype, read, files)
+    src = Source(str(d), shape, first.dtype, read, files, [p for p in parts])
+    src.release = lambda: [p.release() for p in parts]  # type: ignore[method-assign]
     src.label_of = lambda b: parts[int(np.searchsorted(starts, b, side="right")) - 1].label  # type: ignore[attr-defined]
     return src
 
@@ -286,19 +285,20 @@ def check_chunk(src: Source, x: np.ndarray, b0: int, *, integers: bool) -> np.nd
 
 
 def _as_int8(x: np.ndarray) -> np.ndarray | None:
-    """x as int8 when every value is an integer in [-128, 127], else None."""
-    x = np.ascontiguousarray(x)
+    """x as int8 when every value is an integer in [-128, 127], else None; a time step at a time, in blocks
+    (a step of a chunk is contiguous in the file)."""
     out = np.empty(x.shape, np.int8)
-    flat, oflat = x.reshape(-1), out.reshape(-1)
-    same = np.empty(min(BLOCK, flat.size), bool)
+    same = np.empty(BLOCK, bool)
     with np.errstate(invalid="ignore", over="ignore"):
-        for i in range(0, flat.size, BLOCK):
-            a, o = flat[i:i + BLOCK], oflat[i:i + BLOCK]
-            np.copyto(o, a, casting="unsafe")
-            eq = same[: a.size]
-            np.equal(o, a, out=eq)
-            if not eq.all():
-                return None
+        for t in range(x.shape[0]):
+            row, orow = np.ascontiguousarray(x[t]).reshape(-1), out[t].reshape(-1)
+            for i in range(0, row.size, BLOCK):
+                a, o = row[i:i + BLOCK], orow[i:i + BLOCK]
+                np.copyto(o, a, casting="unsafe")
+                eq = same[: a.size]
+                np.equal(o, a, out=eq)
+                if not eq.all():
+                    return None
     return out
 
 
@@ -346,8 +346,11 @@ def iter_chunks(sources: Mapping[str, Source], b0: int, b1: int, size: int, *, i
     for c0 in range(b0, b1, size):
         c1 = min(b1, c0 + size)
         # a chunk the check did not convert is still a view of a read-only mapping: the backends get a copy
-        yield c0, c1, {n: np.require(check_chunk(s, np.asarray(s.read(c0, c1)), c0, integers=integers),
-                                     requirements="W") for n, s in sources.items()}
+        xs = {n: np.require(check_chunk(s, np.asarray(s.read(c0, c1)), c0, integers=integers), requirements="W")
+              for n, s in sources.items()}
+        for s in sources.values():
+            s.release()
+        yield c0, c1, xs
 
 
 def simulate_chunks(model, sources: Mapping[str, Source], *, b0: int = 0, b1: int | None = None,
