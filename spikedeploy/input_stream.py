@@ -16,7 +16,6 @@ bytes), so the backends' own checks of the chunk cost little.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import struct
@@ -53,6 +52,8 @@ class Source:
     def fingerprint(self) -> str:
         """What identifies the data: shape, dtype, and the files' sizes and sampled contents (a full hash
         of a dataset larger than memory would cost as much as the run)."""
+        import hashlib
+
         h = hashlib.sha256(f"{self.shape}|{self.dtype.str}".encode())
         for p in self.files:
             h.update(_sampled_digest(p))
@@ -250,6 +251,8 @@ def _check_layout(src: Source) -> None:
 
 
 def _sampled_digest(p: Path, blocks: int = 32, size: int = 1 << 16) -> bytes:
+    import hashlib
+
     n = p.stat().st_size
     h = hashlib.sha256(str(n).encode())
     with open(p, "rb") as f:
@@ -359,20 +362,55 @@ def simulate_chunks(model, sources: Mapping[str, Source], *, b0: int = 0, b1: in
     """The Run of samples [b0, b1) of `sources`, simulated a chunk of samples at a time and assembled in place:
     the same Run as one call on the whole arrays (samples are independent). progress(samples done, samples)
     after each chunk."""
-    from spikedeploy.simulate import as_fixed_point, simulate
+    from spikedeploy.simulate import as_fixed_point
 
     b1 = batch_of(sources) if b1 is None else b1
     chunk = chunk or chunk_samples(sources)
     model, note = as_fixed_point(model, target, backend)
+    run_chunk = _chunk_runner(model, backend=backend, target=target, steps=steps, probes=tuple(probes))
     acc = RunAssembler(b1 - b0)
     for c0, c1, xs in iter_chunks(sources, b0, b1, chunk, integers=backend != "float"):
-        acc.add(c0 - b0, simulate(model, xs, backend=backend, target=target, steps=steps, probes=probes))
+        acc.add(c0 - b0, run_chunk(xs))
         if progress:
             progress(c1 - b0, b1 - b0)
     run = acc.run()
     if note:
         run.meta.setdefault("notes", []).insert(0, note)
     return run
+
+
+def _chunk_runner(model, *, backend: str, target: str | None, steps: int | None, probes: tuple[str, ...]):
+    """simulate() for one chunk. The emulator compiles a QGraph once for all chunks of spikes (the compile
+    prepares every weight matrix: 16 ms a call for bench_engine's network (b)); the first chunk, and any
+    chunk of graded values, goes through simulate() with its checks of the target."""
+    from spikedeploy.simulate import simulate
+
+    def generic(xs):
+        return simulate(model, xs, backend=backend, target=target, steps=steps, probes=probes)
+
+    from spikedeploy.qgraph import QGraph
+
+    if backend != "emulator" or not isinstance(model, QGraph):
+        return generic
+    from spikedeploy.host_exec import has_host_part
+
+    if has_host_part(model.graph):
+        return generic
+    from spikedeploy.run import model_layout
+    from spikedeploy.targets.emulator import compile_emulator, simulate_emulator
+    from spikedeploy.targets.emulator.engine import is_binary
+
+    programs: list = []
+
+    def fast(xs):
+        if programs and all(is_binary(x) for x in xs.values()):
+            return model_layout(model.graph, simulate_emulator(programs[0], xs, steps=steps, probes=probes))
+        run = generic(xs)
+        if not programs:
+            programs.append(compile_emulator(model, probes=probes))
+        return run
+
+    return fast
 
 
 class RunAssembler:

@@ -12,7 +12,6 @@ two different runs are never mixed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -94,6 +93,8 @@ def plan(out_path: str | os.PathLike, *, batch: int, shard_size: int, options: M
 
     options: everything that decides the results (backend, target, steps, graph digest, ...); inputs:
     {name: fingerprint}."""
+    import hashlib
+
     if shard_size < 1:
         raise InputError(f"--shard-size {shard_size}: must be at least 1 sample")
     d = shard_dir(out_path)
