@@ -115,7 +115,7 @@ def _split_key(spec: str) -> tuple[str, str | None]:
 def _npy_source(p: Path) -> Source:
     from spikedeploy.input_check import check_array_file
 
-    a = check_array_file(lambda f, allow_pickle: np.load(f, mmap_mode="r", allow_pickle=allow_pickle), p, str(p))
+    a = check_array_file(lambda f, allow_pickle: np.load(f, mmap_mode="r", allow_pickle=allow_pickle), p, "input")
     if not isinstance(a, np.memmap) or not a.flags.c_contiguous:  # empty, or Fortran order: slice the mapping
         return Source(str(p), tuple(a.shape), a.dtype, lambda b0, b1: a[:, b0:b1], [p])
     return _file_source(str(p), p, a.offset, tuple(a.shape), a.dtype)
@@ -244,7 +244,11 @@ def _check_layout(src: Source) -> None:
         src.close()
         raise InputError(f"{src.label}: dtype {src.dtype} is not a real number type; give bool, int or float "
                          "spikes or currents")
-    if len(src.shape) < 2 or src.shape[0] == 0 or src.shape[1] == 0:
+    if len(src.shape) < 2:
+        src.close()
+        raise InputError(f"{src.label}: shape {list(src.shape)} has {len(src.shape)} dimension(s); expected "
+                         "[T, B, ...]: time steps, then samples, then the input's shape")
+    if src.shape[0] == 0 or src.shape[1] == 0:
         src.close()
         raise InputError(f"{src.label}: shape {list(src.shape)} has no time steps or no samples; "
                          "expected [T, B, ...] with T, B >= 1")
