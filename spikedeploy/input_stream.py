@@ -44,6 +44,9 @@ class Source:
     read: Callable[[int, int], np.ndarray]  # (b0, b1) -> [T, b1 - b0, ...]
     files: list[Path] = field(default_factory=list)
     keep: list = field(default_factory=list)  # open handles and temporary directories, closed by close()
+    # gives back the memory the chunks read so far held (a mapped file's pages); called once each is copied
+    release: Callable[[], None] = field(default=lambda: None)
+    label_of: Callable[[int], str] | None = None  # the file that holds a sample, where there are several
 
     @property
     def batch(self) -> int:
@@ -59,9 +62,6 @@ class Source:
             h.update(_sampled_digest(p))
         return h.hexdigest()[:32]
 
-    def release(self) -> None:
-        """Give back the memory the chunks read so far held (a mapped file's pages)."""
-
     def close(self) -> None:
         for k in self.keep:
             try:
@@ -69,12 +69,6 @@ class Source:
             except BufferError:  # a mapping that chunks still view is unmapped when the last one goes
                 pass
         self.keep.clear()
-
-
-def array_source(a: np.ndarray, label: str = "input") -> Source:
-    """An array already in memory, read by the same chunked path (the Python API's inputs)."""
-    a = a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
-    return Source(label, tuple(a.shape), a.dtype, lambda b0, b1: a[:, b0:b1])
 
 
 def open_source(spec: str) -> Source:
@@ -132,7 +126,7 @@ def _file_source(label: str, p: Path, offset: int, shape: tuple[int, ...], dtype
     a = np.ndarray(shape, dtype, buffer=mm, offset=offset)
     src = Source(label, shape, dtype, lambda b0, b1: a[:, b0:b1], [p], [mm])
     if hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
-        src.release = lambda: mm.madvise(mmap.MADV_DONTNEED)  # type: ignore[attr-defined]
+        src.release = lambda: mm.madvise(mmap.MADV_DONTNEED)
     return src
 
 
@@ -162,8 +156,8 @@ def _dir_source(d: Path) -> Source:
         return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=1)
 
     src = Source(str(d), shape, first.dtype, read, files, [p for p in parts])
-    src.release = lambda: [p.release() for p in parts]  # type: ignore[method-assign]
-    src.label_of = lambda b: parts[int(np.searchsorted(starts, b, side="right")) - 1].label  # type: ignore[attr-defined]
+    src.release = lambda: [p.release() for p in parts]
+    src.label_of = lambda b: parts[int(np.searchsorted(starts, b, side="right")) - 1].label
     return src
 
 
@@ -315,7 +309,7 @@ def _refuse(src: Source, bad: np.ndarray, b0: int, what: str, fix: str) -> None:
     j = int(np.argmax(per_sample))
     t = int(np.argmax(bad[:, j].reshape(bad.shape[0], -1).any(axis=1)))
     sample = b0 + j
-    label = src.label_of(sample) if hasattr(src, "label_of") else src.label
+    label = src.label_of(sample) if src.label_of else src.label
     raise InputError(f"{label}: sample {sample} (batch index), step {t} {what}; {fix}")
 
 
