@@ -242,6 +242,8 @@ def simulate_specs(model, graph_file: str, specs: Mapping[str, str], *, backend:
             if out_path:
                 save_run(run, out_path)
             return run
+        if not out_path:
+            raise InputError("a sharded run needs an output path (-o RUN.npz): its shards go beside it")
         fingerprints = {name: s.fingerprint() for name, s in sources.items()}
     finally:
         for s in sources.values():
