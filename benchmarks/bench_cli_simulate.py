@@ -76,10 +76,10 @@ import time
 t0 = time.perf_counter()
 import spikedeploy.cli
 t1 = time.perf_counter()
-from spikedeploy.io import load_graph
+from spikedeploy.io.graph_files import load_graph
 from spikedeploy.input_stream import open_sources, iter_chunks, chunk_samples, RunAssembler
-from spikedeploy.simulate import simulate
-from spikedeploy.run import save_run
+from spikedeploy.simulate.dispatch import simulate
+from spikedeploy.simulate.result import save_run
 qg = load_graph({str(net)!r})
 t2 = time.perf_counter()
 best = {{"import_cli_s": t1 - t0, "load_graph_s": t2 - t1}}
@@ -155,7 +155,7 @@ def main() -> None:
     tmp = tempfile.TemporaryDirectory(prefix="bench-cli-") if args.dir is None else None
     d = Path(args.dir or tmp.name)
     d.mkdir(parents=True, exist_ok=True)
-    from spikedeploy.qgraph_io import save_qgraph
+    from spikedeploy.io.qgraph_file import save_qgraph
 
     py = sys.executable
     rows = []

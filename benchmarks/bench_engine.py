@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from spikedeploy.graph import Graph, Node
-from spikedeploy.qgraph import QGraph
+from spikedeploy.graph.ir import Graph, Node
+from spikedeploy.graph.qgraph import QGraph
 from spikedeploy.targets.emulator import kernels
 
 NETS = {"a": [784, 256, 10], "b": [784, 1024, 768, 200]}
@@ -125,7 +125,7 @@ def time_snntorch(sizes, qg, x, repeats):
 
 
 def time_lava(qg, x, n):
-    from spikedeploy.targets.lava_backend import simulate_lava
+    from spikedeploy.targets.lava.backend import simulate_lava
 
     t = time.perf_counter()
     run = simulate_lava(qg, {"in": x[:, :n]}, counts=False)

@@ -1,7 +1,7 @@
 """Partitioning speed and memory on large layered graphs (acceptance: 1M neurons / 100M synapses in <= 30 s
 and <= 4 GiB peak).
 
-Graphs (spikedeploy.partition_synthetic, int8 weights, seed 0):
+Graphs (tests/helpers/partition_synthetic.py, int8 weights, seed 0):
   conv_dense  ~1.14M neurons, ~100M synapses: conv front end (plain, strided, grouped) + dense back end
   dense       100 Linear+LIF layers of 1000 neurons: 100k neurons, 100M synapses (100 MB of int8 weights)
 Measures partition() wall time, tracemalloc peak (Python allocations during partition) and ru_maxrss
@@ -12,7 +12,6 @@ Usage: .venv/bin/python benchmarks/bench_partition.py [--target loihi1] [--only 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import resource
 import sys
@@ -20,11 +19,14 @@ import time
 import tracemalloc
 from pathlib import Path
 
+from results_table import publish
+
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests" / "helpers"))  # the synthetic graphs are test helpers
 
 
 def _graphs():
-    from spikedeploy.partition_synthetic import benchmark_graph, dense_chain
+    from partition_synthetic import benchmark_graph, dense_chain
 
     return {
         "conv_dense": benchmark_graph,
@@ -39,8 +41,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(HERE / "results" / "partition.json"))
     args = ap.parse_args(argv)
 
-    from spikedeploy.atomic import atomic_write
-    from spikedeploy.partition import partition
+    from spikedeploy.partition.placer import partition
     from spikedeploy.targets.spec import get_target
 
     target = get_target(args.target)
@@ -74,16 +75,8 @@ def main(argv=None) -> int:
         del g, p
     out = {"benchmark": "partition", "machine": platform.platform(), "python": platform.python_version(),
            "limits": {"time_s": 30, "peak_gib": 4}, "results": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(args.out, "w", encoding="utf-8") as f:
-        json.dump(out, f, indent=2)
-    cols = ["graph", "neurons", "synapses", "partition_s", "tracemalloc_peak_mib", "max_rss_mib", "cores_used",
-            "cores_lower_bound", "ratio", "chips", "pass"]
-    print("| " + " | ".join(cols) + " |")
-    print("|" + "---|" * len(cols))
-    for r in rows:
-        print("| " + " | ".join(str(r[c]) for c in cols) + " |")
-    return 0 if all(r["pass"] for r in rows) else 1
+    return publish(args.out, out, rows, ["graph", "neurons", "synapses", "partition_s", "tracemalloc_peak_mib", "max_rss_mib", "cores_used",
+            "cores_lower_bound", "ratio", "chips", "pass"])
 
 
 if __name__ == "__main__":

@@ -28,12 +28,12 @@ import snntorch as snn
 import torch
 from snntorch import surrogate
 
-from spikedeploy.atomic import atomic_write
 from spikedeploy.export import export_model
-from spikedeploy.graph import Graph
-from spikedeploy.quantize import QuantizationWarning, quantize
-from spikedeploy.quantize_fidelity import fidelity
-from spikedeploy.simulate_float import simulate_float
+from spikedeploy.graph.ir import Graph
+from spikedeploy.io.atomic import atomic_write
+from spikedeploy.quantize.fidelity import fidelity
+from spikedeploy.quantize.quantizer import QuantizationWarning, quantize
+from spikedeploy.simulate.float_ref import simulate_float
 from spikedeploy.targets.emulator import simulate_emulator
 
 DT = 1e-3

@@ -19,10 +19,10 @@ from examples.retrieval import data
 from examples.retrieval.evaluate import recall_at_k
 from examples.retrieval.model import load_pretrained
 from examples.retrieval.pipeline import PIXEL_SCALE, chip_inputs, integer_image_input, to_u8, window_counts
-from spikedeploy.compare import DEFAULT_TARGETS, compare_targets, render_terminal
+from spikedeploy.cli.jsonout import dumps
 from spikedeploy.export import export_model
-from spikedeploy.jsonout import dumps
-from spikedeploy.simulate_float import synapse_depth
+from spikedeploy.report.compare import DEFAULT_TARGETS, compare_targets, render_terminal
+from spikedeploy.simulate.float_ref import synapse_depth
 
 
 def main(n: int = 200) -> dict:

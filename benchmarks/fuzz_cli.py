@@ -61,7 +61,7 @@ def run_cli(args: list[str], timeout: float) -> tuple[str, int, str]:
     """(outcome, exit code, last stderr line) of `spikedeploy *args`, in-process."""
     import click
 
-    from spikedeploy.cli import cli
+    from spikedeploy.cli.main import cli
     from spikedeploy.errors import SpikeDeployError
 
     out, err = io.StringIO(), io.StringIO()

@@ -4,7 +4,7 @@ Why: the backends run graphs whose host nodes sit between chip parts (spike × s
 spiking layers, an ANN front end before the first one). A host node's program computes its value, for one
 time step, from the values of chip spiking neurons and Inputs (never from other host nodes: host ops
 upstream of it are re-computed inside it), so a backend can run the graph stage by stage in any order its
-edges allow (`spikedeploy.host_exec`). The program is stored in the node itself, so it survives NIR and
+edges allow (`spikedeploy.simulate.hybrid`). The program is stored in the node itself, so it survives NIR and
 quantized-graph files:
 
     node.params["program"]   ONNX model bytes (uint8), batch dimension dynamic (backends fold T into it)
@@ -29,9 +29,16 @@ import numpy as np
 import torch
 import torch.fx as fx
 
-from ..errors import UnsupportedError
-from ..host_exec import payload_encoding
-from .onnx import MAX_ABS_DIFF, _as_tensor, _compare, _ident, _torch_export, private_names
+from spikedeploy.converters.onnx import (
+    MAX_ABS_DIFF,
+    _as_tensor,
+    _compare,
+    _ident,
+    _torch_export,
+    private_names,
+)
+from spikedeploy.errors import UnsupportedError
+from spikedeploy.simulate.hybrid import payload_encoding
 
 PROGRAM_KEY = "program"
 
@@ -260,7 +267,7 @@ def _move_host_only_synapses(graph) -> None:
 def insert_host_synapses(graph) -> list[str]:
     """A chip neuron reads a host value through an identity synapse (on chip every neuron input arrives
     through one); the synapse also carries the payload scale. Exact: Scale(1) changes no value."""
-    from ..graph import Node
+    from spikedeploy.graph.ir import Node
 
     done = []
     for a, b in list(graph.edges):

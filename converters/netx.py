@@ -19,7 +19,7 @@ hdf5.py / blocks/process.py / utils.py), without importing Lava:
     delays        dense `delay` (scalar, per output, per input or per synapse; clamped to 62 with a
                   warning as netx does) -> q[synapse]["delay"] (out, in), the DelayDense delays.
 
-The integer parameters are in `QGraph.q` (contract: spikedeploy/qgraph.py), in the Graph's CHW layout
+The integer parameters are in `QGraph.q` (contract: spikedeploy/graph/qgraph.py), in the Graph's CHW layout
 (Lava's neurons are WHC: transpose when building Lava processes).
 
 The float Graph (`QGraph.graph`, dt = 1, reset to zero) is a *view* of the same network, with
@@ -55,13 +55,13 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import FileFormatError, RepairWarning, SpikeDeployError, UnsupportedError
-from ..graph import Graph, Node
-from ..limits import check_shape, check_stored_array
-from ..netx_check import check_netx_layers
-from ..ops import conv_params
-from ..qgraph import QGraph
-from .netx_sdnn import is_sdnn, sdnn_params, sdnn_q
+from spikedeploy.checks.limits import check_shape, check_stored_array
+from spikedeploy.checks.netx import check_netx_layers
+from spikedeploy.converters.netx_sdnn import is_sdnn, sdnn_params, sdnn_q
+from spikedeploy.errors import FileFormatError, RepairWarning, SpikeDeployError, UnsupportedError
+from spikedeploy.graph.ir import Graph, Node
+from spikedeploy.graph.ops import CUBA, DENSE, conv_params
+from spikedeploy.graph.qgraph import QGraph
 
 # netx defaults and constants (lava-dl 0.6.0).
 NETX_BIAS_EXP = 6  # hdf5.py get_neuron_params: 'bias_exp': 6
@@ -135,7 +135,7 @@ def read_netx(path: str | Path, *, num_layers: int | None = None,
     file without an input layer, as the same arguments of lava-dl's `netx.hdf5.Network` do (a file
     starting with a dense layer takes its input size from the weights).
     """
-    from ..io import read_hdf5
+    from spikedeploy.io.graph_files import read_hdf5
 
     path = Path(path)
     layers, sim = read_hdf5(
@@ -515,7 +515,7 @@ def _bias(lc: dict, shape: tuple[int, ...]) -> np.ndarray | None:
 #     sum (weight_exp >= 0: W << exp; weight_exp < 0: exact only where the dropped low bits of each row
 #     can never carry into the floored sum, for binary spikes);
 #   - bias_exp is fixed at 6 (bias = bias_mant << 6), one iDecay/vDecay/vThMant per layer, no LIFReset.
-_NETX_NEURONS = ("LIF", "IF", "CubaLIF", "LI", "CubaLI", "Threshold")
+_NETX_NEURONS = CUBA - {"I"}  # netx's CUBA neuron has a decay; a pure integrator has no netx form
 
 
 def write_netx(qg: QGraph, path: str | Path) -> Path:
@@ -524,7 +524,7 @@ def write_netx(qg: QGraph, path: str | Path) -> Path:
 
     Raises UnsupportedError naming the node when netx cannot represent the QGraph exactly.
     """
-    from ..atomic import atomic_path
+    from spikedeploy.io.atomic import atomic_path
 
     path = Path(path)
     layers = netx_layers(qg)
@@ -635,7 +635,7 @@ class _NetxWriter:
                 raise self.refuse(name, "is not followed by a neuron node; each netx layer is one synapse and one "
                                         "neuron group")
             neuron = body[i + 1]
-            if node.op in ("Affine", "Linear"):
+            if node.op in DENSE:
                 if len(cur_shape) > 1:
                     # netx: transpose([2, 1, 0]).flatten() = CHW order; 'shape' is not read (slayer writes it)
                     out.append({"type": "flatten", "shape": np.asarray([int(np.prod(cur_shape))], dtype=np.int64)})
@@ -676,7 +676,7 @@ class _NetxWriter:
         layer["neuron"] = self.neuron_group(name)
 
     def dense(self, syn: str, neuron: str) -> dict[str, Any]:
-        from ..targets.loihi_arith import prepare_weights
+        from spikedeploy.targets.loihi_arith import prepare_weights
 
         q = self.q(syn)
         where = f"node '{syn}'"
@@ -711,7 +711,7 @@ class _NetxWriter:
 
     def check_netx_weights(self, syn: str, f: np.ndarray) -> None:
         """netx's optimize_weight_bits + Lava's weight preparation must give back the sum of `f` exactly."""
-        from ..targets.loihi_arith import prepare_weights
+        from spikedeploy.targets.loihi_arith import prepare_weights
 
         shifted, nwb, exp, sign, notes = optimize_weight_bits(f)
         bad = "; ".join(notes)
@@ -786,7 +786,7 @@ class _NetxWriter:
                 "vDecay": np.int64(self.scalar(name, q, "dv")), "vThMant": np.int64(self.scalar(name, q, "vth"))}
 
     def bias(self, name: str, kind: str) -> np.ndarray | None:
-        from ..targets.loihi_arith import effective_bias, expand_param
+        from spikedeploy.targets.loihi_arith import effective_bias, expand_param
 
         q = self.q(name)
         shape = tuple(int(s) for s in self.g.nodes[name].out_shape)

@@ -7,7 +7,7 @@ netx (lava-dl 0.6.0 `lib/dl/netx/hdf5.py` get_neuron_params, `blocks/process.py`
     any other SDNN group               Lava SigmaDelta, ReLU activation (netx never passes act_mode, and
                                        the file's `activation` is not read), bias = the layer's bias as int32
 spike_exp = 6 (Network's default) and state_exp = 6 for Delta and SigmaDelta; vth = vThMant.
-The arithmetic is in spikedeploy/targets/emulator/sdnn.py.
+The arithmetic is in targets/emulator/sdnn.py.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import FileFormatError, UnsupportedError
+from spikedeploy.errors import FileFormatError, UnsupportedError
 
 NETX_SPIKE_EXP = 6  # hdf5.Network(spike_exp=6) default
 NETX_STATE_EXP = 6  # hdf5.py get_neuron_params: 'state_exp': 6

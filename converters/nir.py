@@ -32,7 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import (
+from spikedeploy.checks.limits import check_stored_array
+from spikedeploy.checks.nir import check_nir_dataset
+from spikedeploy.checks.params import check_node_params
+from spikedeploy.errors import (
     FileFormatError,
     GraphError,
     RepairWarning,
@@ -40,11 +43,8 @@ from ..errors import (
     SpikeDeployError,
     UnsupportedError,
 )
-from ..graph import Graph, Node
-from ..limits import check_stored_array
-from ..nir_check import check_nir_dataset
-from ..ops import HOST_OPS, OPS
-from ..param_check import check_node_params
+from spikedeploy.graph.ir import Graph, Node
+from spikedeploy.graph.ops import CONV, DENSE, HOST_OPS, IO, OPS, POOL, RESETTING
 
 META_KEY = "spikedeploy"
 META_VERSION = 1
@@ -225,7 +225,7 @@ def _node_to_nir(nir, node: Node):
             p["input_shape"] = np.asarray(in_shape, dtype=np.int64)
         obj = nir.Flatten(input_type=np.asarray(p["input_shape"]), start_dim=_scalarise(p["start_dim"]),
                           end_dim=_scalarise(p["end_dim"]))
-    elif op in ("Conv1d", "Conv2d"):
+    elif op in CONV:
         w = p["weight"]
         if p.get("bias") is None:
             p["bias"] = np.zeros(w.shape[0], dtype=w.dtype)
@@ -245,7 +245,7 @@ def _node_to_nir(nir, node: Node):
         else:
             obj = nir.Conv2d(input_shape=tuple(int(x) for x in np.asarray(ishp).ravel()), **kw)
             obj.input_shape = _scalarise(ishp)
-    elif op in ("SumPool2d", "AvgPool2d"):
+    elif op in POOL:
         if p.get("stride") is None:
             p["stride"] = np.array(p["kernel_size"], copy=True)
         obj = getattr(nir, op)(**{k: _scalarise(p[k]) for k in ("kernel_size", "stride", "padding")})
@@ -279,7 +279,7 @@ def write_nir(graph: Graph, path: str | Path) -> None:
     """Write `graph` to a .nir file atomically (nir.write into a temp file, then rename)."""
     import nir
 
-    from ..atomic import atomic_path
+    from spikedeploy.io.atomic import atomic_path
 
     ng = to_nir(graph)
     path = Path(path)
@@ -304,7 +304,7 @@ def from_nir(nir_graph, *, source: str | None = None) -> Graph:
 
 def read_nir(path: str | Path) -> Graph:
     """Graph from a .nir file; known quirks of other tools' files are repaired with a RepairWarning."""
-    from ..io import read_hdf5
+    from spikedeploy.io.graph_files import read_hdf5
 
     path = Path(path)
     version, d = read_hdf5(path, what="a NIR (.nir) file", group="node", hint="write it with nir.write",
@@ -476,7 +476,7 @@ def _flatten(d: dict, prefix: str, where: str, nodes: dict, edges: list, repairs
             raise FileFormatError(f"{where}: node '{prefix}{name}' has no 'type'")
         if _decode(nd["type"]) == "NIRGraph":
             sub_io[name] = _flatten(nd, f"{prefix}{name}.", where, nodes, edges, repairs, top=False)
-        elif top or _decode(nd["type"]) not in ("Input", "Output"):
+        elif top or _decode(nd["type"]) not in IO:
             nodes[f"{prefix}{name}"] = nd
 
     def resolve(x: str, side: int) -> list[str]:
@@ -587,7 +587,7 @@ def _dict_to_node(name: str, nd: dict, where: str) -> tuple[Node, Any]:
             params[k] = nd[src]
         elif k in spec.required:
             raise FileFormatError(f"{where}: node '{name}' ({t}) lacks its '{src}' parameter")
-    if t in ("LIF", "IF", "CubaLIF") and "v_reset" not in nd:
+    if t in RESETTING and "v_reset" not in nd:
         params["v_reset"] = np.zeros_like(np.asarray(nd["v_threshold"]))  # as nir.read does
     for k in ("padding", "stride", "dilation", "groups", "kernel_size"):
         if isinstance(params.get(k), str):
@@ -680,7 +680,7 @@ def _repair_flatten(g: Graph, where: str, repairs: list[str]) -> None:
         if a <= 0 or b != -1 or len(shp) < 2:
             continue
         succ = [g.nodes[s] for s in g.successors(name)]
-        need = {int(s.params["weight"].shape[1]) for s in succ if s.op in ("Affine", "Linear")}
+        need = {int(s.params["weight"].shape[1]) for s in succ if s.op in DENSE}
         if a == 1 and need == {int(np.prod(shp))}:
             node.params["start_dim"] = np.asarray(a - 1, dtype=np.asarray(node.params["start_dim"]).dtype)
             repairs.append(f"{Path(where).name}: Flatten '{name}' has start_dim={a} counting the batch dimension; "

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.fx as fx
 
-from ..errors import UnsupportedError
+from spikedeploy.errors import UnsupportedError
 
 MAX_ABS_DIFF = 1e-5
 
@@ -98,7 +98,7 @@ def export_host_onnx(traced, plan, records: list[dict[str, Any]], path: str | Pa
     import onnx
     import onnxruntime as ort
 
-    from ..atomic import atomic_path
+    from spikedeploy.io.atomic import atomic_path
 
     hm, ins, outs = host_module(traced, plan)
     hm.eval()

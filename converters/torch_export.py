@@ -34,10 +34,11 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from ..align import align_branches
-from ..errors import UnsupportedError
-from ..graph import Graph, Node
-from .host_programs import insert_host_synapses
+from spikedeploy.converters.host_programs import insert_host_synapses
+from spikedeploy.errors import UnsupportedError
+from spikedeploy.graph.align import align_branches
+from spikedeploy.graph.ir import Graph, Node
+from spikedeploy.graph.ops import WEIGHTED
 
 try:  # snnTorch is a dependency, but keep the plain-torch path importable without it
     import snntorch as snn
@@ -494,7 +495,7 @@ class _Builder:
 
     def _align(self) -> None:
         """Relay neurons on the shorter branch of every merge, so that the chip's one step per synapse keeps
-        merged branches in step (spikedeploy/align.py); the zero-delay graph, which the check runs, is unchanged."""
+        merged branches in step (spikedeploy/graph/align.py); the zero-delay graph, which the check runs, is unchanged."""
         try:
             self.plan.rewrites += align_branches(self.g)
         except UnsupportedError as e:
@@ -1031,7 +1032,7 @@ class _Builder:
         plan = []
         for s in vv.srcs:
             node = self.g.nodes[s]
-            if node.op not in ("Affine", "Linear", "Conv1d", "Conv2d") or self.g.successors(s):
+            if node.op not in WEIGHTED or self.g.successors(s):
                 return False
             if node.op.startswith("Conv"):
                 c_out = node.params["weight"].shape[0]

@@ -13,9 +13,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from spikedeploy.atomic import atomic_write
-from spikedeploy.jsonout import dumps
-from spikedeploy.report_html import write_html
+from spikedeploy.cli.jsonout import dumps
+from spikedeploy.io.atomic import atomic_write
+from spikedeploy.report.html import write_html
 
 
 def pipeline_main(argv, *, doc: str, out: str, run: Callable, parity: Callable[[dict], bool], where: str,
@@ -46,7 +46,7 @@ def train_parser(doc: str, defaults: dict, out: Path, out_help: str) -> argparse
 
 def publish(rep: dict, out_dir: Path, console, summary: Callable[[], None], t_start: float) -> dict:
     """Write report.json and report.html, print the report and the example's own summary, and the time taken."""
-    from spikedeploy.report import render_terminal
+    from spikedeploy.report.build import render_terminal
 
     write_report(rep, out_dir)
     render_terminal(rep, console)

@@ -1,3 +1,3 @@
-from .cli import main
+from spikedeploy.cli.main import main
 
 main()

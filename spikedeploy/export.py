@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .converters import torch_export as tx
-from .errors import FileFormatError, SpikeDeployError, UnsupportedError
-from .graph import Graph, Node
+from spikedeploy.converters import torch_export as tx
+from spikedeploy.errors import FileFormatError, SpikeDeployError, UnsupportedError
+from spikedeploy.graph.ir import Graph, Node
 
 DEFAULT_DT = 1e-3
 DEFAULT_STEPS = 10
@@ -215,7 +215,7 @@ def _compare(sub: Graph, spikes: dict[str, np.ndarray], run) -> tuple[dict | Non
 
 
 def _check(graph: Graph, plan: tx.Plan, inputs, records, steps: int):
-    from .simulate_float import simulate_float
+    from spikedeploy.simulate.float_ref import simulate_float
 
     fx_shapes = {k: tuple(v.shape[1:]) for k, v in records[0].items() if isinstance(v, torch.Tensor)}
     sub = chip_part(graph, plan, fx_shapes)
@@ -341,7 +341,7 @@ def export_model(
                                  host_modules=tuple(host_modules))
     host_info = None
     if any(n.placement == "host" for n in graph.nodes.values()):
-        from .converters.host_programs import attach_host_programs
+        from spikedeploy.converters.host_programs import attach_host_programs
 
         host_info = attach_host_programs(traced, plan, graph, records)
     _annotate(graph, model, source, checkpoint, dt_source, steps, plan)
@@ -375,7 +375,7 @@ def export_model(
     result = ExportResult(graph, check, deviations=list(plan.deviations), rewrites=list(plan.rewrites))
     has_host = any(n.placement == "host" for n in graph.nodes.values())
     if has_host and (onnx_path is not None or out_path is not None):
-        from .converters.onnx import export_host_onnx
+        from spikedeploy.converters.onnx import export_host_onnx
 
         if onnx_path is None:
             onnx_path = Path(out_path).with_suffix(".host.onnx")
@@ -383,7 +383,7 @@ def export_model(
         result.onnx_path = Path(onnx_path)
         graph.meta["host_onnx"] = Path(onnx_path).name
     if out_path is not None:
-        from .converters.nir import write_nir
+        from spikedeploy.converters.nir import write_nir
 
         write_nir(graph, out_path)
         result.out_path = Path(out_path)
@@ -392,7 +392,7 @@ def export_model(
 
 def _hybrid_check(graph: Graph, plan: tx.Plan, inputs, records, steps: int, host_info) -> dict[str, Any]:
     """The whole graph, host programs included (onnxruntime, float32), against the model's spikes."""
-    from .simulate_float import simulate_float
+    from spikedeploy.simulate.float_ref import simulate_float
 
     feeds = {}
     for name in graph.inputs:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from spikedeploy.errors import InputError
-from spikedeploy.run import Run
+from spikedeploy.simulate.result import Run
 
 CHUNK_BYTES = 64 << 20  # input bytes per chunk (all inputs together): large batches keep the kernels busy
 HDF5_SUFFIXES = (".h5", ".hdf5")
@@ -107,7 +107,7 @@ def _split_key(spec: str) -> tuple[str, str | None]:
 
 
 def _npy_source(p: Path) -> Source:
-    from spikedeploy.input_check import check_array_file
+    from spikedeploy.checks.sim_inputs import check_array_file
 
     a = check_array_file(lambda f, allow_pickle: np.load(f, mmap_mode="r", allow_pickle=allow_pickle), p, "input")
     if not isinstance(a, np.memmap) or not a.flags.c_contiguous:  # empty, or Fortran order: slice the mapping
@@ -360,7 +360,7 @@ def simulate_chunks(model, sources: Mapping[str, Source], *, b0: int = 0, b1: in
     """The Run of samples [b0, b1) of `sources`, simulated a chunk of samples at a time and assembled in place:
     the same Run as one call on the whole arrays (samples are independent). progress(samples done, samples)
     after each chunk."""
-    from spikedeploy.simulate import as_fixed_point
+    from spikedeploy.simulate.dispatch import as_fixed_point
 
     b1 = batch_of(sources) if b1 is None else b1
     chunk = chunk or chunk_samples(sources)
@@ -381,20 +381,20 @@ def _chunk_runner(model, *, backend: str, target: str | None, steps: int | None,
     """simulate() for one chunk. The emulator compiles a QGraph once for all chunks of spikes (the compile
     prepares every weight matrix: 16 ms a call for bench_engine's network (b)); the first chunk, and any
     chunk of graded values, goes through simulate() with its checks of the target."""
-    from spikedeploy.simulate import simulate
+    from spikedeploy.simulate.dispatch import simulate
 
     def generic(xs):
         return simulate(model, xs, backend=backend, target=target, steps=steps, probes=probes)
 
-    from spikedeploy.qgraph import QGraph
+    from spikedeploy.graph.qgraph import QGraph
 
     if backend != "emulator" or not isinstance(model, QGraph):
         return generic
-    from spikedeploy.host_exec import has_host_part
+    from spikedeploy.simulate.hybrid import has_host_part
 
     if has_host_part(model.graph):
         return generic
-    from spikedeploy.run import model_layout
+    from spikedeploy.simulate.result import model_layout
     from spikedeploy.targets.emulator import compile_emulator, simulate_emulator
     from spikedeploy.targets.emulator.engine import is_binary
 

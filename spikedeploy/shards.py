@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from spikedeploy.errors import FileFormatError, InputError, SpikeDeployError
-from spikedeploy.run import Run
+from spikedeploy.simulate.result import Run
 
 MANIFEST = "manifest.json"
 FORMAT = "spikedeploy-shards"
@@ -64,7 +64,7 @@ class ShardJob:
     def __call__(self, shard: tuple[int, int, int]) -> int:
         """Simulate shard (index, b0, b1) and write it; returns its number of samples."""
         from spikedeploy.input_stream import open_sources, simulate_chunks
-        from spikedeploy.run import save_run
+        from spikedeploy.simulate.result import save_run
 
         index, b0, b1 = shard
         sources = open_sources(self.specs)
@@ -131,7 +131,7 @@ def plan(out_path: str | os.PathLike, *, batch: int, shard_size: int, options: M
 
 def check_shard(path: Path, shard: tuple[int, int, int], key: str) -> Run:
     """The shard file at `path`, refused in one line if unreadable (truncated) or not shard `shard` of run `key`."""
-    from spikedeploy.run import load_run
+    from spikedeploy.simulate.result import load_run
 
     index, b0, b1 = shard
     try:
@@ -161,7 +161,7 @@ def read_manifest(d: Path) -> dict:
 
 
 def write_manifest(d: Path, manifest: dict) -> None:
-    from spikedeploy.atomic import atomic_write
+    from spikedeploy.io.atomic import atomic_write
 
     with atomic_write(d / MANIFEST, "w") as f:
         json.dump(manifest, f, indent=1, default=str)
@@ -228,8 +228,8 @@ def simulate_specs(model, graph_file: str, specs: Mapping[str, str], *, backend:
     """The command line's run on input files: streamed a chunk at a time, and with shard_size, in resumable
     shards beside `out_path` (the merged Run is also written there). batch: the first samples only."""
     from spikedeploy.input_stream import batch_of, open_sources, simulate_chunks
-    from spikedeploy.run import save_run
-    from spikedeploy.simulate import as_fixed_point
+    from spikedeploy.simulate.dispatch import as_fixed_point
+    from spikedeploy.simulate.result import save_run
 
     sources = open_sources(specs)
     try:

@@ -59,9 +59,8 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from spikedeploy.errors import FileFormatError, SpikeDeployError
-
-from .loihi1 import SPEC as LOIHI1
-from .spec import HOST_45NM, Capabilities, NumericFormat, TargetSpec, Value, borrowed
+from spikedeploy.targets.loihi1 import SPEC as LOIHI1
+from spikedeploy.targets.spec import HOST_45NM, Capabilities, NumericFormat, TargetSpec, Value, borrowed
 
 _NL = "default (Loihi 1 limit, nengo-loihi block.py)"
 
@@ -106,7 +105,7 @@ def load_fixedpoint_target(path: str | Path) -> TargetSpec:
         raise FileFormatError(f"target file '{path}': cannot parse ({e})") from e
     if not isinstance(data, dict):
         raise FileFormatError(f"target file '{path}': top level must be a table/object")
-    from ..target_file_check import check_chip_data
+    from spikedeploy.checks.target_file import check_chip_data
 
     check_chip_data(data, path)
     unknown = set(data) - _TOP

@@ -7,7 +7,7 @@ Table 2 (pre-silicon SDF+SPICE at 0.75 V, "consistent with early post-silicon me
 chip-to-chip spike energy is not published and is marked as an estimate.
 """
 
-from .spec import HOST_45NM, CoreLimits, NumericFormat, TargetSpec, Value
+from spikedeploy.targets.spec import HOST_45NM, CoreLimits, NumericFormat, TargetSpec, Value
 
 D18 = "Davies et al., IEEE Micro 38(1), 2018, Table 2 (Loihi 1, pre-silicon SDF+SPICE, 0.75 V)"
 NL = "nengo-loihi e564f66, nengo_loihi/block.py"

@@ -5,8 +5,8 @@ Loihi 1 and are marked as estimates. Loihi 2 publishes no per-operation energy t
 energies reuse Davies et al. 2018 (Loihi 1, 14 nm) and are marked as estimates.
 """
 
-from .loihi1 import SPEC as LOIHI1
-from .spec import HOST_45NM, CoreLimits, NumericFormat, TargetSpec, borrowed
+from spikedeploy.targets.loihi1 import SPEC as LOIHI1
+from spikedeploy.targets.spec import HOST_45NM, CoreLimits, NumericFormat, TargetSpec, borrowed
 
 SPEC = TargetSpec(
     name="loihi2",
@@ -32,6 +32,6 @@ SPEC = TargetSpec(
     host=dict(HOST_45NM),
     simulators=("emulator", "lava"),
     # Orchard et al., "Efficient Neuromorphic Signal Processing with Loihi 2", SiPS 2021: "fully programmable
-    # neuron models" (microcode); Lava simulates them as custom fixed_pt process models (targets/lava_neurons.py)
+    # neuron models" (microcode); Lava simulates them as custom fixed_pt process models (targets/lava/neurons.py)
     programmable_neurons=True,
 )

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from spikedeploy.errors import BackendError, ParameterError, SpikeDeployError, UnsupportedError
-from spikedeploy.qgraph import QGraph
+from spikedeploy.graph.qgraph import QGraph
 from spikedeploy.targets.spec import NumericFormat, TargetSpec
 
 EXACT_F32 = 2**24  # float32 represents every integer below this
@@ -223,7 +223,7 @@ class NeuronArith:
 
     All operands are float64 arrays of exact integers with shape broadcastable to [B, n].
 
-    The programmable variant (spikedeploy's own neuron, targets/lava_neurons.py, the same integer steps):
+    The programmable variant (spikedeploy's own neuron, targets/lava/neurons.py, the same integer steps):
     with th = vth << 6,
         fire_at_equal: s = v >= th, computed as v > th − 1 (v and th are integers)
         u_bias:        u = wrap(decay(u) + (a_in << 6) + u_bias)        (CubaLIF synapse bias, NIR's current)

@@ -60,7 +60,7 @@ class CoreLimits:
     sources: dict[str, str] = field(default_factory=dict)
     estimate: bool = False
     # A convolution stores its kernel once per core (per group of output channels) instead of one weight
-    # per synapse; see spikedeploy/partition_model.py for the memory model this switches.
+    # per synapse; see spikedeploy/partition/resources.py for the memory model this switches.
     conv_weight_sharing: bool = True
 
 
@@ -68,7 +68,7 @@ class CoreLimits:
 class Capabilities:
     """What a chip's cores can compute at all, beyond the sizes in CoreLimits. None: no restriction.
 
-    `check_capabilities` (spikedeploy/capabilities.py) turns every breach into one line naming the node,
+    `check_capabilities` (targets/capabilities.py) turns every breach into one line naming the node,
     the chip and the limit; quantize and a strict partition refuse the graph, a report lists the breaches.
     """
 
@@ -166,7 +166,7 @@ def get_target(name: str | TargetSpec) -> TargetSpec:
     elif name.lower().endswith((".toml", ".json")):
         path = name
     if path is not None:
-        from .fixedpoint import load_fixedpoint_target
+        from spikedeploy.targets.fixedpoint import load_fixedpoint_target
 
         return load_fixedpoint_target(path)
     if name not in BUILTIN and "." in name:
@@ -184,7 +184,7 @@ def _builtin(name: str) -> TargetSpec:
     """A built-in chip: its module's SPEC, or its chip file `targets/<name>.toml`."""
     chip_file = Path(__file__).with_name(f"{name}.toml")
     if chip_file.is_file():
-        from .fixedpoint import load_fixedpoint_target
+        from spikedeploy.targets.fixedpoint import load_fixedpoint_target
 
         return load_fixedpoint_target(chip_file)
     return importlib.import_module(f"spikedeploy.targets.{name}").SPEC

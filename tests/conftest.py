@@ -20,7 +20,7 @@ def fixtures_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def lavadl_netx_dir() -> Path:
-    from spikedeploy.lavadl_assets import netx_test_dir
+    from lavadl_assets import netx_test_dir
 
     return netx_test_dir()
 
@@ -31,8 +31,8 @@ def lava():
     from spikedeploy.errors import BackendError
 
     try:
-        from spikedeploy.lava_compat import lava_ready
-        from spikedeploy.targets.lava_backend import simulate_lava
+        from spikedeploy.targets.lava.backend import simulate_lava
+        from spikedeploy.targets.lava.compat import lava_ready
 
         lava_ready()
     except BackendError as e:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spikedeploy.graph import Graph, Node
-from spikedeploy.quantize import quantize
-from spikedeploy.simulate import simulate
-from spikedeploy.simulate_float import simulate_float, synapse_depth
+from spikedeploy.graph.ir import Graph, Node
+from spikedeploy.quantize.quantizer import quantize
+from spikedeploy.simulate.dispatch import simulate
+from spikedeploy.simulate.float_ref import simulate_float, synapse_depth
 
 T = 6
 
@@ -108,9 +108,9 @@ def test_lava_equals_emulator_across_the_onsets(lava, cuba):
 def test_cli_bias_onset_option(tmp_path):
     from click.testing import CliRunner
 
-    from spikedeploy.cli import cli
+    from spikedeploy.cli.main import cli
     from spikedeploy.converters.nir import write_nir
-    from spikedeploy.qgraph_io import load_qgraph
+    from spikedeploy.io.qgraph_file import load_qgraph
 
     write_nir(mlp(), tmp_path / "g.nir")
     for opt, want, onset in (([], "depth", 3), (["--bias-onset", "step0"], "step0", None)):

@@ -23,7 +23,7 @@ def sd(*args, cwd=None):
 @pytest.fixture(scope="module")
 def small_nir(tmp_path_factory):
     from spikedeploy.converters.nir import write_nir
-    from spikedeploy.graph import Graph, Node
+    from spikedeploy.graph.ir import Graph, Node
 
     rng = np.random.default_rng(1)
     g = Graph.chain(
@@ -117,7 +117,7 @@ def test_snntorch_defaults_go_through_the_cli(tmp_path):
     out, q = tmp_path / "m.nir", tmp_path / "m.q.npz"
     r = sd("export", "tiny_models:snntorch_defaults", "--input-shape", "input=12", "-o", out)
     assert r.returncode == 0, r.stderr
-    from spikedeploy.io import load_graph
+    from spikedeploy.io.graph_files import load_graph
 
     g = load_graph(out)
     assert {(v.meta["reset"], v.meta["reset_delay"]) for v in g.nodes.values() if v.op == "LIF"} == {("subtract", True)}

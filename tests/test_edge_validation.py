@@ -304,7 +304,7 @@ def test_nir_string_parameter_and_zero_stride(tmp_path):
 
 def test_affine_and_conv_bias_of_wrong_length_and_groups_pair():
     from spikedeploy.errors import ParameterError
-    from spikedeploy.graph import Graph, Node
+    from spikedeploy.graph.ir import Graph, Node
 
     def graph(node, shape):
         return Graph.chain(Node("in", "Input", params={"shape": np.array(shape)}), node, Node("out", "Output"))

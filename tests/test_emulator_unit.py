@@ -11,8 +11,8 @@ import pytest
 from random_qgraphs import conv_net, dense_chain, overflow_net, recurrent_net
 
 from spikedeploy.errors import BackendError, ParameterError
-from spikedeploy.graph import Graph, Node
-from spikedeploy.qgraph import QGraph
+from spikedeploy.graph.ir import Graph, Node
+from spikedeploy.graph.qgraph import QGraph
 from spikedeploy.targets.emulator import prepare_weights, simulate_emulator
 from spikedeploy.targets.spec import NumericFormat
 
@@ -231,7 +231,7 @@ def test_batch_split_across_threads_equals_one_thread(monkeypatch, build):
 def test_progress_reaches_one_on_every_backend(monkeypatch):
     """simulate(progress=) reports the fraction done: per chunk (emulator, batch split or not), per step
     (float) and per sample (Lava); the values stay in [0, 1] and end at 1."""
-    from spikedeploy.simulate import simulate
+    from spikedeploy.simulate.dispatch import simulate
     from spikedeploy.targets.emulator import kernels
 
     qg, x, _ = dense_chain(6, batch=18, steps=40)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spikedeploy.energy import estimate
 from spikedeploy.errors import SpikeDeployError
-from spikedeploy.graph import Graph, Node
-from spikedeploy.partition import partition
-from spikedeploy.run import Run
+from spikedeploy.estimate.energy import estimate
+from spikedeploy.estimate.traffic import traffic
+from spikedeploy.graph.ir import Graph, Node
+from spikedeploy.partition.placer import partition
+from spikedeploy.simulate.result import Run
 from spikedeploy.targets.spec import get_target
-from spikedeploy.traffic import traffic
 
 PJ = 1e-12
 
@@ -109,14 +109,14 @@ def test_host_node_counted_with_host_constants():
     assert e["ann_equivalent"]["macs"] == 12 + 100
 
 
-def test_retrieval_query_and_missing_run():
+def test_task_query_cost_and_missing_run():
     g = _graph([("input", "fc"), ("fc", "lif"), ("lif", "output")],
                [Node("input", "Input", {"shape": np.array([4])}), Node("fc", "Linear", {"weight": np.ones((3, 4))}),
                 _lif("lif", 3), Node("output", "Output")])
     p = partition(g, "loihi1")
     with pytest.raises(SpikeDeployError, match="run="):
         traffic(g, p)
-    e = estimate(g, "loihi1", p, assumed_rate=0.5, steps=10, gallery_size=1000, embedding_dim=3)
+    e = estimate(g, "loihi1", p, assumed_rate=0.5, steps=10, query_host_macs=3000, query_note="a search over 1000 x 3")
     assert e["per_step"]["synops"] == pytest.approx(0.5 * 4 * 3)
     assert e["per_query"]["energy_j"] == pytest.approx(e["per_inference"]["energy_j"] + 3000 * 4.6 * PJ)
 

@@ -11,7 +11,7 @@ from torch import nn
 from spikedeploy.converters.torch_export import reset_neurons
 from spikedeploy.errors import SpikeDeployError, UnsupportedError
 from spikedeploy.export import ExportCheckError, export_model
-from spikedeploy.simulate_float import simulate_float
+from spikedeploy.simulate.float_ref import simulate_float
 
 Z = {"reset_mechanism": "zero", "reset_delay": False}
 

@@ -17,13 +17,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from spikedeploy.cli import cli
+from spikedeploy.cli.main import cli
 from spikedeploy.converters import torch_export as tx
-from spikedeploy.io import load_graph
-from spikedeploy.qgraph_io import load_qgraph
-from spikedeploy.run import load_run
-from spikedeploy.simulate import simulate
-from spikedeploy.simulate_float import simulate_float, synapse_depth
+from spikedeploy.io.graph_files import load_graph
+from spikedeploy.io.qgraph_file import load_qgraph
+from spikedeploy.simulate.dispatch import simulate
+from spikedeploy.simulate.float_ref import simulate_float, synapse_depth
+from spikedeploy.simulate.result import load_run
 
 # family -> (factory, steps, {input: integer range}, host ops it keeps)
 FAMILIES = {
@@ -157,7 +157,7 @@ def test_partition_and_report(deployed):
                          "--placement", str(d / "p.json"), "--html", str(d / "r.html"), "--json"]))
     from importlib.resources import files
 
-    jsonschema.validate(rep, json.loads(files("spikedeploy").joinpath("report_schema.json").read_text()))
+    jsonschema.validate(rep, json.loads(files("spikedeploy.report").joinpath("schema.json").read_text()))
     split = rep["chip_host_split"]
     # attention sits inside the time loop (chip -> host -> chip each step); a front end reads only Inputs
     assert split["round_trips_per_step"] == (0 if name in ("hybrid_ash", "spike_driven") else 1)
@@ -171,7 +171,7 @@ def test_percentile_quantization_with_calibration(deployed):
     without state (AND/OR/relay Thresholds) are calibrated from their inputs."""
     name, d, _ = deployed
     from spikedeploy.converters.nir import read_nir
-    from spikedeploy.quantize import quantize
+    from spikedeploy.quantize.quantizer import quantize
 
     g = read_nir(d / "m.nir")
     qg = quantize(g, "loihi2", method="percentile", calibration=family_inputs(name, batch=4, seed=5))

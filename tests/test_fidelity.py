@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 
 from spikedeploy.errors import BackendError, TargetLimitError
-from spikedeploy.graph import Graph, Node
-from spikedeploy.qgraph_io import load_qgraph, save_qgraph
-from spikedeploy.quantize import quantize
-from spikedeploy.quantize_fidelity import LAYER_KEYS, fidelity, spike_disagreement
-from spikedeploy.simulate import simulate
-from spikedeploy.simulate_float import simulate_float, synapse_depth
+from spikedeploy.graph.ir import Graph, Node
+from spikedeploy.io.qgraph_file import load_qgraph, save_qgraph
+from spikedeploy.quantize.fidelity import LAYER_KEYS, fidelity, spike_disagreement
+from spikedeploy.quantize.quantizer import quantize
+from spikedeploy.simulate.dispatch import simulate
+from spikedeploy.simulate.float_ref import simulate_float, synapse_depth
 
 
 def _if(name, n, thr=0.5):

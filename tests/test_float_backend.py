@@ -6,8 +6,8 @@ import snntorch as snn
 import torch
 
 from spikedeploy.errors import ParameterError
-from spikedeploy.graph import Graph, Node
-from spikedeploy.simulate_float import simulate_float
+from spikedeploy.graph.ir import Graph, Node
+from spikedeploy.simulate.float_ref import simulate_float
 
 DT = 1e-4
 

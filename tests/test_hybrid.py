@@ -1,4 +1,4 @@
-"""Graphs with host nodes run end to end in every backend (spikedeploy/host_exec.py).
+"""Graphs with host nodes run end to end in every backend (spikedeploy/simulate/hybrid.py).
 
 References: the torch model's own spikes (float backend), Lava's simulation (emulator = Lava bit for bit
 on every chip node, across the host stages), and hand-computed payload encodings.
@@ -15,14 +15,14 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from spikedeploy.cli import cli
+from spikedeploy.cli.main import cli
 from spikedeploy.errors import UnsupportedError
 from spikedeploy.export import export_model
-from spikedeploy.graph import Graph, Node
-from spikedeploy.host_exec import encode_payload, payload_encoding
-from spikedeploy.quantize import quantize
-from spikedeploy.simulate import simulate
-from spikedeploy.simulate_float import simulate_float
+from spikedeploy.graph.ir import Graph, Node
+from spikedeploy.quantize.quantizer import quantize
+from spikedeploy.simulate.dispatch import simulate
+from spikedeploy.simulate.float_ref import simulate_float
+from spikedeploy.simulate.hybrid import encode_payload, payload_encoding
 
 N, D = 4, 8
 
@@ -237,7 +237,7 @@ def test_cli_pipeline_with_host_nodes(tmp_path, monkeypatch):
     for backend in ("float", "emulator", "lava"):
         src = "m.nir" if backend == "float" else "m.q.npz"
         ok(["simulate", f"{d}/{src}", "--backend", backend, "--input", f"{d}/x.npy", "-o", f"{d}/{backend}.npz"])
-    from spikedeploy.run import load_run
+    from spikedeploy.simulate.result import load_run
 
     e, lava = load_run(f"{d}/emulator.npz"), load_run(f"{d}/lava.npz")
     np.testing.assert_array_equal(e.outputs["output"], lava.outputs["output"])
@@ -290,8 +290,8 @@ def test_payload_scale_from_calibration_data():
 
 
 def test_round_trip_inside_the_time_loop_adds_to_every_step(attention, monkeypatch):
-    from spikedeploy import energy
-    from spikedeploy.partition import partition
+    from spikedeploy.estimate import energy
+    from spikedeploy.partition.placer import partition
     from spikedeploy.targets.spec import get_target
 
     _, r = attention

@@ -12,7 +12,7 @@ from random_qgraphs import dense_chain, two_input_net
 
 from spikedeploy.errors import InputError
 from spikedeploy.input_stream import open_source, open_sources, simulate_chunks
-from spikedeploy.simulate import simulate
+from spikedeploy.simulate.dispatch import simulate
 
 BATCH = 37  # not a multiple of the chunk, so the last chunk is short
 
@@ -173,8 +173,8 @@ def _cli(*args, cwd):
 
 
 def test_cli_streams_each_format_and_refuses_nan_in_one_line(tmp_path):
-    from spikedeploy.qgraph_io import save_qgraph
-    from spikedeploy.run import load_run
+    from spikedeploy.io.qgraph_file import save_qgraph
+    from spikedeploy.simulate.result import load_run
 
     qg, x, _ = dense_chain(3, steps=10, batch=BATCH, sizes=[16, 12, 6])
     save_qgraph(qg, tmp_path / "net.npz")

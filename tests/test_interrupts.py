@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from paths import FIXTURES
 
-from spikedeploy.atomic import atomic_write, sweep_stale
 from spikedeploy.errors import OutputPathError
+from spikedeploy.io.atomic import atomic_write, sweep_stale
 
 NIR = FIXTURES / "nir-paper" / "two_lif_neurons.nir"
 
@@ -66,8 +66,8 @@ def test_special_files_are_never_replaced(tmp_path, target):
 
 _SLOW_WRITER = textwrap.dedent("""
     import sys, time
-    from spikedeploy.interrupts import install_sigterm_handler
-    from spikedeploy.atomic import atomic_write
+    from spikedeploy.io.interrupts import install_sigterm_handler
+    from spikedeploy.io.atomic import atomic_write
     install_sigterm_handler()
     with atomic_write(sys.argv[1]) as f:
         for _ in range(400):
@@ -94,7 +94,7 @@ def test_killed_writer_leaves_old_file_and_no_temporary_after_next_run(tmp_path,
         time.sleep(0.05)
         # ... so the next process that writes the same target sweeps it (this test process started earlier
         # than the killed writer, so run the sweep in a fresh process, as the next command would)
-        subprocess.run([sys.executable, "-c", "import sys; from spikedeploy.atomic import atomic_write\n"
+        subprocess.run([sys.executable, "-c", "import sys; from spikedeploy.io.atomic import atomic_write\n"
                         "with atomic_write(sys.argv[1]) as f: f.write(b'new')", str(out)], check=True)
         assert tmp_files(tmp_path) == [] and out.read_bytes() == b"new"
 

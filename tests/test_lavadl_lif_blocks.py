@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from spikedeploy.converters.netx import read_netx
-from spikedeploy.graph import Graph, Node
-from spikedeploy.qgraph import QGraph
+from spikedeploy.graph.ir import Graph, Node
+from spikedeploy.graph.qgraph import QGraph
 from spikedeploy.targets.emulator import simulate_emulator
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from spikedeploy.errors import FileFormatError, GraphError, ParameterError, ShapeError, SpikeDeployError
-from spikedeploy.io import load_any, load_graph, save_graph
+from spikedeploy.io.graph_files import load_any, load_graph, save_graph
 
 
 def expect(exc, path, *needles):

@@ -14,13 +14,13 @@ import snntorch as snn
 import torch
 from torch import nn
 
-from spikedeploy.align import align_branches, chip_delay
 from spikedeploy.errors import UnsupportedError
 from spikedeploy.export import export_model
-from spikedeploy.graph import Graph, Node
-from spikedeploy.quantize import quantize
-from spikedeploy.quantize_map import lower_structure
-from spikedeploy.simulate_float import simulate_float
+from spikedeploy.graph.align import align_branches, chip_delay
+from spikedeploy.graph.ir import Graph, Node
+from spikedeploy.quantize.layer_map import lower_structure
+from spikedeploy.quantize.quantizer import quantize
+from spikedeploy.simulate.float_ref import simulate_float
 
 Z = {"reset_mechanism": "zero", "reset_delay": False}
 
@@ -215,7 +215,7 @@ def test_model_exports_exactly_and_emulator_equals_lava(lava, kind):
     # and the placer maps the lowered layers (independent checker: every neuron once, no core over a limit)
     from placement_checker import check_placement
 
-    from spikedeploy.partition import partition
+    from spikedeploy.partition.placer import partition
     from spikedeploy.targets.spec import get_target
 
     target = get_target("loihi2")

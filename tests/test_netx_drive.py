@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from spikedeploy.cli import cli
-from spikedeploy.run import load_run
+from spikedeploy.cli.main import cli
+from spikedeploy.simulate.result import load_run
 
 
 def _t_first(a: np.ndarray) -> np.ndarray:

@@ -8,8 +8,8 @@ from raw_counts import netx_counts
 
 from spikedeploy.converters.netx import optimize_weight_bits, read_netx
 from spikedeploy.errors import FileFormatError, RepairWarning, UnsupportedError
-from spikedeploy.io import load_any, load_graph
-from spikedeploy.qgraph import QGraph
+from spikedeploy.graph.qgraph import QGraph
+from spikedeploy.io.graph_files import load_any, load_graph
 
 LOADABLE = [  # (path relative to the lava-dl netx test dir, or absolute fixture; num_layers)
     ("FIXTURE", None),
@@ -89,7 +89,7 @@ def test_refusals_name_the_layer(lavadl_netx_dir):
 
 def test_optimize_weight_bits_matches_netx():
     """Our copy of netx's optimize_weight_bits against lava-dl's own, on random integer matrices."""
-    from spikedeploy.lava_compat import lava_ready
+    from spikedeploy.targets.lava.compat import lava_ready
 
     lava_ready()
     from lava.lib.dl.netx.utils import optimize_weight_bits as lava_opt
@@ -116,7 +116,7 @@ def test_truncated_netx(tmp_path, lavadl_netx_dir):
 @pytest.mark.parametrize("rel,num_layers", LOADABLE, ids=[r for r, _ in LOADABLE])
 def test_q_equals_what_lava_netx_builds(rel, num_layers, fixtures_dir, lavadl_netx_dir):
     """Build the same file with lava-dl's netx.hdf5.Network (no run) and compare every integer parameter."""
-    from spikedeploy.lava_compat import netx as lava_netx
+    from spikedeploy.targets.lava.compat import netx as lava_netx
 
     netx = lava_netx()  # includes the numpy-2 fix for netx's input-layer int(array)
     p = _path(rel, fixtures_dir, lavadl_netx_dir)

@@ -17,8 +17,8 @@ from random_qgraphs import _neuron, ensure_activity
 
 from spikedeploy.converters.netx import netx_layers, read_netx, write_netx
 from spikedeploy.errors import BackendError, RepairWarning, UnsupportedError
-from spikedeploy.graph import Graph, Node
-from spikedeploy.qgraph import QGraph
+from spikedeploy.graph.ir import Graph, Node
+from spikedeploy.graph.qgraph import QGraph
 from spikedeploy.targets.emulator import prepare_weights, simulate_emulator
 
 STEPS = 30
@@ -122,7 +122,7 @@ def neurons(qg):
 @pytest.fixture(scope="module")
 def netx_mod():
     try:
-        from spikedeploy.lava_compat import netx
+        from spikedeploy.targets.lava.compat import netx
     except BackendError as e:  # pragma: no cover - Lava is a dev dependency
         pytest.skip(str(e))
     try:
@@ -305,7 +305,7 @@ def test_lavadl_files_written_back_hold_what_netx_reads(rel, num_layers, fixture
 
 def test_quantized_graph_without_bias_is_written(tmp_path):
     """The quantizer's output (maxabs, no bias) writes as is; read back, the emulator gives the same spikes."""
-    from spikedeploy.quantize import quantize
+    from spikedeploy.quantize.quantizer import quantize
 
     def lif(name, n):
         return Node(name, "LIF", {"tau": np.full(n, 10e-3), "r": np.full(n, 10.0), "v_leak": np.zeros(n),
@@ -345,7 +345,7 @@ def test_biased_graph_quantized_for_netx_runs_in_lava_like_the_emulator(netx_mod
     quantized with bias_exp_min = 6 (what `quantize --netx` does), lava-dl runs the file bit for bit like
     the emulator runs the quantized graph."""
     from spikedeploy.converters.netx import NETX_BIAS_EXP
-    from spikedeploy.quantize import quantize
+    from spikedeploy.quantize.quantizer import quantize
 
     g = _biased_graph()
     # netx runs every bias from step 0: a graph whose biases wait for their layer's first input is refused

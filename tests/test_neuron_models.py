@@ -24,9 +24,9 @@ from torch import nn
 
 from spikedeploy.errors import DynamicsWarning, UnsupportedError
 from spikedeploy.export import export_model
-from spikedeploy.graph import Graph, Node
-from spikedeploy.quantize import quantize
-from spikedeploy.simulate_float import simulate_float
+from spikedeploy.graph.ir import Graph, Node
+from spikedeploy.quantize.quantizer import quantize
+from spikedeploy.simulate.float_ref import simulate_float
 from spikedeploy.targets.emulator import simulate_emulator
 from spikedeploy.targets.loihi_arith import NeuronArith
 
@@ -469,8 +469,8 @@ def test_braille_cubalif_with_bias_emulator_equals_lava(lava):
     biases enter the current (u_bias) and Lava's run of our neuron equals the emulator's."""
     from paths import FIXTURES
 
-    from spikedeploy.io import load_any
-    from spikedeploy.simulate import random_inputs
+    from spikedeploy.io.graph_files import load_any
+    from spikedeploy.simulate.dispatch import random_inputs
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

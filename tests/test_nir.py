@@ -12,8 +12,8 @@ from raw_counts import nir_counts
 
 from spikedeploy.converters.nir import from_nir, read_nir, to_nir, write_nir
 from spikedeploy.errors import RepairWarning
-from spikedeploy.graph import Graph, Node
-from spikedeploy.io import load_graph, save_graph
+from spikedeploy.graph.ir import Graph, Node
+from spikedeploy.io.graph_files import load_graph, save_graph
 
 FLOATS = st.sampled_from([np.float32, np.float64])
 INTS = st.sampled_from([np.int64, np.int32])

@@ -6,12 +6,12 @@ import json
 
 import numpy as np
 import pytest
+from partition_synthetic import conv_net, dense_chain
 from placement_checker import check_placement
 
 from spikedeploy.errors import FileFormatError, SpikeDeployError, TargetLimitError
-from spikedeploy.graph import Graph, Node
-from spikedeploy.partition import partition
-from spikedeploy.partition_synthetic import conv_net, dense_chain
+from spikedeploy.graph.ir import Graph, Node
+from spikedeploy.partition.placer import partition
 from spikedeploy.targets.spec import get_target
 
 LOIHI1 = get_target("loihi1")
@@ -70,8 +70,8 @@ def test_input_saturating_layer_gets_cores_of_its_own_in_the_bound():
 
 
 def test_dense_pair_union_memory_bound_by_hand():
-    from spikedeploy.partition_bound import _dense_row_bits
-    from spikedeploy.partition_model import build_model
+    from spikedeploy.partition.bound import _dense_row_bits
+    from spikedeploy.partition.resources import build_model
 
     w = np.zeros((4, 8), np.int8)
     for r in range(4):
@@ -170,7 +170,7 @@ def test_lava_dl_networks(lavadl_netx_dir, rel, num_layers, target):
 @pytest.mark.parametrize("s,k", [((2, 2), (3, 3)), ((1, 1), (3, 3)), ((2, 1), (3, 3)), ((1, 1), (1, 3)),
                                  ((3, 3), (3, 3)), ((2, 2), (5, 5)), ((1, 2), (4, 2))])
 def test_conv_receptive_field_bound_holds_on_any_position_set(s, k):
-    from spikedeploy.partition_bound import rf_lower
+    from spikedeploy.partition.bound import rf_lower
 
     rng = np.random.default_rng(0)
     H, W = 9, 11
@@ -205,8 +205,8 @@ def test_conv_receptive_field_bound_holds_on_any_position_set(s, k):
 
 
 def test_conv_halo_bound_below_a_real_placement():
-    from spikedeploy.partition_bound import conv_halo_axons
-    from spikedeploy.partition_model import build_model
+    from spikedeploy.partition.bound import conv_halo_axons
+    from spikedeploy.partition.resources import build_model
 
     g = conv_net((24, 33, 33), ((36, 3, 2, 0),), ())  # pilotnet's second conv: 24 channels in, stride 2
     proj = build_model(g, LOIHI1).layers["clif1"].incoming[0]
@@ -231,7 +231,7 @@ def _set_partitions(n: int, k_max: int):
 
 
 def _dense_proj(w: np.ndarray, bits: int):
-    from spikedeploy.partition_model import Dense
+    from spikedeploy.partition.resources import Dense
 
     return Dense("src", "dst", ("fc",), w.shape[1], w.shape[0], bits, weight=w)
 
@@ -245,7 +245,7 @@ def _random_support(rng, n, m, density):
 def test_union_lower_bound_never_exceeds_least_union():
     from itertools import combinations
 
-    from spikedeploy.partition_bound import union_lower
+    from spikedeploy.partition.bound import union_lower
 
     rng = np.random.default_rng(1)
     gained = 0
@@ -279,7 +279,7 @@ def test_union_lower_bound_never_exceeds_least_union():
 def test_dense_group_size_bound_never_exceeds_best_split(density, idx, monkeypatch):
     # any grouping of the rows (not only contiguous ones) into at most C groups, two projections as in a
     # recurrent layer; the group memory is the model's min(sources x rows x w, synapses x (w + idx))
-    from spikedeploy.partition_bound import _dense_layer_bits
+    from spikedeploy.partition.bound import _dense_layer_bits
 
     rng = np.random.default_rng(int(density * 10) + idx)
     n = 8
@@ -301,13 +301,13 @@ def test_dense_group_size_bound_never_exceeds_best_split(density, idx, monkeypat
     fn = _dense_layer_bits(projs, idx, n, n)
     for C in range(1, n + 1):
         assert fn(C) <= best[C], (C, fn(C), best[C])
-    monkeypatch.setattr("spikedeploy.partition_bound.DENSE_DP_MAX_CELLS", 0)  # the pairwise bound alone
+    monkeypatch.setattr("spikedeploy.partition.bound.DENSE_DP_MAX_CELLS", 0)  # the pairwise bound alone
     pairwise = _dense_layer_bits(projs, idx, n, n)
     assert any(fn(C) > pairwise(C) for C in range(1, n + 1))  # the group-size bound is doing work
 
 
 def test_spectral_norm_upper_bound():
-    from spikedeploy.partition_bound import spectral_norm_upper
+    from spikedeploy.partition.bound import spectral_norm_upper
 
     rng = np.random.default_rng(3)
     for shape in ((1, 1), (5, 9), (40, 12), (200, 300)):

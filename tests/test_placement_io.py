@@ -10,9 +10,9 @@ import pytest
 from placement_checker import check_placement
 
 from spikedeploy.errors import FileFormatError
-from spikedeploy.graph import Graph, Node
-from spikedeploy.partition import load_placement, partition
-from spikedeploy.report import build_report
+from spikedeploy.graph.ir import Graph, Node
+from spikedeploy.partition.placer import load_placement, partition
+from spikedeploy.report.build import build_report
 from spikedeploy.targets.spec import get_target
 
 LOIHI1 = get_target("loihi1")

@@ -10,11 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spikedeploy.errors import FileFormatError, UnsupportedError
-from spikedeploy.graph import Graph, Node
-from spikedeploy.qgraph_io import load_qgraph, save_qgraph
-from spikedeploy.quantize import QuantizationWarning, quantize
-from spikedeploy.quantize_fidelity import fidelity
-from spikedeploy.simulate_float import simulate_float
+from spikedeploy.graph.ir import Graph, Node
+from spikedeploy.io.qgraph_file import load_qgraph, save_qgraph
+from spikedeploy.quantize.fidelity import fidelity
+from spikedeploy.quantize.quantizer import QuantizationWarning, quantize
+from spikedeploy.simulate.float_ref import simulate_float
 from spikedeploy.targets.emulator import simulate_emulator
 from spikedeploy.targets.spec import get_target
 
@@ -264,7 +264,7 @@ def test_refusals_name_the_node_and_a_fix():
     with pytest.raises(UnsupportedError, match="node 'n0' \\(CubaLIF\\).*bias into the current.*'loihi1'"):
         quantize(g, "loihi1")
 
-    # Linear -> Linear merges into one Dense (quantize_map.merge_synapse_chains); Conv -> Conv has no merge
+    # Linear -> Linear merges into one Dense (layer_map.merge_synapse_chains); Conv -> Conv has no merge
     two = Graph.chain(Node("in", "Input", {"shape": [1, 4, 4]}), Node("a", "Conv2d", {"weight": np.ones((1, 1, 2, 2))}),
                       Node("b", "Conv2d", {"weight": np.ones((1, 1, 2, 2))}), _lif("l", 4), Node("out", "Output"),
                       dt=1e-3).validate()

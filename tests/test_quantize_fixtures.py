@@ -8,9 +8,9 @@ import pytest
 from paths import FIXTURES
 
 from spikedeploy.errors import UnsupportedError
-from spikedeploy.io import load_any
-from spikedeploy.quantize import quantize
-from spikedeploy.simulate import random_inputs, simulate
+from spikedeploy.io.graph_files import load_any
+from spikedeploy.quantize.quantizer import quantize
+from spikedeploy.simulate.dispatch import random_inputs, simulate
 
 DT = 1e-4  # the NIR paper's cross-platform LIF test and snnTorch's exporter use 1e-4 s
 

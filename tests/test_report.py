@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
+from browser import screenshot
+from partition_synthetic import dense_chain
 
-from spikedeploy.graph import Graph, Node
-from spikedeploy.partition_synthetic import dense_chain
-from spikedeploy.report import build_report, render_terminal, report_schema
-from spikedeploy.report_html import write_html
-from spikedeploy.run import Run
+from examples.retrieval.report_section import SECTION as RETRIEVAL  # registers the task section
+from spikedeploy.graph.ir import Graph, Node
+from spikedeploy.report.build import build_report, render_terminal, report_schema
+from spikedeploy.report.html import write_html
+from spikedeploy.simulate.result import Run
 
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -30,7 +29,7 @@ def _run(g: Graph, T=10, B=2, seed=0) -> Run:
 
 
 def _fid_row(op, **kw):
-    from spikedeploy.quantize_fidelity import LAYER_KEYS
+    from spikedeploy.quantize.fidelity import LAYER_KEYS
 
     return {**dict.fromkeys(LAYER_KEYS), "op": op, "spiking": True, "silent": False, **kw}
 
@@ -52,11 +51,11 @@ def report():
     g = dense_chain([64, 300, 200, 10], seed=3)
     return build_report(g, "loihi1", run=_run(g),
                         fidelity=FIDELITY,
-                        retrieval={"gallery_size": 500, "embedding_dim": 10,
+                        sections={RETRIEVAL.key: {"gallery_size": 500, "embedding_dim": 10,
                                    "float": {"image_to_text": {"R@1": 0.9, "R@5": 0.95},
                                              "text_to_image": {"R@1": 0.8, "R@5": 0.9}},
                                    "emulator": {"image_to_text": {"R@1": 0.88, "R@5": 0.95},
-                                                "text_to_image": {"R@1": 0.79, "R@5": 0.9}}})
+                                                "text_to_image": {"R@1": 0.79, "R@5": 0.9}}}})
 
 
 def test_json_validates_and_has_required_numbers(report):
@@ -68,7 +67,7 @@ def test_json_validates_and_has_required_numbers(report):
     assert report["cores_used"] >= report["cores_lower_bound"] >= 1
     assert [r["name"] for r in report["layers"]] == ["lif1", "lif2", "lif3"]
     assert all(r["firing_rate"] is not None and r["firing_rate"] > 0 for r in report["layers"])
-    assert report["retrieval"]["per_query"]["search_macs"] == 5000
+    assert report["retrieval"]["per_query"]["host_macs"] == 5000
     assert all(c["source"] for c in report["assumptions"]["constants"])
 
 
@@ -115,14 +114,19 @@ def test_render_terminal(report):
     render_terminal(report, con)
     text = con.export_text()
     assert "cores used / lower bound" in text and f"{report['cores_used']} / {report['cores_lower_bound']}" in text
-    assert "lif2" in text and "Davies" in text and "energy / retrieval query" in text
+    assert "lif2" in text and "Davies" in text and "energy / task query" in text
+    assert "cross-modal retrieval" in text and "0.8800" in text  # drawn by the plugged-in section
     # the fidelity headline is the Dice over the layers that spike; the silent one is named, not scored
     assert "spike overlap (Dice) over 1 spiking layer(s): min 0.8300, mean 0.8300" in text
     assert "silent on both sides (not scored): lif2" in text
 
 
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+def test_a_section_nobody_registered_is_refused_in_one_line():
+    from spikedeploy.errors import SpikeDeployError
+
+    with pytest.raises(SpikeDeployError, match="report section 'accuracy' is not registered") as e:
+        build_report(dense_chain([4, 3], seed=0), "loihi1", sections={"accuracy": {"top1": 0.9}})
+    assert "\n" not in str(e.value)
 
 
 def test_html_is_self_contained_and_shows_plots(report, tmp_path):
@@ -132,20 +136,7 @@ def test_html_is_self_contained_and_shows_plots(report, tmp_path):
     assert text.count("data:image/png;base64,") == 6
     assert "image→text R@1" in text and "0.880" in text
     assert "http://" not in text and "https://" not in text and "<script" not in text
-    exe = _chromium()
-    if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is required in CI (the Makefile installs it)")
-        pytest.skip("chromium not installed (apt-get install chromium; `make test` installs it)")
-    shot = tmp_path / "shot.png"
-    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'prof'}",
-           f"--screenshot={shot}", "--window-size=1200,2000", path.resolve().as_uri()]
-    subprocess.run(cmd, capture_output=True, timeout=120, check=False)
-    assert shot.exists(), "chromium wrote no screenshot"
-    import matplotlib.image as mpimg
-
-    img = mpimg.imread(shot)[..., :3]
+    img = screenshot(path, tmp_path, "1200,2000")
     assert img.shape[0] >= 1000 and img.shape[1] >= 1000
     gray = img.mean(axis=2)
     assert gray.std() > 0.1  # not a blank page
@@ -166,7 +157,7 @@ def test_deviations_reach_every_report_form(tmp_path):
     """An approximation accepted at quantization time shows in the JSON, the terminal and the HTML."""
     from rich.console import Console
 
-    from spikedeploy.quantize import quantize
+    from spikedeploy.quantize.quantizer import quantize
 
     g = Graph(dt=1e-3)
     one = np.ones(3)

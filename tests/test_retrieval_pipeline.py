@@ -8,7 +8,7 @@ import pytest
 from rich.console import Console
 
 from examples.retrieval.pipeline import run_pipeline
-from spikedeploy.report import report_schema
+from spikedeploy.report.build import report_schema
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_report_files_and_schema(pipeline):
     html = (out / "report.html").read_text()
     assert "Cross-modal retrieval" in html and html.count("data:image/png;base64,") >= 6
     assert (out / "model.nir").exists() and (out / "model.q.npz").exists()
-    from spikedeploy.inspect_graph import inspect_file
+    from spikedeploy.graph.inspect import inspect_file
 
     info = inspect_file(out / "pipeline.nir")
     assert info["host_nodes"] == ["similarity"] and len(info["chip_nodes"]) == 18  # 17 exported + the output of the head

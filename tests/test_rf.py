@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from spikedeploy.errors import ParameterError
-from spikedeploy.graph import Graph, Node
-from spikedeploy.qgraph import QGraph
+from spikedeploy.graph.ir import Graph, Node
+from spikedeploy.graph.qgraph import QGraph
 from spikedeploy.targets.emulator import simulate_emulator
 
 RF_IZ_INPUT = {"rf": "izhikevich", "period": 7, "alpha": 0.05, "vth": 1.1, "state_exp": 6, "decay_bits": 12}
@@ -111,7 +111,7 @@ def test_lava_equals_emulator_on_rf(lava, cd):
 
 def test_float_backend_refuses_rf_in_one_line():
     from spikedeploy.errors import UnsupportedError
-    from spikedeploy.simulate_float import simulate_float
+    from spikedeploy.simulate.float_ref import simulate_float
 
     with pytest.raises(UnsupportedError, match=r"node 'rf' \(RF\): the float backend has no resonate-and-fire"):
         simulate_float(complex_input(4).graph, {"input": np.zeros((3, 1, 4))})
@@ -135,7 +135,7 @@ def test_netx_dense_comp_is_refused_with_the_reason(tmp_path):
 
 
 def test_rf_qgraph_file_round_trip(cd, tmp_path):
-    from spikedeploy.qgraph_io import load_qgraph, save_qgraph
+    from spikedeploy.io.qgraph_file import load_qgraph, save_qgraph
 
     d, x = cd
     save_qgraph(complex_dense(np.load(d / "weight_r.npy"), np.load(d / "weight_img.npy")), tmp_path / "rf.sdq")

@@ -22,8 +22,8 @@ import pytest
 
 from spikedeploy.converters.netx import read_netx
 from spikedeploy.errors import UnsupportedError
-from spikedeploy.graph import Graph, Node
-from spikedeploy.qgraph import QGraph
+from spikedeploy.graph.ir import Graph, Node
+from spikedeploy.graph.qgraph import QGraph
 from spikedeploy.targets.emulator import simulate_emulator
 
 
@@ -181,7 +181,7 @@ def test_lava_equals_emulator_on_pilotnet_sdnn(lava, pilot):
 def test_float_view_tracks_the_integer_run(pilot):
     """The float backend runs the SigmaDelta view (the same rule without the floors of the message shift):
     with Lava's synapse delay it stays within 0.2% of the integer output's range on pilotnet_sdnn."""
-    from spikedeploy.simulate_float import simulate_float
+    from spikedeploy.simulate.float_ref import simulate_float
 
     _, qg, image = pilot
     x = np.repeat(image.transpose(2, 1, 0)[None, None], 9, axis=0).astype(np.float64)
@@ -214,7 +214,7 @@ def test_q_equals_what_lava_netx_builds_for_sdnn(lava, pilot):
 
     from raw_counts import netx_counts
 
-    from spikedeploy.lava_compat import netx as lava_netx
+    from spikedeploy.targets.lava.compat import netx as lava_netx
 
     d, qg, _ = pilot
     with warnings.catch_warnings():
@@ -268,7 +268,7 @@ def test_graded_input_out_of_range_is_refused_in_one_line(lava, pilot, tmp_path)
 
 
 def test_sdnn_qgraph_file_round_trip(pilot, tmp_path):
-    from spikedeploy.qgraph_io import load_qgraph, save_qgraph
+    from spikedeploy.io.qgraph_file import load_qgraph, save_qgraph
 
     d, qg, image = pilot
     save_qgraph(qg, tmp_path / "p.sdq")

@@ -13,9 +13,9 @@ import pytest
 from random_qgraphs import dense_chain
 
 from spikedeploy.executors import get_executor
-from spikedeploy.qgraph_io import save_qgraph
-from spikedeploy.run import load_run
-from spikedeploy.simulate import simulate
+from spikedeploy.io.qgraph_file import save_qgraph
+from spikedeploy.simulate.dispatch import simulate
+from spikedeploy.simulate.result import load_run
 
 STEPS, BATCH, SHARD = 40, 1200, 12  # 100 shards: enough that a kill lands in the middle
 

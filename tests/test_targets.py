@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 from placement_checker import check_placement
 
-from spikedeploy.compare import compare_targets
 from spikedeploy.errors import FileFormatError, SpikeDeployError, UnsupportedError
-from spikedeploy.graph import Graph, Node
-from spikedeploy.partition import partition
-from spikedeploy.quantize import quantize
-from spikedeploy.report import build_report
-from spikedeploy.simulate import simulate
+from spikedeploy.graph.ir import Graph, Node
+from spikedeploy.partition.placer import partition
+from spikedeploy.quantize.quantizer import quantize
+from spikedeploy.report.build import build_report
+from spikedeploy.report.compare import compare_targets
+from spikedeploy.simulate.dispatch import simulate
 from spikedeploy.targets.emulator import simulate_emulator
 from spikedeploy.targets.spec import (
     BUILTIN,
@@ -199,7 +199,7 @@ def test_speck_refuses_recurrence_and_graded_values_loihi2_takes_both():
     for a, b in (("in", "c1"), ("c1", "n1"), ("n1", "c2"), ("c2", "n1"), ("n1", "out")):
         g.connect(a, b)
     g.validate()
-    from spikedeploy.capabilities import capability_breaches
+    from spikedeploy.targets.capabilities import capability_breaches
 
     assert capability_breaches(g, "speck") == [
         "node 'n1' (IF): recurrent edge c2 -> n1, but target 'speck' runs feed-forward networks only "
@@ -299,7 +299,7 @@ def test_simulate_refuses_a_backend_the_qgraphs_target_does_not_list(toy):
 
 
 def test_compare_runs_a_given_qgraph_as_it_is_on_its_own_target():
-    from spikedeploy.quantize_fidelity import fidelity
+    from spikedeploy.quantize.fidelity import fidelity
 
     g = _net()
     x = (np.random.default_rng(1).random((10, 3, 8)) < 0.4).astype(np.float32)
@@ -311,3 +311,59 @@ def test_compare_runs_a_given_qgraph_as_it_is_on_its_own_target():
     # loihi1 re-quantizes the float graph with its full 8-bit weights
     assert rows["loihi1"]["task"]["dice_min"] == fidelity(g, quantize(g, "loihi1"), {"in": x})["fidelity"]["dice_min"]
     assert rows["loihi1"]["task"]["dice_min"] != want
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # the toy chip's 10-bit u wraps; the test compares backends
+def test_a_backend_registered_by_name_runs_through_simulate_and_is_offered_to_targets(toy):
+    """A backend is a name and an entry point: simulate resolves it through the registry, never by import."""
+    from dataclasses import replace
+
+    from spikedeploy.targets.backends import Backend, backend_names, get_backend, register_backend
+
+    calls = []
+
+    def counting(qg, inputs, **kw):  # the emulator, counted: the same Run, so the test can check equality
+        calls.append(qg.target)
+        return simulate_emulator(qg, inputs, **kw)
+
+    sys.modules[__name__].counting = counting
+    backend = Backend("counting", f"{__name__}:counting", "the emulator, counted (test)")
+    register_backend(backend)
+    with pytest.raises(SpikeDeployError, match="backend name 'lava' is a built-in backend's"):
+        register_backend(replace(backend, name="lava"))
+    register_target(replace(TOY, name="toy2", simulators=("emulator", "counting")))
+    try:
+        assert "counting" in backend_names() and get_backend("counting") == backend
+        qg = quantize(_net(), "toy2")
+        x = {"in": (np.random.default_rng(2).random((6, 2, 8)) < 0.5).astype(np.float32)}
+        a = simulate(qg, x, backend="counting")
+        b = simulate(qg, x, backend="emulator")
+        assert calls == ["toy2"] and a.counts.keys() == b.counts.keys()
+        assert all(np.array_equal(a.counts[k], b.counts[k]) for k in a.counts)
+        with pytest.raises(SpikeDeployError) as e:
+            simulate(quantize(_net(), "toy"), x, backend="counting")  # toy lists the emulator only
+        assert "backend 'counting' cannot simulate target 'toy'" in str(e.value)
+        with pytest.raises(SpikeDeployError, match=r"unknown backend 'nope'; choose one of float, emulator, lava"):
+            simulate(qg, x, backend="nope")
+    finally:
+        unregister_target("toy2")
+        from spikedeploy.targets import backends
+
+        backends._BACKENDS.pop("counting", None)
+
+
+def test_the_core_and_the_converters_import_no_backend_internals():
+    """spikedeploy/ and converters/ reach backends only through targets/backends.py (by name)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    banned = ("spikedeploy.targets.emulator", "spikedeploy.targets.lava", "lava")
+    found = []
+    for f in [*root.joinpath("spikedeploy").rglob("*.py"), *root.joinpath("converters").rglob("*.py")]:
+        for node in ast.walk(ast.parse(f.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            found += [f"{f.relative_to(root)}: {n}" for n in names
+                      if any(n == b or n.startswith(b + ".") for b in banned)]
+    assert found == []

@@ -67,7 +67,7 @@ def test_lava_equals_emulator_bit_for_bit(report):
 
 @needs_mnist
 def test_report_schema_and_split_fields(report):
-    jsonschema.validate(report, json.loads(files("spikedeploy").joinpath("report_schema.json").read_text()))
+    jsonschema.validate(report, json.loads(files("spikedeploy.report").joinpath("schema.json").read_text()))
     h = report["splits"]["hybrid"]
     assert report["fits"] and not report["violations"]  # placed within every Loihi 2 per-core limit
     # the front end's pooled features (16 x 7 x 7) reach the chip as 8-bit payloads every step; nothing returns

@@ -104,7 +104,7 @@ def test_lava_equals_emulator_bit_for_bit(report):
 @needs_data
 def test_report_is_schema_valid_and_files_written(report):
     d, rep = report
-    schema = json.loads(files("spikedeploy").joinpath("report_schema.json").read_text())
+    schema = json.loads(files("spikedeploy.report").joinpath("schema.json").read_text())
     jsonschema.validate(json.loads((d / "report.json").read_text()), schema)
     assert (d / "report.html").stat().st_size > 1000
     assert rep["fits"] and rep["cores_used"] > 0 and rep["energy_per_inference_j"] > 0

@@ -66,7 +66,7 @@ def test_pipeline_lava_equals_emulator_and_report_is_valid(report):
     assert c["lava_parity"]["samples"] == N and c["lava_parity"]["all_equal"], c["lava_parity"]
     assert c["accuracy"]["lava"]["scores_equal_emulator"]
     assert sum(rep["layers"][i]["spikes_per_step"] or 0 for i in range(len(rep["layers"]))) > 0
-    schema = json.loads(files("spikedeploy").joinpath("report_schema.json").read_text())
+    schema = json.loads(files("spikedeploy.report").joinpath("schema.json").read_text())
     jsonschema.validate(json.loads((out / "report.json").read_text()), schema)
     assert (out / "report.html").stat().st_size > 1000
     assert rep["fits"] and not rep["violations"]  # placed within every Loihi 2 per-core limit

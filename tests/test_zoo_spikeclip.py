@@ -73,7 +73,7 @@ def test_lava_equals_emulator_bit_for_bit(deployed):
 def test_report_is_schema_valid_and_has_both_energies(deployed):
     out, rep = deployed
     on_disk = json.loads((out / "report.json").read_text())
-    jsonschema.validate(on_disk, json.loads(files("spikedeploy").joinpath("report_schema.json").read_text()))
+    jsonschema.validate(on_disk, json.loads(files("spikedeploy.report").joinpath("schema.json").read_text()))
     z = on_disk["zero_shot"]
     assert on_disk["fits"] and not on_disk["violations"]  # placed within every Loihi 2 per-core limit
     assert z["ann_energy_per_query_j"] > 0 and on_disk["energy_per_inference_j"] > 0

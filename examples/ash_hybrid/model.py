@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from examples.retrieval import data
-from spikedeploy.atomic import atomic_write
+from spikedeploy.io.atomic import atomic_write
 
 CHECKPOINT = Path(__file__).resolve().parent / "checkpoint.pt"
 CHECKPOINT_FORMAT = "spikedeploy-ash-hybrid-v1"

@@ -28,12 +28,13 @@ from rich.table import Table
 from examples.pipeline_cli import pipeline_main, publish
 from examples.retrieval.evaluate import recall_at_k, retrieval_metrics
 from examples.retrieval.pipeline import PIXEL_SCALE, integer_image_input, window_counts
+from examples.retrieval.report_section import SECTION as RETRIEVAL
 from spikedeploy.export import export_model
-from spikedeploy.quantize import quantize
-from spikedeploy.quantize_fidelity import fidelity
-from spikedeploy.report import build_report
-from spikedeploy.simulate import simulate
-from spikedeploy.simulate_float import synapse_depth
+from spikedeploy.quantize.fidelity import fidelity
+from spikedeploy.quantize.quantizer import quantize
+from spikedeploy.report.build import build_report
+from spikedeploy.simulate.dispatch import simulate
+from spikedeploy.simulate.float_ref import synapse_depth
 
 from .evaluate import chance, embeddings, rsum, test_pairs
 from .model import chip_frontend, load_pretrained
@@ -163,7 +164,7 @@ def run_pipeline(out_dir: Path, *, lava_samples: int = 4, limit: int | None = No
         "steps": {"T": model.num_steps, "chip_latency_steps": hy["depth"]},
         "correct_when": "the retrieved item shows the same digit",
     }
-    rep = build_report(hy["graph"], TARGET, run=hy["run"], fidelity=fid, qgraph=hy["qg"], retrieval=retrieval,
+    rep = build_report(hy["graph"], TARGET, run=hy["run"], fidelity=fid, qgraph=hy["qg"], sections={RETRIEVAL.key: retrieval},
                        steps=hy["steps"])
     rep["splits"] = summaries
     rep["ann_baseline"] = {"metric": ann_m, "rsum": rsum(ann_m),

@@ -29,12 +29,13 @@ from examples.cmsf import data
 from examples.cmsf.evaluate import embed, metrics
 from examples.cmsf.model import ANN_CHECKPOINT, load_pretrained
 from examples.pipeline_cli import pipeline_main, publish
+from examples.retrieval.report_section import SECTION as RETRIEVAL
 from spikedeploy.export import export_model
-from spikedeploy.qgraph_io import save_qgraph
-from spikedeploy.quantize import quantize
-from spikedeploy.report import build_report
-from spikedeploy.simulate import simulate
-from spikedeploy.simulate_float import synapse_depth
+from spikedeploy.io.qgraph_file import save_qgraph
+from spikedeploy.quantize.quantizer import quantize
+from spikedeploy.report.build import build_report
+from spikedeploy.simulate.dispatch import simulate
+from spikedeploy.simulate.float_ref import synapse_depth
 
 TARGET = "loihi2"
 DIRECTIONS = {"i2t": "image_to_text", "t2i": "text_to_image"}  # short keys: report.html plots dicts keyed by direction
@@ -136,7 +137,7 @@ def run_pipeline(out_dir: Path, *, lava_samples: int = 4, limit: int | None = No
                                                    "parameters": ann["parameters"],
                                                    "train_seconds": ann["train_seconds"]},
     }
-    rep = build_report(graph, TARGET, run=run, qgraph=qg, retrieval=retrieval, steps=T + pad)
+    rep = build_report(graph, TARGET, run=run, qgraph=qg, sections={RETRIEVAL.key: retrieval}, steps=T + pad)
     # the ANN of the same size: the report's ANN-equivalent formula (every synapse and host MAC once at 4.6 pJ)
     retrieval["ann_same_size_energy_j"] = rep["retrieval"]["ann_same_size_energy_j"] = \
         rep["energy"]["ann_equivalent"]["energy_j"]

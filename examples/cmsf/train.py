@@ -39,7 +39,7 @@ from .model import ANN_CHECKPOINT, CHECKPOINT, CMSF, DEFAULT_CONFIG, reset, save
 DEFAULTS = {"seed": 0, "epochs": 80, "batch_size": 128, "lr": 3e-3, "weight_decay": 1e-4, "threads": 1, "noise": 0.1}
 FUSION_WEIGHT = 0.2
 WEIGHT_LEVELS = 127  # Loihi 2 mixed-sign weights: even mantissas up to 254 = 127 steps of max|w| / 127 per layer
-# (spikedeploy/quantize.py: the layer's largest weight sits at the top of the mantissa range)
+# (spikedeploy/quantize/quantizer.py: the layer's largest weight sits at the top of the mantissa range)
 
 
 class FakeQuant(nn.Module):

@@ -28,15 +28,16 @@ from examples.pipeline_cli import pipeline_main, write_report
 from examples.retrieval import data
 from examples.retrieval.evaluate import recall_at_k, recall_from_scores, retrieval_metrics
 from examples.retrieval.model import load_pretrained
+from examples.retrieval.report_section import SECTION as RETRIEVAL
 from spikedeploy.export import export_model
-from spikedeploy.graph import Graph, Node
-from spikedeploy.io import save_graph
-from spikedeploy.qgraph_io import save_qgraph
-from spikedeploy.quantize import quantize
-from spikedeploy.quantize_fidelity import fidelity
-from spikedeploy.report import build_report, render_terminal
-from spikedeploy.simulate import simulate
-from spikedeploy.simulate_float import synapse_depth
+from spikedeploy.graph.ir import Graph, Node
+from spikedeploy.io.graph_files import save_graph
+from spikedeploy.io.qgraph_file import save_qgraph
+from spikedeploy.quantize.fidelity import fidelity
+from spikedeploy.quantize.quantizer import quantize
+from spikedeploy.report.build import build_report, render_terminal
+from spikedeploy.simulate.dispatch import simulate
+from spikedeploy.simulate.float_ref import synapse_depth
 
 PIXEL_SCALE = 255.0
 TARGET = "loihi2"
@@ -244,7 +245,7 @@ def run_pipeline(out_dir: Path, *, lava_samples: int = 4, limit: int | None = No
         g_host = with_similarity_head(graph, e_txt.astype(np.float64), on_chip=False)
         save_graph(g_host, out_dir / "pipeline.nir")  # `spikedeploy inspect out/pipeline.nir` shows the host head
         retrieval["cost_per_query"] = "energy_per_inference_j and latency_per_inference_s (query encoding + host search)"
-        rep = build_report(g_host, TARGET, run=run, fidelity=fid, qgraph=qg, retrieval=retrieval, steps=T + pad)
+        rep = build_report(g_host, TARGET, run=run, fidelity=fid, qgraph=qg, sections={RETRIEVAL.key: retrieval}, steps=T + pad)
         heads = {"host": rep, "chip": build_report(g_chip, TARGET, run=chip_run)}
         rep["similarity_head"] = {
             mode: {"cores_used": r["cores_used"], "chips": r["chips"],

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from examples.pipeline_cli import train_parser
-from spikedeploy.atomic import atomic_write
+from spikedeploy.io.atomic import atomic_write
 
 if __package__ in (None, ""):  # run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))

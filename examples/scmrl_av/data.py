@@ -32,8 +32,8 @@ from scipy.io import wavfile
 from scipy.signal import resample_poly
 
 from examples.retrieval import data as mnist_data
-from spikedeploy.atomic import atomic_write
 from spikedeploy.errors import SpikeDeployError
+from spikedeploy.io.atomic import atomic_write
 
 NUM_CLASSES = 10
 NUM_STEPS = 4  # T = 4 as in S-CMRL's README command (seed-models.md §3)

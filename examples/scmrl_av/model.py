@@ -31,8 +31,8 @@ import snntorch as snn
 import torch
 from torch import nn
 
-from spikedeploy.atomic import atomic_write
 from spikedeploy.converters import torch_export as tx
+from spikedeploy.io.atomic import atomic_write
 
 from . import data
 

@@ -25,14 +25,15 @@ from examples.pipeline_cli import pipeline_main, publish
 from examples.scmrl_av import data
 from examples.scmrl_av.evaluate import CHANCE, MODES, accuracy, masked, torch_scores
 from examples.scmrl_av.model import ann_macs, load_pretrained
-from spikedeploy.energy import E_MAC_45NM
+from examples.scmrl_av.report_section import SECTION as CLASSIFICATION
+from spikedeploy.estimate.energy import E_MAC_45NM
 from spikedeploy.export import export_model
-from spikedeploy.qgraph_io import save_qgraph
-from spikedeploy.quantize import quantize
-from spikedeploy.quantize_fidelity import fidelity
-from spikedeploy.report import build_report
-from spikedeploy.simulate import simulate
-from spikedeploy.simulate_float import synapse_depth
+from spikedeploy.io.qgraph_file import save_qgraph
+from spikedeploy.quantize.fidelity import fidelity
+from spikedeploy.quantize.quantizer import quantize
+from spikedeploy.report.build import build_report
+from spikedeploy.simulate.dispatch import simulate
+from spikedeploy.simulate.float_ref import synapse_depth
 
 TARGET = "loihi2"
 OUTPUT = "output"
@@ -140,23 +141,16 @@ def run_pipeline(out_dir: Path, *, lava_samples: int = 4, limit: int | None = No
                      "formula": "E = 4.6 pJ x MACs, one pass (the report's ANN-equivalent formula)"},
         "steps": {"T": T, "chip_latency_steps": depth, "run_steps": T + pad},
     }
-    rep = build_report(graph, TARGET, run=emu, fidelity=fid, qgraph=qg, steps=T + pad)
-    rep["classification"] = classification
+    rep = build_report(graph, TARGET, run=emu, fidelity=fid, qgraph=qg, steps=T + pad,
+                       sections={CLASSIFICATION.key: classification})
     rep["pipeline"] = {"timings_s": {k: round(v, 3) for k, v in timings.items()}, "export_check": exp.check,
                        "quantization_warnings": qg.meta.get("warnings", []), "deviations": qg.deviations}
     return publish(rep, out_dir, console, lambda: _print_classification(console, rep), t_start)
 
 
 def _print_classification(console: Console, rep: dict) -> None:
+    """The cost per query and Lava's parity (the accuracy table is the report's classification section)."""
     c = rep["classification"]
-    a = c["accuracy"]
-    t = Table(title=f"accuracy on {c['n']} unseen-speaker pairs (chance {c['chance']:.0%})")
-    for col in ("mode", "float SNN", "emulator", "drop (points)", "ANN twin"):
-        t.add_column(col)
-    for m in MODES:
-        t.add_row(m, f"{a['float'][m]:.3f}", f"{a['emulator'][m]:.3f}", f"{a['drop_points'][m]:+.2f}",
-                  f"{c['ann_twin']['accuracy'][m]:.3f}")
-    console.print(t)
     split = rep["chip_host_split"]
     e = Table(title="cost per query", show_header=False)
     e.add_column("")

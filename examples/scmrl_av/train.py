@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from spikedeploy.atomic import atomic_write
+from spikedeploy.io.atomic import atomic_write
 
 if __package__ in (None, ""):  # run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -61,7 +61,7 @@ def drop_modalities(audio, visual, p: float, gen: torch.Generator):
 
 def on_chip_grid(w: torch.Tensor) -> torch.Tensor:
     """The weights Loihi 2 will hold: the quantizer scales a layer so that max|w| maps to 254 and keeps even
-    8-bit mantissas (mixed sign: Lava drops the lowest bit; spikedeploy/quantize.py, lava-fixed-point.md),
+    8-bit mantissas (mixed sign: Lava drops the lowest bit; spikedeploy/quantize/quantizer.py, lava-fixed-point.md),
     i.e. a grid of max|w| / 127. Bias-free layers on this grid reach the chip exactly (thresholds round)."""
     step = w.abs().max() / 127.0
     return torch.round(w / step) * step if step > 0 else w

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from spikedeploy.atomic import atomic_write
+from spikedeploy.io.atomic import atomic_write
 
 from . import data
 

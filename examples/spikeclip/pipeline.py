@@ -30,11 +30,11 @@ from examples.spikeclip import data
 from examples.spikeclip.evaluate import evaluate_model, project, zero_shot_metrics
 from examples.spikeclip.model import load_pretrained
 from examples.spikeclip.qat import calibration_images, check_on_grid, export_quantize, frames
-from spikedeploy.graph import Node
-from spikedeploy.qgraph_io import save_qgraph
-from spikedeploy.quantize_fidelity import fidelity
-from spikedeploy.report import build_report
-from spikedeploy.simulate import simulate
+from spikedeploy.graph.ir import Node
+from spikedeploy.io.qgraph_file import save_qgraph
+from spikedeploy.quantize.fidelity import fidelity
+from spikedeploy.report.build import build_report
+from spikedeploy.simulate.dispatch import simulate
 
 TARGET = "loihi2"
 CHUNK = 500  # emulator batch: the conv layers' state for 10000 images at once would need gigabytes

@@ -21,8 +21,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from spikedeploy.export import export_model
-from spikedeploy.quantize import _grid, quantize
-from spikedeploy.simulate_float import synapse_depth
+from spikedeploy.quantize.quantizer import _grid, quantize
+from spikedeploy.simulate.float_ref import synapse_depth
 from spikedeploy.targets.spec import get_target
 
 TARGET = "loihi2"

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from examples.pipeline_cli import train_parser
-from spikedeploy.atomic import atomic_write
+from spikedeploy.io.atomic import atomic_write
 
 from . import data, qat
 from .evaluate import evaluate_model

@@ -12,17 +12,16 @@ from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
-from spikedeploy.errors import BackendError, GraphError, InputError, UnsupportedError
-from spikedeploy.inputs import time_major_inputs
-from spikedeploy.ops import OPS
-from spikedeploy.qgraph import QGraph
-from spikedeploy.run import Run
-
-from ..loihi_arith import Arith, arith_for
-from . import kernels
-from .rf import RFStage
-from .sdnn import SigmaDeltaStage, message_bound
-from .stages import NeuronStage, Scratch, SynapseStage, prepare_synapse
+from spikedeploy.errors import BackendError, GraphError, InputError
+from spikedeploy.graph.ops import OPS
+from spikedeploy.graph.qgraph import QGraph
+from spikedeploy.simulate.inputs import time_major_inputs
+from spikedeploy.simulate.result import Run
+from spikedeploy.targets.emulator import kernels
+from spikedeploy.targets.emulator.rf import RFStage
+from spikedeploy.targets.emulator.sdnn import SigmaDeltaStage, message_bound
+from spikedeploy.targets.emulator.stages import NeuronStage, Scratch, SynapseStage, prepare_synapse
+from spikedeploy.targets.loihi_arith import Arith, arith_for
 
 CHUNK_BYTES = 10 << 20  # per-node activations of one chunk of time steps; larger is faster, smaller leaner
 MIN_SAMPLES_PER_THREAD = 8  # a batch smaller than twice this runs whole, its kernels split by rows
@@ -30,7 +29,7 @@ MIN_SAMPLES_PER_THREAD = 8  # a batch smaller than twice this runs whole, its ke
 
 def prepare_inputs(g, inputs: Mapping[str, np.ndarray]):
     """Checked time-major inputs; fixed-point backends also need integer values."""
-    from spikedeploy.input_check import blocks
+    from spikedeploy.checks.sim_inputs import blocks
 
     xs, steps, batch = time_major_inputs(g, inputs)
     for name, x in xs.items():
@@ -66,22 +65,10 @@ class Program:
         if unknown:
             raise BackendError(f"probe(s) {sorted(unknown)} name no node of the graph")
         self.preds = {n: g.predecessors(n) for n in g.nodes}
-        self.kind: dict[str, str] = {}
+        self.kind: dict[str, str] = qg.chip_kinds(order, "the chip emulator")
         self.stages: dict = {}
         self.bound: dict[str, float] = {}
         self.graded: dict[str, bool] = {}
-        for name in order:
-            node = g.nodes[name]
-            fam = OPS[node.op].family
-            if fam == "host":
-                raise UnsupportedError(
-                    f"node '{name}' ({node.op}) runs on the host; the chip emulator cannot run it. "
-                    "Simulate the chip subgraph and run host nodes with the float backend"
-                )
-            self.kind[name] = {"io": node.op.lower(), "shape": "flatten"}.get(fam, fam)
-            if fam == "synapse" and qg.q.get(name, {}).get("folded_into"):
-                # e.g. netx delays: the synapse named in q simulates it, this node passes values through
-                self.kind[name] = "flatten"
         # Bounds on |value| decide which exact arithmetic each synapse can use. Neurons emit 0/1, which
         # also ends the recursion through any cycle (every cycle passes through a neuron).
         for name in order:

@@ -60,6 +60,14 @@ def describe() -> str:
     return "compiled (kernels.c)" if available() else "numpy only (compiled kernels not built)"
 
 
+def checks() -> dict[str, dict]:
+    """The emulator's check for `spikedeploy doctor`: not required (the numpy path gives the same integers)."""
+    ok = available()
+    return {"emulator_kernels": {"ok": ok, "path": describe(), "label": "emulator kernels", "required": False,
+                                 "summary": describe() if ok else
+                                 f"{describe()}: correct but slower; install with a C compiler to build them"}}
+
+
 @cache
 def _threads() -> int:
     """SPIKEDEPLOY_THREADS, else every CPU this process may run on."""

@@ -26,8 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from spikedeploy.errors import ParameterError
-
-from ..loihi_arith import Arith, wrap_int
+from spikedeploy.targets.loihi_arith import Arith, wrap_int
 
 RF_MODES = ("phase", "izhikevich")
 RF_DECAY_PRECISION = 12  # AbstractPyRFModelFixed: sin_decay precision=12, state limit 2**(2*12-1) - 1

@@ -32,8 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from spikedeploy.errors import InputError, ParameterError
-
-from ..loihi_arith import Arith, wrap_int
+from spikedeploy.targets.loihi_arith import Arith, wrap_int
 
 SDNN_MODES = ("sigma_delta", "delta", "sigma")
 

@@ -13,9 +13,9 @@ import math
 import numpy as np
 
 from spikedeploy.errors import ParameterError, UnsupportedError
-from spikedeploy.ops import conv_params, pool_params
-
-from ..loihi_arith import (
+from spikedeploy.graph.ops import CONV, MATRIX, conv_params, pool_params
+from spikedeploy.targets.emulator import kernels
+from spikedeploy.targets.loihi_arith import (
     EXACT_F32,
     EXACT_F64,
     Arith,
@@ -26,7 +26,6 @@ from ..loihi_arith import (
     shift_sum,
     wrap,
 )
-from . import kernels
 
 
 class Scratch:
@@ -354,7 +353,7 @@ class NeuronStage:
         u_out = _buffer(scratch, self.name, "u", shape, dt) if self.probe else None
         if a is not None:
             a = a.reshape(tc, b, self.n)
-        # steps before the bias onset run without the bias (see bias_onset in spikedeploy/quantize.py)
+        # steps before the bias onset run without the bias (see bias_onset in spikedeploy/quantize/quantizer.py)
         na = self.na
         has_bias, has_u_bias = na.has_bias, na.has_u_bias
         k = min(tc, max(0, self.bias_onset - t0)) if (has_bias or has_u_bias) else 0
@@ -393,14 +392,14 @@ def prepare_synapse(name, node, q, ar: Arith, x_bound: float, graded: bool):
     """The stage for a synapse node, with its weights prepared as the matching Lava process does."""
     op = node.op
     where = f"node '{name}' ({op})"
-    if op in ("Affine", "Linear", "Scale"):
+    if op in MATRIX:
         if "weight" not in q:
             raise ParameterError(f"{where}: quantized 'weight' missing from the QGraph")
         w = prepare_weights(q["weight"], q.get("sign_mode"), q.get("num_weight_bits"), ar, where)
         if op == "Scale":
             return ScaleStage(name, w, q.get("weight_exp", 0), node.out_shape, ar, x_bound, graded)
         return DenseStage(name, w, q.get("weight_exp", 0), q.get("delay"), ar, x_bound, graded)
-    if op in ("Conv2d", "Conv1d"):
+    if op in CONV:
         if "weight" not in q:
             raise ParameterError(f"{where}: quantized 'weight' missing from the QGraph")
         return ConvStage(name, q["weight"], node.params, node.in_shape, node.out_shape, ar, x_bound, graded,

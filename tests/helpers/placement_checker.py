@@ -1,9 +1,9 @@
 """Independent check of a Placement: recomputes connectivity and per-core use from the Graph alone.
 
-It does not import spikedeploy.partition or partition_model. Connectivity comes from a different method:
+It does not import spikedeploy.partition.placer or partition.resources. Connectivity comes from a different method:
 dense weights by their nonzeros, convolution and pooling taps by torch's `unfold` applied to an image of
 source indices, chains by sparse products. The memory model is re-implemented from its documentation
-(partition_model.py docstring). Checks: every chip neuron placed exactly once, no core over a limit,
+(spikedeploy/partition/resources.py docstring). Checks: every chip neuron placed exactly once, no core over a limit,
 the placement's reported per-core use equals the recomputation, groups of one layer never share a core.
 """
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from spikedeploy.graph import Graph, Node
-from spikedeploy.qgraph import QGraph
+from spikedeploy.graph.ir import Graph, Node
+from spikedeploy.graph.qgraph import QGraph
 
 
 def _neuron(name, shape, cuba=False):

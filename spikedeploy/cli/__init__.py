@@ -1,0 +1,1 @@
+"""The `spikedeploy` command line: thin click wrappers over the Python API."""

@@ -1,0 +1,1 @@
+"""What a placed, simulated network costs: spike traffic, energy and latency per inference."""

@@ -1,0 +1,157 @@
+"""Atomic file writes: readers never see a half-written file, and a failed write leaves no litter.
+
+The data goes to a temporary file in the destination's directory (same file system, so the final
+`os.replace` is atomic), is flushed and fsynced, then renamed over the destination.
+
+The temporary file is `.NAME.pid<PID>.<random>.tmp`. It is removed when the write fails or is interrupted
+(Ctrl-C; SIGTERM too under the CLI, which turns it into an exception). A `kill -9` cannot be caught, so each
+write first sweeps the stale temporary files of the same target: those older than this process whose
+writer process no longer exists (or whose name carries no process id).
+A destination that exists but is not a regular file (a directory, /dev/null, a FIFO) is refused, since
+the rename would replace the device node or pipe with a regular file; a full disk or another write error
+becomes an OutputPathError with one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import stat
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from spikedeploy.errors import OutputPathError
+
+# when this process started (seconds since the epoch): temporary files older than this cannot be ours
+_STARTED = time.time()
+try:
+    with open(f"/proc/{os.getpid()}/stat") as _f:
+        _STARTED = min(_STARTED, time.time() - (time.monotonic() - int(_f.read().rsplit(")", 1)[1].split()[19])
+                                                / os.sysconf("SC_CLK_TCK")))
+except (OSError, ValueError, IndexError):
+    pass
+
+
+def _umask_mode() -> int:
+    # mkstemp creates 0600 files; give the result the permissions a plain open() would have.
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_kw: Any) -> Iterator[IO]:
+    """Open a temporary file for writing; on success it replaces `path`, on error it is removed.
+
+    `mode` must be a write mode ("wb", "w"); text mode takes `encoding` etc. through `open_kw`.
+    """
+    if not any(c in mode for c in "wx") or "+" in mode:
+        raise ValueError(f"atomic_write needs a plain write mode ('w' or 'wb'), got {mode!r}")
+    with atomic_path(path) as tmp, open(tmp, mode.replace("x", "w"), **open_kw) as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path next to `path` for libraries that insist on opening the file themselves
+    (h5py, nir.write); it replaces `path` when the block ends without error, and is removed otherwise."""
+    path = Path(path)
+    if str(path).strip() == "":
+        raise OutputPathError("empty output path; give a file name")
+    directory = path.parent if str(path.parent) else Path(".")
+    _check_destination(path)
+    sweep_stale(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.pid{os.getpid()}.", suffix=".tmp", dir=directory)
+    except OSError as e:
+        raise _write_error(path, e) from None
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, _umask_mode())
+        _check_destination(path)  # it may have become a special file while we wrote
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in _WRITE_ERRNOS:
+            raise _write_error(path, e) from None
+        raise
+
+
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM,
+                 errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG}
+
+
+def _write_error(path: Path, e: OSError) -> OutputPathError:
+    why = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+           errno.EROFS: "read-only file system"}.get(e.errno, e.strerror or str(e))
+    return OutputPathError(f"{path}: cannot write the output ({why}); nothing was written there, free space or "
+                           "choose another path")
+
+
+def _check_destination(path: Path) -> None:
+    try:
+        st = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as e:
+        raise _write_error(path, e) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise OutputPathError(f"{path}: is a directory; give a file name inside it")
+    if not stat.S_ISREG(st.st_mode):
+        raise OutputPathError(f"{path}: is not a regular file (a device, pipe or socket); the output replaces its "
+                              "target by a rename, so write to a regular file instead")
+
+
+_TMP_PID = re.compile(r"\.pid(\d+)\.[^.]+\.tmp$")
+
+
+def sweep_stale(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files of `path` left by writers that were killed (kill -9): those named
+    `.NAME.*.tmp`, last modified before this process started, whose writer process is gone (or unknown).
+    Returns what was removed."""
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    removed = []
+    try:
+        candidates = list(directory.glob(f".{glob_escape(path.name)}.*.tmp"))
+    except OSError:
+        return removed
+    for tmp in candidates:
+        try:
+            st = tmp.lstat()
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode) or st.st_mtime >= _STARTED:
+            continue
+        m = _TMP_PID.search(tmp.name)
+        if m and _alive(int(m.group(1))):
+            continue
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True

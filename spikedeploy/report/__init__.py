@@ -1,0 +1,1 @@
+"""The deployment report (JSON, terminal, HTML), task sections, and `compare` across chips."""
