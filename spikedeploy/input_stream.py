@@ -378,37 +378,43 @@ def simulate_chunks(model, sources: Mapping[str, Source], *, b0: int = 0, b1: in
 
 
 def _chunk_runner(model, *, backend: str, target: str | None, steps: int | None, probes: tuple[str, ...]):
-    """simulate() for one chunk. The emulator compiles a QGraph once for all chunks of spikes (the compile
-    prepares every weight matrix: 16 ms a call for bench_engine's network (b)); the first chunk, and any
-    chunk of graded values, goes through simulate() with its checks of the target."""
+    """simulate() for one chunk. A backend that can compile a QGraph (the emulator: it prepares every weight
+    matrix, 16 ms a call for bench_engine's network (b)) compiles it once for all chunks of 0/1 spikes; the
+    first chunk, and any chunk of graded values, goes through simulate() with its checks of the target."""
+    from spikedeploy.graph.qgraph import QGraph
     from spikedeploy.simulate.dispatch import simulate
 
     def generic(xs):
         return simulate(model, xs, backend=backend, target=target, steps=steps, probes=probes)
 
-    from spikedeploy.graph.qgraph import QGraph
+    from spikedeploy.targets.backends import FLOAT, get_backend
 
-    if backend != "emulator" or not isinstance(model, QGraph):
+    if backend == FLOAT or not isinstance(model, QGraph):
         return generic
     from spikedeploy.simulate.hybrid import has_host_part
 
-    if has_host_part(model.graph):
+    be = get_backend(backend)
+    compile_ = be.load_compile()
+    if compile_ is None or has_host_part(model.graph):
         return generic
     from spikedeploy.simulate.result import model_layout
-    from spikedeploy.targets.emulator import compile_emulator, simulate_emulator
-    from spikedeploy.targets.emulator.engine import is_binary
 
     programs: list = []
 
     def fast(xs):
-        if programs and all(is_binary(x) for x in xs.values()):
-            return model_layout(model.graph, simulate_emulator(programs[0], xs, steps=steps, probes=probes))
+        if programs and all(_spikes(x) for x in xs.values()):
+            return model_layout(model.graph, be.load()(programs[0], xs, steps=steps, probes=probes))
         run = generic(xs)
         if not programs:
-            programs.append(compile_emulator(model, probes=probes))
+            programs.append(compile_(model, probes=probes))
         return run
 
     return fast
+
+
+def _spikes(x: np.ndarray) -> bool:
+    """0/1 values only (a chunk is already checked to hold integers)."""
+    return x.dtype == bool or x.size == 0 or (x.min() >= 0 and x.max() <= 1)
 
 
 class RunAssembler:
