@@ -52,6 +52,7 @@ lint: $(STAMP)
 # speed and memory measurements; results land in benchmarks/results/*.json and the README tables
 bench: $(STAMP)
 	$(PY) benchmarks/bench_engine.py
+	$(PY) benchmarks/bench_cli_simulate.py --big
 	$(PY) benchmarks/bench_partition.py
 	$(PY) benchmarks/bench_quantize_mnist.py
 

@@ -23,9 +23,15 @@ class Backend:
     description: str
     arithmetic: str | None = None  # the one target arithmetic it computes (a target name); None: any
     checks: str | None = None  # "module:function" -> {name: {"ok", "label", "required", "summary", ...}}
+    # "module:function": qgraph, probes= -> a compiled program that `entry` takes in place of the QGraph for
+    # 0/1 spike inputs, so that a run made of many calls (chunks of a dataset) prepares the network once
+    compile: str | None = None
 
     def load(self) -> Callable:
         return _resolve(self.entry)
+
+    def load_compile(self) -> Callable | None:
+        return _resolve(self.compile) if self.compile else None
 
 
 _BACKENDS: dict[str, Backend] = {
@@ -33,7 +39,8 @@ _BACKENDS: dict[str, Backend] = {
     for b in (
         Backend("emulator", "spikedeploy.targets.emulator.engine:simulate_emulator",
                 "batched fixed-point emulator, in the QGraph's own target arithmetic; Lava's bit for bit on Loihi 2",
-                checks="spikedeploy.targets.emulator.kernels:checks"),
+                checks="spikedeploy.targets.emulator.kernels:checks",
+                compile="spikedeploy.targets.emulator.engine:compile_emulator"),
         Backend("lava", "spikedeploy.targets.lava.backend:simulate_lava",
                 "Lava 0.10 Loihi2SimCfg(select_tag='fixed_pt'), one sample at a time", arithmetic="loihi2",
                 checks="spikedeploy.targets.lava.selftest:checks"),

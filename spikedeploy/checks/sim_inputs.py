@@ -33,9 +33,20 @@ def check_input_values(name: str, a: np.ndarray) -> None:
     if a.ndim >= 2 and (a.shape[0] == 0 or a.shape[1] == 0):
         raise InputError(f"input '{name}': shape {list(a.shape)} has no time steps or no samples; "
                          "expected [T, B, ...] with T, B >= 1")
-    if a.dtype.kind == "f" and not np.isfinite(a).all():
-        bad = int((~np.isfinite(a)).sum())
+    if a.dtype.kind == "f" and not all(np.isfinite(b).all() for b in blocks(a)):
+        bad = sum(int((~np.isfinite(b)).sum()) for b in blocks(a))
         raise InputError(f"input '{name}': {bad} value(s) are NaN or infinite; inputs must be finite")
+
+
+def blocks(a: np.ndarray, size: int = 1 << 18):
+    """Views of `a` along its first axis, about `size` values each: a check over them needs temporaries of
+    one block, not of the whole array (and stays in the cache)."""
+    if a.ndim == 0:
+        yield a
+        return
+    step = max(1, size // max(1, a[:1].size))
+    for i in range(0, a.shape[0], step):
+        yield a[i:i + step]
 
 
 def _first_line(e: BaseException) -> str:

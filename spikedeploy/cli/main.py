@@ -53,6 +53,31 @@ def _progress(what: str, quiet: bool):
         yield lambda f: bar.update(task, completed=f)
 
 
+@contextmanager
+def _sample_progress(what: str, quiet: bool):
+    """A progress bar over samples, with rate and time left; yields the callback (samples done, samples)."""
+    if quiet or not err_console.is_terminal:
+        yield None
+        return
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                  TimeRemainingColumn(), console=err_console, transient=True) as bar:
+        task = bar.add_task(what, total=None, rate="")
+        start: list[float] = []
+
+        def advance(done: int, total: int) -> None:
+            if not start:  # samples done before this process (a resumed run) do not count towards the rate
+                start[:] = [time.monotonic(), done]
+            dt = time.monotonic() - start[0]
+            rate = f"{(done - start[1]) / dt:,.0f} samples/s" if dt > 0 and done > start[1] else ""
+            bar.update(task, completed=done, total=total, rate=rate)
+
+        yield advance
+
+
 def _netx_layers() -> int | None:
     """This command's --netx-layers."""
     return click.get_current_context().meta.get("netx_layers")
@@ -211,22 +236,32 @@ def _about(path: str):
               help="netx/quantized files: reset u and v every N steps, layer l at step t with t % N == "
                    "(offset + l) % N, as lava-dl's recordings were made.")
 @click.option("--reset-offset", type=int, default=1, show_default=True, help="The offset of --reset-interval.")
+@click.option("--shard-size", type=int, default=None, metavar="N",
+              help="Write the run as shards of N samples into RUN.shards/ beside -o, each as it finishes; "
+                   "with --resume a killed run finishes only what is missing.")
+@click.option("--resume", is_flag=True, help="Finish the sharded run in RUN.shards/ (the same command and inputs).")
+@click.option("--executor", default="local", show_default=True, help="Where the shards run (local: this process).")
 @netx_layers_option
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def simulate(graph_file, backend, target, input_specs, steps, batch, density, seed, dt, out_path, input_bias,
-             reset_interval, reset_offset, as_json) -> None:
+             reset_interval, reset_offset, shard_size, resume, executor, as_json) -> None:
     """Simulate GRAPH (NIR, netx .net or quantized file) and write spikes per layer and outputs to RUN.npz."""
     from spikedeploy.checks.sim_size import check_run_size
     from spikedeploy.errors import InputError
     from spikedeploy.graph.ir import set_dt
     from spikedeploy.graph.qgraph import QGraph
-    from spikedeploy.io.paths import check_command_paths
-    from spikedeploy.simulate.dispatch import load_named_arrays, parse_input_args, random_inputs
+    from spikedeploy.input_stream import spec_file
+    from spikedeploy.io.paths import check_command_paths, spec_path
+    from spikedeploy.shards import file_digest
+    from spikedeploy.simulate.dispatch import load_named_arrays, named_specs, random_inputs
     from spikedeploy.simulate.dispatch import simulate as run_sim
     from spikedeploy.simulate.result import save_run
 
-    check_command_paths(outputs={"-o/--output": out_path}, inputs=[graph_file, _target_file(target), input_bias],
-                        input_specs=input_specs)
+    check_command_paths(outputs={"-o/--output": out_path}, inputs=[graph_file, _target_file(target), input_bias,
+                                                                   *(spec_file(spec_path(s)) for s in input_specs)])
+    if (shard_size is not None or resume) and (not input_specs or not out_path):
+        raise InputError("--shard-size/--resume need --input files and -o RUN.npz (the shards go beside it); "
+                         "save random inputs with numpy.save first")
     model = _load(graph_file)
     graph = model.graph if isinstance(model, QGraph) else model
     if dt is not None:
@@ -249,21 +284,29 @@ def simulate(graph_file, backend, target, input_specs, steps, batch, density, se
         inputs = {n: np.zeros((100 if steps is None else steps, 1 if batch is None else batch,
                                *graph.nodes[n].out_shape), np.int8) for n in graph.inputs}
     elif input_specs:
-        inputs = parse_input_args(graph, input_specs)
-        if batch is not None:
-            inputs = {k: v[:, :batch] for k, v in inputs.items()}
+        from spikedeploy.shards import simulate_specs
+
+        options = {"dt": dt, "netx_layers": _netx_layers(), "input_bias": input_bias and file_digest(input_bias),
+                   "reset_interval": reset_interval, "reset_offset": reset_offset}
+        with _about(graph_file), _sample_progress(f"simulating ({backend})", as_json) as advance:
+            run = simulate_specs(model, graph_file, named_specs(graph, input_specs), backend=backend, target=target,
+                                 steps=steps, batch=batch, out_path=out_path, shard_size=shard_size, resume=resume,
+                                 executor=executor, options=options, progress=advance)
+        inputs = None
     else:
         inputs = random_inputs(graph, steps=100 if steps is None else steps, batch=8 if batch is None else batch,
                                density=density, seed=seed)
-    with _about(graph_file), _progress(f"simulating ({backend})", as_json) as advance:
-        run = run_sim(model, inputs, backend=backend, target=target, steps=steps, progress=advance)
+    if inputs is not None:
+        with _about(graph_file), _progress(f"simulating ({backend})", as_json) as advance:
+            run = run_sim(model, inputs, backend=backend, target=target, steps=steps, progress=advance)
     run.meta["notes"] = notes + list(run.meta.get("notes", []))
     if out_path:
         save_run(run, out_path)
     spikes = run.spikes_per_node()
     if as_json:
         _emit_json({"backend": run.backend, "steps": run.steps, "batch": run.batch, "spikes": spikes,
-                    "outputs": sorted(run.outputs), "file": out_path, "notes": run.meta.get("notes", [])})
+                    "outputs": sorted(run.outputs), "file": out_path, "notes": run.meta.get("notes", []),
+                    "shards": run.meta.get("shards")})
         return
     t = Table(title=f"{graph_file}: {run.backend}, {run.steps} steps × {run.batch} samples")
     for col in ("node", "neurons", "spikes", "spikes/sample", "rate/neuron/step"):

@@ -25,7 +25,8 @@ from spikedeploy.targets.backends import FLOAT, get_backend
 
 def simulate(model: Graph | QGraph, inputs: Mapping[str, np.ndarray], *, backend: str = "emulator",
              target: str | None = None, steps: int | None = None, probes=(), progress=None) -> Run:
-    """Run `model` on `inputs` ({input name: [T, B, ...]}) with one backend. progress(fraction done), when
+    """Run `model` on `inputs` ({input name: [T, B, ...]}, or a file per input as `input_stream` reads them,
+    streamed a chunk of samples at a time) with one backend. progress(fraction done), when
     given, is called as the run advances (per step, chunk or sample, by backend).
 
     target: the target a float Graph is quantized for (default loihi2). A QGraph runs in the arithmetic of
@@ -33,6 +34,11 @@ def simulate(model: Graph | QGraph, inputs: Mapping[str, np.ndarray], *, backend
     """
     if backend != FLOAT:
         get_backend(backend)  # an unknown name is refused before anything is quantized
+    if any(isinstance(v, (str, Path)) for v in inputs.values()):  # files: read a chunk of samples at a time
+        from spikedeploy.input_stream import simulate_files
+
+        return simulate_files(model, inputs, backend=backend, target=target, steps=steps, probes=probes,
+                              progress=None if progress is None else lambda done, total: progress(done / total))
     if isinstance(model, QGraph) and backend != FLOAT:
         _check_target(model, target, backend)
     graph = model.graph if isinstance(model, QGraph) else model
@@ -40,14 +46,7 @@ def simulate(model: Graph | QGraph, inputs: Mapping[str, np.ndarray], *, backend
         from spikedeploy.simulate.float_ref import simulate_float
 
         return simulate_float(graph, inputs, steps=steps, probes=probes, progress=progress)
-    qg = model
-    note = None
-    if not isinstance(model, QGraph):
-        from spikedeploy.quantize.quantizer import quantize
-
-        target = target or "loihi2"
-        qg = quantize(model, target)
-        note = f"float graph quantized for {target} with max-abs scaling before simulation"
+    qg, note = as_fixed_point(model, target, backend)
     chip = get_backend(backend).load()  # computes in the arithmetic of the QGraph's own target
     from spikedeploy.simulate.hybrid import has_host_part, run_hybrid
 
@@ -62,6 +61,17 @@ def simulate(model: Graph | QGraph, inputs: Mapping[str, np.ndarray], *, backend
     if note:
         run.meta.setdefault("notes", []).append(note)
     return model_layout(qg.graph, run)
+
+
+def as_fixed_point(model: Graph | QGraph, target: str | None, backend: str) -> tuple[Graph | QGraph, str | None]:
+    """The model a fixed-point backend runs (a float Graph quantized max-abs per layer), and a note saying so;
+    quantized once when a run is made of several calls."""
+    if backend == FLOAT or isinstance(model, QGraph):
+        return model, None
+    from spikedeploy.quantize.quantizer import quantize
+
+    target = target or "loihi2"
+    return quantize(model, target), f"float graph quantized for {target} with max-abs scaling before simulation"
 
 
 def _check_target(qg: QGraph, target: str | None, backend: str) -> None:
@@ -93,11 +103,18 @@ def _check_target(qg: QGraph, target: str | None, backend: str) -> None:
 
 def parse_input_args(graph: Graph, specs: tuple[str, ...]) -> dict[str, np.ndarray]:
     """`X.npy` for a single-input graph, or `NAME=X.npy` per input."""
+    named_specs(graph, specs)
+    return load_named_arrays(specs, default_name=graph.inputs[0] if graph.inputs else "input")
+
+
+def named_specs(graph: Graph, specs: tuple[str, ...]) -> dict[str, str]:
+    """{input name: what follows NAME=} of `X` (single-input graph) or `NAME=X` per input."""
     if len(graph.inputs) != 1:
         bare = [s for s in specs if "=" not in s]
         if bare:
             raise SpikeDeployError(f"--input {bare[0]}: the graph has several inputs {graph.inputs}; write NAME={bare[0]}")
-    return load_named_arrays(specs, default_name=graph.inputs[0] if graph.inputs else "input")
+    default = graph.inputs[0] if graph.inputs else "input"
+    return dict(s.split("=", 1) if "=" in s else (default, s) for s in specs)
 
 
 def load_named_arrays(specs, *, default_name: str = "input", option: str = "--input") -> dict[str, np.ndarray]:

@@ -46,8 +46,13 @@ def save_run(run: Run, path) -> None:
     header = {"format": RUN_FORMAT, "version": RUN_VERSION, "backend": run.backend, "steps": run.steps,
               "batch": run.batch, "meta": jsonable(run.meta)}
     arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
-    with atomic_write(path, "wb") as f:
-        np.savez_compressed(f, **arrays)
+    import zipfile
+
+    # deflate level 1: a tenth of level 6's time (numpy.savez_compressed's) for files a third larger
+    with atomic_write(path, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        for key, a in arrays.items():
+            with z.open(f"{key}.npy", "w", force_zip64=True) as m:
+                np.lib.format.write_array(m, np.asanyarray(a), allow_pickle=False)
 
 
 def load_run(path) -> Run:

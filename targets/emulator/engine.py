@@ -29,9 +29,11 @@ MIN_SAMPLES_PER_THREAD = 8  # a batch smaller than twice this runs whole, its ke
 
 def prepare_inputs(g, inputs: Mapping[str, np.ndarray]):
     """Checked time-major inputs; fixed-point backends also need integer values."""
+    from spikedeploy.checks.sim_inputs import blocks
+
     xs, steps, batch = time_major_inputs(g, inputs)
     for name, x in xs.items():
-        if x.dtype.kind == "f" and not np.all(np.trunc(x) == x):
+        if x.dtype.kind == "f" and not all(np.array_equal(np.trunc(b), b) for b in blocks(x)):
             raise InputError(
                 f"input '{name}': values must be integers (spikes or graded integer payloads); "
                 "scale and round them first"

@@ -11,8 +11,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from spikedeploy.errors import ParameterError, UnsupportedError
 from spikedeploy.graph.ops import CONV, MATRIX, conv_params, pool_params
@@ -268,6 +266,8 @@ class ConvStage(SynapseStage):
         self.ar = ar
         self.stride, self.padding, self.dilation = conv_params(params, nd)
         self.groups = int(params.get("groups", 1))
+        import torch  # only convolutions need torch, and importing it costs a second
+
         bound = float(np.abs(w).reshape(w.shape[0], -1).sum(axis=1).max(initial=0)) * x_bound
         if bound < EXACT_F32:
             self.tdtype = torch.float32
@@ -286,6 +286,9 @@ class ConvStage(SynapseStage):
         xx = x.reshape(tc * b, *self.in_shape)
         if not self.graded:
             xx = xx != 0
+        import torch
+        import torch.nn.functional as F
+
         xt = torch.from_numpy(np.ascontiguousarray(xx, dtype=np.float32 if self.tdtype == torch.float32 else np.float64))
         conv = F.conv2d if self.nd == 2 else F.conv1d
         with torch.no_grad():
