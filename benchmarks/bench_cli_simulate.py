@@ -77,7 +77,7 @@ t0 = time.perf_counter()
 import spikedeploy.cli
 t1 = time.perf_counter()
 from spikedeploy.io.graph_files import load_graph
-from spikedeploy.input_stream import open_sources, iter_chunks, chunk_samples, RunAssembler
+from spikedeploy.simulate.input_stream import open_sources, iter_chunks, chunk_samples, RunAssembler
 from spikedeploy.simulate.dispatch import simulate
 from spikedeploy.simulate.result import save_run
 qg = load_graph({str(net)!r})

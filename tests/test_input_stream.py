@@ -11,8 +11,8 @@ import pytest
 from random_qgraphs import dense_chain, two_input_net
 
 from spikedeploy.errors import InputError
-from spikedeploy.input_stream import open_source, open_sources, simulate_chunks
 from spikedeploy.simulate.dispatch import simulate
+from spikedeploy.simulate.input_stream import open_source, open_sources, simulate_chunks
 
 BATCH = 37  # not a multiple of the chunk, so the last chunk is short
 

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from random_qgraphs import dense_chain
 
-from spikedeploy.executors import get_executor
+from spikedeploy.errors import SpikeDeployError
 from spikedeploy.io.qgraph_file import save_qgraph
 from spikedeploy.simulate.dispatch import simulate
+from spikedeploy.simulate.executors import get_executor
 from spikedeploy.simulate.result import load_run
 
 STEPS, BATCH, SHARD = 40, 1200, 12  # 100 shards: enough that a kill lands in the middle
@@ -145,8 +146,11 @@ def test_resume_refuses_a_shard_of_another_run_or_place(finished, work):
 
 def test_shard_options_need_input_files_and_a_known_executor(finished):
     _one_line_error(_cli("simulate", "net.npz", "-o", "r.npz", "--shard-size", 5, cwd=finished), "--input")
-    _one_line_error(_cli(*ARGS, "--executor", "nowhere", "-o", "r2.npz", cwd=finished), "unknown executor")
+    p = _cli(*ARGS, "--executor", "nowhere", "-o", "r2.npz", cwd=finished)
+    assert p.returncode == 2 and "'nowhere' is not one of 'local', 'ray'" in p.stderr
     assert not (finished / "r2.shards").exists()
+    with pytest.raises(SpikeDeployError, match="unknown executor 'nowhere'; choose one of local, ray"):
+        get_executor("nowhere")
 
 
 def test_local_executor_yields_every_item_with_its_position():

@@ -129,29 +129,34 @@ def test_table_and_page_in_the_browser(data, swept, tmp_path):
     assert (gray[1100:] < 0.5).mean() > 0.005
 
 
-def test_rerun_recomputes_nothing_and_new_points_only(data, swept):
-    from spikedeploy.report.sweep import local_map, sweep
+def test_rerun_recomputes_nothing_and_new_points_only(data, swept, monkeypatch):
+    from spikedeploy.report.sweep import sweep
+    from spikedeploy.simulate import executors
 
     out, res = swept
     files = sorted(f for f in (out / "points").rglob("*") if f.is_file())
     before = {f: f.stat().st_mtime_ns for f in files}
     ran = []
 
-    def counting(fn, tasks):
-        tasks = list(tasks)
-        ran.extend(t["key"] for t in tasks)
-        return local_map(fn, tasks)
+    class Counting(executors.LocalExecutor):  # the local executor, with a record of what it was given
+        def map_unordered(self, fn, items):
+            items = list(items)
+            ran.extend(t["key"] for t in items)
+            return super().map_unordered(fn, items)
+
+    monkeypatch.setitem(executors.EXECUTORS, "counting", Counting)
 
     kw = {"out_dir": out, "targets": ["loihi2", "loihi1"], "weight_bits": [4, 6, 8], "methods": ["maxabs"],
           "labels": data["labels"], "metric": "retrieval", "html": None}
     inputs = [f"image={data['image']}", f"text={data['text']}"]
-    again = sweep(data["model"], inputs, steps=[2, 4], executor=counting, **kw)
+    again = sweep(data["model"], inputs, steps=[2, 4], executor="counting", **kw)
     assert ran == [] and again["computed"] == 0 and again["cached"] == 12
     assert {f: f.stat().st_mtime_ns for f in files} == before
     assert [p["score"] for p in again["points"]] == [p["score"] for p in res["points"]]
     # a grid that overlaps the stored one: only its new point runs
-    more = sweep(data["model"], inputs, steps=[2, 3], **{**kw, "targets": ["loihi2"], "weight_bits": [4]})
-    assert (more["computed"], more["cached"]) == (1, 1)
+    more = sweep(data["model"], inputs, steps=[2, 3], executor="counting",
+                 **{**kw, "targets": ["loihi2"], "weight_bits": [4]})
+    assert (more["computed"], more["cached"]) == (1, 1) and len(ran) == 1
     assert [p["steps"] for p in more["points"] if not p["cached"]] == [3]
     assert {f: f.stat().st_mtime_ns for f in files} == before
 
@@ -294,3 +299,17 @@ def test_bad_dataset_refused_before_any_point(data, tmp_path, change, needle):
         sweep(data["model"], inputs, **{**kw, **change})
     assert needle in str(e.value) and "\n" not in str(e.value)
     assert not (tmp_path / "o").exists()
+
+
+def test_points_computed_as_ray_tasks_equal_the_local_ones(data, swept, tmp_path):
+    pytest.importorskip("ray")
+    out, res = swept
+    r = sd(*_args(data, tmp_path / "ray", "--targets", "loihi2", "--weight-bits", "4,8", "--steps", "2"),
+           "--executor", "ray", "--json")
+    assert r.returncode == 0, r.stderr
+    got = {(p["weight_bits"], p["steps"]): p for p in json.loads(r.stdout)["points"]}
+    want = {(p["weight_bits"], p["steps"]): p for p in res["points"] if p["target"] == "loihi2"}
+    assert set(got) == {(4, 2), (8, 2)}
+    for k in got:  # computed in Ray workers, the same figures as the local sweep's
+        assert (got[k]["score"], got[k]["energy_j"], got[k]["cores"]) == (want[k]["score"], want[k]["energy_j"],
+                                                                         want[k]["cores"])

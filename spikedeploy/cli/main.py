@@ -112,6 +112,17 @@ def cli() -> None:
 
 
 # ---- inspect --------------------------------------------------------------------------------------
+def executor_options(f):
+    """--executor/--address: where independent pieces of work (shards, sweep points) run."""
+    f = click.option("--address", default=None, metavar="ADDR",
+                     help="--executor ray: the Ray cluster to join ('auto', HOST:PORT or ray://HOST:10001); "
+                          "without it a local cluster starts. Its nodes must see the input and output files "
+                          "under the same paths.")(f)
+    return click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                        help="local: this process, one piece after another; ray: Ray tasks (a lost worker's "
+                             "piece is rerun).")(f)
+
+
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=str))
 @netx_layers_option
@@ -240,23 +251,25 @@ def _about(path: str):
               help="Write the run as shards of N samples into RUN.shards/ beside -o, each as it finishes; "
                    "with --resume a killed run finishes only what is missing.")
 @click.option("--resume", is_flag=True, help="Finish the sharded run in RUN.shards/ (the same command and inputs).")
-@click.option("--executor", default="local", show_default=True, help="Where the shards run (local: this process).")
+@executor_options
 @netx_layers_option
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def simulate(graph_file, backend, target, input_specs, steps, batch, density, seed, dt, out_path, input_bias,
-             reset_interval, reset_offset, shard_size, resume, executor, as_json) -> None:
+             reset_interval, reset_offset, shard_size, resume, executor, address, as_json) -> None:
     """Simulate GRAPH (NIR, netx .net or quantized file) and write spikes per layer and outputs to RUN.npz."""
     from spikedeploy.checks.sim_size import check_run_size
     from spikedeploy.errors import InputError
     from spikedeploy.graph.ir import set_dt
     from spikedeploy.graph.qgraph import QGraph
-    from spikedeploy.input_stream import spec_file
     from spikedeploy.io.paths import check_command_paths, spec_path
-    from spikedeploy.shards import file_digest
     from spikedeploy.simulate.dispatch import load_named_arrays, named_specs, random_inputs
     from spikedeploy.simulate.dispatch import simulate as run_sim
+    from spikedeploy.simulate.input_stream import spec_file
     from spikedeploy.simulate.result import save_run
+    from spikedeploy.simulate.shards import file_digest
 
+    if (executor != "local" or address) and shard_size is None:
+        raise click.UsageError("--executor/--address distribute the shards of a run: add --shard-size N")
     check_command_paths(outputs={"-o/--output": out_path}, inputs=[graph_file, _target_file(target), input_bias,
                                                                    *(spec_file(spec_path(s)) for s in input_specs)])
     if (shard_size is not None or resume) and (not input_specs or not out_path):
@@ -284,14 +297,14 @@ def simulate(graph_file, backend, target, input_specs, steps, batch, density, se
         inputs = {n: np.zeros((100 if steps is None else steps, 1 if batch is None else batch,
                                *graph.nodes[n].out_shape), np.int8) for n in graph.inputs}
     elif input_specs:
-        from spikedeploy.shards import simulate_specs
+        from spikedeploy.simulate.shards import simulate_specs
 
         options = {"dt": dt, "netx_layers": _netx_layers(), "input_bias": input_bias and file_digest(input_bias),
                    "reset_interval": reset_interval, "reset_offset": reset_offset}
         with _about(graph_file), _sample_progress(f"simulating ({backend})", as_json) as advance:
             run = simulate_specs(model, graph_file, named_specs(graph, input_specs), backend=backend, target=target,
                                  steps=steps, batch=batch, out_path=out_path, shard_size=shard_size, resume=resume,
-                                 executor=executor, options=options, progress=advance)
+                                 executor=executor, address=address, options=options, progress=advance)
         inputs = None
     else:
         inputs = random_inputs(graph, steps=100 if steps is None else steps, batch=8 if batch is None else batch,
@@ -655,9 +668,10 @@ def _finish(result, json_view, as_json: bool, html_path, write_html, render_term
 @click.option("--dt", type=float, default=None, help="Time step in seconds, for graphs that do not record one (NIR).")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="Output directory: points/<key>/ (g.q.npz, run.npz, point.json), sweep.json, sweep.html.")
+@executor_options
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def sweep(graph_file, input_specs, labels_path, metric, calib_specs, target_list, bits_list, steps_list, method_list,
-          samples, seed, dt, out_dir, as_json) -> None:
+          samples, seed, dt, out_dir, executor, address, as_json) -> None:
     """Design-space sweep of MODEL (a float graph) over targets × weight bits × time steps × quantization
     methods: a table, sweep.json and a page with the Pareto front of energy per inference against the task
     metric. Points already computed (same model, data and options) are reused."""
@@ -672,7 +686,7 @@ def sweep(graph_file, input_specs, labels_path, metric, calib_specs, target_list
     with _about(graph_file), _progress("sweep", as_json) as progress:
         res = run_sweep(graph_file, input_specs, out_dir=out_dir, labels=labels_path, metric=metric,
                         calibration=calib_specs or None, samples=samples, seed=seed, dt=dt, progress=progress,
-                        **grid)
+                        executor=executor, address=address, **grid)
     if as_json:
         _emit_json(res)
         return

@@ -17,9 +17,8 @@ point's options, so a rerun recomputes only points whose key has no complete dir
 interrupted sweep resumes; a changed model or dataset recomputes everything).
 
 Points are computed by `run_point`, a top-level function of one picklable task dict, mapped over the
-points by an executor: `local_map` (a plain loop) by default; any `executor(fn, tasks) -> iterable of
-results` (e.g. one that runs tasks as Ray tasks, whose workers then need the files at the same paths)
-plugs in without changing this module.
+points by an executor (spikedeploy/simulate/executors.py): `local` (one after another in this process) by
+default, or `ray` (Ray tasks on a local or remote cluster, whose nodes need the files at the same paths).
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -225,14 +224,6 @@ def run_point(task: dict) -> dict:
     return rec
 
 
-def local_map(fn: Callable[[dict], dict], tasks: Iterable[dict]) -> Iterable[dict]:
-    """The default executor: the tasks one after another in this process."""
-    for t in tasks:
-        yield fn(t)
-
-
-# ---- the Pareto front -----------------------------------------------------------------------------
-
 def pareto_front(values: Sequence[Sequence[float]]) -> list[int]:
     """Indices of the rows no other row dominates, every objective minimised (a row dominates another when it
     is no worse in every objective and better in one; equal rows are both on the front)."""
@@ -325,7 +316,7 @@ def sweep(model: str | Path, inputs: Sequence[str] | dict[str, str], *, out_dir:
           targets: Sequence[str], weight_bits: Sequence[int | None] = (None,), steps: Sequence[int],
           methods: Sequence[str] = ("maxabs",), labels: str | Path | None = None, metric: str | None = None,
           calibration: Sequence[str] | dict[str, str] | None = None, samples: int | None = None, seed: int = 0,
-          dt: float | None = None, executor: Callable = local_map, progress: Callable[[float], None] | None = None,
+          dt: float | None = None, executor: str = "local", address: str | None = None, progress: Callable[[float], None] | None = None,
           html: str | Path | None = "default") -> dict:
     """Run (or reuse) every point of the grid; write OUT/sweep.json and the Pareto page (html: a path,
     "default" for OUT/sweep.html, None for none). Returns the sweep's dict (see sweep.json)."""
@@ -369,7 +360,10 @@ def sweep(model: str | Path, inputs: Sequence[str] | dict[str, str], *, out_dir:
         if rec is None:
             tasks.append({**base, "point": pt, "key": key})
     done = {}
-    for i, rec in enumerate(executor(run_point, tasks)):
+    from spikedeploy.simulate.executors import get_executor
+
+    ex = get_executor(executor, **({"address": address} if address else {})) if tasks else None
+    for i, (_, rec) in enumerate(ex.map_unordered(run_point, tasks) if tasks else ()):
         done[rec["key"]] = rec
         if progress:
             progress((i + 1) / len(tasks))

@@ -35,7 +35,7 @@ def simulate(model: Graph | QGraph, inputs: Mapping[str, np.ndarray], *, backend
     if backend != FLOAT:
         get_backend(backend)  # an unknown name is refused before anything is quantized
     if any(isinstance(v, (str, Path)) for v in inputs.values()):  # files: read a chunk of samples at a time
-        from spikedeploy.input_stream import simulate_files
+        from spikedeploy.simulate.input_stream import simulate_files
 
         return simulate_files(model, inputs, backend=backend, target=target, steps=steps, probes=probes,
                               progress=None if progress is None else lambda done, total: progress(done / total))

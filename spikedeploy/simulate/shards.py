@@ -42,7 +42,7 @@ def shard_path(directory: Path, index: int) -> Path:
 
 
 def file_digest(path: str | os.PathLike) -> str:
-    from spikedeploy.input_stream import _sampled_digest
+    from spikedeploy.simulate.input_stream import _sampled_digest
 
     return _sampled_digest(Path(path)).hex()[:32]
 
@@ -63,7 +63,7 @@ class ShardJob:
 
     def __call__(self, shard: tuple[int, int, int]) -> int:
         """Simulate shard (index, b0, b1) and write it; returns its number of samples."""
-        from spikedeploy.input_stream import open_sources, simulate_chunks
+        from spikedeploy.simulate.input_stream import open_sources, simulate_chunks
         from spikedeploy.simulate.result import save_run
 
         index, b0, b1 = shard
@@ -169,7 +169,7 @@ def write_manifest(d: Path, manifest: dict) -> None:
 
 def execute(job: ShardJob, p: ShardPlan, *, executor=None, progress: Callable[[int, int], None] | None = None) -> None:
     """Compute the shards still to do, recording each in the manifest as it lands."""
-    from spikedeploy.executors import get_executor
+    from spikedeploy.simulate.executors import get_executor
 
     executor = executor or get_executor("local")
     total = sum(b1 - b0 for _, b0, b1 in p.shards)
@@ -186,7 +186,7 @@ def execute(job: ShardJob, p: ShardPlan, *, executor=None, progress: Callable[[i
 
 def merge(p: ShardPlan) -> Run:
     """The whole run, from its shards in order (each checked again)."""
-    from spikedeploy.input_stream import RunAssembler
+    from spikedeploy.simulate.input_stream import RunAssembler
 
     acc = RunAssembler(sum(b1 - b0 for _, b0, b1 in p.shards))
     for shard in p.shards:
@@ -223,12 +223,13 @@ def _short(e: BaseException) -> str:
 def simulate_specs(model, graph_file: str, specs: Mapping[str, str], *, backend: str = "emulator",
                    target: str | None = None, steps: int | None = None, batch: int | None = None,
                    out_path: str | None = None, shard_size: int | None = None, resume: bool = False,
-                   executor: str = "local", options: Mapping[str, Any] | None = None,
+                   executor: str = "local", address: str | None = None, options: Mapping[str, Any] | None = None,
                    progress: Callable[[int, int], None] | None = None) -> Run:
     """The command line's run on input files: streamed a chunk at a time, and with shard_size, in resumable
-    shards beside `out_path` (the merged Run is also written there). batch: the first samples only."""
-    from spikedeploy.input_stream import batch_of, open_sources, simulate_chunks
+    shards beside `out_path` (the merged Run is also written there), computed by `executor` ("ray": Ray tasks
+    on the cluster at `address`, or a local one). batch: the first samples only."""
     from spikedeploy.simulate.dispatch import as_fixed_point
+    from spikedeploy.simulate.input_stream import batch_of, open_sources, simulate_chunks
     from spikedeploy.simulate.result import save_run
 
     sources = open_sources(specs)
@@ -248,9 +249,9 @@ def simulate_specs(model, graph_file: str, specs: Mapping[str, str], *, backend:
     finally:
         for s in sources.values():
             s.close()
-    from spikedeploy.executors import get_executor
+    from spikedeploy.simulate.executors import get_executor
 
-    ex = get_executor(executor)  # an unknown name is refused before anything is written
+    ex = get_executor(executor, **({"address": address} if address else {}))  # refused before any write
     opts = {"graph": file_digest(graph_file), "backend": backend, "target": target, "steps": steps,
             **(options or {})}
     p = plan(out_path, batch=n, shard_size=shard_size, options=opts, inputs=fingerprints, resume=resume)

@@ -31,10 +31,19 @@ class LocalExecutor:
             yield i, fn(item)
 
 
-EXECUTORS: dict[str, Callable[..., Executor]] = {"local": LocalExecutor}
+def _ray(**options) -> Executor:
+    from spikedeploy.simulate.ray_executor import RayExecutor  # imported only when asked for: Ray is large
+
+    return RayExecutor(**options)
+
+
+EXECUTORS: dict[str, Callable[..., Executor]] = {"local": LocalExecutor, "ray": _ray}
 
 
 def get_executor(name: str = "local", **options) -> Executor:
+    """An executor by name; `options` go to its constructor (ray: address, max_retries)."""
     if name not in EXECUTORS:
         raise SpikeDeployError(f"unknown executor '{name}'; choose one of {', '.join(EXECUTORS)}")
+    if name == "local":
+        return LocalExecutor()  # a local map has no options: an --address is meaningless here
     return EXECUTORS[name](**options)
