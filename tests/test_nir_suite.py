@@ -171,8 +171,6 @@ RUNS = {
                                                                              padding=A([0, 0])), nir.Output(A([1, 2, 2]))),
                             ["LI readout", "grouped Conv2d"], True),
 }
-LAVA_CASES = ["delays_pre_post", "threshold_from_input", "synapse_into_output", "complex", "cubalif_synapse_bias",
-              "v_reset_lif", "lif_recurrent_delay"]
 
 
 # ---- constructions refused with a chip limit --------------------------------------------------------
@@ -280,7 +278,7 @@ def test_construction_quantizes_and_runs(name):
         assert bad.size == 0, f"{name}: '{n}' emulator != float (chip synapse delays) first at {bad[0].tolist()}"
 
 
-@pytest.mark.parametrize("name", LAVA_CASES)
+@pytest.mark.parametrize("name", list(RUNS))
 def test_construction_emulator_equals_lava(lava, name):
     g, qg = _quantized(name)
     xs = _padded(_inputs(g, T=10), 10)
