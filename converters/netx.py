@@ -410,11 +410,21 @@ class _Builder:
                  input_layer: bool = False) -> dict:
         if is_sdnn(nc):
             return sdnn_q(nc, shape, bias, input_layer=input_layer, where=f"{self.path}: layer {i} ({kind})")
-        du = int(np.asarray(nc["iDecay"]).ravel()[0]) - 1
-        dv = int(np.asarray(nc["vDecay"]).ravel()[0])
+        du = self.decay(i, kind, nc["iDecay"], shape) - 1
+        dv = self.decay(i, kind, nc["vDecay"], shape)
         vth = int(np.asarray(nc["vThMant"]).ravel()[0])
         bm = np.zeros(shape, np.int64) if bias is None else bias
         return {"du": du, "dv": dv, "vth": vth, "bias_mant": bm, "bias_exp": NETX_BIAS_EXP}
+
+    def decay(self, i: int, kind: str, d, shape: tuple[int, ...]):
+        """One decay for the layer (an int), or one per neuron (an int64 array of the layer's shape)."""
+        d = np.asarray(d).astype(np.int64).ravel()
+        if d.size == 1 or np.all(d == d[0]):
+            return int(d[0])
+        n = int(np.prod(shape))
+        if d.size != n:
+            raise self.err(i, kind, f"{d.size} per-neuron decays for {n} neurons; give one or one per neuron")
+        return d.reshape(shape)
 
     def neuron(self, i: int, shape: tuple[int, ...], nq: dict, src: str) -> str:
         if "sdnn" in nq:
@@ -422,12 +432,12 @@ class _Builder:
             self.q[name], self.scale[name], self.prev = nq, 1.0, name
             return name
         du, dv, vth = nq["du"], nq["dv"], nq["vth"]
-        ks = du / 4096 if du > 0 else _NO_DECAY_K
-        km = dv / 4096 if dv > 0 else _NO_DECAY_K
-        if du <= 0:
-            self.notes.append(f"layer {i}: du = {du} (no current decay) shown as tau_syn = 2**30 steps")
-        if dv <= 0:
-            self.notes.append(f"layer {i}: dv = {dv} (no voltage decay) shown as tau_mem = 2**30 steps")
+        ks = np.where(np.asarray(du) > 0, np.asarray(du) / 4096, _NO_DECAY_K)
+        km = np.where(np.asarray(dv) > 0, np.asarray(dv) / 4096, _NO_DECAY_K)
+        if np.any(np.asarray(du) <= 0):
+            self.notes.append(f"layer {i}: du = {np.min(du)} (no current decay) shown as tau_syn = 2**30 steps")
+        if np.any(np.asarray(dv) <= 0):
+            self.notes.append(f"layer {i}: dv = {np.min(dv)} (no voltage decay) shown as tau_mem = 2**30 steps")
         bias = nq["bias_mant"]
         full = np.ones(shape, np.float64)
         params = {

@@ -43,8 +43,12 @@ def _check_group(d: dict, path, i: int, prefix: str, kind: str) -> None:
             raise FileFormatError(f"{where}: holds NaN or infinite values; netx parameters must be finite")
         if k in _NEURON_RANGES:
             lo, hi = _NEURON_RANGES[k]
-            if a.size != 1 or a.ndim > 1 or not lo <= float(a.ravel()[0]) <= hi or float(a.ravel()[0]) != int(a.ravel()[0]):
-                raise FileFormatError(f"{where}: is {a.ravel()[:4].tolist()}; expected one integer in {lo}..{hi}")
+            # decays may be one per neuron (slayer exports them so when its neurons do not share parameters)
+            per_neuron = k in ("iDecay", "vDecay") and a.ndim == 1 and a.size >= 1
+            if (a.size != 1 and not per_neuron) or a.ndim > 1 or np.any(a < lo) or np.any(a > hi) \
+                    or np.any(a != np.round(a)):
+                what = "integers (one, or one per neuron)" if k in ("iDecay", "vDecay") else "one integer"
+                raise FileFormatError(f"{where}: is {a.ravel()[:4].tolist()}; expected {what} in {lo}..{hi}")
         elif k == "shape":
             if a.ndim != 1 or a.size == 0 or np.any(a < 1) or np.any(a != np.round(a)):
                 raise FileFormatError(f"{where}: is {a.tolist()}; expected a list of positive integers")
