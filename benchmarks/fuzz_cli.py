@@ -395,9 +395,41 @@ _BAD_CLI = {("--steps", "-1"), ("--steps", "0"), ("--steps", "99999999999999"), 
             ("--weight-bits", "-1"), ("--weight-bits", "99"), ("--netx-layers", "0"), ("--netx-layers", "-1")}
 
 
+# the commands that take a grid, a target list or shards: (option, value) -> whether the value is invalid
+_GRID_VALUES = {
+    "--targets": {"loihi2": False, "loihi2,loihi1": False, "nochip": True, ",": True, "loihi2,nochip": True},
+    "--weight-bits": {"4": False, "8": False, "0": True, "40": True, "x": True},
+    "--sweep-steps": {"3": False, "2,3": False, "0": True, "-1": True, "x": True},
+    "--shard-size": {"1": False, "5": False, "0": True, "-1": True, "x": True},
+}
+
+
+def grid_case(seeds, d: Path, rng: random.Random) -> tuple[list[str], str, str]:
+    """compare, sweep and sharded simulate, one option changed at a time."""
+    q, nir, inp = str(seeds["qgraph"]), str(seeds["nir:two_lif_neurons.nir"]), str(seeds["input"])
+    cmd = rng.choice(["compare", "sweep", "shards"])
+    opt = {"compare": ["--targets"], "sweep": ["--targets", "--weight-bits", "--sweep-steps"],
+           "shards": ["--shard-size"]}[cmd]
+    opt = rng.choice(opt)
+    val = rng.choice(list(_GRID_VALUES[opt]))
+    bad = _GRID_VALUES[opt][val]
+    if cmd == "compare":
+        args = ["compare", q, "--steps", "3", "--targets", val]
+    elif cmd == "sweep":
+        grid = {"--targets": "loihi2", "--weight-bits": "8", "--sweep-steps": "3", opt: val}
+        args = ["sweep", nir, "--input", inp, "--dt", "1e-3", "--targets", grid["--targets"], "--weight-bits",
+                grid["--weight-bits"], "--steps", grid["--sweep-steps"], "-o", str(d / f"sweep{rng.randrange(4)}")]
+    else:
+        out = d / f"shards{rng.randrange(1 << 30)}.npz"  # a fresh run: an old run directory is refused
+        args = ["simulate", q, "--input", inp, "-o", str(out), "--shard-size", val]
+    return args, f"{cmd} {opt} {val}", "invalid" if bad else "valid"
+
+
 def cli_case(seeds, d: Path, rng: random.Random) -> tuple[list[str], str, str]:
     q, nir = str(seeds["qgraph"]), str(seeds["nir:two_lif_neurons.nir"])
-    cmd = rng.choice(["simulate", "partition", "quantize", "paths"])
+    cmd = rng.choice(["simulate", "partition", "quantize", "paths", "grid"])
+    if cmd == "grid":
+        return grid_case(seeds, d, rng)
     if cmd == "paths":
         inp = q
         out = rng.choice([q, "", "/dev/null", "/dev/full", str(d), "/nonexistent/dir/x.npz", str(d / "fifo"),

@@ -265,6 +265,8 @@ def test_cli_compare_prints_one_row_per_chip_and_writes_html(tmp_path):
     assert "<table>" in text and "speck" in text and "Davies et al." in text
     r = _sd("compare", nir, "--dt", 1, "--targets", "loihi2,nochip")
     assert r.returncode == 1 and "unknown target 'nochip'" in r.stderr and "Traceback" not in r.stderr
+    r = _sd("compare", nir, "--dt", 1, "--targets", ",")  # found by the fuzzer: an empty table, exit 0
+    assert r.returncode == 1 and r.stderr.strip() == "error: --targets: empty list; give at least one value"
     r = _sd("compare", nir, "--dt", 1, "--labels", y)
     assert r.returncode == 2 and "--labels needs --input" in r.stderr
 

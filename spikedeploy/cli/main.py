@@ -627,7 +627,9 @@ def compare(graph_file, target_list, run_path, input_specs, labels_path, steps, 
     inputs = parse_input_args(graph, input_specs) if input_specs else None
     labels = load_named_arrays((labels_path,), option="--labels")["input"] if labels_path else None
     run = load_run(run_path) if run_path else None
-    targets = [t.strip() for t in target_list.split(",") if t.strip()]
+    from spikedeploy.report.sweep import parse_list
+
+    targets = parse_list("--targets", target_list)  # an empty list is refused, a repeated name kept once
     with _about(graph_file):
         res = compare_targets(model, targets, run=run, inputs=inputs, labels=labels, steps=steps)
     _finish(res, {**res, "html": html_path}, as_json, html_path, write_html, render_terminal)
