@@ -21,7 +21,7 @@ NIR = FIXTURES / "nir-paper" / "two_lif_neurons.nir"
 
 
 def sd(*args, cwd=None, **kw):
-    env = {**os.environ, "COLUMNS": "200"}
+    env = {**os.environ, "COLUMNS": "200", "PYTHONPATH": str(Path(__file__).parent / "helpers")}  # tiny_models
     env.pop("SPIKEDEPLOY_DEBUG", None)
     return subprocess.Popen([sys.executable, "-m", "spikedeploy", *map(str, args)], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
@@ -130,11 +130,16 @@ def _complete(kind: str, path: Path) -> bool:
 
         json.loads(path.read_text())
         return True
+    if kind == "nir":
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            return "node" in f
     with np.load(path, allow_pickle=False) as z:
         return bool(z.files)
 
 
-@pytest.mark.parametrize("cmd", ["quantize", "simulate", "partition", "report"])
+@pytest.mark.parametrize("cmd", ["quantize", "simulate", "partition", "report", "export"])
 def test_command_killed_at_random_points(tmp_path, qfile, cmd):
     rng = random.Random(cmd)
     args, out, kind = {
@@ -142,6 +147,7 @@ def test_command_killed_at_random_points(tmp_path, qfile, cmd):
         "simulate": (["simulate", qfile, "--steps", "300", "--batch", "64", "-o"], "run.npz", "npz"),
         "partition": (["partition", qfile, "-o"], "pl.json", "json"),
         "report": (["report", qfile, "--html"], "r.html", "html"),
+        "export": (["export", "tiny_models:two_layer", "--input-shape", "input=12", "-o"], "m.nir", "nir"),
     }[cmd]
     out = tmp_path / out
     for i in range(4):
