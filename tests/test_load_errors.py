@@ -160,3 +160,21 @@ def test_save_refuses_other_extensions_and_load_any(tmp_path, fixtures_dir):
         save_graph(g, tmp_path / "x.onnx")
     save_graph(g, tmp_path / "x.nir")
     assert [p.name for p in tmp_path.iterdir()] == ["x.nir"]  # no temp files left behind
+
+
+def test_a_file_that_loops_libhdf5_is_refused_not_hung(tmp_path):
+    """Found by the long fuzz run (seed 7, case 21398: lif_norse.nir with flipped bytes): libhdf5 loops in C on
+    its damaged heap, where no signal reaches Python; the read runs in a child with a deadline."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    f = Path(__file__).parent / "data" / "heap_loop.nir"
+    env = {**os.environ, "SPIKEDEPLOY_HDF5_SECONDS": "3"}
+    p = subprocess.run([sys.executable, "-m", "spikedeploy", "inspect", str(f)], capture_output=True, text=True,
+                       env=env, timeout=60)
+    assert p.returncode == 1
+    assert p.stderr.strip().splitlines() == [f"error: {f}: reading the HDF5 file did not finish in 3 s, so its "
+                                              "internal structure is damaged (libhdf5 loops on it); re-export or "
+                                              "re-copy it"]

@@ -87,9 +87,81 @@ def open_hdf5(path: str | os.PathLike, what: str = "a NIR (.nir), lava-dl netx (
             f.close()
 
 
+# libhdf5 can loop forever on a damaged file (a flipped byte in a global heap, found by the fuzzer), in C,
+# where neither SIGALRM nor SIGTERM reaches Python: so a file is read in a forked child with a deadline.
+HDF5_READ_SECONDS = 60  # SPIKEDEPLOY_HDF5_SECONDS overrides it (the fuzzer uses 5)
+
+
 def read_hdf5(path: str | os.PathLike, *, what: str, group: str, hint: str, read: Callable[[Any], Any]) -> Any:
-    """`read(f)` on an HDF5 file that must hold `group`; a missing group or damaged data is a FileFormatError."""
+    """`read(f)` on an HDF5 file that must hold `group`; a missing group or damaged data is a FileFormatError,
+    and so is a read that does not finish within HDF5_READ_SECONDS."""
     path = Path(path)
+    seconds = float(os.environ.get("SPIKEDEPLOY_HDF5_SECONDS") or HDF5_READ_SECONDS)
+    return _with_deadline(lambda: _read_hdf5(path, what, group, hint, read), path, seconds)
+
+
+def _with_deadline(fn: Callable[[], Any], path: Path, seconds: float) -> Any:
+    """fn() in a forked child, its result (or exception, and its warnings) sent back through a pipe; a child
+    that has not answered after `seconds` is killed and the file refused."""
+    if not hasattr(os, "fork"):
+        return fn()
+    import pickle
+    import select
+    import signal
+    import time
+    import warnings
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        try:
+            os.close(r)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    out = ("ok", fn())
+                except BaseException as e:  # noqa: BLE001 - carried to the parent, which raises it
+                    out = ("err", e)
+            try:
+                data = pickle.dumps((out, [(str(c.message), c.category) for c in caught]))
+            except Exception as e:  # noqa: BLE001 - an unpicklable result is the parent's error to report
+                data = pickle.dumps((("err", FileFormatError(f"{path}: cannot pass what was read back ({e})")), []))
+            with os.fdopen(w, "wb") as f:
+                f.write(data)
+        finally:
+            os._exit(0)
+    os.close(w)
+    chunks: list[bytes] = []
+    done = False
+    try:
+        deadline = time.monotonic() + seconds
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([r], [], [], left)[0]:
+                raise FileFormatError(f"{path}: reading the HDF5 file did not finish in {seconds:g} s, so its internal "
+                                      "structure is damaged (libhdf5 loops on it); re-export or re-copy it")
+            b = os.read(r, 1 << 20)
+            if not b:
+                break
+            chunks.append(b)
+        done = True
+    finally:
+        os.close(r)
+        if not done:
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    if not chunks:
+        raise FileFormatError(f"{path}: reading the HDF5 file ended the reading process; the file is damaged; "
+                              "re-export or re-copy it")
+    (status, value), caught = pickle.loads(b"".join(chunks))
+    for message, category in caught:
+        warnings.warn(message, category, stacklevel=4)
+    if status == "err":
+        raise value
+    return value
+
+
+def _read_hdf5(path: Path, what: str, group: str, hint: str, read: Callable[[Any], Any]) -> Any:
     with open_hdf5(path, what=what) as f:
         try:
             if group not in f:
