@@ -151,6 +151,8 @@ def test_shard_options_need_input_files_and_a_known_executor(finished):
     assert not (finished / "r2.shards").exists()
     with pytest.raises(SpikeDeployError, match="unknown executor 'nowhere'; choose one of local, ray"):
         get_executor("nowhere")
+    with pytest.raises(SpikeDeployError, match="--address h:1: a cluster address needs --executor ray"):
+        get_executor("local", "h:1")  # was silently ignored
 
 
 def test_local_executor_yields_every_item_with_its_position():

@@ -362,7 +362,7 @@ def sweep(model: str | Path, inputs: Sequence[str] | dict[str, str], *, out_dir:
     done = {}
     from spikedeploy.simulate.executors import get_executor
 
-    ex = get_executor(executor, **({"address": address} if address else {})) if tasks else None
+    ex = get_executor(executor, address) if tasks else None
     for i, (_, rec) in enumerate(ex.map_unordered(run_point, tasks) if tasks else ()):
         done[rec["key"]] = rec
         if progress:

@@ -26,24 +26,27 @@ class Executor(Protocol):
 class LocalExecutor:
     name = "local"
 
+    def __init__(self, address: str | None = None):
+        if address:
+            raise SpikeDeployError(f"--address {address}: a cluster address needs --executor ray; the local "
+                                   "executor runs in this process")
+
     def map_unordered(self, fn, items):
         for i, item in enumerate(items):
             yield i, fn(item)
 
 
-def _ray(**options) -> Executor:
+def _ray(address: str | None = None) -> Executor:
     from spikedeploy.simulate.ray_executor import RayExecutor  # imported only when asked for: Ray is large
 
-    return RayExecutor(**options)
+    return RayExecutor(address=address)
 
 
 EXECUTORS: dict[str, Callable[..., Executor]] = {"local": LocalExecutor, "ray": _ray}
 
 
-def get_executor(name: str = "local", **options) -> Executor:
-    """An executor by name; `options` go to its constructor (ray: address, max_retries)."""
+def get_executor(name: str = "local", address: str | None = None) -> Executor:
+    """An executor by name; `address`: the cluster to join (ray)."""
     if name not in EXECUTORS:
         raise SpikeDeployError(f"unknown executor '{name}'; choose one of {', '.join(EXECUTORS)}")
-    if name == "local":
-        return LocalExecutor()  # a local map has no options: an --address is meaningless here
-    return EXECUTORS[name](**options)
+    return EXECUTORS[name](address=address)

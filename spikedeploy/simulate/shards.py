@@ -251,7 +251,7 @@ def simulate_specs(model, graph_file: str, specs: Mapping[str, str], *, backend:
             s.close()
     from spikedeploy.simulate.executors import get_executor
 
-    ex = get_executor(executor, **({"address": address} if address else {}))  # refused before any write
+    ex = get_executor(executor, address)  # refused before any write
     opts = {"graph": file_digest(graph_file), "backend": backend, "target": target, "steps": steps,
             **(options or {})}
     p = plan(out_path, batch=n, shard_size=shard_size, options=opts, inputs=fingerprints, resume=resume)
