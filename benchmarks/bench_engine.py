@@ -25,6 +25,7 @@ import numpy as np
 
 from spikedeploy.graph.ir import Graph, Node
 from spikedeploy.graph.qgraph import QGraph
+from spikedeploy.graph.qparams import CubaParams, SynapseParams
 from spikedeploy.targets.emulator import kernels
 
 NETS = {"a": [784, 256, 10], "b": [784, 1024, 768, 200]}
@@ -44,8 +45,8 @@ def build(sizes, vths, seed=0) -> QGraph:
                                       "v_threshold": np.ones(b)}))
         g.connect(prev, f"fc{i}")
         g.connect(f"fc{i}", f"lif{i}")
-        q[f"fc{i}"] = {"weight": w, "weight_exp": 0, "num_weight_bits": 8}
-        q[f"lif{i}"] = {"du": 1024, "dv": 256, "vth": vths[i], "bias_mant": np.zeros(b, np.int64), "bias_exp": 0}
+        q[f"fc{i}"] = SynapseParams(weight=w, weight_exp=0, num_weight_bits=8)
+        q[f"lif{i}"] = CubaParams(du=1024, dv=256, vth=vths[i], bias_mant=np.zeros(b, np.int64), bias_exp=0)
         prev = f"lif{i}"
     g.add(Node("out", "Output"))
     g.connect(prev, "out")
@@ -100,7 +101,7 @@ def time_snntorch(sizes, qg, x, repeats):
     for i in range(len(sizes) - 1):
         lin = torch.nn.Linear(sizes[i], sizes[i + 1], bias=False)
         with torch.no_grad():
-            lin.weight.copy_(torch.from_numpy(qg.q[f"fc{i}"]["weight"].astype(np.float32) / 300.0))
+            lin.weight.copy_(torch.from_numpy(qg.q[f"fc{i}"].weight.astype(np.float32) / 300.0))
         layers.append((lin, snn.Leaky(beta=0.75)))
     xt = torch.from_numpy(x.astype(np.float32))
 

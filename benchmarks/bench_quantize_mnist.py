@@ -30,6 +30,7 @@ from snntorch import surrogate
 
 from spikedeploy.export import export_model
 from spikedeploy.graph.ir import Graph
+from spikedeploy.graph.qparams import SynapseParams
 from spikedeploy.io.atomic import atomic_write
 from spikedeploy.quantize.fidelity import fidelity
 from spikedeploy.quantize.quantizer import QuantizationWarning, quantize
@@ -150,7 +151,7 @@ def main():
                 "fidelity_steps": fid["steps"],
                 "layers": fid["layers"], "quantize_s": round(t_q, 2), "warnings": len(rec),
                 "scales": {k: round(v, 3) for k, v in qg.scale.items()},
-                "weight_exp": {k: q["weight_exp"] for k, q in qg.q.items() if "weight_exp" in q},
+                "weight_exp": {k: q.weight_exp for k, q in qg.q.items() if isinstance(q, SynapseParams)},
             }
             rows.append((mname, method, acc_float, acc_q, fid["dice_min"], fid["dice_mean"]))
         results["models"][mname] = entry

@@ -17,9 +17,9 @@ hdf5.py / blocks/process.py / utils.py), without importing Lava:
                   q holds the shifted mantissas, num_weight_bits, weight_exp and sign_mode Lava's
                   Dense gets. Conv weights pass unchanged (weight_exp 0, 8 bits; Lava's Conv ignores both).
     delays        dense `delay` (scalar, per output, per input or per synapse; clamped to 62 with a
-                  warning as netx does) -> q[synapse]["delay"] (out, in), the DelayDense delays.
+                  warning as netx does) -> q[synapse].delay (out, in), the DelayDense delays.
 
-The integer parameters are in `QGraph.q` (contract: spikedeploy/graph/qgraph.py), in the Graph's CHW layout
+The integer parameters are in `QGraph.q` (contract: spikedeploy/graph/qparams.py), in the Graph's CHW layout
 (Lava's neurons are WHC: transpose when building Lava processes).
 
 The float Graph (`QGraph.graph`, dt = 1, reset to zero) is a *view* of the same network, with
@@ -28,8 +28,8 @@ v_float = v_int / 64 (so QGraph.scale = 1 for every neuron):
     input layer        Input "input" (shape as stored, CHW)
     input with neuron  Input -> CubaLIF "0.neuron" (the input enters as current, weight 1).
                        Lava never connects this neuron's input port: it is driven only by bias_mant,
-                       which the user sets per sample (q["0.neuron"]["input_mode"] = "bias", and
-                       q["0.neuron"]["input_transform"] = {"weight", "bias"} as stored in the file;
+                       which the user sets per sample (q["0.neuron"].input_mode = "bias", and
+                       input_weight, input_bias as the file's transform stores them;
                        q's bias_mant is 0, Lava's default).
     dense / conv       Linear "<i>.dense" / Conv2d "<i>.conv" (weight = mantissa * 2**weight_exp)
                        -> CubaLIF "<i>.neuron" with k_s = du/4096, k_m = dv/4096:
@@ -38,7 +38,7 @@ v_float = v_int / 64 (so QGraph.scale = 1 for every neuron):
                        du <= 0 or dv == 0 (no decay) use k = 2**-30 (recorded in meta["view_notes"]).
     dense_rec          also Linear "<i>.rec" from the neuron back to itself (same exponent as netx uses)
     delays             a Delay node ("<i>.delay") before (per-input) or after (per-output) the Linear;
-                       q["<i>.delay"] = {"folded_into": "<i>.dense"}: backends that use q take the delay
+                       q["<i>.delay"] = FoldedParams("<i>.dense"): backends that use q take the delay
                        from the synapse's q and skip the node; float backends simulate the node.
     flatten            Flatten "<i>.flatten" (CHW order, as netx's transpose([2, 1, 0]).flatten()).
 
@@ -62,6 +62,14 @@ from spikedeploy.errors import FileFormatError, RepairWarning, SpikeDeployError,
 from spikedeploy.graph.ir import Graph, Node
 from spikedeploy.graph.ops import CUBA, DENSE, conv_params
 from spikedeploy.graph.qgraph import QGraph
+from spikedeploy.graph.qparams import (
+    PROGRAMMABLE,
+    CubaParams,
+    FoldedParams,
+    QParams,
+    SigmaDeltaParams,
+    SynapseParams,
+)
 
 # netx defaults and constants (lava-dl 0.6.0).
 NETX_BIAS_EXP = 6  # hdf5.py get_neuron_params: 'bias_exp': 6
@@ -192,7 +200,7 @@ class _Builder:
         self.path = path
         self.input_shape = input_shape
         self.g = Graph(dt=1.0, reset="zero", reset_delay=False)
-        self.q: dict[str, dict[str, Any]] = {}
+        self.q: dict[str, QParams] = {}
         self.scale: dict[str, float] = {}
         self.deviations: list[str] = []
         self.notes: list[str] = []
@@ -295,8 +303,7 @@ class _Builder:
         w = int(np.asarray(lc["weight"]).ravel()[0]) if "weight" in lc else NETX_INPUT_WEIGHT
         b = int(np.asarray(lc["bias"]).ravel()[0]) if "bias" in lc else 0
         nq = self.neuron_q(i, "input", lc["neuron"], shape, bias=None)
-        nq["input_mode"] = "bias"
-        nq["input_transform"] = {"weight": w, "bias": b}
+        nq.input_mode, nq.input_weight, nq.input_bias = "bias", w, b
         self.neuron(i, shape, nq, "input")
 
     def layer_flatten(self, i: int, lc: dict) -> None:
@@ -347,10 +354,9 @@ class _Builder:
         if pre_delay is not None:
             src = self.add(Node(f"{i}.delay", "Delay", params={"delay": pre_delay.astype(np.float64)}), src)
         self.add(Node(syn, "Linear", params={"weight": _view_weight(qw, wexp)}), src)
-        self.q[syn] = {"weight": qw, "weight_exp": wexp, "num_weight_bits": nwb, "sign_mode": sign}
+        self.q[syn] = SynapseParams(weight=qw, weight_exp=wexp, num_weight_bits=nwb, sign_mode=sign, delay=delay_q)
         if delay_q is not None:
-            self.q[syn]["delay"] = delay_q
-            self.q[f"{i}.delay"] = {"folded_into": syn}
+            self.q[f"{i}.delay"] = FoldedParams(folded_into=syn)
         last = syn
         if post_delay is not None:
             last = self.add(Node(f"{i}.delay", "Delay", params={"delay": post_delay.astype(np.float64)}), syn)
@@ -364,7 +370,7 @@ class _Builder:
         if rec:
             r = self.add(Node(f"{i}.rec", "Linear", params={"weight": _view_weight(qwr, wexp)}), neuron)
             self.g.connect(r, neuron)
-            self.q[r] = {"weight": qwr, "weight_exp": wexp, "num_weight_bits": nwb, "sign_mode": sign}
+            self.q[r] = SynapseParams(weight=qwr, weight_exp=wexp, num_weight_bits=nwb, sign_mode=sign)
 
     def layer_dense_rec(self, i: int, lc: dict) -> None:
         self.layer_dense(i, lc, rec=True)
@@ -394,7 +400,7 @@ class _Builder:
         want = tuple(int(x) for x in np.asarray(lc["shape"]).ravel())
         if got != want:
             raise self.err(i, "conv", f"stored output shape {list(want)} differs from the computed {list(got)}")
-        self.q[name] = {"weight": w, "weight_exp": 0, "num_weight_bits": 8, "sign_mode": None}
+        self.q[name] = SynapseParams(weight=w, weight_exp=0, num_weight_bits=8, sign_mode=None)
         bias = self.bias(i, "conv", lc, got)
         nq = self.neuron_q(i, "conv", lc["neuron"], got, bias)
         self.neuron(i, got, nq, name)
@@ -407,14 +413,14 @@ class _Builder:
 
     # ---- neurons ------------------------------------------------------------------------------
     def neuron_q(self, i: int, kind: str, nc: dict, shape: tuple[int, ...], bias: np.ndarray | None,
-                 input_layer: bool = False) -> dict:
+                 input_layer: bool = False) -> CubaParams | SigmaDeltaParams:
         if is_sdnn(nc):
             return sdnn_q(nc, shape, bias, input_layer=input_layer, where=f"{self.path}: layer {i} ({kind})")
         du = self.decay(i, kind, nc["iDecay"], shape) - 1
         dv = self.decay(i, kind, nc["vDecay"], shape)
         vth = int(np.asarray(nc["vThMant"]).ravel()[0])
         bm = np.zeros(shape, np.int64) if bias is None else bias
-        return {"du": du, "dv": dv, "vth": vth, "bias_mant": bm, "bias_exp": NETX_BIAS_EXP}
+        return CubaParams(du=du, dv=dv, vth=vth, bias_mant=bm, bias_exp=NETX_BIAS_EXP)
 
     def decay(self, i: int, kind: str, d, shape: tuple[int, ...]):
         """One decay for the layer (an int), or one per neuron (an int64 array of the layer's shape)."""
@@ -426,23 +432,23 @@ class _Builder:
             raise self.err(i, kind, f"{d.size} per-neuron decays for {n} neurons; give one or one per neuron")
         return d.reshape(shape)
 
-    def neuron(self, i: int, shape: tuple[int, ...], nq: dict, src: str) -> str:
-        if "sdnn" in nq:
+    def neuron(self, i: int, shape: tuple[int, ...], nq: CubaParams | SigmaDeltaParams, src: str) -> str:
+        if isinstance(nq, SigmaDeltaParams):
             name = self.add(Node(f"{i}.neuron", "SigmaDelta", params=sdnn_params(nq, shape)), src)
             self.q[name], self.scale[name], self.prev = nq, 1.0, name
             return name
-        du, dv, vth = nq["du"], nq["dv"], nq["vth"]
+        du, dv, vth = nq.du, nq.dv, nq.vth
         ks = np.where(np.asarray(du) > 0, np.asarray(du) / 4096, _NO_DECAY_K)
         km = np.where(np.asarray(dv) > 0, np.asarray(dv) / 4096, _NO_DECAY_K)
         if np.any(np.asarray(du) <= 0):
             self.notes.append(f"layer {i}: du = {np.min(du)} (no current decay) shown as tau_syn = 2**30 steps")
         if np.any(np.asarray(dv) <= 0):
             self.notes.append(f"layer {i}: dv = {np.min(dv)} (no voltage decay) shown as tau_mem = 2**30 steps")
-        bias = nq["bias_mant"]
+        bias = nq.bias_mant
         full = np.ones(shape, np.float64)
         params = {
             "tau_syn": full / ks, "tau_mem": full / km, "r": full / km, "w_in": full / ks,
-            "v_leak": bias.astype(np.float64) * 2.0 ** (nq["bias_exp"] - 6) / km,
+            "v_leak": bias.astype(np.float64) * 2.0 ** (nq.bias_exp - 6) / km,
             "v_threshold": full * float(vth), "v_reset": np.zeros(shape, np.float64),
         }
         name = self.add(Node(f"{i}.neuron", "CubaLIF", params=params), src)
@@ -548,10 +554,10 @@ def netx_layers(qg: QGraph) -> list[dict[str, Any]]:
     if qg.target != "loihi2":
         raise UnsupportedError(f"netx files run on Lava's Loihi 2 model; this QGraph is quantized for "
                                f"'{qg.target}'; fix: quantize for 'loihi2'")
-    late = sorted(n for n, q in qg.q.items() if q.get("bias_onset"))
+    late = sorted(n for n, q in qg.q.items() if isinstance(q, CubaParams) and q.bias_onset)
     if late:
         raise UnsupportedError(
-            f"node '{late[0]}': its bias waits {int(qg.q[late[0]]['bias_onset'])} step(s) for its first input "
+            f"node '{late[0]}': its bias waits {int(qg.q[late[0]].bias_onset)} step(s) for its first input "
             "(bias_onset='depth'), and netx runs every bias from step 0; fix: quantize with bias_onset='step0' "
             "(CLI: --bias-onset step0; quantize --netx does it)")
     return _NetxWriter(qg).layers()
@@ -564,10 +570,22 @@ class _NetxWriter:
         if any(n.out_shape is None for n in self.g.nodes.values()):
             self.g.infer_shapes()
 
-    def q(self, name: str) -> dict[str, Any]:
+    def q(self, name: str) -> QParams:
         if name not in self.qg.q:
             raise UnsupportedError(f"node '{name}' ({self.g.nodes[name].op}) has no quantized parameters in the QGraph")
         return self.qg.q[name]
+
+    def synapse(self, name: str) -> SynapseParams:
+        q = self.q(name)
+        if not isinstance(q, SynapseParams):
+            raise self.refuse(name, f"has {q.kind} parameters; a netx dense or conv layer needs synapse parameters")
+        return q
+
+    def cuba(self, name: str) -> CubaParams:
+        q = self.q(name)
+        if not isinstance(q, CubaParams):
+            raise self.refuse(name, f"has {q.kind} parameters; a netx CUBA neuron group needs CUBA neuron parameters")
+        return q
 
     def refuse(self, name: str, why: str, fix: str = "") -> UnsupportedError:
         op = self.g.nodes[name].op if name in self.g.nodes else "?"
@@ -575,7 +593,7 @@ class _NetxWriter:
 
     def passthrough(self, name: str) -> bool:
         """Delay nodes whose delays the synapse's q holds (read_netx's view of DelayDense)."""
-        return self.g.nodes[name].op == "Delay" and bool(self.qg.q.get(name, {}).get("folded_into"))
+        return self.g.nodes[name].op == "Delay" and isinstance(self.qg.q.get(name), FoldedParams)
 
     # ---- the chain ------------------------------------------------------------------------------
     def chain(self) -> list[str]:
@@ -674,27 +692,26 @@ class _NetxWriter:
     # ---- layers ---------------------------------------------------------------------------------
     def input_neuron(self, name: str, layer: dict) -> None:
         q = self.q(name)
-        if q.get("input_mode") != "bias":
+        if not isinstance(q, CubaParams) or q.input_mode != "bias":
             raise self.refuse(name, "is fed by the input without a synapse; a netx input layer with a neuron is "
                                     "driven through its bias only (lava-dl leaves its input port unconnected)",
                               "put a dense or conv synapse between the input and the neurons")
-        t = q.get("input_transform", {})
-        layer["weight"] = np.int64(t.get("weight", NETX_INPUT_WEIGHT))
-        layer["bias"] = np.int64(t.get("bias", 0))
-        if np.any(np.asarray(q.get("bias_mant", 0)) != 0):
+        layer["weight"] = np.int64(NETX_INPUT_WEIGHT if q.input_weight is None else q.input_weight)
+        layer["bias"] = np.int64(0 if q.input_bias is None else q.input_bias)
+        if np.any(np.asarray(q.bias_mant) != 0):
             raise self.refuse(name, "the netx input neuron has no bias of its own (its bias carries the input)")
         layer["neuron"] = self.neuron_group(name)
 
     def dense(self, syn: str, neuron: str) -> dict[str, Any]:
         from spikedeploy.targets.loihi_arith import prepare_weights
 
-        q = self.q(syn)
+        q = self.synapse(syn)
         where = f"node '{syn}'"
-        w = np.asarray(q["weight"])
+        w = np.asarray(q.weight)
         if w.ndim != 2:
             raise self.refuse(syn, f"weight has shape {list(w.shape)}; expected (out, in)")
-        p = prepare_weights(w, q.get("sign_mode"), q.get("num_weight_bits"), where=where).astype(np.int64)
-        e = int(q.get("weight_exp", 0))
+        p = prepare_weights(w, q.sign_mode, q.num_weight_bits, where=where).astype(np.int64)
+        e = int(q.weight_exp)
         if e >= 0:
             f = p << e
         else:
@@ -715,8 +732,8 @@ class _NetxWriter:
         self.check_netx_weights(syn, f)
         layer: dict[str, Any] = {"type": "dense", "shape": np.asarray([f.shape[0]], dtype=np.int64),
                                  "weight": _int_dataset(f)}
-        if q.get("delay") is not None:
-            layer["delay"] = self.delay(syn, np.broadcast_to(np.asarray(q["delay"]), f.shape))
+        if q.delay is not None:
+            layer["delay"] = self.delay(syn, np.broadcast_to(np.asarray(q.delay), f.shape))
         return layer
 
     def check_netx_weights(self, syn: str, f: np.ndarray) -> None:
@@ -753,8 +770,7 @@ class _NetxWriter:
 
     def conv(self, syn: str, neuron: str) -> dict[str, Any]:
         node = self.g.nodes[syn]
-        q = self.q(syn)
-        w = np.asarray(q["weight"])
+        w = np.asarray(self.synapse(syn).weight)
         w = (np.trunc(w) if w.dtype.kind == "f" else w).astype(np.int64)  # Lava's Conv casts to int
         if w.ndim != 4:
             raise self.refuse(syn, f"weight has shape {list(w.shape)}; expected (out, in/groups, kH, kW)")
@@ -767,8 +783,8 @@ class _NetxWriter:
         return layer
 
     # ---- neurons --------------------------------------------------------------------------------
-    def scalar(self, name: str, q: dict, key: str) -> int:
-        v = np.asarray(q[key])
+    def scalar(self, name: str, q: CubaParams, key: str) -> int:
+        v = np.asarray(getattr(q, key))
         if v.size == 0 or np.any(v != v.ravel()[0]):
             raise self.refuse(name, f"per-neuron {key} values ({v.min()}..{v.max()}); netx stores one "
                                     f"{_NEURON_KEYS[key]} per layer",
@@ -779,15 +795,12 @@ class _NetxWriter:
         node = self.g.nodes[name]
         if node.op not in _NETX_NEURONS:
             raise self.refuse(name, "has no netx neuron type (netx CUBA neurons are Lava LIFs)")
-        q = self.q(name)
-        for k in ("du", "dv", "vth"):
-            if k not in q:
-                raise self.refuse(name, f"quantized parameter '{k}' missing")
-        if q.get("reset_interval"):
+        q = self.cuba(name)
+        if q.reset_interval:
             raise self.refuse(name, "resets periodically (Lava LIFReset); a netx file cannot hold the reset, "
                                     "lava-dl sets it per network with Network(reset_interval=...)",
                               "write the file without reset_interval and pass reset_interval to netx.hdf5.Network")
-        custom = [k for k in ("reset", "reset_delay", "fire_at_equal", "pending_reset", "u_bias", "v_init") if k in q]
+        custom = [k for k in (*PROGRAMMABLE, "v_init") if getattr(q, k) is not None]
         if custom:
             raise self.refuse(name, f"uses spikedeploy's programmable neuron ({', '.join(custom)}); netx CUBA "
                                     "neurons are Lava's stock LIF (reset to 0, v > th, bias into v)",
@@ -798,11 +811,11 @@ class _NetxWriter:
     def bias(self, name: str, kind: str) -> np.ndarray | None:
         from spikedeploy.targets.loihi_arith import effective_bias, expand_param
 
-        q = self.q(name)
+        q = self.cuba(name)
         shape = tuple(int(s) for s in self.g.nodes[name].out_shape)
         where = f"node '{name}'"
-        bm = expand_param(q.get("bias_mant", 0), shape, f"{where} bias_mant")
-        be = expand_param(q.get("bias_exp", 0), shape, f"{where} bias_exp")
+        bm = expand_param(q.bias_mant, shape, f"{where} bias_mant")
+        be = expand_param(q.bias_exp, shape, f"{where} bias_exp")
         b = np.broadcast_to(effective_bias(bm, be), (int(np.prod(shape)),)).astype(np.int64).reshape(shape)
         if not np.any(b):
             return None

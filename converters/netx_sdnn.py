@@ -12,11 +12,10 @@ The arithmetic is in targets/emulator/sdnn.py.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from spikedeploy.errors import FileFormatError, UnsupportedError
+from spikedeploy.graph.qparams import SigmaDeltaParams
 
 NETX_SPIKE_EXP = 6  # hdf5.Network(spike_exp=6) default
 NETX_STATE_EXP = 6  # hdf5.py get_neuron_params: 'state_exp': 6
@@ -28,7 +27,8 @@ def is_sdnn(nc: dict) -> bool:
     return (t.decode("ascii", "replace") if isinstance(t, bytes) else str(t)) == "SDNN"
 
 
-def sdnn_q(nc: dict, shape: tuple[int, ...], bias: np.ndarray | None, *, input_layer: bool, where: str) -> dict[str, Any]:
+def sdnn_q(nc: dict, shape: tuple[int, ...], bias: np.ndarray | None, *, input_layer: bool,
+           where: str) -> SigmaDeltaParams:
     """The QGraph parameters of an SDNN group (contract: targets/emulator/sdnn.py)."""
     if input_layer:
         mode = "delta"
@@ -36,7 +36,7 @@ def sdnn_q(nc: dict, shape: tuple[int, ...], bias: np.ndarray | None, *, input_l
         mode = "sigma"
     else:
         mode = "sigma_delta"
-    q: dict[str, Any] = {"sdnn": mode, "spike_exp": NETX_SPIKE_EXP, "state_exp": NETX_STATE_EXP}
+    q = SigmaDeltaParams(mode=mode, spike_exp=NETX_SPIKE_EXP, state_exp=NETX_STATE_EXP)
     if mode == "sigma":
         if bias is not None:
             raise UnsupportedError(f"{where}: a sigma_output (Lava Sigma) group with a bias; Lava's Sigma takes "
@@ -44,22 +44,22 @@ def sdnn_q(nc: dict, shape: tuple[int, ...], bias: np.ndarray | None, *, input_l
         return q
     if "vThMant" not in nc:
         raise FileFormatError(f"{where}: SDNN neuron group lacks 'vThMant'")
-    q["vth"] = int(np.asarray(nc["vThMant"]).ravel()[0])
-    q["bias"] = np.zeros(shape, np.int64) if bias is None or mode == "delta" else np.asarray(bias, np.int64)
+    q.vth = int(np.asarray(nc["vThMant"]).ravel()[0])
+    q.bias = np.zeros(shape, np.int64) if bias is None or mode == "delta" else np.asarray(bias, np.int64)
     return q
 
 
-def sdnn_params(q: dict, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+def sdnn_params(q: SigmaDeltaParams, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
     """Float-view parameters of the SigmaDelta node for q (see targets/emulator/sdnn.py)."""
-    s = 2.0 ** (q["spike_exp"] + q["state_exp"])
-    mode = q["sdnn"]
+    s = 2.0 ** (q.spike_exp + q.state_exp)
+    mode = q.mode
     full = np.ones(shape, np.float64)
     return {
-        "v_threshold": full * float(q.get("vth", 0)) * s,
-        "bias": np.broadcast_to(np.asarray(q.get("bias", 0), np.float64), shape) * s,
+        "v_threshold": full * float(q.vth or 0) * s,
+        "bias": np.broadcast_to(np.asarray(q.bias, np.float64), shape) * s,
         "relu": np.asarray(int(mode == "sigma_delta")),
         "sigma": np.asarray(int(mode != "delta")),
         "delta": np.asarray(int(mode != "sigma")),
         "in_scale": np.asarray(s if mode == "delta" else 1.0),
-        "out_scale": np.asarray(1.0 if mode == "sigma" else 2.0 ** -q["state_exp"]),
+        "out_scale": np.asarray(1.0 if mode == "sigma" else 2.0 ** -q.state_exp),
     }

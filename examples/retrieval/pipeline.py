@@ -112,7 +112,7 @@ def integrate_window(qg, node: str, *, start: int, steps: int) -> None:
     q = qg.q[node]
     # reset when the 1-based step number modulo the interval equals the offset (lava-fixed-point.md); one
     # interval per sample, so that Lava's samples, run back to back, reset at the same step of each
-    q["reset_interval"], q["reset_offset"] = int(steps), (int(start) + 1) % int(steps)
+    q.reset_interval, q.reset_offset = int(steps), (int(start) + 1) % int(steps)
 
 
 def run_pipeline(out_dir: Path, *, lava_samples: int = 4, limit: int | None = None, seed: int = 0,

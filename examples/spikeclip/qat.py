@@ -96,11 +96,11 @@ def chip_grids(module: nn.Module, qg) -> tuple[dict[str, Grid], dict[str, float]
             mod = _module_of(syn, modules)
             if mod is None or mod in grids:
                 continue
-            step, m = _grid(fmt, int(qg.q[syn]["num_weight_bits"]), rep["sign_mode"])
+            step, m = _grid(fmt, int(qg.q[syn].num_weight_bits), rep["sign_mode"])
             lo = -(2**fmt.weight_bits) if rep["sign_mode"] == "mixed" else (-m if rep["sign_mode"] == "inh" else 0)
             grids[mod] = Grid(top=int(rep["max_mantissa"]), e=int(rep["weight_exp"]), step=step, lo=lo,
                               hi=m if rep["sign_mode"] != "inh" else 0)
-    thresholds = {n: float(np.max(qg.q[n]["vth"])) / qg.scale[n] for n in qg.meta["layers"]
+    thresholds = {n: float(np.max(qg.q[n].vth)) / qg.scale[n] for n in qg.meta["layers"]
                   if n in modules and hasattr(modules[n], "v_threshold")}
     return grids, thresholds
 
@@ -142,6 +142,6 @@ def check_on_grid(qg) -> dict:
     worst = max((r["rel_rms_error"] for lay in qg.meta["layers"].values() for r in lay["weights"].values()),
                 default=0.0)
     th_exact = all(abs(qg.scale[n] * float(np.ravel(qg.graph.nodes[n].params["v_threshold"])[0])
-                       - float(np.max(qg.q[n]["vth"]))) < 1e-6
+                       - float(np.max(qg.q[n].vth))) < 1e-6
                    for n in qg.meta["layers"] if "v_threshold" in qg.graph.nodes[n].params)
     return {"weight_rel_rms_error_max": float(worst), "thresholds_exact": bool(th_exact)}

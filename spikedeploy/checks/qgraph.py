@@ -1,14 +1,16 @@
 """What a quantized graph file must hold, checked as it is loaded: a well-formed graph (Graph.validate:
 structure, shapes, real finite parameters) and integer parameters that are real, finite and non-empty,
-for nodes that exist."""
+for nodes that exist, each field of the type its kind declares (spikedeploy/graph/qparams.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 
 from spikedeploy.errors import FileFormatError, SpikeDeployError
+from spikedeploy.graph.qparams import SynapseParams
 
 
 def check_header_types(header: dict, path) -> None:
@@ -48,10 +50,6 @@ def check_header_types(header: dict, path) -> None:
         raise FileFormatError(f"{path}: QGraph target is {header.get('target')!r:.40}; expected a target name")
 
 
-# quantized parameters that are numbers (or arrays of numbers), whichever target wrote them
-_NUMERIC_Q = {"weight", "weight_exp", "num_weight_bits", "bias_mant", "bias_exp", "du", "dv", "vth", "delay"}
-_MAY_BE_NONE = {"delay"}
-_SCALAR_Q = {"weight_exp", "num_weight_bits", "bias_exp", "du", "dv", "vth"}  # a number or a numpy array
 _MAX_DT = 1e3  # seconds per step: far above any neuromorphic time step (typically 1e-3)
 
 
@@ -75,28 +73,50 @@ def validate_qgraph(qg, path) -> None:
     for node, q in qg.q.items():
         if node not in g.nodes:
             raise FileFormatError(f"{path}: quantized parameters for node '{node}', which the graph does not have")
-        if not isinstance(q, dict):
-            raise FileFormatError(f"{path}: quantized parameters of node '{node}' are not an object")
         w = g.nodes[node].params.get("weight")
-        if "weight" in q and isinstance(w, np.ndarray) and (
-                not isinstance(q["weight"], np.ndarray) or q["weight"].shape != w.shape):
-            raise FileFormatError(f"{path}: node '{node}' quantized weight has shape {list(np.shape(q['weight']))}, "
+        if isinstance(q, SynapseParams) and isinstance(w, np.ndarray) and (
+                not isinstance(q.weight, np.ndarray) or q.weight.shape != w.shape):
+            raise FileFormatError(f"{path}: node '{node}' quantized weight has shape {list(np.shape(q.weight))}, "
                                   f"the graph's weight {list(w.shape)}; they must agree")
-        for key, v in q.items():
-            if key in _NUMERIC_Q and (v is None and key not in _MAY_BE_NONE or isinstance(v, str | bytes | bool | dict)
-                                      or key in _SCALAR_Q and isinstance(v, list | tuple)):
-                raise FileFormatError(f"{path}: node '{node}' quantized '{key}' is {v!r:.40}; expected a number or array")
-            _check_value(path, f"node '{node}' quantized '{key}'", v)
-            if key in _NUMERIC_Q and v is not None:
-                bound = 64 if key.endswith("_exp") else 2**48
-                if np.any(np.abs(np.asarray(v, dtype=np.float64)) > bound):
-                    raise FileFormatError(f"{path}: node '{node}' quantized '{key}' exceeds {bound:,} in magnitude; "
-                                          "no target has such values")
+        for f in dataclasses.fields(q):
+            _check_field(path, node, f, getattr(q, f.name))
     for node, s in qg.scale.items():
         if isinstance(s, dict | list | tuple | np.ndarray):
             continue  # per-channel or structured scales: their arrays are checked as values
         if isinstance(s, bool) or not isinstance(s, (int, float, np.number)) or not math.isfinite(float(s)) or s <= 0:
             raise FileFormatError(f"{path}: scale of node '{node}' is {s!r:.40}; expected a positive finite number")
+
+
+def _check_field(path, node: str, f, v) -> None:
+    """One field of a node's quantized parameters against its type in spikedeploy/graph/qparams.py."""
+    where = f"node '{node}' quantized '{f.name}'"
+    kind, optional = f.metadata["type"], f.metadata["optional"]
+    if v is None:
+        if not optional:
+            raise FileFormatError(f"{path}: {where} is null; it needs a value")
+        return
+    if kind == "text":
+        choices = f.metadata["choices"]
+        if not isinstance(v, str) or choices and v not in choices:
+            want = " | ".join(repr(c) for c in choices) if choices else "a node name"
+            raise FileFormatError(f"{path}: {where} is {v!r:.40}; expected {want}")
+    elif kind == "flag":
+        if not isinstance(v, bool | np.bool_):
+            raise FileFormatError(f"{path}: {where} is {v!r:.40}; expected true or false")
+    elif kind == "names":
+        if not isinstance(v, list | tuple) or not all(isinstance(x, str) for x in v):
+            raise FileFormatError(f"{path}: {where} is {v!r:.40}; expected a list of node names")
+    else:
+        if isinstance(v, str | bytes | bool | dict | np.bool_) or f.metadata["scalar"] and isinstance(v, list | tuple):
+            raise FileFormatError(f"{path}: {where} is {v!r:.40}; expected a number or array")
+        _check_value(path, where, v)
+        try:
+            a = np.asarray(v, dtype=np.float64)
+        except (ValueError, TypeError, OverflowError):
+            raise FileFormatError(f"{path}: {where} is {v!r:.40}; expected a number or array") from None
+        bound = 64 if f.name.endswith("_exp") else 2**48
+        if np.any(np.abs(a) > bound):
+            raise FileFormatError(f"{path}: {where} exceeds {bound:,} in magnitude; no target has such values")
 
 
 def _check_value(path, where: str, v) -> None:

@@ -1,13 +1,13 @@
 """The quantized graph file (QGRAPH.npz): one uncompressed .npz, every array stored natively, plus a JSON
 header, so it loads fast (no pickle, no decompression) and round-trips exactly, dtypes included.
 
-Layout (format "spikedeploy-qgraph", version 1):
+Layout (format "spikedeploy-qgraph", version 2):
 
     __header__          uint8 array holding UTF-8 JSON:
       {"format": "spikedeploy-qgraph", "version": 1, "target": str,
        "graph": {"nodes": [{"name", "op", "params", "placement", "modality", "meta", "in_shape", "out_shape"}],
                  "edges": [[src, dst], ...], "dt", "reset", "reset_delay", "meta"},
-       "q": {node: {key: value}}, "scale": {node: float}, "deviations": [str], "meta": {...}}
+       "q": {node: {"kind": KIND, field: value, ...}}, "scale": {node: float}, "deviations": [str], "meta": {...}}
     a/0, a/1, ...       the arrays the header refers to
 
 Values in the header are JSON, with these tagged objects for what JSON cannot say:
@@ -16,6 +16,8 @@ Values in the header are JSON, with these tagged objects for what JSON cannot sa
     {"__tuple__": [...]}       a tuple;   {"__float__": "nan" | "inf" | "-inf"}   a non-finite float
     {"__dict__": [[k, v], ...]}  a dict whose keys are not all strings, or that looks like a tag
 Plain dicts, lists, str, int, float, bool and None are themselves. Readers refuse a newer major version.
+Each node's q entry holds its kind and every field of that kind (spikedeploy/graph/qparams.py); version-1
+files stored the fields without a kind, which the reader infers from their keys.
 """
 
 from __future__ import annotations
@@ -33,10 +35,11 @@ from spikedeploy.checks.qgraph import check_header_types, validate_qgraph
 from spikedeploy.errors import FileFormatError
 from spikedeploy.graph.ir import Graph, Node
 from spikedeploy.graph.qgraph import QGraph
+from spikedeploy.graph.qparams import fields_of, from_fields, kind_from_keys
 from spikedeploy.io.atomic import atomic_write
 
 FORMAT = "spikedeploy-qgraph"
-VERSION = 1
+VERSION = 2
 _TAGS = ("__array__", "__scalar__", "__tuple__", "__float__", "__dict__")
 
 
@@ -108,7 +111,8 @@ def qgraph_to_arrays(qg: QGraph) -> dict[str, np.ndarray]:
         "format": FORMAT, "version": VERSION, "target": qg.target,
         "graph": {"nodes": nodes, "edges": [[a, b] for a, b in g.edges], "dt": enc(g.dt, "graph dt"),
                   "reset": g.reset, "reset_delay": bool(g.reset_delay), "meta": enc(dict(g.meta), "graph meta")},
-        "q": enc(qg.q, "q"), "scale": enc(qg.scale, "scale"), "deviations": enc(list(qg.deviations), "deviations"),
+        "q": {name: {"kind": p.kind, **enc(fields_of(p), f"node '{name}' q")} for name, p in qg.q.items()},
+        "scale": enc(qg.scale, "scale"), "deviations": enc(list(qg.deviations), "deviations"),
         "meta": enc(dict(qg.meta), "qgraph meta"),
     }
     arrays = dict(enc.arrays)
@@ -161,9 +165,36 @@ def load_qgraph(path: str | os.PathLike) -> QGraph:
             node.out_shape = None if nd["out_shape"] is None else tuple(nd["out_shape"])
             g.nodes[node.name] = node
         g.edges = [(a, b) for a, b in gh["edges"]]
-        qg = QGraph(graph=g, target=header["target"], q=_dec(header["q"], arrays), scale=_dec(header["scale"], arrays),
+        q = _q_params(path, _dec(header["q"], arrays), int(header.get("version", 0)))
+        qg = QGraph(graph=g, target=header["target"], q=q, scale=_dec(header["scale"], arrays),
                     deviations=_dec(header["deviations"], arrays), meta=_dec(header["meta"], arrays))
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise FileFormatError(f"{path}: QGraph header is malformed ({type(e).__name__}: {str(e)[:200]})") from e
     validate_qgraph(qg, path)
     return qg
+
+
+def _q_params(path, q: dict, version: int) -> dict:
+    """Each node's decoded q entry as its dataclass; refused in one line naming the file, node and field."""
+    out = {}
+    for name, d in q.items():
+        where = f"{path}: node '{name}'"
+        if not isinstance(d, dict):
+            raise FileFormatError(f"{where}: quantized parameters are {type(d).__name__}, not an object; write the "
+                                  "file again with `spikedeploy quantize -o`")
+        if version >= 2:
+            d = dict(d)
+            if "kind" not in d:
+                raise FileFormatError(f"{where}: quantized parameters lack their 'kind'; write the file again with "
+                                      "`spikedeploy quantize -o`")
+            kind = d.pop("kind")
+        else:
+            kind, d = kind_from_keys(d)
+            if not kind:
+                raise FileFormatError(f"{where}: the kind of quantized parameters with fields {sorted(d)} cannot be "
+                                      "told from them; write the file again with `spikedeploy quantize -o`")
+        try:
+            out[name] = from_fields(kind, d, where)
+        except ValueError as e:
+            raise FileFormatError(f"{e}; write the file again with `spikedeploy quantize -o`") from None
+    return out

@@ -14,7 +14,7 @@ semantics, chip delays included, are unchanged. A Delay next to a Conv is refuse
 
 While the quantizer maps layers the folded Delay nodes are taken out of the graph (`fold`; its calibration
 runs the graph with them, `reinsert`); `restore` puts them back into the quantized graph with
-q[delay] = {"folded_into": synapse} and q[synapse]["delay"] = (out, in) steps, the representation
+q[delay] = FoldedParams(folded_into=synapse) and q[synapse].delay = (out, in) steps, the representation
 converters/netx.py already uses, which both chip backends run.
 """
 
@@ -29,6 +29,7 @@ from spikedeploy.errors import TargetLimitError, UnsupportedError
 from spikedeploy.graph.ir import Graph, Node
 from spikedeploy.graph.ops import CONV, CUBA, DENSE
 from spikedeploy.graph.qgraph import QGraph
+from spikedeploy.graph.qparams import CubaParams, FoldedParams
 
 
 @dataclass
@@ -177,14 +178,14 @@ def restore(qg: QGraph, folded: list[FoldedDelay]) -> None:
     g = reinsert(qg.graph, folded)
     for f in folded:
         name = f.node.name
-        w = np.asarray(qg.q[f.syn]["weight"])
+        w = np.asarray(qg.q[f.syn].weight)
         d = f.steps.reshape(-1, 1) if f.where == "post" else f.steps.reshape(1, -1)
-        qg.q[f.syn]["delay"] = np.broadcast_to(d, w.shape).astype(np.int64).copy()
-        qg.q[name] = {"folded_into": f.syn}
+        qg.q[f.syn].delay = np.broadcast_to(d, w.shape).astype(np.int64).copy()
+        qg.q[name] = FoldedParams(folded_into=f.syn)
         if f.where == "post" and g.nodes[f.syn].op == "Affine":
             b = np.broadcast_to(np.asarray(g.nodes[f.syn].params["bias"], dtype=float).reshape(-1), f.steps.shape)
             if np.any(b != 0):
                 extra = int(f.steps[b != 0][0])
                 for s in g.successors(name):
-                    if extra and "du" in qg.q.get(s, {}):
-                        qg.q[s]["bias_onset"] = int(qg.q[s].get("bias_onset", 0)) + extra
+                    if extra and isinstance(qg.q.get(s), CubaParams):
+                        qg.q[s].bias_onset = int(qg.q[s].bias_onset) + extra

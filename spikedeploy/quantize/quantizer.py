@@ -22,7 +22,7 @@ mantissas always use the full range and n moves the weight exponent. Methods cho
 Refused (UnsupportedError naming the node, the reason and a fix) unless allow_approximate=True, which
 records each approximation in qg.deviations: graded spikes, leaks that round to zero, per-position gains
 under a shared conv kernel. Delay nodes become per-synapse delays (delays.py); v_reset ≠ 0 shifts the state
-and starts it at −v_reset (q["v_init"]).
+and starts it at −v_reset (CubaParams.v_init).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from spikedeploy.graph.ir import Graph, set_dt
 from spikedeploy.graph.neuron_reach import warn_unreachable
 from spikedeploy.graph.ops import BIASED
 from spikedeploy.graph.qgraph import QGraph
+from spikedeploy.graph.qparams import CubaParams, SynapseParams
 from spikedeploy.quantize.delays import fold as fold_delays
 from spikedeploy.quantize.delays import reinsert as reinsert_delays
 from spikedeploy.quantize.delays import restore as restore_delays
@@ -283,7 +284,7 @@ class Quantizer:
         return n
 
     # ---- materialize ------------------------------------------------------------------------------
-    def layer_q(self, lay: ChipLayer, n: int) -> tuple[dict, dict[str, dict], dict]:
+    def layer_q(self, lay: ChipLayer, n: int) -> tuple[CubaParams, dict[str, SynapseParams], dict]:
         """Integer parameters of the neuron node and its synapse nodes at λ = λ0·2^n, and a small report."""
         fmt = self.fmt
         lam = self.lam0[lay.name] * 2.0**n
@@ -313,7 +314,7 @@ class Quantizer:
             clipped = int(((wq < lo) | (wq > hi)).sum())
             wq = np.clip(wq, lo, hi).astype(np.int16)
             err = np.abs(wq * 2.0**e - a)
-            syn_q[c.syn] = {"weight": wq, "weight_exp": int(e), "num_weight_bits": self.nwb, "sign_mode": mode}
+            syn_q[c.syn] = SynapseParams(weight=wq, weight_exp=int(e), num_weight_bits=self.nwb, sign_mode=mode)
             rep["weights"][c.syn] = {
                 "sign_mode": mode, "weight_exp": int(e), "max_mantissa": int(np.abs(wq).max(initial=0)),
                 "clipped": clipped, "rel_rms_error": float(np.sqrt((err**2).mean()) / (np.abs(a).mean() + 1e-300)),
@@ -335,17 +336,19 @@ class Quantizer:
             vth = int(vth[0]) if np.all(vth == vth[0]) else vth.astype(np.int64)
         else:
             vth = 2 ** (fmt.state_bits - 1 - fmt.act_shift)  # vth << 6 = 2^23 > any v: never spikes
-        nq = {"du": lay.du, "dv": lay.dv, "vth": vth, "bias_mant": bm.astype(np.int16), "bias_exp": int(be)}
+        nq = CubaParams(du=lay.du, dv=lay.dv, vth=vth, bias_mant=bm.astype(np.int16), bias_exp=int(be))
         if lay.rule != PLAIN_RULE:
-            nq.update({k: (str(v) if k == "reset" else bool(v)) for k, v in lay.rule.items()})
+            rule = lay.rule
+            nq.reset, nq.reset_delay = str(rule["reset"]), bool(rule["reset_delay"])
+            nq.fire_at_equal, nq.pending_reset = bool(rule["fire_at_equal"]), bool(rule["pending_reset"])
         if lay.ubias_f is not None:
             # added to u every step, in state units (a_in << 6): no mantissa/exponent split is needed by our
             # own neuron model; it must stay inside u's 24-bit range
-            nq["u_bias"] = _state_units(lay, lam, lay.ubias_f, fmt, "current bias", "u",
-                                        "smaller biases or a smaller scale")
+            nq.u_bias = _state_units(lay, lam, lay.ubias_f, fmt, "current bias", "u",
+                                     "smaller biases or a smaller scale")
         if lay.v_init_f is not None:
-            nq["v_init"] = _state_units(lay, lam, lay.v_init_f, fmt, "the start -v_reset", "v",
-                                        "a v_reset closer to 0 or a smaller scale")
+            nq.v_init = _state_units(lay, lam, lay.v_init_f, fmt, "the start -v_reset", "v",
+                                     "a v_reset closer to 0 or a smaller scale")
         if np.max(np.asarray(vth)) > self.vth_max and lay.spiking:
             raise TargetLimitError(f"node '{lay.name}': threshold {int(np.max(vth))} exceeds {self.vth_max}")
         return nq, syn_q, rep
@@ -393,25 +396,26 @@ def _state_units(lay: ChipLayer, lam: float, value_f, fmt: NumericFormat, what: 
 
 
 def set_bias_onsets(qg: QGraph) -> None:
-    """q['bias_onset'] = the synapse depth of every neuron layer with a bias (bias_mant or u_bias) that is
+    """bias_onset = the synapse depth of every neuron layer with a bias (bias_mant or u_bias) that is
     reached only after some steps; the emulator and the Lava backend hold its bias at 0 before that step."""
     from spikedeploy.simulate.float_ref import synapse_depth
 
     depth = synapse_depth(qg.graph)
     for name, nq in qg.q.items():
-        if "du" in nq and depth.get(name, 0) > 0 and (np.any(nq.get("bias_mant", 0)) or np.any(nq.get("u_bias", 0))):
-            nq["bias_onset"] = int(depth[name])
+        if isinstance(nq, CubaParams) and depth.get(name, 0) > 0 and (
+                np.any(nq.bias_mant) or nq.u_bias is not None and np.any(nq.u_bias)):
+            nq.bias_onset = int(depth[name])
 
 
 def set_v_init_steps(qg: QGraph, bias_onset: str) -> None:
-    """q['v_init_step'] of every layer with a v_init: its synapse depth ('depth': the float model rests at v = 0
+    """v_init_step of every layer with a v_init: its synapse depth ('depth': the float model rests at v = 0
     until the layer's first input arrives) or 0 ('step0')."""
     from spikedeploy.simulate.float_ref import synapse_depth
 
     depth = synapse_depth(qg.graph) if bias_onset == "depth" else {}
     for name, nq in qg.q.items():
-        if "v_init" in nq:
-            nq["v_init_step"] = int(depth.get(name, 0))
+        if isinstance(nq, CubaParams) and nq.v_init is not None:
+            nq.v_init_step = int(depth.get(name, 0))
 
 
 # ---- overflow analysis --------------------------------------------------------------------------
@@ -434,8 +438,8 @@ def overflow_warnings(q: Quantizer, qg: QGraph, stats: dict | None) -> list[str]
             for c in lay.chains:
                 sq = qg.q[c.syn]
                 x = q._xmax.get(c.src, 1.0)
-                pos, neg = _int_rowsums(qg.q[c.syn]["weight"], c, lay)
-                e = sq["weight_exp"]
+                pos, neg = _int_rowsums(sq.weight, c, lay)
+                e = sq.weight_exp
                 amax = amax + _shift(pos * x, e)
                 amin = amin + _shift(neg * x, e)
             amax, amin = float(np.max(amax, initial=0)), float(np.min(amin, initial=0))
@@ -455,7 +459,7 @@ def overflow_warnings(q: Quantizer, qg: QGraph, stats: dict | None) -> list[str]
             )
         for c in lay.chains:
             if c.kind == "conv":
-                pos, neg = _int_rowsums(qg.q[c.syn]["weight"], c, lay)
+                pos, neg = _int_rowsums(qg.q[c.syn].weight, c, lay)
                 x = q._xmax.get(c.src, 1.0)
                 acc = max(float(pos.max(initial=0)), float(-neg.min(initial=0))) * x
                 if acc >= 2 ** (fmt.conv_acc_bits - 1):

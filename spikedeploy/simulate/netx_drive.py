@@ -13,6 +13,7 @@ import numpy as np
 
 from spikedeploy.errors import InputError
 from spikedeploy.graph.qgraph import QGraph
+from spikedeploy.graph.qparams import CubaParams
 
 INT16 = (-(2**15), 2**15 - 1)  # Lava stores bias_mant as int16 (a larger value would wrap silently)
 
@@ -28,6 +29,9 @@ def drive_input_layer(qg: QGraph, bias: np.ndarray, where: str) -> str:
     g = qg.graph
     g.infer_shapes()
     first = neuron_layers(qg)[0]
+    if not isinstance(qg.q.get(first), CubaParams):
+        raise InputError(f"{where}: --input-bias sets the bias of a CUBA input layer; the first neuron layer "
+                         f"'{first}' ({g.nodes[first].op}) has none; fix: give the input as --input")
     if not any(g.nodes[p].op == "Input" for p in g.predecessors(first)):
         raise InputError(f"{where}: --input-bias drives a netx input layer (neurons fed by an Input without a "
                          f"synapse); the first neuron layer '{first}' reads a synapse; fix: give the image as --input")
@@ -43,8 +47,8 @@ def drive_input_layer(qg: QGraph, bias: np.ndarray, where: str) -> str:
     if b.size and (b.min() < INT16[0] or b.max() > INT16[1]):
         raise InputError(f"{where}: bias mantissas {int(b.min())}..{int(b.max())} exceed Lava's int16 range "
                          f"{INT16[0]}..{INT16[1]}; fix: scale the image down")
-    qg.q[first]["bias_mant"] = b.astype(np.int64)
-    qg.q[first].pop("bias_onset", None)
+    qg.q[first].bias_mant = b.astype(np.int64)
+    qg.q[first].bias_onset = 0
     return f"layer '{first}' driven by the bias image {where} (lava-dl's input block)"
 
 
@@ -53,8 +57,12 @@ def set_resets(qg: QGraph, interval: int, offset: int = 1) -> str:
     if interval < 1:
         raise InputError(f"--reset-interval must be at least 1 step, got {interval}")
     layers = neuron_layers(qg)
+    other = [n for n in layers if not isinstance(qg.q.get(n), CubaParams)]
+    if other:
+        raise InputError(f"--reset-interval resets CUBA neuron layers (Lava LIFReset); layer '{other[0]}' "
+                         f"({qg.graph.nodes[other[0]].op}) has no such reset; fix: run without --reset-interval")
     for layer, n in enumerate(layers):
-        qg.q[n]["reset_interval"] = int(interval)
-        qg.q[n]["reset_offset"] = int(offset + layer) % int(interval)
+        qg.q[n].reset_interval = int(interval)
+        qg.q[n].reset_offset = int(offset + layer) % int(interval)
     return (f"u and v of layer l (0..{len(layers) - 1}) reset every {interval} steps, at step t with "
             f"t % {interval} == ({offset} + l) % {interval}")

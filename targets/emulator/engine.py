@@ -15,6 +15,7 @@ import numpy as np
 from spikedeploy.errors import BackendError, GraphError, InputError
 from spikedeploy.graph.ops import OPS
 from spikedeploy.graph.qgraph import QGraph
+from spikedeploy.graph.qparams import CubaParams, RFParams, SigmaDeltaParams, SynapseParams
 from spikedeploy.simulate.inputs import time_major_inputs
 from spikedeploy.simulate.result import Run
 from spikedeploy.targets.emulator import kernels
@@ -82,13 +83,13 @@ class Program:
             node = g.nodes[name]
             k = self.kind[name]
             if k == "neuron" and node.op == "RF":
-                self.stages[name] = RFStage(name, self._q(name), node.out_shape, ar, self.preds[name],
+                self.stages[name] = RFStage(name, self._q(name, RFParams), node.out_shape, ar, self.preds[name],
                                             name in self.probes)
             elif k == "neuron" and OPS[node.op].graded:
-                self.stages[name] = SigmaDeltaStage(name, self._q(name), node.out_shape, ar, name in self.probes,
+                self.stages[name] = SigmaDeltaStage(name, self._q(name, SigmaDeltaParams), node.out_shape, ar, name in self.probes,
                                                     self.preds[name])
             elif k == "neuron":
-                q = self._q(name)
+                q = self._q(name, CubaParams)
                 bin_ = sum(self.bound[p] for p in self.preds[name])
                 self.stages[name] = NeuronStage(name, q, node.out_shape, ar, bin_, OPS[node.op].spiking,
                                                 name in self.probes)
@@ -116,11 +117,14 @@ class Program:
         """The largest |value| the program was compiled to take on input `name` (1 for spikes)."""
         return self.bound[name]
 
-    def _q(self, name):
+    def _q(self, name, cls):
         q = self.qg.q.get(name)
+        node = self.g.nodes[name]
         if q is None:
-            node = self.g.nodes[name]
             raise BackendError(f"node '{name}' ({node.op}) has no quantized parameters in the QGraph")
+        if not isinstance(q, cls):
+            raise BackendError(f"node '{name}' ({node.op}) has {q.kind} parameters in the QGraph; it needs "
+                               f"{cls.kind} parameters; fix: quantize the graph again")
         return q
 
     def _bound(self, name, graded_inputs):
@@ -128,7 +132,7 @@ class Program:
             return self.bound[name]
         k = self.kind[name]
         if k == "neuron" and OPS[self.g.nodes[name].op].graded:
-            self.bound[name], self.graded[name] = message_bound(self._q(name)), True
+            self.bound[name], self.graded[name] = message_bound(self._q(name, SigmaDeltaParams)), True
             return self.bound[name]
         if k == "neuron":
             self.bound[name], self.graded[name] = 1.0, False
@@ -142,7 +146,7 @@ class Program:
         xb = sum(self._bound(p, graded_inputs) for p in self.preds[name])
         self.graded[name] = any(self.graded[p] for p in self.preds[name]) or k == "synapse"
         if k == "synapse":
-            stage = prepare_synapse(name, self.g.nodes[name], self._q(name), self.ar, xb,
+            stage = prepare_synapse(name, self.g.nodes[name], self._q(name, SynapseParams), self.ar, xb,
                                     any(self.graded[p] for p in self.preds[name]))
             self.stages[name] = stage
             self.bound[name] = stage.bound

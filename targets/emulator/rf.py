@@ -16,9 +16,9 @@ Per step, with scale(x) = sign(x) * (|x| >> decay_bits) (truncation toward 0) an
     RF      s = re' >= vth and im' >= 0 and im < 0 (the previous im: a phase crossing); re, im = re', im'
     RF_IZ   s = im' >= vth; re = re' where not s else 0; im = im' where not s else vth - 1
 
-QGraph contract (q of an RF node): {"rf": "phase" | "izhikevich", "period", "alpha", "vth" (the float
-process arguments), "state_exp", "decay_bits", "real_inputs": [node names], "imag_inputs": [node names]}
-(a node may drive both ports). Probes record u = re, v = im.
+QGraph contract: q of an RF node is an RFParams (spikedeploy/graph/qparams.py): mode "phase" | "izhikevich",
+period, alpha, vth (the float process arguments), state_exp, decay_bits, real_inputs and imag_inputs (node
+names; a node may drive both ports). Probes record u = re, v = im.
 """
 
 from __future__ import annotations
@@ -26,16 +26,16 @@ from __future__ import annotations
 import numpy as np
 
 from spikedeploy.errors import ParameterError
+from spikedeploy.graph.qparams import RF_MODES, RFParams
 from spikedeploy.targets.loihi_arith import Arith, wrap_int
 
-RF_MODES = ("phase", "izhikevich")
 RF_DECAY_PRECISION = 12  # AbstractPyRFModelFixed: sin_decay precision=12, state limit 2**(2*12-1) - 1
 
 
-def rf_constants(q: dict) -> tuple[int, int, int]:
+def rf_constants(q: RFParams) -> tuple[int, int, int]:
     """(sin_decay, cos_decay, vth) as RF.__init__ stores them."""
-    period, alpha, vth = float(q["period"]), float(q["alpha"]), float(q["vth"])
-    se, db = int(q.get("state_exp", 0)), int(q.get("decay_bits", 0))
+    period, alpha, vth = float(q.period), float(q.alpha), float(q.vth)
+    se, db = int(q.state_exp), int(q.decay_bits)
     sin_d = (1 - alpha) * np.sin(np.pi * 2 * 1 / period)
     cos_d = (1 - alpha) * np.cos(np.pi * 2 * 1 / period)
     if se > 0:
@@ -52,25 +52,22 @@ class RFStage:
 
     spiking = True
 
-    def __init__(self, name, q, shape, ar: Arith, preds: list[str], probe: bool):
+    def __init__(self, name, q: RFParams, shape, ar: Arith, preds: list[str], probe: bool):
         self.name = name
         self.shape = tuple(shape)
         self.n = int(np.prod(shape)) if shape else 1
         self.probe = probe
         where = f"node '{name}' (RF)"
-        self.mode = q.get("rf")
+        self.mode = q.mode
         if self.mode not in RF_MODES:
-            raise ParameterError(f"{where}: quantized 'rf' must be one of {RF_MODES}, got {self.mode!r}")
-        for k in ("period", "alpha", "vth"):
-            if k not in q:
-                raise ParameterError(f"{where}: quantized parameter '{k}' missing from the QGraph")
+            raise ParameterError(f"{where}: quantized mode must be one of {RF_MODES}, got {self.mode!r}")
         try:
             self.sin, self.cos, self.vth = rf_constants(q)
         except ParameterError as e:
             raise ParameterError(f"{where}: {e}") from e
-        self.state_exp, self.decay_bits = int(q.get("state_exp", 0)), int(q.get("decay_bits", 0))
+        self.state_exp, self.decay_bits = int(q.state_exp), int(q.decay_bits)
         self.limit = 2 ** (2 * RF_DECAY_PRECISION - 1) - 1
-        real, imag = list(q.get("real_inputs", [])), list(q.get("imag_inputs", []))
+        real, imag = list(q.real_inputs), list(q.imag_inputs)
         stray = sorted(set(preds) - set(real) - set(imag))
         if stray or set(real + imag) - set(preds):
             raise ParameterError(f"{where}: real_inputs {real} and imag_inputs {imag} must name exactly its "

@@ -19,8 +19,8 @@ A message is an integer that the next synapse multiplies by its weights (Dense w
 W @ s; Conv: the same convolution, graded). No reset, no refractory period; cum_error is not used by netx
 and not supported here.
 
-QGraph contract (q of a SigmaDelta node): {"sdnn": "sigma_delta" | "delta" | "sigma", "vth": int,
-"bias": int per neuron (sigma_delta), "spike_exp": int, "state_exp": int}.
+QGraph contract: q of a SigmaDelta node is a SigmaDeltaParams (spikedeploy/graph/qparams.py): mode
+"sigma_delta" | "delta" | "sigma", vth, bias per neuron (sigma_delta), spike_exp, state_exp.
 Float view (the SigmaDelta op's parameters): the same rule on real numbers without the final floor:
 in_scale = 2**S for delta (1 otherwise), bias and v_threshold multiplied by 2**S, out_scale = 2**-state_exp
 (1 for sigma), relu/sigma/delta flags.
@@ -32,16 +32,15 @@ from __future__ import annotations
 import numpy as np
 
 from spikedeploy.errors import InputError, ParameterError
+from spikedeploy.graph.qparams import SDNN_MODES, SigmaDeltaParams
 from spikedeploy.targets.loihi_arith import Arith, wrap_int
 
-SDNN_MODES = ("sigma_delta", "delta", "sigma")
 
-
-def message_bound(q: dict) -> float:
+def message_bound(q: SigmaDeltaParams) -> float:
     """Largest |message| a SigmaDelta node can send: int32 state, shifted right by state_exp unless sigma."""
-    if q.get("sdnn") == "sigma":
+    if q.mode == "sigma":
         return 2.0**31
-    return 2.0 ** (31 - int(q.get("state_exp", 6)))
+    return 2.0 ** (31 - int(q.state_exp))
 
 
 def check_delta_input(name: str, preds, x: np.ndarray, shift: int) -> None:
@@ -68,26 +67,26 @@ class SigmaDeltaStage:
     spiking = True  # events are counted (nonzero messages)
     graded = True
 
-    def __init__(self, name, q, shape, ar: Arith, probe: bool, preds: tuple[str, ...] = ()):
+    def __init__(self, name, q: SigmaDeltaParams, shape, ar: Arith, probe: bool, preds: tuple[str, ...] = ()):
         self.name = name
         self.shape = tuple(shape)
         self.n = int(np.prod(shape)) if shape else 1
         self.ar = ar
         self.probe = probe
         where = f"node '{name}' (SigmaDelta)"
-        self.mode = q.get("sdnn")
+        self.mode = q.mode
         if self.mode not in SDNN_MODES:
-            raise ParameterError(f"{where}: quantized 'sdnn' must be one of {SDNN_MODES}, got {self.mode!r}")
-        if q.get("cum_error"):
+            raise ParameterError(f"{where}: quantized mode must be one of {SDNN_MODES}, got {self.mode!r}")
+        if q.cum_error:
             raise ParameterError(f"{where}: cum_error (accumulated-error spiking) is not supported; set it False")
-        self.state_exp = int(q.get("state_exp", 6))
-        s = int(q.get("spike_exp", 6)) + self.state_exp
+        self.state_exp = int(q.state_exp)
+        s = int(q.spike_exp) + self.state_exp
         self.shift = s
         if self.mode != "sigma":
-            if "vth" not in q:
+            if q.vth is None:
                 raise ParameterError(f"{where}: quantized parameter 'vth' missing from the QGraph")
-            self.vth = int(wrap_int(int(np.asarray(q["vth"]).ravel()[0]) << s, 32))
-        bias = np.asarray(q.get("bias", 0), dtype=np.int64).reshape(-1)
+            self.vth = int(wrap_int(int(np.asarray(q.vth).ravel()[0]) << s, 32))
+        bias = np.asarray(q.bias, dtype=np.int64).reshape(-1)
         if bias.size not in (1, self.n):
             raise ParameterError(f"{where}: {bias.size} bias values for {self.n} neurons")
         # SigmaDelta.__init__ multiplies the int32 bias by 1 << S in int32

@@ -14,6 +14,7 @@ import numpy as np
 
 from spikedeploy.errors import ParameterError, UnsupportedError
 from spikedeploy.graph.ops import CONV, MATRIX, conv_params, pool_params
+from spikedeploy.graph.qparams import CubaParams, SynapseParams
 from spikedeploy.targets.emulator import kernels
 from spikedeploy.targets.loihi_arith import (
     EXACT_F32,
@@ -302,24 +303,21 @@ class ConvStage(SynapseStage):
 class NeuronStage:
     """A layer of CUBA compartments (Lava LIF, PyLifModelBitAcc)."""
 
-    def __init__(self, name, q, shape, ar: Arith, bound_in: float, spiking: bool, probe: bool):
+    def __init__(self, name, q: CubaParams, shape, ar: Arith, bound_in: float, spiking: bool, probe: bool):
         self.name = name
         self.shape = tuple(shape)
         self.n = int(np.prod(shape)) if shape else 1
         where = f"node '{name}'"
-        for k in ("du", "dv", "vth"):
-            if k not in q:
-                raise ParameterError(f"{where}: quantized parameter '{k}' missing from the QGraph")
         self.na = NeuronArith(
-            expand_param(q["du"], self.shape, f"{where} du"),
-            expand_param(q["dv"], self.shape, f"{where} dv"),
-            expand_param(q["vth"], self.shape, f"{where} vth"),
-            expand_param(q.get("bias_mant", 0), self.shape, f"{where} bias_mant"),
-            expand_param(q.get("bias_exp", 0), self.shape, f"{where} bias_exp"),
+            expand_param(q.du, self.shape, f"{where} du"),
+            expand_param(q.dv, self.shape, f"{where} dv"),
+            expand_param(q.vth, self.shape, f"{where} vth"),
+            expand_param(q.bias_mant, self.shape, f"{where} bias_mant"),
+            expand_param(q.bias_exp, self.shape, f"{where} bias_exp"),
             self.n, ar, bound_in, where,
-            reset=str(q.get("reset", "zero")), reset_delay=bool(q.get("reset_delay", False)),
-            fire_at_equal=bool(q.get("fire_at_equal", False)), pending_reset=bool(q.get("pending_reset", False)),
-            u_bias=expand_param(q.get("u_bias", 0), self.shape, f"{where} u_bias"),
+            reset="zero" if q.reset is None else str(q.reset), reset_delay=bool(q.reset_delay),
+            fire_at_equal=bool(q.fire_at_equal), pending_reset=bool(q.pending_reset),
+            u_bias=expand_param(0 if q.u_bias is None else q.u_bias, self.shape, f"{where} u_bias"),
         )
         self.spiking = spiking
         self.probe = probe
@@ -330,14 +328,14 @@ class NeuronStage:
                         if kernels.available() and not self.na.programmable else None)
         # Lava LIFReset (lif/models.py:426-449): u and v zeroed before the dynamics of every time step
         # (1-based) with time_step % reset_interval == reset_offset % reset_interval
-        self.reset_interval = int(q["reset_interval"]) if q.get("reset_interval") else 0
-        self.reset_offset = int(q.get("reset_offset", 0)) % self.reset_interval if self.reset_interval else 0
-        self.bias_onset = int(q.get("bias_onset", 0))
+        self.reset_interval = int(q.reset_interval) if q.reset_interval else 0
+        self.reset_offset = int(q.reset_offset) % self.reset_interval if self.reset_interval else 0
+        self.bias_onset = int(q.bias_onset)
         # v_reset != 0: the shifted state starts at v_init, written by the host in step v_init_step (the layer's
         # first input; quantizer.set_v_init_steps); the numpy path, whose state has no bound assumed from 0
-        self.v_init = (expand_param(q["v_init"], self.shape, f"{where} v_init").reshape(-1)
-                       if q.get("v_init") is not None else None)
-        self.v_init_step = int(q.get("v_init_step", 0))
+        self.v_init = (expand_param(q.v_init, self.shape, f"{where} v_init").reshape(-1)
+                       if q.v_init is not None else None)
+        self.v_init_step = int(q.v_init_step)
         if self.v_init is not None:
             self.kparams = None
 
@@ -399,28 +397,23 @@ class NeuronStage:
         counts[...] = kernels.count_nonzero_rows(s_out)
 
 
-def prepare_synapse(name, node, q, ar: Arith, x_bound: float, graded: bool):
+def prepare_synapse(name, node, q: SynapseParams, ar: Arith, x_bound: float, graded: bool):
     """The stage for a synapse node, with its weights prepared as the matching Lava process does."""
     op = node.op
     where = f"node '{name}' ({op})"
     if op in MATRIX:
-        if "weight" not in q:
-            raise ParameterError(f"{where}: quantized 'weight' missing from the QGraph")
-        w = prepare_weights(q["weight"], q.get("sign_mode"), q.get("num_weight_bits"), ar, where)
+        w = prepare_weights(q.weight, q.sign_mode, q.num_weight_bits, ar, where)
         if op == "Scale":
-            return ScaleStage(name, w, q.get("weight_exp", 0), node.out_shape, ar, x_bound, graded)
-        return DenseStage(name, w, q.get("weight_exp", 0), q.get("delay"), ar, x_bound, graded)
+            return ScaleStage(name, w, q.weight_exp, node.out_shape, ar, x_bound, graded)
+        return DenseStage(name, w, q.weight_exp, q.delay, ar, x_bound, graded)
     if op in CONV:
-        if "weight" not in q:
-            raise ParameterError(f"{where}: quantized 'weight' missing from the QGraph")
-        return ConvStage(name, q["weight"], node.params, node.in_shape, node.out_shape, ar, x_bound, graded,
+        return ConvStage(name, q.weight, node.params, node.in_shape, node.out_shape, ar, x_bound, graded,
                          nd=2 if op == "Conv2d" else 1)
     if op == "SumPool2d":
         c = node.in_shape[0]
         k, st, pd = pool_params(node.params)
         params = {"stride": st, "padding": pd, "groups": c}
-        w = q.get("weight", np.ones((c, 1, *k), np.int64))
-        return ConvStage(name, w, params, node.in_shape, node.out_shape, ar, x_bound, graded)
+        return ConvStage(name, q.weight, params, node.in_shape, node.out_shape, ar, x_bound, graded)
     raise UnsupportedError(
         f"{where}: the fixed-point emulator has no model for {op}; fold it into a neighbouring layer when quantizing"
     )

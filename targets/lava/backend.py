@@ -21,6 +21,7 @@ import numpy as np
 from spikedeploy.errors import BackendError, SpikeDeployError, UnsupportedError
 from spikedeploy.graph.ops import MATRIX, OPS, conv_params, pool_params
 from spikedeploy.graph.qgraph import QGraph
+from spikedeploy.graph.qparams import CubaParams, RFParams, SigmaDeltaParams, SynapseParams
 from spikedeploy.simulate.result import Run
 from spikedeploy.targets.emulator.engine import is_binary, prepare_inputs
 from spikedeploy.targets.loihi_arith import expand_param, sign_mode_of, wrap_int
@@ -80,11 +81,18 @@ def _adapt(port, src_shape, dst_shape):
     return p
 
 
-def _par(q, key, shp, name):
+def _par(q: CubaParams, key, shp, name):
     """A decay or threshold as Lava's LIF takes it: a Python int, or per-neuron values in Lava layout."""
-    v = expand_param(q[key], shp, f"node '{name}' {key}").astype(np.int64)
+    v = expand_param(getattr(q, key), shp, f"node '{name}' {key}").astype(np.int64)
     n = int(np.prod(shp)) if shp else 1
     return int(v[0]) if v.size == 1 else to_lava(np.broadcast_to(v, (n,)), shp)
+
+
+_NEURON_PARAMS = {"rf": RFParams, "sdnn": SigmaDeltaParams}  # by lowering; every other chip neuron is CUBA
+
+
+def _weight_bits(q: SynapseParams) -> int:
+    return 8 if q.num_weight_bits is None else int(q.num_weight_bits)  # Lava's default
 
 
 class _Net:
@@ -136,8 +144,13 @@ class _Net:
         for name in order:
             node = g.nodes[name]
             k = kinds[name]
-            q = qg.q.get(name, {})
+            q = qg.q.get(name)
             preds = g.predecessors(name)
+            want = {"synapse": SynapseParams, "neuron": _NEURON_PARAMS.get(OPS[node.op].lowering, CubaParams)}.get(k)
+            if want is not None and not isinstance(q, want):
+                raise BackendError(f"node '{name}' ({node.op}) has "
+                                   f"{'no' if q is None else q.kind} parameters in the QGraph; it needs "
+                                   f"{want.kind} parameters; fix: quantize the graph again")
             nmb = MESSAGE_BITS if any(graded_of(p) for p in preds) else 0
             if k == "input":
                 x = xs[name]
@@ -151,21 +164,19 @@ class _Net:
                 self.out_port[name] = p.s_out
             elif k == "synapse":
                 if node.op in MATRIX:
-                    w = np.asarray(q["weight"])
+                    w = np.asarray(q.weight)
                     if node.op == "Scale":
                         w = np.diag(w.reshape(-1))
                     w = np.trunc(w).astype(np.int64) if w.dtype.kind == "f" else w.astype(np.int64)
-                    kw = {"weight_exp": int(q.get("weight_exp", 0)),
-                          "num_weight_bits": int(q.get("num_weight_bits", 8)),
-                          "num_message_bits": nmb}
-                    if q.get("sign_mode") is not None:
-                        kw["sign_mode"] = sm_enum[sign_mode_of(w, q["sign_mode"])]
-                    if q.get("delay") is not None:
-                        d = np.broadcast_to(np.asarray(q["delay"], dtype=int), w.shape).copy()
+                    kw = {"weight_exp": int(q.weight_exp), "num_weight_bits": _weight_bits(q), "num_message_bits": nmb}
+                    if q.sign_mode is not None:
+                        kw["sign_mode"] = sm_enum[sign_mode_of(w, q.sign_mode)]
+                    if q.delay is not None:
+                        d = np.broadcast_to(np.asarray(q.delay, dtype=int), w.shape).copy()
                         p = DelayDense(weights=w, delays=d, max_delay=int(d.max()), **kw)
                         self.resets.append((p.a_buff, np.zeros((w.shape[0], int(d.max()) + 1))))
                     else:
-                        use_sparse = q.get("sparse")
+                        use_sparse = q.sparse
                         if use_sparse is None:
                             use_sparse = (sparse if sparse is not None
                                           else np.count_nonzero(w) < SPARSE_DENSITY * w.size)
@@ -180,10 +191,10 @@ class _Net:
                     if node.op == "SumPool2d":
                         c = node.in_shape[0]
                         kk, st, pad = pool_params(node.params)
-                        wt = np.asarray(q.get("weight", np.ones((c, 1, *kk), np.int64)))
+                        wt = np.asarray(q.weight)
                         dil, groups = (1, 1), c
                     else:
-                        wt = np.asarray(q["weight"])
+                        wt = np.asarray(q.weight)
                         nd = 2 if node.op == "Conv2d" else 1
                         st, pad, dil = conv_params(node.params, nd)
                         groups = int(node.params.get("groups", 1))
@@ -195,7 +206,7 @@ class _Net:
                     ishape = lava_layout(node.in_shape)
                     p = Conv(weight=w_lava, input_shape=ishape, stride=(st[1], st[0]), padding=(pad[1], pad[0]),
                              dilation=(dil[1], dil[0]), groups=groups, num_message_bits=nmb,
-                             weight_exp=int(q.get("weight_exp", 0)), num_weight_bits=int(q.get("num_weight_bits", 8)))
+                             weight_exp=int(q.weight_exp), num_weight_bits=_weight_bits(q))
                     self.resets.append((p.a_buf, np.zeros(lava_layout(node.out_shape))))
                     self.in_port[name] = (p.s_in, tuple(node.in_shape))
                     self.out_port[name] = p.a_out
@@ -213,19 +224,19 @@ class _Net:
                     self.resets += [(p.real, np.zeros(ls)), (p.imag, np.zeros(ls))]
                     self.procs[name] = p
                     # two input ports: each edge goes to the port(s) q names it for (connections below)
-                    self.rf_ports[name] = ((p.a_real_in, q.get("real_inputs", [])), (p.a_imag_in, q.get("imag_inputs", [])))
+                    self.rf_ports[name] = ((p.a_real_in, q.real_inputs), (p.a_imag_in, q.imag_inputs))
                     self.in_port[name] = (None, shp)
                     self.out_port[name] = p.s_out
                     continue
                 if OPS[node.op].graded:
                     from spikedeploy.targets.lava.sdnn import sdnn_process
 
-                    if q.get("sdnn") == "delta":
+                    if q.mode == "delta":
                         from spikedeploy.targets.emulator.sdnn import check_delta_input
 
                         check_delta_input(name, preds, sum(np.abs(xs[p_]).astype(np.int64) for p_ in preds if p_ in xs),
-                                          int(q.get("spike_exp", 6)) + int(q.get("state_exp", 6)))
-                    b = expand_param(q.get("bias", 0), shp, f"node '{name}' bias")
+                                          int(q.spike_exp) + int(q.state_exp))
+                    b = expand_param(q.bias, shp, f"node '{name}' bias")
                     p, state = sdnn_process(name, q, ls, to_lava(np.broadcast_to(b, (n,)), shp))
                     self.resets += [(v, np.zeros(ls)) for v in state]
                     self.procs[name] = p
@@ -233,39 +244,38 @@ class _Net:
                     self.out_port[name] = p.s_out
                     continue
 
-                bm = expand_param(q.get("bias_mant", 0), shp, f"node '{name}' bias_mant")
-                be = expand_param(q.get("bias_exp", 0), shp, f"node '{name}' bias_exp")
+                bm = expand_param(q.bias_mant, shp, f"node '{name}' bias_mant")
+                be = expand_param(q.bias_exp, shp, f"node '{name}' bias_exp")
                 bm = to_lava(np.broadcast_to(wrap_int(bm, 16), (n,)), shp).astype(np.int16)
                 be = to_lava(np.broadcast_to(be, (n,)), shp).astype(np.int16)
-                onset = int(q.get("bias_onset", 0))
+                onset = int(q.bias_onset)
                 late = onset > 0 and bool(np.any(bm))
                 kw = {"shape": ls, "du": _par(q, "du", shp, name), "dv": _par(q, "dv", shp, name),
                       "vth": _par(q, "vth", shp, name), "bias_mant": np.zeros_like(bm) if late else bm,
                       "bias_exp": be}
-                if q.get("reset_interval") and batch > 1 and steps % int(q["reset_interval"]):
+                if q.reset_interval and batch > 1 and steps % int(q.reset_interval):
                     raise UnsupportedError(
-                        f"node '{name}': with reset_interval={int(q['reset_interval'])}, Lava's samples run back to "
+                        f"node '{name}': with reset_interval={int(q.reset_interval)}, Lava's samples run back to "
                         f"back and only stay aligned when steps ({steps}) is a multiple of it; run one sample at a time"
                     )
-                custom = any(k in q for k in ("reset", "reset_delay", "fire_at_equal", "pending_reset", "u_bias"))
-                if custom and q.get("reset_interval"):
+                custom = q.programmable
+                if custom and q.reset_interval:
                     raise UnsupportedError(f"node '{name}': reset_interval (LIFReset) with a programmable neuron "
                                            "rule is not modelled; fix: run samples without reset_interval")
                 if custom:
                     from spikedeploy.targets.lava.neurons import ProgLIF, PyProgLifModelFixed
 
-                    ub = expand_param(q.get("u_bias", 0), shp, f"node '{name}' u_bias")
+                    ub = expand_param(0 if q.u_bias is None else q.u_bias, shp, f"node '{name}' u_bias")
                     ub = to_lava(np.broadcast_to(ub, (n,)), shp).astype(np.int32)
                     late_u = onset > 0 and bool(np.any(ub))
                     p = ProgLIF(u_bias=np.zeros_like(ub) if late_u else ub,
-                                reset=str(q.get("reset", "zero")), reset_delay=bool(q.get("reset_delay", False)),
-                                fire_at_equal=bool(q.get("fire_at_equal", False)),
-                                pending_reset=bool(q.get("pending_reset", False)), **kw)
+                                reset="zero" if q.reset is None else str(q.reset), reset_delay=bool(q.reset_delay),
+                                fire_at_equal=bool(q.fire_at_equal), pending_reset=bool(q.pending_reset), **kw)
                     self.models[p] = PyProgLifModelFixed
-                elif q.get("reset_interval"):
+                elif q.reset_interval:
                     # the RingBuffer plays all samples back to back, so the reset phase runs on
-                    p = LIFReset(reset_interval=int(q["reset_interval"]),
-                                 reset_offset=int(q.get("reset_offset", 0)) % int(q["reset_interval"]), **kw)
+                    p = LIFReset(reset_interval=int(q.reset_interval),
+                                 reset_offset=int(q.reset_offset) % int(q.reset_interval), **kw)
                 else:
                     p = LIF(**kw)
                 self.procs[name] = p
@@ -277,10 +287,10 @@ class _Net:
                     self.resets.append((p.u_bias, np.zeros(ls, np.int32)))
                 self.resets.append((p.u, np.zeros(ls)))
                 self.resets.append((p.v, np.zeros(ls)))
-                if q.get("v_init") is not None:  # v_reset != 0: the shifted start, written in its step
-                    vi = expand_param(q["v_init"], shp, f"node '{name}' v_init")
+                if q.v_init is not None:  # v_reset != 0: the shifted start, written in its step
+                    vi = expand_param(q.v_init, shp, f"node '{name}' v_init")
                     vi = to_lava(np.broadcast_to(vi, (n,)), shp).astype(np.int32)
-                    self.onsets.setdefault(int(q.get("v_init_step", 0)), []).append((p.v, vi))
+                    self.onsets.setdefault(int(q.v_init_step), []).append((p.v, vi))
                 self.in_port[name] = (p.a_in, shp)
                 self.out_port[name] = p.s_out
             elif k == "flatten":

@@ -6,20 +6,21 @@ from __future__ import annotations
 import numpy as np
 
 from spikedeploy.errors import UnsupportedError
+from spikedeploy.graph.qparams import SigmaDeltaParams
 
 
-def sdnn_process(name: str, q: dict, lava_shape: tuple[int, ...], bias_lava: np.ndarray | None):
+def sdnn_process(name: str, q: SigmaDeltaParams, lava_shape: tuple[int, ...], bias_lava: np.ndarray | None):
     """(process, [state Vars zeroed between samples]) for a SigmaDelta node's q, in Lava's layout."""
     from lava.proc.sdn.process import ActivationMode, Delta, Sigma, SigmaDelta
 
-    mode = q.get("sdnn")
-    if q.get("cum_error"):
+    mode = q.mode
+    if q.cum_error:
         raise UnsupportedError(f"node '{name}': cum_error sigma-delta neurons are not modelled")
     if mode == "sigma":
         p = Sigma(shape=lava_shape)
         return p, [p.sigma]
-    kw = {"shape": lava_shape, "vth": int(np.asarray(q["vth"]).ravel()[0]),
-          "spike_exp": int(q.get("spike_exp", 6)), "state_exp": int(q.get("state_exp", 6))}
+    kw = {"shape": lava_shape, "vth": int(np.asarray(q.vth).ravel()[0]),
+          "spike_exp": int(q.spike_exp), "state_exp": int(q.state_exp)}
     if mode == "delta":
         p = Delta(**kw)
         return p, [p.act, p.residue, p.error]
