@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from spikedeploy.graph.ir import Graph, Node
+from spikedeploy.graph.qparams import CubaParams
 from spikedeploy.quantize.quantizer import quantize
 from spikedeploy.simulate.dispatch import simulate
 from spikedeploy.simulate.float_ref import simulate_float, synapse_depth
@@ -68,8 +69,8 @@ def test_chip_timing_with_bias_onset_is_the_zero_delay_run_shifted():
 def test_quantize_records_the_onsets():
     qg = quantize(mlp())
     assert qg.meta["bias_onset"] == "depth"
-    assert {n: qg.q[n].get("bias_onset") for n in ("n0", "n1", "n2")} == {"n0": 1, "n1": 2, "n2": 3}
-    assert not any("bias_onset" in q for q in quantize(mlp(), bias_onset="step0").q.values())
+    assert {n: qg.q[n].bias_onset for n in ("n0", "n1", "n2")} == {"n0": 1, "n1": 2, "n2": 3}
+    assert not any(q.bias_onset for q in quantize(mlp(), bias_onset="step0").q.values() if isinstance(q, CubaParams))
     netx_like = mlp()
     netx_like.meta["format"] = "netx"  # lava-dl trains with the delays: its biases act from step 0
     assert quantize(netx_like).meta["bias_onset"] == "step0"
@@ -81,7 +82,7 @@ def test_quantize_records_the_onsets():
 def test_emulator_holds_each_bias_until_its_onset(cuba):
     qg = quantize(mlp(cuba))
     if cuba:
-        assert np.any(qg.q["n1"]["u_bias"])  # the CubaLIF's synapse bias sits in u
+        assert np.any(qg.q["n1"].u_bias)  # the CubaLIF's synapse bias sits in u
     x = spikes_in(3)
     on = simulate(qg, x, backend="emulator", steps=T + 3, probes=["n0", "n1", "n2"])
     off = simulate(quantize(mlp(cuba), bias_onset="step0"), x, backend="emulator", steps=T + 3,
@@ -113,9 +114,9 @@ def test_cli_bias_onset_option(tmp_path):
     from spikedeploy.io.qgraph_file import load_qgraph
 
     write_nir(mlp(), tmp_path / "g.nir")
-    for opt, want, onset in (([], "depth", 3), (["--bias-onset", "step0"], "step0", None)):
+    for opt, want, onset in (([], "depth", 3), (["--bias-onset", "step0"], "step0", 0)):
         res = CliRunner().invoke(cli, ["quantize", str(tmp_path / "g.nir"), "--dt", "1e-3", *opt,
                                        "-o", str(tmp_path / "q.npz")])
         assert res.exit_code == 0, res.output
         qg = load_qgraph(tmp_path / "q.npz")
-        assert qg.meta["bias_onset"] == want and qg.q["n2"].get("bias_onset") == onset
+        assert qg.meta["bias_onset"] == want and qg.q["n2"].bias_onset == onset

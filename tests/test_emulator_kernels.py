@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from random_qgraphs import conv_net, dense_chain, overflow_net, recurrent_net, two_input_net
 
+from spikedeploy.graph.qparams import CubaParams
 from spikedeploy.targets.emulator import kernels, simulate_emulator
 from spikedeploy.targets.emulator.stages import NeuronStage
 from spikedeploy.targets.loihi_arith import LOIHI2, Arith
@@ -117,11 +118,11 @@ NARROW = Arith(state_bits=12, name="narrow")  # u wraps and v saturates at +-204
 def _neuron_case(seed, ar, du, dv, bias, reset):
     rng = np.random.default_rng(seed)
     n = 70
-    q = {"du": du, "dv": dv, "vth": rng.integers(5, 400, n), "bias_mant": 0, "bias_exp": 0}
+    q = CubaParams(du=du, dv=dv, vth=rng.integers(5, 400, n), bias_mant=0, bias_exp=0)
     if bias:
-        q["bias_mant"], q["bias_exp"] = rng.integers(-3000, 3000, n), 2
+        q.bias_mant, q.bias_exp = rng.integers(-3000, 3000, n), 2
     if reset:
-        q["reset_interval"], q["reset_offset"] = 7, 3
+        q.reset_interval, q.reset_offset = 7, 3
     bound = 300 if ar is NARROW else 20000
     a = rng.integers(-bound, bound + 1, (23, 3, n)).astype(np.float64)
     return q, a, bound
@@ -192,6 +193,6 @@ def test_neuron_kernel_only_for_32_bit_registers():
     from spikedeploy.targets.spec import NumericFormat
 
     wide = Arith.from_numeric(NumericFormat(state_bits=28), name="wide")  # 28 + 6 bits: 64-bit registers
-    q = {"du": 100, "dv": 200, "vth": 5}
+    q = CubaParams(du=100, dv=200, vth=5)
     assert wide.reg_bits == 64 and NeuronStage("lif", q, (4,), wide, 10.0, True, False).kparams is None
     assert NeuronStage("lif", q, (4,), LOIHI2, 10.0, True, False).kparams is not None

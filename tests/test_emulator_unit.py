@@ -13,6 +13,7 @@ from random_qgraphs import conv_net, dense_chain, overflow_net, recurrent_net
 from spikedeploy.errors import BackendError, ParameterError
 from spikedeploy.graph.ir import Graph, Node
 from spikedeploy.graph.qgraph import QGraph
+from spikedeploy.graph.qparams import CubaParams, SynapseParams
 from spikedeploy.targets.emulator import prepare_weights, simulate_emulator
 from spikedeploy.targets.spec import NumericFormat
 
@@ -31,8 +32,8 @@ def one_neuron(w, *, du, dv, vth, weight_exp=0, bias_mant=0, bias_exp=0, nwb=8, 
     g.connect("fc", "n")
     g.connect("n", "out")
     g.validate()
-    q = {"fc": {"weight": w, "weight_exp": weight_exp, "num_weight_bits": nwb, "sign_mode": sign_mode},
-         "n": {"du": du, "dv": dv, "vth": vth, "bias_mant": np.array([bias_mant]), "bias_exp": bias_exp}}
+    q = {"fc": SynapseParams(weight=w, weight_exp=weight_exp, num_weight_bits=nwb, sign_mode=sign_mode),
+         "n": CubaParams(du=du, dv=dv, vth=vth, bias_mant=np.array([bias_mant]), bias_exp=bias_exp)}
     return QGraph(graph=g, target="loihi2", q=q)
 
 
@@ -263,8 +264,8 @@ def test_output_sums_every_layer_that_feeds_it():
                                  "v_threshold": np.ones(4)}))
         g.connect("in", f"fc_{name}")
         g.connect(f"fc_{name}", name)
-        q[f"fc_{name}"] = {"weight": w, "weight_exp": 0, "num_weight_bits": 8}
-        q[name] = {"du": 1024, "dv": 512, "vth": int(rng.integers(20, 60))}
+        q[f"fc_{name}"] = SynapseParams(weight=w, weight_exp=0, num_weight_bits=8)
+        q[name] = CubaParams(du=1024, dv=512, vth=int(rng.integers(20, 60)))
     g.add(Node("out", "Output"))
     g.connect("a", "out")
     g.connect("b", "out")
@@ -300,8 +301,8 @@ def test_scale_multiplies_each_element_one_step_late(graded):
     for a, b in (("in", "sc"), ("sc", "n"), ("n", "out")):
         g.connect(a, b)
     g.validate()
-    q = {"sc": {"weight": w, "weight_exp": -1, "num_weight_bits": 8},
-         "n": {"du": 4095, "dv": 0, "vth": 10**6, "bias_mant": np.zeros(6, np.int64), "bias_exp": 0}}
+    q = {"sc": SynapseParams(weight=w, weight_exp=-1, num_weight_bits=8),
+         "n": CubaParams(du=4095, dv=0, vth=10**6, bias_mant=np.zeros(6, np.int64), bias_exp=0)}
     qg = QGraph(graph=g, target="loihi2", q=q)
     rng = np.random.default_rng(3)
     x = rng.integers(-5, 6, (7, 2, 6)) if graded else rng.integers(0, 2, (7, 2, 6))

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from random_qgraphs import conv_net, dense_chain, overflow_net, recurrent_net, two_input_net
 
+from spikedeploy.graph.qparams import CubaParams, SynapseParams
+
 CASES = (
     [("dense", s, {}) for s in range(8)]
     + [("dense", 100 + s, {"sign": sm}) for s, sm in enumerate(("exc", "inh", "mixed"))]
@@ -80,15 +82,15 @@ def test_cases_cover_the_spec():
             nwbs.add(layer["nwb"])
             signs.add(layer["sign"])
         for name, q in qg.q.items():
-            if "du" in q and qg.graph.nodes[name].op == "CubaLIF":
-                cuba_du.append(int(np.max(q["du"])))
+            if isinstance(q, CubaParams) and qg.graph.nodes[name].op == "CubaLIF":
+                cuba_du.append(int(np.max(q.du)))
         if kind == "conv":
             conv["groups"].add(info["groups"])
             conv["stride"] |= max(info["stride"]) > 1
             conv["padding"] |= max(info["padding"]) > 0
         if kw.get("sparse"):
-            assert any(q.get("sparse") for q in qg.q.values())
-            assert any(q.get("delay") is not None for q in qg.q.values())
+            assert any(isinstance(q, SynapseParams) and q.sparse for q in qg.q.values())
+            assert any(isinstance(q, SynapseParams) and q.delay is not None for q in qg.q.values())
     assert exps >= {-2, -1, 0, 1, 2}
     assert nwbs >= {6, 7, 8}
     assert signs >= {"mixed", "exc", "inh"}

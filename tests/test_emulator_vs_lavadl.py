@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from spikedeploy.graph.qparams import SynapseParams
 from spikedeploy.targets.emulator import simulate_emulator
 
 netx = pytest.importorskip("spikedeploy.converters.netx")
@@ -39,10 +40,10 @@ def pilotnet(lavadl_netx_dir):
     g = qg.graph
     order, _ = g.order()
     neurons = [n for n in order if g.nodes[n].spec.family == "neuron"]
-    qg.q[neurons[0]]["bias_mant"] = np.load(d / "image.npy").transpose(2, 1, 0)  # WHC -> CHW
+    qg.q[neurons[0]].bias_mant = np.load(d / "image.npy").transpose(2, 1, 0)  # WHC -> CHW
     for layer, n in enumerate(neurons):
-        qg.q[n]["reset_interval"] = 17
-        qg.q[n]["reset_offset"] = layer + 1
+        qg.q[n].reset_interval = 17
+        qg.q[n].reset_offset = layer + 1
     steps = np.load(d / "input.npy").shape[-1]
     x = np.zeros((steps, 1, *g.nodes[g.inputs[0]].out_shape), np.int8)
     run = simulate_emulator(qg, {g.inputs[0]: x}, probes=neurons)
@@ -77,7 +78,7 @@ def test_pilotnet_fc3_recording_is_from_another_run(pilotnet):
     weights (a one-step synapse), so u[8] cannot be 0 in the run that produced fc-2.npy."""
     d, neurons, run = pilotnet
     qg = netx.read_netx(d / "network.net")
-    w = qg.q["10.dense"]["weight"].astype(np.int64)
+    w = qg.q["10.dense"].weight.astype(np.int64)
     fc2 = lava_to_tchw(np.load(d / "fc-2.npy")).astype(np.int64)
     drive = fc2 @ w.T  # [T, 1]
     fc3_u = lava_to_tchw(np.load(d / "fc-3-u.npy"))
@@ -89,7 +90,7 @@ def test_pilotnet_fc3_recording_is_from_another_run(pilotnet):
 def test_ntidigits_axonal_delays_match_recording(lavadl_netx_dir):
     d = lavadl_netx_dir / "gts" / "ntidigits"
     qg = netx.read_netx(d / "ntidigits.net", num_layers=5)  # the test skips the average layer too
-    assert any(q.get("delay") is not None for q in qg.q.values())
+    assert any(isinstance(q, SynapseParams) and q.delay is not None for q in qg.q.values())
     g = qg.graph
     x = np.load(d / "input.npy")  # (64, T)
     gt = np.load(d / "output.npy")  # (242, T)

@@ -58,8 +58,8 @@ def test_deepest_layer_beyond_T_is_compared_and_scores_dice_0():
     bins as agreement. Here l3's quantized spikes are on the other neuron: no spike in common."""
     g = _chain3()
     qg = quantize(g)
-    w = np.asarray(qg.q["fc3"]["weight"])
-    qg.q["fc3"]["weight"] = w[::-1].copy()  # neuron 1 gets neuron 0's input
+    w = np.asarray(qg.q["fc3"].weight)
+    qg.q["fc3"].weight = w[::-1].copy()  # neuron 1 gets neuron 0's input
     f = fidelity(g, qg, X2)["fidelity"]
     assert (f["input_steps"], f["depth"], f["steps"]) == (2, 3, 5)
     l1, l2, l3 = (f["layers"][n] for n in ("l1", "l2", "l3"))
@@ -141,8 +141,8 @@ def edge12(tmp_path):
         warnings.simplefilter("ignore")  # the quantizer warns, rightly, that u can wrap
         qg = quantize(g, f"fixedpoint:{chip}")
     # the hand computation above rests on these integers
-    assert qg.target == "edge12" and np.all(qg.q["fc"]["weight"] == 15) and qg.q["fc"]["weight_exp"] == 0
-    assert (qg.q["l"]["du"], qg.q["l"]["dv"], qg.q["l"]["vth"]) == (4095, 0, 30) and qg.q["l"]["bias_mant"][0] == 0
+    assert qg.target == "edge12" and np.all(qg.q["fc"].weight == 15) and qg.q["fc"].weight_exp == 0
+    assert (qg.q["l"].du, qg.q["l"].dv, qg.q["l"].vth) == (4095, 0, 30) and qg.q["l"].bias_mant[0] == 0
     return g, qg, chip
 
 

@@ -23,6 +23,7 @@ import pytest
 from spikedeploy.converters.netx import read_netx
 from spikedeploy.graph.ir import Graph, Node
 from spikedeploy.graph.qgraph import QGraph
+from spikedeploy.graph.qparams import CubaParams, SynapseParams
 from spikedeploy.targets.emulator import simulate_emulator
 
 
@@ -30,7 +31,7 @@ def _t_first(a: np.ndarray) -> np.ndarray:
     return np.moveaxis(np.asarray(a), -1, 0)
 
 
-def lif_chain(shape_in, syn: Node | None, shape_out, nq: dict, syn_q: dict | None = None) -> QGraph:
+def lif_chain(shape_in, syn: Node | None, shape_out, nq: CubaParams, syn_q: SynapseParams | None = None) -> QGraph:
     ones = np.ones(shape_out)
     g = Graph(dt=1.0)
     g.add(Node("input", "Input", params={"shape": np.array(shape_in)}))
@@ -40,7 +41,7 @@ def lif_chain(shape_in, syn: Node | None, shape_out, nq: dict, syn_q: dict | Non
         g.connect("input", syn.name)
         prev = syn.name
     g.add(Node("lif", "CubaLIF", params={"tau_syn": ones, "tau_mem": ones, "r": ones, "v_leak": 0 * ones,
-                                         "v_threshold": ones * nq["vth"], "w_in": ones}))
+                                         "v_threshold": ones * nq.vth, "w_in": ones}))
     g.add(Node("output", "Output"))
     g.connect(prev, "lif")
     g.connect("lif", "output")
@@ -48,7 +49,9 @@ def lif_chain(shape_in, syn: Node | None, shape_out, nq: dict, syn_q: dict | Non
     return QGraph(graph=g, target="loihi2", q=q, scale={"lif": 1.0})
 
 
-RAW = {"weight_exp": 0, "num_weight_bits": 8, "sign_mode": None}  # a block's synapse defaults
+def _raw(w) -> SynapseParams:
+    """A block's synapse: its integer weights with Lava's defaults."""
+    return SynapseParams(weight=w.astype(np.int64), weight_exp=0, num_weight_bits=8, sign_mode=None)
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +61,9 @@ def gts(lavadl_netx_dir):
 
 def test_dense_lif_block(gts):
     w = np.load(gts / "dense" / "weight.npy")
-    nq = {"du": 4095, "dv": 415, "vth": 6, "bias_mant": 0, "bias_exp": 6}
+    nq = CubaParams(du=4095, dv=415, vth=6, bias_mant=0, bias_exp=6)
     qg = lif_chain([w.shape[1]], Node("dense", "Linear", params={"weight": w.astype(np.float32)}), (w.shape[0],),
-                   nq, {"weight": w.astype(np.int64), **RAW})
+                   nq, _raw(w))
     x = np.load(gts / "dense" / "in.npy").T[:, None].astype(np.int8)
     gt = np.load(gts / "dense" / "out.npy").T
     assert gt.sum() > 1000
@@ -69,7 +72,7 @@ def test_dense_lif_block(gts):
 
 def test_tinynet_input_block(gts):
     bias = np.load(gts / "tinynet" / "input_bias.npy").transpose(2, 1, 0)  # WHC -> CHW
-    nq = {"du": 4095, "dv": 1024, "vth": 25, "bias_mant": bias.astype(np.int32).astype(np.int64), "bias_exp": 6}
+    nq = CubaParams(du=4095, dv=1024, vth=25, bias_mant=bias.astype(np.int32).astype(np.int64), bias_exp=6)
     qg = lif_chain([3, 16, 16], None, (3, 16, 16), nq)
     run = simulate_emulator(qg, {"input": np.zeros((15, 1, 3, 16, 16), np.int8)})
     gt = _t_first(np.load(gts / "tinynet" / "input.npy")[0])[1:]  # (C, H, W, T) -> T-first, one step offset
@@ -83,12 +86,12 @@ def test_tinynet_conv_block(gts):
     w = np.ascontiguousarray(w_lava.transpose(0, 3, 2, 1)[:, :, ::-1, ::-1])
     bias = np.load(d / "layer1_bias.npy")
     # zeroed after step 1 = reset before the dynamics of step 2 (1-based), never again within the run
-    nq = {"du": 4095, "dv": 1024, "vth": 25, "bias_mant": np.broadcast_to(bias.reshape(-1, 1, 1), (24, 6, 6)).astype(np.int64),
-          "bias_exp": 6, "reset_interval": 10**6, "reset_offset": 2}
+    nq = CubaParams(du=4095, dv=1024, vth=25, bias_mant=np.broadcast_to(bias.reshape(-1, 1, 1), (24, 6, 6)).astype(np.int64),
+                    bias_exp=6, reset_interval=10**6, reset_offset=2)
     conv = Node("conv", "Conv2d", params={"weight": w.astype(np.float32), "stride": np.array([2, 2]),
                                           "padding": np.array([0, 0]), "dilation": np.array([1, 1]),
                                           "groups": np.asarray(1)})
-    qg = lif_chain([3, 16, 16], conv, (24, 6, 6), nq, {"weight": w.astype(np.int64), **RAW})
+    qg = lif_chain([3, 16, 16], conv, (24, 6, 6), nq, _raw(w))
     cols = _t_first(np.load(d / "input.npy")[0])[1:]  # the 15 columns the RingBuffer loops over
     x = np.stack([cols[t % len(cols)] for t in range(16)])[:, None].astype(np.int8)
     run = simulate_emulator(qg, {"input": x}, probes=["lif"])
@@ -105,9 +108,9 @@ def test_tiny_net_with_resets(gts, lavadl_netx_dir):
     qg = read_netx(lavadl_netx_dir / "tiny.net")
     g = qg.graph
     neurons = [n for n in g.order()[0] if g.nodes[n].spec.family == "neuron"]
-    qg.q[neurons[0]]["bias_mant"] = np.load(gts / "tinynet" / "input_bias.npy").transpose(2, 1, 0).astype(np.int64)
+    qg.q[neurons[0]].bias_mant = np.load(gts / "tinynet" / "input_bias.npy").transpose(2, 1, 0).astype(np.int64)
     for i, n in enumerate(neurons[1:], start=1):
-        qg.q[n]["reset_interval"], qg.q[n]["reset_offset"] = 17, (i - 1) + 2
+        qg.q[n].reset_interval, qg.q[n].reset_offset = 17, (i - 1) + 2
     steps = 17 + len(neurons)
     run = simulate_emulator(qg, {"input": np.zeros((steps, 1, *g.nodes["input"].out_shape), np.int8)})
     gt = _t_first(np.load(gts / "tinynet" / "output.npy")[0])[1:]

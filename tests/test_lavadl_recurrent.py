@@ -46,9 +46,9 @@ def example(tmp_path_factory):
 
 def _emulated(path):
     qg = load_graph(path)
-    qg.q["0.rec"]["weight_exp"] = int(qg.q["0.rec"].get("weight_exp", 0)) + SCALE_EXP
-    qg.q["0.neuron"]["vth"] = int(qg.q["0.neuron"]["vth"]) << SCALE_EXP
-    qg.q["0.neuron"]["bias_mant"] = np.asarray(qg.q["0.neuron"]["bias_mant"]) << SCALE_EXP
+    qg.q["0.rec"].weight_exp = int(qg.q["0.rec"].weight_exp) + SCALE_EXP
+    qg.q["0.neuron"].vth = int(qg.q["0.neuron"].vth) << SCALE_EXP
+    qg.q["0.neuron"].bias_mant = np.asarray(qg.q["0.neuron"].bias_mant) << SCALE_EXP
     run = simulate_emulator(qg, {"input": np.full((T, 1, 6), X, np.int64)})
     return qg, run.outputs["output"][:, 0]
 
@@ -58,7 +58,7 @@ def test_the_file_has_per_neuron_decays_and_recurrent_layers(example):
         assert h["layer/0/neuron/iDecay"].shape == (5,) and len(set(h["layer/0/neuron/iDecay"][()])) > 1
         assert h["layer/0/type"][0] == b"dense_rec"
     qg = load_graph(example[0])
-    assert np.asarray(qg.q["0.neuron"]["du"]).shape == (5,)  # one decay per neuron, kept
+    assert np.asarray(qg.q["0.neuron"].du).shape == (5,)  # one decay per neuron, kept
     assert ("0.neuron", "0.rec") in qg.graph.edges and ("0.rec", "0.neuron") in qg.graph.edges
 
 

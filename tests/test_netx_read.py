@@ -9,6 +9,7 @@ from raw_counts import netx_counts
 from spikedeploy.converters.netx import optimize_weight_bits, read_netx
 from spikedeploy.errors import FileFormatError, RepairWarning, UnsupportedError
 from spikedeploy.graph.qgraph import QGraph
+from spikedeploy.graph.qparams import CubaParams, FoldedParams
 from spikedeploy.io.graph_files import load_any, load_graph
 
 LOADABLE = [  # (path relative to the lava-dl netx test dir, or absolute fixture; num_layers)
@@ -41,13 +42,13 @@ def test_counts_match_raw_hdf5(rel, num_layers, fixtures_dir, lavadl_netx_dir):
     for n, node in qg.graph.nodes.items():
         if node.op == "CubaLIF":
             q = qg.q[n]
-            assert {"du", "dv", "vth", "bias_mant", "bias_exp"} <= set(q)
-            assert q["bias_mant"].shape == tuple(node.out_shape) and q["bias_exp"] == 6
+            assert isinstance(q, CubaParams)
+            assert q.bias_mant.shape == tuple(node.out_shape) and q.bias_exp == 6
         if node.op in ("Linear", "Conv2d"):
             q = qg.q[n]
-            assert q["weight"].shape == node.params["weight"].shape
+            assert q.weight.shape == node.params["weight"].shape
             # the float view's weight is exactly mantissa * 2**weight_exp
-            np.testing.assert_array_equal(q["weight"] * 2.0 ** q["weight_exp"], node.params["weight"])
+            np.testing.assert_array_equal(q.weight * 2.0 ** q.weight_exp, node.params["weight"])
 
 
 def test_tiny_net_values_from_file(lavadl_netx_dir):
@@ -60,12 +61,12 @@ def test_tiny_net_values_from_file(lavadl_netx_dir):
         b1 = f["layer/1/bias"][()]
         w1 = f["layer/1/weight"][()]
     q = qg.q["1.neuron"]
-    assert (q["du"], q["dv"], q["vth"]) == (4095, 1024, 25)
-    assert q["bias_mant"].shape == (24, 6, 6)
-    np.testing.assert_array_equal(q["bias_mant"][:, 3, 2], b1.astype(int))
-    np.testing.assert_array_equal(qg.q["1.conv"]["weight"], w1[..., 0].astype(int))
-    assert qg.q["0.neuron"]["input_mode"] == "bias"
-    assert qg.q["0.neuron"]["input_transform"] == {"weight": 36, "bias": 34}
+    assert (q.du, q.dv, q.vth) == (4095, 1024, 25)
+    assert q.bias_mant.shape == (24, 6, 6)
+    np.testing.assert_array_equal(q.bias_mant[:, 3, 2], b1.astype(int))
+    np.testing.assert_array_equal(qg.q["1.conv"].weight, w1[..., 0].astype(int))
+    assert qg.q["0.neuron"].input_mode == "bias"
+    assert (qg.q["0.neuron"].input_weight, qg.q["0.neuron"].input_bias) == (36, 34)
     assert load_any(p).nodes.keys() == qg.graph.nodes.keys()
 
 
@@ -77,8 +78,8 @@ def test_ntidigits_delays(lavadl_netx_dir):
     with h5py.File(p) as f:
         d = f["layer/2/delay"][()]
     want = np.repeat(np.clip(d, 0, 62).astype(int).reshape(-1, 1), 64, axis=1)  # axonal: one per output row
-    np.testing.assert_array_equal(qg.q["2.dense"]["delay"], want)
-    assert qg.q["2.delay"] == {"folded_into": "2.dense"}
+    np.testing.assert_array_equal(qg.q["2.dense"].delay, want)
+    assert qg.q["2.delay"] == FoldedParams("2.dense")
     assert qg.graph.predecessors("2.neuron") == ["2.delay"]
     # the partitioner stores a 6-bit delay field with every synapse of the delayed layers (2 and 3) only
     from spikedeploy.partition.resources import build_model
@@ -140,17 +141,17 @@ def test_q_equals_what_lava_netx_builds(rel, num_layers, fixtures_dir, lavadl_ne
     for blk, n in zip(net.layers, neurons, strict=True):
         q = qg.q[n]
         for k in ("du", "dv", "vth", "bias_exp"):
-            assert np.all(np.asarray(getattr(blk.neuron, k).init) == q[k]), (n, k)
-        bm = q["bias_mant"]
+            assert np.all(np.asarray(getattr(blk.neuron, k).init) == getattr(q, k)), (n, k)
+        bm = q.bias_mant
         bm_whc = bm.transpose(2, 1, 0) if bm.ndim == 3 else bm  # Lava neurons are WHC
         assert np.array_equal(np.broadcast_to(np.asarray(blk.neuron.bias_mant.init), bm_whc.shape), bm_whc), n
     for s, n in zip(lava_syn, synapses, strict=True):
         q = qg.q[n]
         if qg.graph.nodes[n].op == "Linear":
-            np.testing.assert_array_equal(np.asarray(s.weights.init), q["weight"])
-            assert (s.proc_params["weight_exp"], s.proc_params["num_weight_bits"]) == (q["weight_exp"],
-                                                                                        q["num_weight_bits"])
-            if "delay" in q:
-                np.testing.assert_array_equal(np.asarray(s.delays.init), q["delay"])
+            np.testing.assert_array_equal(np.asarray(s.weights.init), q.weight)
+            assert (s.proc_params["weight_exp"], s.proc_params["num_weight_bits"]) == (q.weight_exp,
+                                                                                        q.num_weight_bits)
+            if q.delay is not None:
+                np.testing.assert_array_equal(np.asarray(s.delays.init), q.delay)
         else:  # Lava's Conv holds (out, kW, kH, in) flipped kernels
-            np.testing.assert_array_equal(np.asarray(s.weight.init), q["weight"][:, :, ::-1, ::-1].transpose(0, 3, 2, 1))
+            np.testing.assert_array_equal(np.asarray(s.weight.init), q.weight[:, :, ::-1, ::-1].transpose(0, 3, 2, 1))

@@ -19,6 +19,7 @@ from spikedeploy.converters.netx import netx_layers, read_netx, write_netx
 from spikedeploy.errors import BackendError, RepairWarning, UnsupportedError
 from spikedeploy.graph.ir import Graph, Node
 from spikedeploy.graph.qgraph import QGraph
+from spikedeploy.graph.qparams import CubaParams, SynapseParams, fields_of
 from spikedeploy.targets.emulator import prepare_weights, simulate_emulator
 
 STEPS = 30
@@ -29,7 +30,7 @@ def _spikes(rng, shape, rate=0.3, steps=STEPS):
 
 
 def _nq(du, dv, vth, bias_mant=0, bias_exp=0):
-    return {"du": du, "dv": dv, "vth": vth, "bias_mant": np.asarray(bias_mant), "bias_exp": bias_exp}
+    return CubaParams(du=du, dv=dv, vth=vth, bias_mant=np.asarray(bias_mant), bias_exp=bias_exp)
 
 
 def _mixed_even(rng, shape, hi=127):
@@ -52,18 +53,18 @@ def mlp(seed=0, delay=True):
     w2 = 4 * a2
     w2[np.arange(8), rng.integers(0, 12, 8)] += 2  # low bits that never carry: row sum of residues 2 < 4
     q = {
-        "fc0": {"weight": w0, "weight_exp": 0, "num_weight_bits": 8, "sign_mode": None},
-        "fc1": {"weight": w1, "weight_exp": 1, "num_weight_bits": 8, "sign_mode": "exc"},
-        "fc2": {"weight": w2, "weight_exp": -2, "num_weight_bits": 8, "sign_mode": None},
+        "fc0": SynapseParams(weight=w0, weight_exp=0, num_weight_bits=8, sign_mode=None),
+        "fc1": SynapseParams(weight=w1, weight_exp=1, num_weight_bits=8, sign_mode="exc"),
+        "fc2": SynapseParams(weight=w2, weight_exp=-2, num_weight_bits=8, sign_mode=None),
         "l0": _nq(1000, 300, 300, rng.integers(-3, 4, 16), 6),
         "l1": _nq(4095, 500, 900, 4 * rng.integers(-20, 20, 12), 4),
         "l2": _nq(4095, 200, 12, np.zeros(8, np.int64), 0),
     }
     if delay:
-        q["fc1"]["delay"] = np.repeat(rng.integers(0, 4, (12, 1)), 16, axis=1)
+        q["fc1"].delay = np.repeat(rng.integers(0, 4, (12, 1)), 16, axis=1)
     for syn, neu, _n_in, n_out, cuba in (("fc0", "l0", 24, 16, True), ("fc1", "l1", 16, 12, False),
                                         ("fc2", "l2", 12, 8, False)):
-        g.add(Node(syn, "Linear", {"weight": q[syn]["weight"].astype(float)}))
+        g.add(Node(syn, "Linear", {"weight": q[syn].weight.astype(float)}))
         g.add(_neuron(neu, (n_out,), cuba=cuba))
     g.add(Node("out", "Output"))
     for a, b in (("in", "fc0"), ("fc0", "l0"), ("l0", "fc1"), ("fc1", "l1"), ("l1", "fc2"), ("fc2", "l2"),
@@ -103,9 +104,9 @@ def convnet(seed=0):
         g.connect(a, b)
     g.validate()
     q = {
-        "c0": {"weight": w0, "weight_exp": 0, "num_weight_bits": 8},
-        "c1": {"weight": w1, "weight_exp": 0, "num_weight_bits": 8},
-        "fc": {"weight": w2, "weight_exp": 0, "num_weight_bits": 8},
+        "c0": SynapseParams(weight=w0, weight_exp=0, num_weight_bits=8),
+        "c1": SynapseParams(weight=w1, weight_exp=0, num_weight_bits=8),
+        "fc": SynapseParams(weight=w2, weight_exp=0, num_weight_bits=8),
         "l0": _nq(4095, 800, 100, 64 * rng.integers(-20, 40, 4), 0),  # per channel, bias_exp 0
         "l1": _nq(2000, 400, 600, rng.integers(-3, 5, 4), 6),
         "l2": _nq(4095, 300, 300),
@@ -186,8 +187,8 @@ def test_lava_netx_runs_the_written_file_like_the_emulator(build, netx_mod, tmp_
 # ---- round trips -------------------------------------------------------------------------------------
 def _dense_arith(q):
     """(integer weights F, 0) such that the synapse's output is exactly F @ s, when it is one."""
-    p = prepare_weights(q["weight"], q.get("sign_mode"), q.get("num_weight_bits")).astype(np.int64)
-    e = int(q.get("weight_exp", 0))
+    p = prepare_weights(q.weight, q.sign_mode, q.num_weight_bits).astype(np.int64)
+    e = int(q.weight_exp)
     return p << e if e >= 0 else p >> -e
 
 
@@ -200,29 +201,29 @@ def test_write_read_gives_the_same_arithmetic_and_output(build, tmp_path):
     for a, b in zip(ours, theirs, strict=True):
         qa, qb = qg.q[a], rq.q[b]
         for k in ("du", "dv", "vth"):
-            assert int(np.asarray(qa[k]).ravel()[0]) == qb[k], (a, k)
+            assert int(np.asarray(getattr(qa, k)).ravel()[0]) == getattr(qb, k), (a, k)
         shp = qg.graph.nodes[a].out_shape
         from spikedeploy.targets.loihi_arith import effective_bias, expand_param
 
-        ba = effective_bias(expand_param(qa["bias_mant"], shp, a), expand_param(qa["bias_exp"], shp, a))
-        bb = effective_bias(qb["bias_mant"].reshape(-1), qb["bias_exp"])
+        ba = effective_bias(expand_param(qa.bias_mant, shp, a), expand_param(qa.bias_exp, shp, a))
+        bb = effective_bias(qb.bias_mant.reshape(-1), qb.bias_exp)
         np.testing.assert_array_equal(np.broadcast_to(ba, bb.shape), bb, err_msg=a)
     syn_a = [n for n, v in qg.graph.nodes.items() if v.op in ("Linear", "Affine", "Conv2d")]
     syn_b = [n for n, v in rq.graph.nodes.items() if v.op in ("Linear", "Conv2d")]
     for a, b in zip(syn_a, syn_b, strict=True):
         if qg.graph.nodes[a].op == "Conv2d":
-            np.testing.assert_array_equal(rq.q[b]["weight"], qg.q[a]["weight"])
+            np.testing.assert_array_equal(rq.q[b].weight, qg.q[a].weight)
             continue
         # netx's shifted mantissas with its negative exponent compute exactly the file's integer sums
-        fb = prepare_weights(rq.q[b]["weight"], rq.q[b]["sign_mode"], rq.q[b]["num_weight_bits"]).astype(np.int64)
-        eb = rq.q[b]["weight_exp"]
+        fb = prepare_weights(rq.q[b].weight, rq.q[b].sign_mode, rq.q[b].num_weight_bits).astype(np.int64)
+        eb = rq.q[b].weight_exp
         assert eb <= 0 and np.all(fb % 2**-eb == 0)
         want = known.get(a, _dense_arith(qg.q[a]))  # fc2: the odd integers the mantissas were built from
         np.testing.assert_array_equal(fb >> -eb, want, err_msg=a)
         if a in known:  # the small odd weights: netx chose a negative exponent of its own
-            assert eb < 0 and rq.q[b]["num_weight_bits"] < 8
-        if "delay" in qg.q[a]:
-            np.testing.assert_array_equal(rq.q[b]["delay"], qg.q[a]["delay"])
+            assert eb < 0 and rq.q[b].num_weight_bits < 8
+        if qg.q[a].delay is not None:
+            np.testing.assert_array_equal(rq.q[b].delay, qg.q[a].delay)
     e1 = simulate_emulator(qg, x, probes=ours)
     e2 = simulate_emulator(rq, {"input": x["in"]}, probes=theirs)
     for a, b in zip(ours, theirs, strict=True):
@@ -295,12 +296,12 @@ def test_lavadl_files_written_back_hold_what_netx_reads(rel, num_layers, fixture
     # and reading the written file gives back the same QGraph parameters
     assert len(again.q) == len(qg.q)  # names shift by one where an input layer was added
     for (name, qa), qb in zip(qg.q.items(), again.q.values(), strict=True):
-        assert set(qa) == set(qb), name
-        for k, v in qa.items():
+        assert type(qa) is type(qb), name
+        for k, v in fields_of(qa).items():
             if isinstance(v, np.ndarray):
-                np.testing.assert_array_equal(qb[k], v, err_msg=f"{name} {k}")
+                np.testing.assert_array_equal(getattr(qb, k), v, err_msg=f"{name} {k}")
             else:
-                assert qb[k] == v, (name, k)
+                assert getattr(qb, k) == v, (name, k)
 
 
 def test_quantized_graph_without_bias_is_written(tmp_path):
@@ -355,8 +356,8 @@ def test_biased_graph_quantized_for_netx_runs_in_lava_like_the_emulator(netx_mod
         write_netx(quantize(g, "loihi2", bias_onset="step0"), tmp_path / "fine.net")
     qg = quantize(g, "loihi2", bias_exp_min=NETX_BIAS_EXP, bias_onset="step0")
     assert qg.meta["bias_exp_min"] == NETX_BIAS_EXP
-    assert all(int(qg.q[n]["bias_exp"]) >= NETX_BIAS_EXP for n in ("l0", "l1"))
-    assert any(np.any(qg.q[n]["bias_mant"] != 0) for n in ("l0", "l1")), "no bias survived; the test proves little"
+    assert all(int(qg.q[n].bias_exp) >= NETX_BIAS_EXP for n in ("l0", "l1"))
+    assert any(np.any(qg.q[n].bias_mant != 0) for n in ("l0", "l1")), "no bias survived; the test proves little"
     path = write_netx(qg, tmp_path / "q.net")
     x = _spikes(np.random.default_rng(3), (20,), 0.4)
     emu = simulate_emulator(qg, {"in": x}, probes=["l0", "l1"])
@@ -393,7 +394,7 @@ def _small():
     rng = np.random.default_rng(3)
     g = Graph.chain(Node("in", "Input", {"shape": [6]}), Node("fc", "Linear", {"weight": np.ones((4, 6))}),
                     _neuron("l", (4,)), Node("out", "Output"), dt=1e-3).validate()
-    q = {"fc": {"weight": _mixed_even(rng, (4, 6)) + 2, "weight_exp": 0, "num_weight_bits": 8, "sign_mode": None},
+    q = {"fc": SynapseParams(weight=_mixed_even(rng, (4, 6)) + 2, weight_exp=0, num_weight_bits=8, sign_mode=None),
          "l": _nq(4095, 100, 50)}
     return QGraph(graph=g, target="loihi2", q=q)
 
@@ -407,35 +408,35 @@ def _mut(fn):
 
 
 def _bias(qg):
-    qg.q["l"]["bias_mant"], qg.q["l"]["bias_exp"] = np.array([64, 32, 0, 0]), 0
+    qg.q["l"].bias_mant, qg.q["l"].bias_exp = np.array([64, 32, 0, 0]), 0
 
 
 def _per_neuron_dv(qg):
-    qg.q["l"]["dv"] = np.array([1, 2, 3, 4])
+    qg.q["l"].dv = np.array([1, 2, 3, 4])
 
 
 def _carry(qg):
-    qg.q["fc"]["weight"], qg.q["fc"]["weight_exp"] = np.full((4, 6), 6), -2  # 6 = 4 + 2: residues 2 * 6 >= 4
+    qg.q["fc"].weight, qg.q["fc"].weight_exp = np.full((4, 6), 6), -2  # 6 = 4 + 2: residues 2 * 6 >= 4
 
 
 def _big(qg):
-    qg.q["fc"]["weight"], qg.q["fc"]["weight_exp"], qg.q["fc"]["sign_mode"] = np.full((4, 6), 200), 1, "exc"
+    qg.q["fc"].weight, qg.q["fc"].weight_exp, qg.q["fc"].sign_mode = np.full((4, 6), 200), 1, "exc"
 
 
 def _zero(qg):
-    qg.q["fc"]["weight"] = np.zeros((4, 6), np.int64)
+    qg.q["fc"].weight = np.zeros((4, 6), np.int64)
 
 
 def _reset(qg):
-    qg.q["l"]["reset_interval"] = 10
+    qg.q["l"].reset_interval = 10
 
 
 def _delay(qg):
-    qg.q["fc"]["delay"] = np.full((4, 6), 70)
+    qg.q["fc"].delay = np.full((4, 6), 70)
 
 
 def _bias16(qg):
-    qg.q["l"]["bias_mant"], qg.q["l"]["bias_exp"] = np.array([30000, 0, 0, 0]), 7
+    qg.q["l"].bias_mant, qg.q["l"].bias_exp = np.array([30000, 0, 0, 0]), 7
 
 
 def _loihi1(qg):
@@ -472,7 +473,7 @@ def _recurrent(qg):
     g.connect("l", "rec")
     g.connect("rec", "l")
     g.infer_shapes()
-    qg.q["rec"] = {"weight": 2 * np.eye(4, dtype=np.int64), "weight_exp": 0, "num_weight_bits": 8}
+    qg.q["rec"] = SynapseParams(weight=2 * np.eye(4, dtype=np.int64), weight_exp=0, num_weight_bits=8)
 
 
 def _scale(qg):
@@ -486,7 +487,7 @@ def _scale(qg):
 
 def _conv_bias():
     qg, _, _ = convnet()
-    qg.q["l0"]["bias_mant"] = 64 * np.arange(4 * 8 * 8).reshape(4, 8, 8)
+    qg.q["l0"].bias_mant = 64 * np.arange(4 * 8 * 8).reshape(4, 8, 8)
     return qg
 
 

@@ -26,6 +26,7 @@ import pytest
 
 from spikedeploy.converters.nir import from_nir
 from spikedeploy.errors import TargetLimitError, UnsupportedError
+from spikedeploy.graph.qparams import FoldedParams
 from spikedeploy.quantize.quantizer import quantize
 from spikedeploy.simulate.float_ref import simulate_float
 from spikedeploy.targets.emulator import simulate_emulator
@@ -326,9 +327,9 @@ def test_readme_lists_every_construction():
 def test_delays_become_per_synapse_delay_matrices():
     g, qg = _quantized("delays_pre_post")
     # pre: the Delay before 'linear' delays input column i by d[i]; post: the Delay after 'linear_1' delays row o
-    np.testing.assert_array_equal(qg.q["linear"]["delay"], np.tile([0, 2, 5, 1], (5, 1)))
-    np.testing.assert_array_equal(qg.q["linear_1"]["delay"], np.tile([[3], [0], [7]], (1, 5)))
-    assert qg.q["delay"] == {"folded_into": "linear"} and qg.q["delay_1"] == {"folded_into": "linear_1"}
+    np.testing.assert_array_equal(qg.q["linear"].delay, np.tile([0, 2, 5, 1], (5, 1)))
+    np.testing.assert_array_equal(qg.q["linear_1"].delay, np.tile([[3], [0], [7]], (1, 5)))
+    assert qg.q["delay"] == FoldedParams("linear") and qg.q["delay_1"] == FoldedParams("linear_1")
     assert {"delay", "delay_1"} <= set(qg.graph.nodes)  # kept (passed through by the backends)
 
 
@@ -390,11 +391,11 @@ def test_delays_survive_the_file_and_the_search(tmp_path):
     xs = _padded(_inputs(g), 12)
     save_qgraph(qg, tmp_path / "d.q.npz")
     back = load_qgraph(tmp_path / "d.q.npz")
-    np.testing.assert_array_equal(back.q["linear_1"]["delay"], qg.q["linear_1"]["delay"])
+    np.testing.assert_array_equal(back.q["linear_1"].delay, qg.q["linear_1"].delay)
     a = simulate_emulator(qg, xs, probes=["lif_1"]).traces["lif_1"]["s"]
     np.testing.assert_array_equal(simulate_emulator(back, xs, probes=["lif_1"]).traces["lif_1"]["s"], a)
     qs = quantize(g, "loihi2", method="search", calibration=xs)
-    np.testing.assert_array_equal(qs.q["linear"]["delay"], qg.q["linear"]["delay"])
+    np.testing.assert_array_equal(qs.q["linear"].delay, qg.q["linear"].delay)
     ref = simulate_float(qs.graph, xs, probes=["lif_1"], synapse_delay=True, bias_onset=True)
     np.testing.assert_array_equal(simulate_emulator(qs, xs, probes=["lif_1"]).traces["lif_1"]["s"], ref.traces["lif_1"]["s"])
 
@@ -404,7 +405,7 @@ def test_v_reset_starts_at_minus_v_reset():
     in the layer's first-input step (depth 1), and the threshold is v_th − v_reset = 110.5/127 → 221."""
     g, qg = _quantized("v_reset_integrate_and_fire")
     q = qg.q["if"]
-    assert q["vth"] == 221 and np.all(q["v_init"] == 6400) and q["v_init_step"] == 1
+    assert q.vth == 221 and np.all(q.v_init == 6400) and q.v_init_step == 1
     assert any("v_reset != 0" in n for n in qg.meta["notes"])
     # without the start the chip would spike later: the float model started at v' = 0 differs
     xs = _padded(_inputs(g), 12)

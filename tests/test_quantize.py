@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from spikedeploy.errors import FileFormatError, UnsupportedError
 from spikedeploy.graph.ir import Graph, Node
+from spikedeploy.graph.qparams import fields_of
 from spikedeploy.io.qgraph_file import load_qgraph, save_qgraph
 from spikedeploy.quantize.fidelity import fidelity
 from spikedeploy.quantize.quantizer import QuantizationWarning, quantize
@@ -85,8 +86,8 @@ def test_exact_mapping_if_and_full_decay_lif():
     x = (rng.random((40, 6, 30)) < 0.3).astype(np.float32)
     qg = quantize(g)
     assert qg.scale["if1"] == 128 and qg.scale["l2"] == 64
-    assert qg.q["fc1"]["weight_exp"] == 0 and qg.q["if1"]["vth"] == 320 and qg.q["if1"]["dv"] == 0
-    assert qg.q["l2"]["dv"] == 4096 and np.all(qg.q["l2"]["bias_mant"] == 64 * 64 * 0.3125)
+    assert qg.q["fc1"].weight_exp == 0 and qg.q["if1"].vth == 320 and qg.q["if1"].dv == 0
+    assert qg.q["l2"].dv == 4096 and np.all(qg.q["l2"].bias_mant == 64 * 64 * 0.3125)
     ref = simulate_float(g, {"in": x}, probes=["if1", "l2"], synapse_delay=True)
     run = simulate_emulator(qg, {"in": x}, probes=["if1", "l2"])
     assert _spikes(ref, "if1").sum() > 100 and _spikes(ref, "l2").sum() > 20
@@ -97,7 +98,7 @@ def test_exact_mapping_if_and_full_decay_lif():
     g.nodes["if1"].params["v_reset"] = np.full(20, -0.5)
     g.nodes["if1"].params["v_threshold"] = np.full(20, 2.0)  # v_th - v_reset unchanged
     qg = quantize(g)
-    assert qg.q["if1"]["vth"] == 320 and np.all(qg.q["if1"]["v_init"] == 64 * 128 * 0.5) and not qg.deviations
+    assert qg.q["if1"].vth == 320 and np.all(qg.q["if1"].v_init == 64 * 128 * 0.5) and not qg.deviations
     ref = simulate_float(g, {"in": x}, probes=["if1", "l2"], synapse_delay=True, bias_onset=True)
     run = simulate_emulator(qg, {"in": x}, probes=["if1", "l2"])
     np.testing.assert_array_equal(_spikes(run, "if1"), _spikes(ref, "if1"))
@@ -115,7 +116,7 @@ def test_tau_equal_to_dt_stored_as_float32_is_full_decay():
                            dt=1e-3).validate()
 
     qg = quantize(graph(float(np.nextafter(np.float32(1e-3), np.float32(0)))))
-    assert int(np.asarray(qg.q["l"]["dv"]).max()) == 4096
+    assert int(np.asarray(qg.q["l"].dv).max()) == 4096
     with pytest.raises(UnsupportedError, match=r"dt/tau = 1\.111111 > 1"):
         quantize(graph(0.9e-3))
 
@@ -128,8 +129,8 @@ def test_negative_weight_exponent_when_threshold_overflows():
     g = Graph.chain(Node("in", "Input", {"shape": [3]}), Node("fc", "Linear", {"weight": w}),
                     Node("if", "IF", {"r": [1.0], "v_threshold": [1.0]}), Node("out", "Output"), dt=dt).validate()
     qg = quantize(g)
-    assert qg.q["fc"]["weight_exp"] == -1 and np.abs(qg.q["fc"]["weight"]).max() == 254
-    assert qg.q["if"]["vth"] == 130048 == qg.scale["if"]
+    assert qg.q["fc"].weight_exp == -1 and np.abs(qg.q["fc"].weight).max() == 254
+    assert qg.q["if"].vth == 130048 == qg.scale["if"]
     x = np.zeros((3000, 1, 3), np.float32)
     x[:, 0, 0] = 1
     ref = simulate_float(g, {"in": x}, synapse_delay=True)
@@ -154,28 +155,28 @@ def test_quantized_values_inside_bit_widths(seed, ops, wlog, nwb, bias):
     for name, q in qg.q.items():
         node = qg.graph.nodes[name]
         if node.spec.family == "synapse":
-            w = np.asarray(q["weight"])
+            w = np.asarray(q.weight)
             assert np.issubdtype(w.dtype, np.integer)
-            mode = q["sign_mode"]
+            mode = q.sign_mode
             step = 2 ** (FMT.weight_bits - nwb + (mode == "mixed"))
             assert np.all(w % step == 0), (name, mode, step)
             assert w.min() >= (-(2**FMT.weight_bits) if mode == "mixed" else -(2**FMT.weight_bits - step))
             assert w.max() <= 2**FMT.weight_bits - step
             assert (mode != "exc" or w.min() >= 0) and (mode != "inh" or w.max() <= 0)
-            assert FMT.weight_exp_min <= q["weight_exp"] <= FMT.weight_exp_max
-            assert q["num_weight_bits"] == nwb
+            assert FMT.weight_exp_min <= q.weight_exp <= FMT.weight_exp_max
+            assert q.num_weight_bits == nwb
         else:
             for k in ("du", "dv"):
-                d = np.asarray(q[k])
+                d = np.asarray(getattr(q, k))
                 assert d.min() >= -1 and d.max() <= 2**FMT.decay_bits
-            vth = np.asarray(q["vth"])
+            vth = np.asarray(q.vth)
             if node.op in ("LI", "CubaLI", "I"):
                 assert np.all(vth == VTH_NEVER)
             else:
                 assert vth.min() >= 0 and vth.max() <= 2**FMT.vth_bits - 1
-            bm = np.asarray(q["bias_mant"])
+            bm = np.asarray(q.bias_mant)
             assert np.abs(bm).max(initial=0) <= 2 ** (FMT.bias_mant_bits - 1) - 1
-            assert FMT.bias_exp_min <= q["bias_exp"] <= FMT.bias_exp_max
+            assert FMT.bias_exp_min <= q.bias_exp <= FMT.bias_exp_max
 
 
 # ---- co-scaling ----------------------------------------------------------------------------------
@@ -199,8 +200,8 @@ def test_co_scaling_leaves_float_spikes_and_integers_unchanged(seed, alpha):
     qa, qb = quantize(g), quantize(s)
     assert qb.scale["n0"] == pytest.approx(qa.scale["n0"] / alpha)
     for name in ("fc0", "n0"):
-        for k, v in qa.q[name].items():
-            np.testing.assert_array_equal(np.asarray(qb.q[name][k]), np.asarray(v), err_msg=f"{name}.{k}")
+        for k, v in fields_of(qa.q[name]).items():
+            np.testing.assert_array_equal(np.asarray(getattr(qb.q[name], k)), np.asarray(v), err_msg=f"{name}.{k}")
 
 
 # ---- overflow analysis ---------------------------------------------------------------------------
@@ -215,7 +216,7 @@ def test_overflow_warning_fires_exactly_when_u_can_wrap(k_in):
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
         qg = quantize(g, allow_approximate=True)
-    assert np.all(qg.q["fc"]["weight"] == 255) and qg.q["fc"]["weight_exp"] == 0
+    assert np.all(qg.q["fc"].weight == 255) and qg.q["fc"].weight_exp == 0
     wraps = k_in * 255 > 2**17
     fired = [str(w.message) for w in rec if issubclass(w.category, QuantizationWarning)]
     assert bool(fired) == wraps and bool(qg.meta["warnings"]) == wraps
@@ -257,12 +258,12 @@ def test_refusals_name_the_node_and_a_fix():
     g = _mlp(rng)
     g.reset = "subtract"
     # loihi2's programmable neurons subtract exactly (test_neuron_models.py); loihi1's fixed CUBA cannot
-    assert quantize(g).q["n0"]["reset"] == "subtract"
+    assert quantize(g).q["n0"].reset == "subtract"
     with pytest.raises(UnsupportedError, match="node 'n0' \\(LIF\\).*reset=subtract.*'loihi1'.*Fix"):
         quantize(g, "loihi1")
 
     g = _mlp(rng, ops=("CubaLIF", "LIF"))
-    assert "u_bias" in quantize(g).q["n0"]
+    assert quantize(g).q["n0"].u_bias is not None
     with pytest.raises(UnsupportedError, match="node 'n0' \\(CubaLIF\\).*bias into the current.*'loihi1'"):
         quantize(g, "loihi1")
 
@@ -365,7 +366,7 @@ def test_qgraph_file_round_trip_exact(tmp_path):
     g.meta.update({"source": "test", "tuple": (1, 2.5, "x"), "nan": float("nan"), "keys": {1: "one"}})
     qg = quantize(g)
     qg.meta["np_scalar"] = np.float32(1.5)
-    qg.q["n0"]["extra"] = np.int8(-3)
+    qg.q["n0"].bias_exp = np.int8(-3)  # a numpy scalar keeps its type
     p = tmp_path / "model.qgraph.npz"
     save_qgraph(qg, p)
     assert [f.name for f in tmp_path.iterdir()] == ["model.qgraph.npz"]  # no temp file left behind
@@ -375,11 +376,11 @@ def test_qgraph_file_round_trip_exact(tmp_path):
     assert back.graph.dt == qg.graph.dt and back.graph.reset == qg.graph.reset
     assert back.graph.meta["tuple"] == (1, 2.5, "x") and np.isnan(back.graph.meta["nan"])
     assert back.graph.meta["keys"] == {1: "one"}
-    assert type(back.meta["np_scalar"]) is np.float32 and type(back.q["n0"]["extra"]) is np.int8
+    assert type(back.meta["np_scalar"]) is np.float32 and type(back.q["n0"].bias_exp) is np.int8
     for name, q in qg.q.items():
-        assert set(back.q[name]) == set(q)
-        for k, v in q.items():
-            w = back.q[name][k]
+        assert type(back.q[name]) is type(q) and back.q[name] == q
+        for k, v in fields_of(q).items():
+            w = getattr(back.q[name], k)
             assert type(w) is type(v), (name, k)
             if isinstance(v, np.ndarray):
                 assert w.dtype == v.dtype and w.shape == v.shape
@@ -424,7 +425,7 @@ def test_conv_below_full_range_puts_its_largest_weight_on_the_grid():
     qg = quantize(g, method="percentile", calibration={"in": x})
     rep = qg.meta["layers"]["l"]
     assert rep["n"] < 0
-    lam, wq = qg.scale["l"], np.asarray(qg.q["c"]["weight"], dtype=np.float64)
+    lam, wq = qg.scale["l"], np.asarray(qg.q["c"].weight, dtype=np.float64)
     gain = 1.0  # tau = dt: v takes r·x each step
     top = lam * gain * np.abs(w).max()
     assert top == pytest.approx(np.abs(wq).max(), abs=1e-9) and np.abs(wq).max() % 2 == 0  # mixed: even mantissas

@@ -8,6 +8,7 @@ import pytest
 from paths import FIXTURES
 
 from spikedeploy.errors import UnsupportedError
+from spikedeploy.graph.qparams import CubaParams, SynapseParams
 from spikedeploy.io.graph_files import load_any
 from spikedeploy.quantize.quantizer import quantize
 from spikedeploy.simulate.dispatch import random_inputs, simulate
@@ -38,15 +39,13 @@ def test_fixture_quantizes_within_bit_widths_and_runs(name):
     qg = quantize(g, "loihi2", dt=DT)
     assert not qg.deviations
     for node, q in qg.q.items():
-        if "weight" in q and g.nodes[node].op in ("Affine", "Linear"):
-            w = np.asarray(q["weight"])
+        if isinstance(q, SynapseParams) and g.nodes[node].op in ("Affine", "Linear"):
+            w = np.asarray(q.weight)
             assert w.min() >= -256 and w.max() <= 255, node
-        if "vth" in q:
-            assert 0 <= np.min(q["vth"]) and np.max(q["vth"]) < 2**17, node
-        if "dv" in q:
-            assert 0 <= np.min(q["dv"]) and np.max(q["dv"]) <= 4096, node
-        if "bias_mant" in q:
-            b = np.asarray(q["bias_mant"])
+        if isinstance(q, CubaParams):
+            assert 0 <= np.min(q.vth) and np.max(q.vth) < 2**17, node
+            assert 0 <= np.min(q.dv) and np.max(q.dv) <= 4096, node
+            b = np.asarray(q.bias_mant)
             assert b.min() >= -(2**12) and b.max() < 2**12, node
     g.dt = DT
     run = simulate(qg, random_inputs(g, steps=20, batch=2, density=0.3), backend="emulator")
@@ -58,7 +57,7 @@ def test_fixture_refused_with_reason_naming_the_problem(name, reason):
     g = _load(name)
     with pytest.raises(UnsupportedError, match=f"node '.*'.*{reason}.*'loihi1'.*Fix"):
         quantize(g, "loihi1", dt=DT)
-    assert any("u_bias" in q for q in quantize(g, "loihi2", dt=DT).q.values())
+    assert any(isinstance(q, CubaParams) and q.u_bias is not None for q in quantize(g, "loihi2", dt=DT).q.values())
 
 
 def test_missing_dt_says_how_to_give_it():

@@ -17,16 +17,17 @@ import pytest
 from spikedeploy.errors import ParameterError
 from spikedeploy.graph.ir import Graph, Node
 from spikedeploy.graph.qgraph import QGraph
+from spikedeploy.graph.qparams import RFParams, SynapseParams
 from spikedeploy.targets.emulator import simulate_emulator
 
-RF_IZ_INPUT = {"rf": "izhikevich", "period": 7, "alpha": 0.05, "vth": 1.1, "state_exp": 6, "decay_bits": 12}
-RF_DENSE = {"rf": "phase", "period": 11, "alpha": 0.05, "vth": 25, "state_exp": 6, "decay_bits": 12}
+RF_IZ_INPUT = {"mode": "izhikevich", "period": 7, "alpha": 0.05, "vth": 1.1, "state_exp": 6, "decay_bits": 12}
+RF_DENSE = {"mode": "phase", "period": 11, "alpha": 0.05, "vth": 25, "state_exp": 6, "decay_bits": 12}
 
 
 def _rf_node(n: int, q: dict) -> Node:
     return Node("rf", "RF", params={"period": np.full(n, float(q["period"])), "alpha": np.asarray(q["alpha"]),
                                     "v_threshold": np.asarray(float(q["vth"])),
-                                    "izhikevich": np.asarray(int(q["rf"] == "izhikevich"))})
+                                    "izhikevich": np.asarray(int(q["mode"] == "izhikevich"))})
 
 
 def complex_input(n: int) -> QGraph:
@@ -36,7 +37,7 @@ def complex_input(n: int) -> QGraph:
     g.add(Node("output", "Output"))
     g.connect("input", "rf")
     g.connect("rf", "output")
-    q = {"rf": {**RF_IZ_INPUT, "real_inputs": ["input"], "imag_inputs": ["input"]}}
+    q = {"rf": RFParams(**RF_IZ_INPUT, real_inputs=["input"], imag_inputs=["input"])}
     return QGraph(graph=g, target="loihi2", q=q, scale={"rf": 1.0})
 
 
@@ -49,9 +50,9 @@ def complex_dense(wr: np.ndarray, wi: np.ndarray) -> QGraph:
     g.add(Node("output", "Output"))
     for a, b in (("input", "real"), ("input", "imag"), ("real", "rf"), ("imag", "rf"), ("rf", "output")):
         g.connect(a, b)
-    syn = {"weight_exp": 0, "num_weight_bits": 8, "sign_mode": None}
-    q = {"real": {"weight": wr.astype(np.int64), **syn}, "imag": {"weight": wi.astype(np.int64), **syn},
-         "rf": {**RF_DENSE, "real_inputs": ["real"], "imag_inputs": ["imag"]}}
+    q = {"real": SynapseParams(weight=wr.astype(np.int64), num_weight_bits=8),
+         "imag": SynapseParams(weight=wi.astype(np.int64), num_weight_bits=8),
+         "rf": RFParams(**RF_DENSE, real_inputs=["real"], imag_inputs=["imag"])}
     return QGraph(graph=g, target="loihi2", q=q, scale={"rf": 1.0})
 
 
@@ -83,7 +84,7 @@ def test_swapped_ports_change_the_result(cd):
     """The real and imaginary inputs are not interchangeable: swapping them breaks the match."""
     d, x = cd
     qg = complex_dense(np.load(d / "weight_r.npy"), np.load(d / "weight_img.npy"))
-    qg.q["rf"]["real_inputs"], qg.q["rf"]["imag_inputs"] = ["imag"], ["real"]
+    qg.q["rf"].real_inputs, qg.q["rf"].imag_inputs = ["imag"], ["real"]
     run = simulate_emulator(qg, {"input": x[:300]})
     assert not np.array_equal(run.outputs["output"][:, 0], np.load(d / "out.npy").T[:300])
 
@@ -91,7 +92,7 @@ def test_swapped_ports_change_the_result(cd):
 def test_ports_must_name_the_inputs(cd):
     d, x = cd
     qg = complex_dense(np.load(d / "weight_r.npy"), np.load(d / "weight_img.npy"))
-    qg.q["rf"]["imag_inputs"] = []
+    qg.q["rf"].imag_inputs = []
     with pytest.raises(ParameterError, match=r"node 'rf' \(RF\): real_inputs \['real'\] and imag_inputs \[\]"):
         simulate_emulator(qg, {"input": x[:5]})
 

@@ -24,6 +24,7 @@ from spikedeploy.converters.netx import read_netx
 from spikedeploy.errors import UnsupportedError
 from spikedeploy.graph.ir import Graph, Node
 from spikedeploy.graph.qgraph import QGraph
+from spikedeploy.graph.qparams import SigmaDeltaParams, SynapseParams
 from spikedeploy.targets.emulator import simulate_emulator
 
 
@@ -51,11 +52,11 @@ def pilot(lavadl_netx_dir):
 def test_pilotnet_sdnn_reads_as_netx_builds_it(pilot):
     d, qg, _ = pilot
     n = sdnn_nodes(qg)
-    assert [qg.q[k]["sdnn"] for k in n] == ["delta"] + ["sigma_delta"] * 7 + ["sigma"]
-    assert [qg.q[k].get("vth") for k in n] == [0, 13, 0, 0, 0, 23, 1, 6, None]
+    assert [qg.q[k].mode for k in n] == ["delta"] + ["sigma_delta"] * 7 + ["sigma"]
+    assert [qg.q[k].vth for k in n] == [0, 13, 0, 0, 0, 23, 1, 6, None]
     with h5py.File(d / "network.net") as f:
-        np.testing.assert_array_equal(qg.q["1.neuron"]["bias"][:, 0, 0], f["layer/1/bias"][()].astype(np.int64))
-    assert all(qg.q[k]["spike_exp"] == 6 and qg.q[k]["state_exp"] == 6 for k in n)
+        np.testing.assert_array_equal(qg.q["1.neuron"].bias[:, 0, 0], f["layer/1/bias"][()].astype(np.int64))
+    assert all(qg.q[k].spike_exp == 6 and qg.q[k].state_exp == 6 for k in n)
 
 
 def test_pilotnet_sdnn_output_matches_lavadl(pilot):
@@ -141,8 +142,8 @@ def test_tinynet_sdnn_sigma_dense_block(lavadl_netx_dir):
     g.add(Node("output", "Output"))
     for a, b in (("input", "dense"), ("dense", "sigma"), ("sigma", "output")):
         g.connect(a, b)
-    q = {"dense": {"weight": w, "weight_exp": 0, "num_weight_bits": 8, "sign_mode": None},
-         "sigma": {"sdnn": "sigma", "spike_exp": 6, "state_exp": 6}}
+    q = {"dense": SynapseParams(weight=w, weight_exp=0, num_weight_bits=8, sign_mode=None),
+         "sigma": SigmaDeltaParams(mode="sigma", spike_exp=6, state_exp=6)}
     qg = QGraph(graph=g, target="loihi2", q=q, scale={"sigma": 1.0})
     spikes = (np.load(d / "layer1.npy").reshape(-1, 16) != 0).astype(np.int8)  # (864, 16), Lava's flat order
     run = simulate_emulator(qg, {"input": spikes.T[:, None]})
@@ -225,19 +226,19 @@ def test_q_equals_what_lava_netx_builds_for_sdnn(lava, pilot):
     kinds = {"delta": "Delta", "sigma_delta": "SigmaDelta", "sigma": "Sigma"}
     for blk, k in zip(net.layers, n, strict=True):
         q = qg.q[k]
-        assert type(blk.neuron).__name__ == kinds[q["sdnn"]], k
-        if q["sdnn"] != "sigma":
-            assert int(np.asarray(blk.neuron.vth.init).ravel()[0]) == q["vth"] << 12, k
-        if q["sdnn"] == "sigma_delta":
-            b = q["bias"].transpose(2, 1, 0) if q["bias"].ndim == 3 else q["bias"]
+        assert type(blk.neuron).__name__ == kinds[q.mode], k
+        if q.mode != "sigma":
+            assert int(np.asarray(blk.neuron.vth.init).ravel()[0]) == q.vth << 12, k
+        if q.mode == "sigma_delta":
+            b = q.bias.transpose(2, 1, 0) if q.bias.ndim == 3 else q.bias
             np.testing.assert_array_equal(np.asarray(blk.neuron.bias.init), b << 12, err_msg=k)
     syn = [s for s in qg.graph.order()[0] if qg.graph.nodes[s].op in ("Linear", "Conv2d")]
     lava_syn = [blk.synapse for blk in net.layers if hasattr(blk, "synapse")]
     for s, name in zip(lava_syn, syn, strict=True):
         assert int(s.proc_params["num_message_bits"]) == 16, name  # every SDNN layer sends 16-bit messages
         if qg.graph.nodes[name].op == "Linear":
-            np.testing.assert_array_equal(np.asarray(s.weights.init), qg.q[name]["weight"])
-            assert s.proc_params["weight_exp"] == qg.q[name]["weight_exp"]
+            np.testing.assert_array_equal(np.asarray(s.weights.init), qg.q[name].weight)
+            assert s.proc_params["weight_exp"] == qg.q[name].weight_exp
     st, raw = qg.graph.stats(), netx_counts(d / "network.net", None)
     assert st["total"]["neurons"] == raw["neurons"]
     assert sum(r["synapses"] for r in st["nodes"].values() if r["op"] in ("Linear", "Conv2d")) == raw["synapses"]

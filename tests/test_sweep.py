@@ -15,6 +15,7 @@ import pytest
 from browser import screenshot
 from paths import REPO
 
+from spikedeploy.graph.qparams import SynapseParams
 from spikedeploy.report.sweep import mark_fronts, pareto_front
 
 GRID = ["--targets", "loihi2,loihi1", "--weight-bits", "4,6,8", "--steps", "2,4", "--methods", "maxabs"]
@@ -62,7 +63,7 @@ def test_sweep_points_are_traceable_to_their_files(data, swept):
         assert p["fits"] and p["samples"] == 16
         qg = load_qgraph(out / p["files"]["qgraph"])
         assert qg.target == p["target"]
-        assert {q["num_weight_bits"] for q in qg.q.values() if "num_weight_bits" in q} == {p["weight_bits"]}
+        assert {q.num_weight_bits for q in qg.q.values() if isinstance(q, SynapseParams)} == {p["weight_bits"]}
         run = load_run(out / p["files"]["run"])
         assert run.backend == "emulator" and run.steps > p["steps"]  # the inputs' steps, then the answer's delay
         # the stored run gives the stored score: the point's metric, rescored from its own run file

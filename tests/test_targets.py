@@ -109,7 +109,7 @@ def test_a_toy_target_runs_the_whole_pipeline_in_its_own_arithmetic(toy):
         qg = quantize(g, "toy")
     assert qg.target == "toy" and qg.meta["numeric"]["state_bits"] == 10
     # 6-bit mixed-sign mantissas on Loihi's grid (the sign costs the LSB): even values up to 62, not 8-bit's 254
-    w = np.asarray(qg.q["fc1"]["weight"])
+    w = np.asarray(qg.q["fc1"].weight)
     assert int(np.abs(w).max()) == 62 and np.all(w % 2 == 0)
     run = simulate(qg, {"in": x}, probes=["h"])
     assert run.meta["arith"] == "toy"

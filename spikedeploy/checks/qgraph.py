@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from spikedeploy.errors import FileFormatError, SpikeDeployError
-from spikedeploy.graph.qparams import SynapseParams
+from spikedeploy.graph.qparams import FoldedParams, SynapseParams
 
 
 def check_header_types(header: dict, path) -> None:
@@ -80,6 +80,9 @@ def validate_qgraph(qg, path) -> None:
                                   f"the graph's weight {list(w.shape)}; they must agree")
         for f in dataclasses.fields(q):
             _check_field(path, node, f, getattr(q, f.name))
+        if isinstance(q, FoldedParams) and not isinstance(qg.q.get(q.folded_into), SynapseParams):
+            raise FileFormatError(f"{path}: node '{node}' quantized 'folded_into' names '{q.folded_into:.40}', which has "
+                                  "no synapse parameters; it must name the synapse that holds the node's delays")
     for node, s in qg.scale.items():
         if isinstance(s, dict | list | tuple | np.ndarray):
             continue  # per-channel or structured scales: their arrays are checked as values

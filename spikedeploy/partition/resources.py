@@ -37,6 +37,8 @@ import numpy as np
 
 from spikedeploy.errors import GraphError, TargetLimitError, UnsupportedError
 from spikedeploy.graph.ops import CONV, DENSE, ONE_TO_ONE, OPS, SPATIAL, conv_params, is_neuron, pool_params
+from spikedeploy.graph.qgraph import QGraph
+from spikedeploy.graph.qparams import SynapseParams
 from spikedeploy.partition.memo import cached, is_constant
 
 COMPOSITE_MAX_SYNAPSES = 50_000_000
@@ -515,12 +517,15 @@ def delay_field_bits(target) -> int:
     return int(target.numeric.max_delay).bit_length()
 
 
+def _synapse_q(qgraph, node: str) -> SynapseParams | None:
+    """The synapse parameters of `node` when `qgraph` is a QGraph that has them (a float Graph has none)."""
+    q = qgraph.q.get(node) if isinstance(qgraph, QGraph) else None
+    return q if isinstance(q, SynapseParams) else None
+
+
 def _weight_bits(qgraph, node: str, default: int) -> int:
-    if qgraph is not None:
-        q = getattr(qgraph, "q", {}).get(node, {})
-        if "num_weight_bits" in q:
-            return int(q["num_weight_bits"])
-    return default
+    q = _synapse_q(qgraph, node)
+    return default if q is None or q.num_weight_bits is None else int(q.num_weight_bits)
 
 
 def _structural(node, weight_cap: int):
@@ -589,8 +594,7 @@ def _projection(graph, src: str, chain: list[str], dst: str, n_dst: int, target,
     delays = [n for n in syn if n.op == "Delay"]
     syn = [n for n in syn if n.op != "Delay"] or syn
     bits = max([_weight_bits(qgraph, n.name, wb_default) for n in syn], default=wb_default)
-    if delays or any(qgraph is not None and getattr(qgraph, "q", {}).get(n.name, {}).get("delay") is not None
-                     for n in syn):
+    if delays or any((q := _synapse_q(qgraph, n.name)) is not None and q.delay is not None for n in syn):
         bits += delay_field_bits(target)
     args = (src, dst, tuple(chain), n_src, n_dst, bits)
     if not syn or all(n.op in ONE_TO_ONE for n in syn):

@@ -16,6 +16,8 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
+from spikedeploy.graph.qparams import SynapseParams
+
 NEURON_OPS = {"LIF", "IF", "LI", "CubaLIF", "CubaLI", "I", "Threshold"}
 SYNAPSE_OPS = {"Affine", "Linear", "Conv1d", "Conv2d", "SumPool2d", "AvgPool2d", "Scale", "Delay"}
 SHAPE_OPS = {"Flatten"}
@@ -25,6 +27,13 @@ RES = ("neurons", "synapse_memory_bits", "input_axons", "output_axons")
 def _tup(v, n):
     a = np.atleast_1d(np.asarray(v)).astype(int).ravel()
     return tuple(int(a[0]) for _ in range(n)) if a.size == 1 else tuple(int(x) for x in a[:n])
+
+
+def _weight_bits(q, default: int) -> int:
+    """The synapse's stored weight width (num_weight_bits), else the target's."""
+    if not isinstance(q, SynapseParams) or q.num_weight_bits is None:
+        return default
+    return int(q.num_weight_bits)
 
 
 def _node_matrix(node):
@@ -158,7 +167,7 @@ def check_placement(graph, placement, target, *, qgraph=None) -> dict:
             mats = [_node_matrix(graph.nodes[c]) for c in chain]
             syn_nodes = [graph.nodes[c] for c in chain if graph.nodes[c].op in SYNAPSE_OPS]
             wb = target.numeric.weight_bits
-            bits = [int(qgraph.q.get(s.name, {}).get("num_weight_bits", wb)) if qgraph is not None else wb
+            bits = [_weight_bits(qgraph.q.get(s.name), wb) if qgraph is not None else wb
                     for s in syn_nodes] or [wb]
             w = max(bits)
             if any(graph.nodes[c].op == "Delay" for c in chain):  # a delay field per synapse (resources.py)

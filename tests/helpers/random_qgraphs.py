@@ -11,6 +11,7 @@ import numpy as np
 
 from spikedeploy.graph.ir import Graph, Node
 from spikedeploy.graph.qgraph import QGraph
+from spikedeploy.graph.qparams import CubaParams, SynapseParams
 
 
 def _neuron(name, shape, cuba=False):
@@ -28,21 +29,16 @@ def _neuron(name, shape, cuba=False):
 
 def _neuron_q(rng, shape, *, cuba, vth_range=(40, 400), bias=True, per_neuron=False):
     n = int(np.prod(shape))
-    q = {
-        "du": int(rng.integers(0, 4095)) if cuba else 4095,
-        "dv": int(rng.integers(0, 4097)),
-        "vth": int(rng.integers(*vth_range)),
-        "bias_mant": np.zeros(n, np.int64),
-        "bias_exp": 0,
-    }
+    q = CubaParams(du=int(rng.integers(0, 4095)) if cuba else 4095, dv=int(rng.integers(0, 4097)),
+                   vth=int(rng.integers(*vth_range)), bias_mant=np.zeros(n, np.int64), bias_exp=0)
     if per_neuron:
-        q["dv"] = rng.integers(0, 4097, n)
-        q["vth"] = rng.integers(*vth_range, n)
+        q.dv = rng.integers(0, 4097, n)
+        q.vth = rng.integers(*vth_range, n)
         if cuba:
-            q["du"] = rng.integers(0, 4095, n)
+            q.du = rng.integers(0, 4095, n)
     if bias:
-        q["bias_mant"] = rng.integers(-300, 300, n) * (rng.random(n) < 0.5)
-        q["bias_exp"] = int(rng.integers(-2, 4))
+        q.bias_mant = rng.integers(-300, 300, n) * (rng.random(n) < 0.5)
+        q.bias_exp = int(rng.integers(-2, 4))
     return q
 
 
@@ -80,13 +76,13 @@ def dense_chain(seed: int, *, steps=30, batch=2, sizes=None, sign=None, cuba=Non
         nwb = int(rng.integers(6, 9))
         syn, neu = f"fc{i}", f"lif{i}"
         g.add(Node(syn, "Affine", {"weight": w.astype(float), "bias": np.zeros(n_out)}))
-        qs = {"weight": w, "weight_exp": exp, "num_weight_bits": nwb, "sign_mode": None}
+        qs = SynapseParams(weight=w, weight_exp=exp, num_weight_bits=nwb, sign_mode=None)
         if rng.random() < 0.3:
-            qs["sign_mode"] = sm if sm != "inh" else "inh"
+            qs.sign_mode = sm if sm != "inh" else "inh"
         if sparse and i == 0:
-            qs["sparse"] = True
+            qs.sparse = True
         if delay and i == len(sizes) - 2:
-            qs["delay"] = rng.integers(0, 6, w.shape)
+            qs.delay = rng.integers(0, 6, w.shape)
         q[syn] = qs
         is_cuba = bool(rng.random() < 0.5) if cuba is None else cuba
         g.add(_neuron(neu, (n_out,), is_cuba))
@@ -95,7 +91,7 @@ def dense_chain(seed: int, *, steps=30, batch=2, sizes=None, sign=None, cuba=Non
         q[neu] = _neuron_q(rng, (n_out,), cuba=is_cuba, vth_range=(max(2, typ // 2), 2 * typ + 3),
                            per_neuron=bool(rng.random() < 0.3))
         if reset:  # Lava LIFReset: zero u and v at time steps = i + 1 (mod reset)
-            q[neu]["reset_interval"], q[neu]["reset_offset"] = reset, i + 1
+            q[neu].reset_interval, q[neu].reset_offset = reset, i + 1
         g.connect(prev, syn)
         g.connect(syn, neu)
         prev = neu
@@ -148,17 +144,17 @@ def conv_net(seed: int, *, steps=24, batch=2):
         g.connect(a, b)
     g.validate()
     q = {
-        "conv0": {"weight": w1, "weight_exp": 0, "num_weight_bits": 8},
+        "conv0": SynapseParams(weight=w1, weight_exp=0, num_weight_bits=8),
         # Lava Conv ignores weight_exp and num_weight_bits; give odd values to prove the emulator does too
-        "conv1": {"weight": w2, "weight_exp": int(rng.integers(1, 3)), "num_weight_bits": 5},
-        "fc": {"weight": w3, "weight_exp": int(rng.integers(-1, 2)), "num_weight_bits": 8},
+        "conv1": SynapseParams(weight=w2, weight_exp=int(rng.integers(1, 3)), num_weight_bits=5),
+        "fc": SynapseParams(weight=w3, weight_exp=int(rng.integers(-1, 2)), num_weight_bits=8),
     }
     for name, shp, cuba in (("lif0", (c1, h, w_), g.nodes["lif0"].op == "CubaLIF"),
                             ("lif1", shp1, g.nodes["lif1"].op == "CubaLIF"), ("lif2", (n_out,), False)):
         typ = {"lif0": 150, "lif1": 800, "lif2": 400}[name]
         q[name] = _neuron_q(rng, shp, cuba=cuba, vth_range=(typ // 3, typ), bias=True)
         if name == "lif0" and rng.random() < 0.5:
-            q[name]["bias_mant"] = rng.integers(-100, 200, shp[0])  # per-channel bias
+            q[name].bias_mant = rng.integers(-100, 200, shp[0])  # per-channel bias
     x = _spikes(rng, steps, batch, (c0, h, w_), float(rng.uniform(0.2, 0.4)))
     info = {"kind": "conv", "groups": groups, "stride": s1, "padding": p1}
     return ensure_activity(QGraph(graph=g, target="loihi2", q=q), {"in": x}), {"in": x}, info
@@ -183,9 +179,9 @@ def recurrent_net(seed: int, *, steps=30, batch=2):
         g.connect(a, b)
     g.validate()
     q = {
-        "fc0": {"weight": w0, "weight_exp": 0, "num_weight_bits": 8},
-        "rec": {"weight": wr, "weight_exp": int(rng.integers(-1, 1)), "num_weight_bits": 7},
-        "fc1": {"weight": w1, "weight_exp": 0, "num_weight_bits": 8},
+        "fc0": SynapseParams(weight=w0, weight_exp=0, num_weight_bits=8),
+        "rec": SynapseParams(weight=wr, weight_exp=int(rng.integers(-1, 1)), num_weight_bits=7),
+        "fc1": SynapseParams(weight=w1, weight_exp=0, num_weight_bits=8),
         "h": _neuron_q(rng, (n_h,), cuba=True, vth_range=(200, 900)),
         "o": _neuron_q(rng, (n_out,), cuba=False, vth_range=(30, 150)),
     }
@@ -215,11 +211,11 @@ def overflow_net(seed: int, *, steps=30, batch=2):
     vth = rng.integers(20000, 150000, n_h)
     vth[:3] = 1 << 18  # never reachable: v saturates at 2**23 - 1 < vth << 6
     q = {
-        "fc0": {"weight": w0, "weight_exp": 2, "num_weight_bits": 8},
-        "fc1": {"weight": w1, "weight_exp": 0, "num_weight_bits": 8},
-        "h": {"du": int(rng.integers(0, 200)), "dv": int(rng.integers(0, 100)), "vth": vth,
-              "bias_mant": rng.integers(-4000, 4000, n_h), "bias_exp": 7},
-        "o": {"du": 4095, "dv": 500, "vth": 300, "bias_mant": np.zeros(n_out, np.int64), "bias_exp": 0},
+        "fc0": SynapseParams(weight=w0, weight_exp=2, num_weight_bits=8),
+        "fc1": SynapseParams(weight=w1, weight_exp=0, num_weight_bits=8),
+        "h": CubaParams(du=int(rng.integers(0, 200)), dv=int(rng.integers(0, 100)), vth=vth,
+                        bias_mant=rng.integers(-4000, 4000, n_h), bias_exp=7),
+        "o": CubaParams(du=4095, dv=500, vth=300, bias_mant=np.zeros(n_out, np.int64), bias_exp=0),
     }
     x = _spikes(rng, steps, batch, (n_in,), 0.5)
     return QGraph(graph=g, target="loihi2", q=q), {"in": x}, {"kind": "overflow"}
@@ -237,9 +233,9 @@ def ensure_activity(qg: QGraph, inputs, tries: int = 8) -> QGraph:
         if not silent:
             break
         for n in names:
-            vth = np.asarray(qg.q[n]["vth"])
+            vth = np.asarray(qg.q[n].vth)
             if n in silent or names.index(n) < names.index(silent[-1]):
-                qg.q[n]["vth"] = np.maximum(vth // 2, 1) if vth.ndim else max(int(vth) // 2, 1)
+                qg.q[n].vth = np.maximum(vth // 2, 1) if vth.ndim else max(int(vth) // 2, 1)
     return qg
 
 
@@ -267,12 +263,12 @@ def two_input_net(seed: int, *, steps=24, batch=2):
         g.connect(a, b)
     g.validate()
     q = {
-        "pool": {},
+        "pool": SynapseParams(weight=np.ones((2, 1, 2, 2), np.int64)),  # the pool's sum: weight 1
         "p": _neuron_q(rng, (2, 4, 4), cuba=False, vth_range=(1, 3), bias=False),
-        "scale": {"weight": rng.integers(0, 200, 32), "weight_exp": 0},
-        "conv": {"weight": wc},
+        "scale": SynapseParams(weight=rng.integers(0, 200, 32), weight_exp=0),
+        "conv": SynapseParams(weight=wc),
         "c": _neuron_q(rng, (4, 6), cuba=True, vth_range=(40, 120)),
-        "fc": {"weight": wl, "weight_exp": 0},
+        "fc": SynapseParams(weight=wl, weight_exp=0),
         "o": _neuron_q(rng, (32,), cuba=False, vth_range=(100, 400)),
     }
     x = {"img": _spikes(rng, steps, batch, (2, 8, 8), 0.4), "seq": _spikes(rng, steps, batch, (3, 12), 0.4)}
