@@ -119,7 +119,7 @@ def _version1(tmp_path, qg) -> object:
     arrays = qgraph_to_arrays(qg)
     header = json.loads(bytes(arrays.pop("__header__")).decode())
     header["version"] = 1
-    for name, e in header["q"].items():
+    for e in header["q"].values():
         kind = e.pop("kind")
         for k in [k for k, v in e.items() if v is None]:
             del e[k]
@@ -181,3 +181,18 @@ def test_an_unknown_or_missing_kind_is_refused(tmp_path):
 ])
 def test_field_types_are_checked(tmp_path, node, field, value, needle):
     _refused(tmp_path, lambda q: q[node].update({field: value}), f"node '{node}'", f"'{field}'", needle)
+
+
+def test_a_backend_refuses_parameters_of_the_wrong_kind():
+    from spikedeploy.errors import BackendError
+    from spikedeploy.targets.emulator import compile_emulator
+
+    qg = every_kind()
+    compile_emulator(qg)  # every kind where it belongs: compiles
+    qg.q["lif"] = SynapseParams(weight=np.ones(3, np.int64))
+    with pytest.raises(BackendError, match=r"node 'lif' \(CubaLIF\) has synapse parameters.*needs cuba parameters"):
+        compile_emulator(qg)
+    del qg.q["fc2"]
+    qg.q["lif"] = every_kind().q["lif"]
+    with pytest.raises(BackendError, match=r"node 'fc2' \(Linear\) has no parameters"):
+        compile_emulator(qg)

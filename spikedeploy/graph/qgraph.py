@@ -42,6 +42,17 @@ class QGraph:
         shift = int((self.meta.get("numeric") or {}).get("act_shift", 6))
         return float(2**shift) * float(self.scale[node])
 
+    def params(self, name: str, cls: type[QParams]) -> QParams:
+        """q[name], which a chip backend needs to be of kind `cls`; BackendError naming the node otherwise."""
+        from spikedeploy.errors import BackendError
+
+        q = self.q.get(name)
+        if not isinstance(q, cls):
+            op = self.graph.nodes[name].op
+            raise BackendError(f"node '{name}' ({op}) has {'no' if q is None else q.kind} parameters in the QGraph; "
+                               f"it needs {cls.kind} parameters; fix: quantize the graph again")
+        return q
+
     def chip_kinds(self, order, backend: str) -> dict[str, str]:
         """What each node is to a chip backend: input, output, synapse, neuron, or flatten (values passed
         through: shape ops, and synapses whose q names another synapse that simulates them, as netx delays).

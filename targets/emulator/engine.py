@@ -118,14 +118,7 @@ class Program:
         return self.bound[name]
 
     def _q(self, name, cls):
-        q = self.qg.q.get(name)
-        node = self.g.nodes[name]
-        if q is None:
-            raise BackendError(f"node '{name}' ({node.op}) has no quantized parameters in the QGraph")
-        if not isinstance(q, cls):
-            raise BackendError(f"node '{name}' ({node.op}) has {q.kind} parameters in the QGraph; it needs "
-                               f"{cls.kind} parameters; fix: quantize the graph again")
-        return q
+        return self.qg.params(name, cls)
 
     def _bound(self, name, graded_inputs):
         if name in self.bound:

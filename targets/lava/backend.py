@@ -81,9 +81,9 @@ def _adapt(port, src_shape, dst_shape):
     return p
 
 
-def _par(q: CubaParams, key, shp, name):
+def _par(value, key, shp, name):
     """A decay or threshold as Lava's LIF takes it: a Python int, or per-neuron values in Lava layout."""
-    v = expand_param(getattr(q, key), shp, f"node '{name}' {key}").astype(np.int64)
+    v = expand_param(value, shp, f"node '{name}' {key}").astype(np.int64)
     n = int(np.prod(shp)) if shp else 1
     return int(v[0]) if v.size == 1 else to_lava(np.broadcast_to(v, (n,)), shp)
 
@@ -144,13 +144,9 @@ class _Net:
         for name in order:
             node = g.nodes[name]
             k = kinds[name]
-            q = qg.q.get(name)
-            preds = g.predecessors(name)
             want = {"synapse": SynapseParams, "neuron": _NEURON_PARAMS.get(OPS[node.op].lowering, CubaParams)}.get(k)
-            if want is not None and not isinstance(q, want):
-                raise BackendError(f"node '{name}' ({node.op}) has "
-                                   f"{'no' if q is None else q.kind} parameters in the QGraph; it needs "
-                                   f"{want.kind} parameters; fix: quantize the graph again")
+            q = qg.params(name, want) if want is not None else None
+            preds = g.predecessors(name)
             nmb = MESSAGE_BITS if any(graded_of(p) for p in preds) else 0
             if k == "input":
                 x = xs[name]
@@ -250,8 +246,8 @@ class _Net:
                 be = to_lava(np.broadcast_to(be, (n,)), shp).astype(np.int16)
                 onset = int(q.bias_onset)
                 late = onset > 0 and bool(np.any(bm))
-                kw = {"shape": ls, "du": _par(q, "du", shp, name), "dv": _par(q, "dv", shp, name),
-                      "vth": _par(q, "vth", shp, name), "bias_mant": np.zeros_like(bm) if late else bm,
+                kw = {"shape": ls, "du": _par(q.du, "du", shp, name), "dv": _par(q.dv, "dv", shp, name),
+                      "vth": _par(q.vth, "vth", shp, name), "bias_mant": np.zeros_like(bm) if late else bm,
                       "bias_exp": be}
                 if q.reset_interval and batch > 1 and steps % int(q.reset_interval):
                     raise UnsupportedError(
