@@ -210,26 +210,3 @@ def from_fields(kind: str, values: dict[str, Any], where: str) -> QParams:
             raise ValueError(f"{where}: required field '{k}' of kind '{kind}' is missing")
     return cls(**values)
 
-
-def kind_from_keys(d: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The kind and fields of a node's parameters as version-1 quantized graph files stored them (a dict
-    without a kind): the kind told by its keys, renamed keys mapped to today's fields."""
-    d = dict(d)
-    if "folded_into" in d:
-        return "folded", d
-    if "sdnn" in d:
-        d["mode"] = d.pop("sdnn")
-        return "sigma_delta", d
-    if "rf" in d:
-        d["mode"] = d.pop("rf")
-        return "rf", d
-    if {"du", "dv", "vth"} & set(d):
-        t = d.pop("input_transform", None)
-        if isinstance(t, dict):
-            d["input_weight"], d["input_bias"] = t.get("weight"), t.get("bias")
-        elif t is not None:
-            d["input_transform"] = t  # refused as a field the kind does not have
-        return "cuba", d
-    if "weight" in d:
-        return "synapse", d
-    return "", d

@@ -35,7 +35,7 @@ from spikedeploy.checks.qgraph import check_header_types, validate_qgraph
 from spikedeploy.errors import FileFormatError
 from spikedeploy.graph.ir import Graph, Node
 from spikedeploy.graph.qgraph import QGraph
-from spikedeploy.graph.qparams import fields_of, from_fields, kind_from_keys
+from spikedeploy.graph.qparams import fields_of, from_fields
 from spikedeploy.io.atomic import atomic_write
 
 FORMAT = "spikedeploy-qgraph"
@@ -189,12 +189,34 @@ def _q_params(path, q: dict, version: int) -> dict:
                                       "`spikedeploy quantize -o`")
             kind = d.pop("kind")
         else:
-            kind, d = kind_from_keys(d)
+            kind, d = _kind_from_keys(d)
             if not kind:
-                raise FileFormatError(f"{where}: the kind of quantized parameters with fields {sorted(d)} cannot be "
+                raise FileFormatError(f"{where}: the kind of quantized parameters with fields {sorted(map(str, d))} cannot be "
                                       "told from them; write the file again with `spikedeploy quantize -o`")
         try:
             out[name] = from_fields(kind, d, where)
         except ValueError as e:
             raise FileFormatError(f"{e}; write the file again with `spikedeploy quantize -o`") from None
     return out
+
+
+def _kind_from_keys(d: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The kind and fields of a node's parameters as version-1 quantized graph files stored them (a dict
+    without a kind): the kind told by its keys, renamed keys mapped to today's fields."""
+    d = dict(d)
+    if "folded_into" in d:
+        return "folded", d
+    if "sdnn" in d:
+        d["mode"] = d.pop("sdnn")
+        return "sigma_delta", d
+    if "rf" in d:
+        d["mode"] = d.pop("rf")
+        return "rf", d
+    if {"du", "dv", "vth"} & set(d):
+        if isinstance(d.get("input_transform"), dict):  # anything else is refused as a field cuba lacks
+            t = d.pop("input_transform")
+            d["input_weight"], d["input_bias"] = t.get("weight"), t.get("bias")
+        return "cuba", d
+    if "weight" in d:
+        return "synapse", d
+    return "", d
