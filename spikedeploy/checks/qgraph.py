@@ -81,8 +81,8 @@ def validate_qgraph(qg, path) -> None:
         for f in dataclasses.fields(q):
             _check_field(path, node, f, getattr(q, f.name))
         if isinstance(q, FoldedParams) and not isinstance(qg.q.get(q.folded_into), SynapseParams):
-            raise FileFormatError(f"{path}: node '{node}' quantized 'folded_into' names '{q.folded_into:.40}', which has "
-                                  "no synapse parameters; it must name the synapse that holds the node's delays")
+            raise FileFormatError(f"{path}: node '{node}' quantized 'folded_into' names '{q.folded_into:.40}', "
+                                  "which has no synapse parameters; it must name the synapse that holds the delays")
     for node, s in qg.scale.items():
         if isinstance(s, dict | list | tuple | np.ndarray):
             continue  # per-channel or structured scales: their arrays are checked as values

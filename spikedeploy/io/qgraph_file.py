@@ -191,8 +191,8 @@ def _q_params(path, q: dict, version: int) -> dict:
         else:
             kind, d = _kind_from_keys(d)
             if not kind:
-                raise FileFormatError(f"{where}: the kind of quantized parameters with fields {sorted(map(str, d))} cannot be "
-                                      "told from them; write the file again with `spikedeploy quantize -o`")
+                raise FileFormatError(f"{where}: the kind of quantized parameters with fields {sorted(map(str, d))} "
+                                      "cannot be told from them; write the file again with `spikedeploy quantize -o`")
         try:
             out[name] = from_fields(kind, d, where)
         except ValueError as e:

@@ -83,13 +83,13 @@ class Program:
             node = g.nodes[name]
             k = self.kind[name]
             if k == "neuron" and node.op == "RF":
-                self.stages[name] = RFStage(name, self._q(name, RFParams), node.out_shape, ar, self.preds[name],
+                self.stages[name] = RFStage(name, qg.params(name, RFParams), node.out_shape, ar, self.preds[name],
                                             name in self.probes)
             elif k == "neuron" and OPS[node.op].graded:
-                self.stages[name] = SigmaDeltaStage(name, self._q(name, SigmaDeltaParams), node.out_shape, ar, name in self.probes,
-                                                    self.preds[name])
+                self.stages[name] = SigmaDeltaStage(name, qg.params(name, SigmaDeltaParams), node.out_shape, ar,
+                                                    name in self.probes, self.preds[name])
             elif k == "neuron":
-                q = self._q(name, CubaParams)
+                q = qg.params(name, CubaParams)
                 bin_ = sum(self.bound[p] for p in self.preds[name])
                 self.stages[name] = NeuronStage(name, q, node.out_shape, ar, bin_, OPS[node.op].spiking,
                                                 name in self.probes)
@@ -117,15 +117,12 @@ class Program:
         """The largest |value| the program was compiled to take on input `name` (1 for spikes)."""
         return self.bound[name]
 
-    def _q(self, name, cls):
-        return self.qg.params(name, cls)
-
     def _bound(self, name, graded_inputs):
         if name in self.bound:
             return self.bound[name]
         k = self.kind[name]
         if k == "neuron" and OPS[self.g.nodes[name].op].graded:
-            self.bound[name], self.graded[name] = message_bound(self._q(name, SigmaDeltaParams)), True
+            self.bound[name], self.graded[name] = message_bound(self.qg.params(name, SigmaDeltaParams)), True
             return self.bound[name]
         if k == "neuron":
             self.bound[name], self.graded[name] = 1.0, False
@@ -139,7 +136,7 @@ class Program:
         xb = sum(self._bound(p, graded_inputs) for p in self.preds[name])
         self.graded[name] = any(self.graded[p] for p in self.preds[name]) or k == "synapse"
         if k == "synapse":
-            stage = prepare_synapse(name, self.g.nodes[name], self._q(name, SynapseParams), self.ar, xb,
+            stage = prepare_synapse(name, self.g.nodes[name], self.qg.params(name, SynapseParams), self.ar, xb,
                                     any(self.graded[p] for p in self.preds[name]))
             self.stages[name] = stage
             self.bound[name] = stage.bound
