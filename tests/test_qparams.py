@@ -144,6 +144,24 @@ def test_a_version_1_file_loads_to_the_same_objects(tmp_path):
         load_qgraph(_write(arrays, header, tmp_path / "v1.q.npz"))
 
 
+def test_a_file_the_previous_version_wrote_loads_as_the_quantizer_makes_it_now(fixtures_dir):
+    """tests/data/two_lif_v1.q.npz: `spikedeploy quantize two_lif_neurons.nir --dt 1e-3` as of commit fd9be19
+    (version 1: dicts without a kind)."""
+    from pathlib import Path
+
+    from spikedeploy.io.graph_files import load_any
+    from spikedeploy.quantize.quantizer import quantize
+
+    path = Path(__file__).parent / "data" / "two_lif_v1.q.npz"
+    assert _header(path)[0]["version"] == 1 and "kind" not in _header(path)[0]["q"]["lif1"]
+    old = load_qgraph(path)
+    now = quantize(load_any(fixtures_dir / "nir-paper" / "two_lif_neurons.nir"), "loihi2", dt=1e-3)
+    assert set(old.q) == set(now.q) == {"linear1", "lif1", "linear2", "lif2"}
+    for name, p in now.q.items():
+        assert type(old.q[name]) is type(p) and old.q[name] == p, name
+    assert old.q["lif1"].bias_onset == 1  # a field the old file held, read back under its name
+
+
 def _refused(tmp_path, edit, *needles):
     save_qgraph(every_kind(), tmp_path / "ok.q.npz")
     header, arrays = _header(tmp_path / "ok.q.npz")
