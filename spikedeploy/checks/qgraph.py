@@ -42,7 +42,7 @@ def check_header_types(header: dict, path) -> None:
     for key in ("meta",):
         if not isinstance(g.get(key, {}), dict) or not isinstance(header.get(key, {}), dict):
             raise FileFormatError(f"{path}: QGraph {key} is not an object")
-    if not isinstance(header.get("deviations", []), list) or not all(isinstance(x, str) for x in header["deviations"]):
+    if not isinstance(header.get("deviations", []), list) or not all(isinstance(x, str) for x in header.get("deviations", [])):
         raise FileFormatError(f"{path}: QGraph deviations are not a list of strings")
     if not isinstance(header.get("target"), str):
         raise FileFormatError(f"{path}: QGraph target is {header.get('target')!r:.40}; expected a target name")
