@@ -354,6 +354,7 @@ DELETED = object()
     (("graph", "dt"), 10**29, "dt"), (("deviations",), 1.5, "deviations"),
     (("q", "linear2", "num_weight_bits"), [1, 2], "num_weight_bits"),
     (("deviations",), DELETED, "deviations"),  # seed 7, case 44,537
+    (("q", "lif1", "bias_onset"), [1, 2], "bias_onset"),  # seed 7, case 67,600
 ])
 def test_qgraph_header_values_found_by_the_long_fuzz_run(work, tmp_path, path, value, needle):
     h, arrays = _qheader(work)

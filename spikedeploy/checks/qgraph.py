@@ -49,9 +49,10 @@ def check_header_types(header: dict, path) -> None:
 
 
 # quantized parameters that are numbers (or arrays of numbers), whichever target wrote them
-_NUMERIC_Q = {"weight", "weight_exp", "num_weight_bits", "bias_mant", "bias_exp", "du", "dv", "vth", "delay"}
+_STEPS_Q = {"bias_onset", "v_init_step", "reset_interval", "reset_offset"}  # a step count: a number
+_NUMERIC_Q = {"weight", "weight_exp", "num_weight_bits", "bias_mant", "bias_exp", "du", "dv", "vth", "delay", *_STEPS_Q}
 _MAY_BE_NONE = {"delay"}
-_SCALAR_Q = {"weight_exp", "num_weight_bits", "bias_exp", "du", "dv", "vth"}  # a number or a numpy array
+_SCALAR_Q = {"weight_exp", "num_weight_bits", "bias_exp", "du", "dv", "vth", *_STEPS_Q}  # a number or a numpy array
 _MAX_DT = 1e3  # seconds per step: far above any neuromorphic time step (typically 1e-3)
 
 
@@ -86,6 +87,8 @@ def validate_qgraph(qg, path) -> None:
             if key in _NUMERIC_Q and (v is None and key not in _MAY_BE_NONE or isinstance(v, str | bytes | bool | dict)
                                       or key in _SCALAR_Q and isinstance(v, list | tuple)):
                 raise FileFormatError(f"{path}: node '{node}' quantized '{key}' is {v!r:.40}; expected a number or array")
+            if key in _STEPS_Q and np.ndim(v):
+                raise FileFormatError(f"{path}: node '{node}' quantized '{key}' is {v!r:.40}; expected one step number")
             _check_value(path, f"node '{node}' quantized '{key}'", v)
             if key in _NUMERIC_Q and v is not None:
                 bound = 64 if key.endswith("_exp") else 2**48
