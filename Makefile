@@ -59,6 +59,8 @@ bench: $(STAMP)
 # the long fuzz run (tests/test_fuzz.py runs 2,000 cases of it in `make test`); the README shows its last result
 fuzz: $(STAMP)
 	$(PY) benchmarks/fuzz_cli.py --cases 100000 --seed 7 --table --json benchmarks/results/fuzz.json
+	$(PY) benchmarks/fuzz_cli.py --backend lava --cases 2000 --seed 7 --case-timeout 60 --table \
+		--json benchmarks/results/fuzz_lava.json
 
 clean:
 	rm -rf $(VENV) out build *.egg-info

@@ -451,8 +451,23 @@ def cli_case(seeds, d: Path, rng: random.Random) -> tuple[list[str], str, str]:
     return args, f"{opt} {val}", label
 
 
-def make_case(seeds, d: Path, rng: random.Random, i: int):
-    """(file kind, mutation, label, argv) of case i."""
+def make_case(seeds, d: Path, rng: random.Random, i: int, backend: str = "emulator"):
+    """(file kind, mutation, label, argv) of case i. With backend "lava", only the files a simulation reads
+    (netx, quantized graph, input) are mutated, and each case is a `simulate --backend lava`."""
+    if backend == "lava":
+        kind = rng.choice(["netx", "qgraph", "input"])
+        if kind == "netx":
+            dst = d / f"case{i % 50}.net"
+            desc, label = mutate_hdf5(seeds["netx"], dst, rng)
+        elif kind == "qgraph":
+            dst = d / f"case{i % 50}.q.npz"
+            desc, label = mutate_npz(seeds["qgraph"], dst, rng, "__header__")
+        else:
+            dst = d / f"case{i % 50}.input.npy"
+            desc, label = mutate_input(dst, rng)
+        argv = ["simulate", str(seeds["qgraph"]), "--input", str(dst)] if kind == "input" else \
+            ["simulate", str(dst), "--steps", "4", "--batch", "2"]
+        return kind, desc, label, [*argv, "--backend", "lava"]
     kind = rng.choices(["nir", "netx", "qgraph", "run", "placement", "target", "input", "cli"],
                        weights=[22, 12, 18, 12, 8, 8, 8, 12])[0]
     q = str(seeds["qgraph"])
@@ -504,7 +519,7 @@ def classify(outcome: str, label: str) -> str:
     return outcome
 
 
-def worker(start: int, cases: int, seed: int, case_timeout: float, d: Path, log: Path) -> None:
+def worker(start: int, cases: int, seed: int, case_timeout: float, d: Path, log: Path, backend: str) -> None:
     """Run cases start.. in this process, appending one JSON line per case to `log` (a "start" line first,
     so that the parent can name the case that killed the process)."""
     os.environ["SPIKEDEPLOY_HDF5_SECONDS"] = "5"  # a damaged file that loops libhdf5 is refused before a hang
@@ -513,7 +528,7 @@ def worker(start: int, cases: int, seed: int, case_timeout: float, d: Path, log:
     with open(log, "a") as out:
         for i in range(start, cases):
             rng = random.Random(f"{seed}:{i}")  # per case: a restarted worker replays nothing
-            kind, desc, label, argv = make_case(seeds, d, rng, i)
+            kind, desc, label, argv = make_case(seeds, d, rng, i, backend)
             out.write(json.dumps({"i": i, "start": True, "kind": kind, "mutation": desc, "label": label,
                                   "argv": argv}) + "\n")
             out.flush()
@@ -523,7 +538,7 @@ def worker(start: int, cases: int, seed: int, case_timeout: float, d: Path, log:
 
 
 def fuzz(cases: int, seed: int, case_timeout: float, time_limit: float | None, workdir: Path | None = None,
-         memory_gb: float = 6.0) -> dict:
+         memory_gb: float = 6.0, backend: str = "emulator") -> dict:
     """Run `cases` cases in worker processes; a worker killed by a signal (a crash inside a C library)
     makes its case a "crash" and a new worker goes on with the next case."""
     d = Path(workdir or tempfile.mkdtemp(prefix="sdfuzz."))
@@ -544,8 +559,8 @@ def fuzz(cases: int, seed: int, case_timeout: float, time_limit: float | None, w
             break
         p = subprocess.Popen([sys.executable, __file__, "--worker", "--start", str(nxt), "--cases", str(cases),
                               "--seed", str(seed), "--case-timeout", str(case_timeout), "--workdir", str(d),
-                              "--memory-gb", str(memory_gb)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             text=True)
+                              "--memory-gb", str(memory_gb), "--backend", backend],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
             _, err = p.communicate(timeout=left)
         except subprocess.TimeoutExpired:
@@ -587,7 +602,7 @@ def fuzz(cases: int, seed: int, case_timeout: float, time_limit: float | None, w
                          "argv": [a.replace(str(d), "$D") for a in info["argv"]],
                          "message": f"process killed by signal {-p.returncode}" if p.returncode < 0 else err[-300:]})
         nxt = last_started + 1
-    return {"cases": done, "seed": seed, "seconds": round(time.time() - t0, 1),
+    return {"cases": done, "seed": seed, "backend": backend, "seconds": round(time.time() - t0, 1),
             "table": {k: dict(v) for k, v in sorted(table.items())}, "findings": findings}
 
 
@@ -612,15 +627,18 @@ def main(argv=None) -> int:
     ap.add_argument("--json", dest="json_path", default=None, help="write the result (with every finding) here")
     ap.add_argument("--table", action="store_true", help="print the result as a Markdown table")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--backend", choices=["emulator", "lava"], default="emulator",
+                    help="lava: every case simulates a mutated netx file, quantized graph or input in Lava")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--start", type=int, default=0, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.worker:
         lim = int(a.memory_gb * 2**30)
         resource.setrlimit(resource.RLIMIT_AS, (lim, lim))
-        worker(a.start, a.cases, a.seed, a.case_timeout, Path(a.workdir), Path(a.workdir) / "cases.jsonl")
+        worker(a.start, a.cases, a.seed, a.case_timeout, Path(a.workdir), Path(a.workdir) / "cases.jsonl", a.backend)
         return 0
-    res = fuzz(a.cases, a.seed, a.case_timeout, a.time_limit, Path(a.workdir) if a.workdir else None, a.memory_gb)
+    res = fuzz(a.cases, a.seed, a.case_timeout, a.time_limit, Path(a.workdir) if a.workdir else None, a.memory_gb,
+               a.backend)
     if a.json_path:
         Path(a.json_path).write_text(json.dumps(res, indent=1))
     if a.table:

@@ -347,15 +347,31 @@ def test_bad_chip_files(work, tmp_path, text, needle):
     refused("partition", work / "g.q.npz", "--target", t, needles=["chip.toml", needle])
 
 
+DELETED = object()
+
+
 @pytest.mark.parametrize("path, value, needle", [
     (("graph", "dt"), 10**29, "dt"), (("deviations",), 1.5, "deviations"),
     (("q", "linear2", "num_weight_bits"), [1, 2], "num_weight_bits"),
+    (("deviations",), DELETED, "deviations"),  # seed 7, case 44,537
+    (("q", "lif1", "bias_onset"), [1, 2], "bias_onset"),  # seed 7, case 67,600
 ])
 def test_qgraph_header_values_found_by_the_long_fuzz_run(work, tmp_path, path, value, needle):
     h, arrays = _qheader(work)
     d = h
     for k in path[:-1]:
         d = d[k]
-    d[path[-1]] = value
+    if value is DELETED:
+        del d[path[-1]]
+    else:
+        d[path[-1]] = value
     _write_q(arrays, h, tmp_path / "h.q.npz")
     refused("inspect", tmp_path / "h.q.npz", needles=["h.q.npz", needle])
+
+
+def test_hdf5_name_that_is_not_text_found_by_the_long_fuzz_run():
+    """Seed 7, case 40,075: flipped bytes in a NIR file's top-level name table; h5py lists that name as bytes
+    beside the str names, and the file is neither NIR nor netx."""
+    f = REPO / "tests" / "data" / "bytes_name.nir"
+    refused("simulate", f, "--backend", "float", "--dt", "1e-3", "--steps", "4", "--batch", "2",
+            needles=["bytes_name.nir", "neither NIR"])

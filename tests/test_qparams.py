@@ -195,7 +195,7 @@ def test_an_unknown_or_missing_kind_is_refused(tmp_path):
     ("lif", "reset_delay", "yes", "true or false"), ("lif", "du", "fast", "number or array"),
     ("lif", "bias_exp", [1, 2], "number or array"), ("lif", "vth", None, "null"), ("sd", "mode", "sigma2", "'sigma'"),
     ("rf", "real_inputs", [1], "node names"), ("d", "folded_into", 7, "'folded_into'"),
-    ("fc", "weight_exp", 99, "exceeds 64"), ("d", "folded_into", "lif", "no synapse parameters"),
+    ("fc", "weight_exp", 99, "exceeds 64"), ("lif", "reset_interval", [17, 17], "number or array"), ("d", "folded_into", "lif", "no synapse parameters"),
 ])
 def test_field_types_are_checked(tmp_path, node, field, value, needle):
     _refused(tmp_path, lambda q: q[node].update({field: value}), f"node '{node}'", f"'{field}'", needle)
@@ -214,3 +214,10 @@ def test_a_backend_refuses_parameters_of_the_wrong_kind():
     qg.q["lif"] = every_kind().q["lif"]
     with pytest.raises(BackendError, match=r"node 'fc2' \(Linear\) has no parameters"):
         compile_emulator(qg)
+
+
+def test_a_step_count_is_one_number(tmp_path):
+    """bias_onset, v_init_step, reset_interval and reset_offset are steps of the whole layer: an array (here the
+    layer's per-neuron du) is refused, as a list is."""
+    _refused(tmp_path, lambda q: q["lif"].update(bias_onset=q["lif"]["du"]), "node 'lif'", "'bias_onset'",
+             "one step number")

@@ -44,7 +44,7 @@ def check_header_types(header: dict, path) -> None:
     for key in ("meta",):
         if not isinstance(g.get(key, {}), dict) or not isinstance(header.get(key, {}), dict):
             raise FileFormatError(f"{path}: QGraph {key} is not an object")
-    if not isinstance(header.get("deviations", []), list) or not all(isinstance(x, str) for x in header["deviations"]):
+    if not isinstance(header.get("deviations", []), list) or not all(isinstance(x, str) for x in header.get("deviations", [])):
         raise FileFormatError(f"{path}: QGraph deviations are not a list of strings")
     if not isinstance(header.get("target"), str):
         raise FileFormatError(f"{path}: QGraph target is {header.get('target')!r:.40}; expected a target name")
@@ -112,6 +112,8 @@ def _check_field(path, node: str, f, v) -> None:
     else:
         if isinstance(v, str | bytes | bool | dict | np.bool_) or f.metadata["scalar"] and isinstance(v, list | tuple):
             raise FileFormatError(f"{path}: {where} is {v!r:.40}; expected a number or array")
+        if f.metadata["step"] and np.ndim(v):
+            raise FileFormatError(f"{path}: {where} is {v!r:.40}; expected one step number")
         _check_value(path, where, v)
         try:
             a = np.asarray(v, dtype=np.float64)

@@ -22,9 +22,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 
-def _num(default=dataclasses.MISSING, *, scalar: bool = False, optional: bool = False):
-    """A number or numeric array; `scalar`: one value (a number or 0-d array, never a list)."""
-    return field(default=default, metadata={"type": "num", "scalar": scalar, "optional": optional})
+def _num(default=dataclasses.MISSING, *, scalar: bool = False, optional: bool = False, step: bool = False):
+    """A number or numeric array; `scalar`: one value for the layer (never a list); `step`: a step count, one
+    number (not even a per-neuron array)."""
+    return field(default=default, metadata={"type": "num", "scalar": scalar or step, "step": step,
+                                            "optional": optional})
 
 
 def _text(default=dataclasses.MISSING, *, choices: tuple[str, ...], optional: bool = False):
@@ -121,12 +123,12 @@ class CubaParams(_Params):
     # state units, per neuron, written into v by the host before step v_init_step (v_reset != 0: the state is
     # shifted by -v_reset, so the float model's start v = 0 is -64·λ·v_reset)
     v_init: np.ndarray | None = _num(None, optional=True)
-    v_init_step: int = _num(0, scalar=True)
+    v_init_step: int = _num(0, step=True)
     # bias (and u_bias) held at 0 before this step, the layer's first input (the host enables it: quantizer)
-    bias_onset: int = _num(0, scalar=True)
+    bias_onset: int = _num(0, step=True)
     # Lava LIFReset: u and v zeroed before step t (1-based) when t % reset_interval == reset_offset; 0: never
-    reset_interval: int = _num(0, scalar=True)
-    reset_offset: int = _num(0, scalar=True)
+    reset_interval: int = _num(0, step=True)
+    reset_offset: int = _num(0, step=True)
     # "bias": a netx input layer, driven only through bias_mant, which the host computes per sample as
     # input_weight · x + input_bias (the file's transform; lava-dl leaves the input port unconnected)
     input_mode: str | None = _text(None, choices=("bias",), optional=True)

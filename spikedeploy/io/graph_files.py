@@ -194,7 +194,8 @@ def sniff(path: str | os.PathLike) -> str:
             for fmt in _FORMATS:
                 if fmt.sniff(f):
                     return fmt.name
-            keys = sorted(f.keys())
+            # a damaged name table yields bytes beside str
+            keys = sorted(k if isinstance(k, str) else repr(k) for k in f.keys())
         except (OSError, KeyError, RuntimeError, ValueError) as e:
             raise corrupt_error(p, e) from e
     names = " nor ".join(x.describe for x in _FORMATS)
