@@ -538,8 +538,8 @@ def worker(start: int, cases: int, seed: int, case_timeout: float, d: Path, log:
 
 
 def fuzz(cases: int, seed: int, case_timeout: float, time_limit: float | None, workdir: Path | None = None,
-         memory_gb: float = 6.0, backend: str = "emulator") -> dict:
-    """Run `cases` cases in worker processes; a worker killed by a signal (a crash inside a C library)
+         memory_gb: float = 6.0, backend: str = "emulator", start: int = 0) -> dict:
+    """Run cases start..cases-1 in worker processes; a worker killed by a signal (a crash inside a C library)
     makes its case a "crash" and a new worker goes on with the next case."""
     d = Path(workdir or tempfile.mkdtemp(prefix="sdfuzz."))
     d.mkdir(parents=True, exist_ok=True)
@@ -550,7 +550,7 @@ def fuzz(cases: int, seed: int, case_timeout: float, time_limit: float | None, w
     table: dict[str, Counter] = defaultdict(Counter)
     findings: list[dict] = []
     t0 = time.time()
-    done, nxt = 0, 0
+    done, nxt = 0, start
     started: dict[int, dict] = {}
     pos = 0
     while nxt < cases:
@@ -602,7 +602,7 @@ def fuzz(cases: int, seed: int, case_timeout: float, time_limit: float | None, w
                          "argv": [a.replace(str(d), "$D") for a in info["argv"]],
                          "message": f"process killed by signal {-p.returncode}" if p.returncode < 0 else err[-300:]})
         nxt = last_started + 1
-    return {"cases": done, "seed": seed, "backend": backend, "seconds": round(time.time() - t0, 1),
+    return {"cases": done, "first": start, "seed": seed, "backend": backend, "seconds": round(time.time() - t0, 1),
             "table": {k: dict(v) for k, v in sorted(table.items())}, "findings": findings}
 
 
@@ -630,7 +630,8 @@ def main(argv=None) -> int:
     ap.add_argument("--backend", choices=["emulator", "lava"], default="emulator",
                     help="lava: every case simulates a mutated netx file, quantized graph or input in Lava")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--start", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--start", type=int, default=0,
+                    help="first case (cases start..--cases-1: a long run split over processes gives the same cases)")
     a = ap.parse_args(argv)
     if a.worker:
         lim = int(a.memory_gb * 2**30)
@@ -638,7 +639,7 @@ def main(argv=None) -> int:
         worker(a.start, a.cases, a.seed, a.case_timeout, Path(a.workdir), Path(a.workdir) / "cases.jsonl", a.backend)
         return 0
     res = fuzz(a.cases, a.seed, a.case_timeout, a.time_limit, Path(a.workdir) if a.workdir else None, a.memory_gb,
-               a.backend)
+               a.backend, a.start)
     if a.json_path:
         Path(a.json_path).write_text(json.dumps(res, indent=1))
     if a.table:
