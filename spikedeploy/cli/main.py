@@ -304,17 +304,18 @@ def simulate(graph_file, backend, target, input_specs, steps, batch, density, se
         with _about(graph_file), _sample_progress(f"simulating ({backend})", as_json) as advance:
             run = simulate_specs(model, graph_file, named_specs(graph, input_specs), backend=backend, target=target,
                                  steps=steps, batch=batch, out_path=out_path, shard_size=shard_size, resume=resume,
-                                 executor=executor, address=address, options=options, progress=advance)
+                                 executor=executor, address=address, options=options, progress=advance,
+                                 notes=notes)
         inputs = None
     else:
         inputs = random_inputs(graph, steps=100 if steps is None else steps, batch=8 if batch is None else batch,
                                density=density, seed=seed)
-    if inputs is not None:
+    if inputs is not None:  # (streamed inputs were written to out_path as they were simulated)
         with _about(graph_file), _progress(f"simulating ({backend})", as_json) as advance:
             run = run_sim(model, inputs, backend=backend, target=target, steps=steps, progress=advance)
-    run.meta["notes"] = notes + list(run.meta.get("notes", []))
-    if out_path:
-        save_run(run, out_path)
+        run.meta["notes"] = notes + list(run.meta.get("notes", []))
+        if out_path:
+            save_run(run, out_path)
     spikes = run.spikes_per_node()
     if as_json:
         _emit_json({"backend": run.backend, "steps": run.steps, "batch": run.batch, "spikes": spikes,

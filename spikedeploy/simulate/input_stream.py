@@ -16,6 +16,7 @@ bytes), so the backends' own checks of the chunk cost little.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import struct
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from spikedeploy.errors import InputError
-from spikedeploy.simulate.result import Run
+from spikedeploy.simulate.result import Run, RunWriter, run_arrays
 
 CHUNK_BYTES = 64 << 20  # input bytes per chunk (all inputs together): large batches keep the kernels busy
 HDF5_SUFFIXES = (".h5", ".hdf5")
@@ -356,25 +357,35 @@ def iter_chunks(sources: Mapping[str, Source], b0: int, b1: int, size: int, *, i
 
 def simulate_chunks(model, sources: Mapping[str, Source], *, b0: int = 0, b1: int | None = None,
                     backend: str = "emulator", target: str | None = None, steps: int | None = None, probes=(),
-                    chunk: int | None = None, progress: Callable[[int, int], None] | None = None) -> Run:
+                    chunk: int | None = None, progress: Callable[[int, int], None] | None = None,
+                    out: str | os.PathLike | None = None, notes: list[str] | None = None) -> Run:
     """The Run of samples [b0, b1) of `sources`, simulated a chunk of samples at a time and assembled in place:
     the same Run as one call on the whole arrays (samples are independent). progress(samples done, samples)
-    after each chunk."""
+    after each chunk. out: the run file, written a chunk at a time as the chunks finish (result.RunWriter),
+    so that memory is bounded by the chunk; the Run returned then maps that file. notes: put before the
+    run's own in meta["notes"]."""
     from spikedeploy.simulate.dispatch import as_fixed_point
+    from spikedeploy.simulate.result import writing_run
 
     b1 = batch_of(sources) if b1 is None else b1
     chunk = chunk or chunk_samples(sources)
     model, note = as_fixed_point(model, target, backend)
     run_chunk = _chunk_runner(model, backend=backend, target=target, steps=steps, probes=tuple(probes))
-    acc = RunAssembler(b1 - b0)
-    for c0, c1, xs in iter_chunks(sources, b0, b1, chunk, integers=backend != "float"):
-        acc.add(c0 - b0, run_chunk(xs))
-        if progress:
-            progress(c1 - b0, b1 - b0)
-    run = acc.run()
-    if note:
-        run.meta.setdefault("notes", []).insert(0, note)
-    return run
+    with writing_run(out, b1 - b0) if out is not None else contextlib.nullcontext() as writer:
+        acc = RunAssembler(b1 - b0, into=writer)
+        for c0, c1, xs in iter_chunks(sources, b0, b1, chunk, integers=backend != "float"):
+            acc.add(c0 - b0, run_chunk(xs))
+            if progress:
+                progress(c1 - b0, b1 - b0)
+        run = acc.run()
+        if note:
+            run.meta.setdefault("notes", []).insert(0, note)
+        if notes is not None:
+            run.meta["notes"] = [*notes, *run.meta.get("notes", [])]
+        if writer is None:
+            return run
+        writer.finish(run)
+    return writer.mapped()
 
 
 def _chunk_runner(model, *, backend: str, target: str | None, steps: int | None, probes: tuple[str, ...]):
@@ -418,13 +429,15 @@ def _spikes(x: np.ndarray) -> bool:
 
 
 class RunAssembler:
-    """Runs of consecutive sample ranges written into one Run of `batch` samples, allocated at the first."""
+    """Runs of consecutive sample ranges written into one Run of `batch` samples, allocated at the first; with
+    `into`, their arrays go to that RunWriter's file instead, and run() holds the header and meta only."""
 
     SUMMED = ("u_wraps", "v_saturations")  # event counters: the whole run's are the sum of its parts'
     PER_CALL = ("threads", "chunk_steps", "shard")  # how one call was executed, not what it computed
 
-    def __init__(self, batch: int):
+    def __init__(self, batch: int, into: RunWriter | None = None):
         self.batch = batch
+        self.into = into
         self.out: Run | None = None
 
     def add(self, at: int, part: Run) -> None:
@@ -436,19 +449,17 @@ class RunAssembler:
                     meta[k] = {n: 0 for n in meta[k]}
         o = self.out
         n = part.batch
-        for dst, src in ((o.outputs, part.outputs), (o.counts, part.counts)):
-            for k, v in src.items():
-                v = np.asarray(v)
-                if k not in dst:
-                    dst[k] = np.zeros((v.shape[0], self.batch, *v.shape[2:]), v.dtype)
-                dst[k][:, at:at + n] = v
-        for node, tr in part.traces.items():
-            d = o.traces.setdefault(node, {})
-            for k, v in tr.items():
-                v = np.asarray(v)
-                if k not in d:
-                    d[k] = np.zeros((v.shape[0], self.batch, *v.shape[2:]), v.dtype)
-                d[k][:, at:at + n] = v
+        if self.into is not None:
+            for key, v in run_arrays(part).items():
+                self.into.put(key, at, v)
+        else:
+            for dst, src in ((o.outputs, part.outputs), (o.counts, part.counts),
+                             *((o.traces.setdefault(node, {}), tr) for node, tr in part.traces.items())):
+                for k, v in src.items():
+                    v = np.asarray(v)
+                    if k not in dst:
+                        dst[k] = np.zeros((v.shape[0], self.batch, *v.shape[2:]), v.dtype)
+                    dst[k][:, at:at + n] = v
         for k in self.SUMMED:
             if isinstance(part.meta.get(k), dict):
                 for node, c in part.meta[k].items():
