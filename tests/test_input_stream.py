@@ -12,7 +12,7 @@ from random_qgraphs import dense_chain, two_input_net
 
 from spikedeploy.errors import InputError
 from spikedeploy.simulate.dispatch import simulate
-from spikedeploy.simulate.input_stream import open_source, open_sources, simulate_chunks
+from spikedeploy.simulate.input_stream import check_chunk, open_source, open_sources, simulate_chunks
 
 BATCH = 37  # not a multiple of the chunk, so the last chunk is short
 
@@ -133,6 +133,23 @@ def test_bad_value_names_file_and_sample(tmp_path, fmt, bad, what):
     msg = str(e.value)
     assert "\n" not in msg and "sample 33" in msg and "step 4" in msg and what in msg
     assert ("part03.npy" if fmt == "dir" else os.path.basename(spec.split(":")[0])) in msg
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["kernel", "numpy"])
+def test_float_spikes_become_the_same_int8_with_or_without_the_kernel(tmp_path, monkeypatch, compiled):
+    from spikedeploy.targets.emulator import kernels
+
+    if not compiled:  # as where kernels.c is not built
+        monkeypatch.setattr(kernels, "as_int8", lambda x, out: None)
+    qg, x, _ = dense_chain(3, steps=10, batch=BATCH, sizes=[16, 12, 6])
+    x = x["in"].astype(np.float64) * np.where(np.arange(16) % 3, 1, -128)  # -128, 0 and 1
+    src = open_source(_write("npy", x, tmp_path))
+    got = check_chunk(src, src.read(8, 16), 8, integers=True)
+    assert got.dtype == np.int8 and np.array_equal(got, x[:, 8:16]) and got.min() == -128
+    x[2, 9, 5] = 0.5
+    src = open_source(_write("npy", x, tmp_path))
+    with pytest.raises(InputError, match="sample 9 .*step 2 holds values that are not integers"):
+        check_chunk(src, src.read(8, 16), 8, integers=True)
 
 
 def test_graded_values_are_refused_where_a_program_takes_spikes(tmp_path):

@@ -287,9 +287,16 @@ def check_chunk(src: Source, x: np.ndarray, b0: int, *, integers: bool) -> np.nd
 
 
 def _as_int8(x: np.ndarray) -> np.ndarray | None:
-    """x as int8 when every value is an integer in [-128, 127], else None; a time step at a time, in blocks
-    (a step of a chunk is contiguous in the file)."""
+    """x as int8 when every value is an integer in [-128, 127], else None: in one pass of the compiled kernel
+    (kernels.c as_int8_*, the time steps split over the emulator's threads) where it is built and x's steps
+    are contiguous rows, else with numpy a time step at a time, in blocks (a step of a chunk is contiguous
+    in the file)."""
+    from spikedeploy.targets.emulator.kernels import as_int8
+
     out = np.empty(x.shape, np.int8)
+    converted = as_int8(x, out)
+    if converted is not None:
+        return out if converted else None
     same = np.empty(BLOCK, bool)
     with np.errstate(invalid="ignore", over="ignore"):
         for t in range(x.shape[0]):
