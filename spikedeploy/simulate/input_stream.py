@@ -397,8 +397,9 @@ def simulate_chunks(model, sources: Mapping[str, Source], *, b0: int = 0, b1: in
 
 def _chunk_runner(model, *, backend: str, target: str | None, steps: int | None, probes: tuple[str, ...]):
     """simulate() for one chunk. A backend that can compile a QGraph (the emulator: it prepares every weight
-    matrix, 16 ms a call for bench_engine's network (b)) compiles it once for all chunks of 0/1 spikes; the
-    first chunk, and any chunk of graded values, goes through simulate() with its checks of the target."""
+    matrix, 60 ms for bench_engine's network (b)) compiles it once, after simulate()'s checks of the target,
+    for all chunks of 0/1 spikes; a chunk of graded values goes through simulate(), which compiles for
+    their range."""
     from spikedeploy.graph.qgraph import QGraph
     from spikedeploy.simulate.dispatch import simulate
 
@@ -415,17 +416,18 @@ def _chunk_runner(model, *, backend: str, target: str | None, steps: int | None,
     compile_ = be.load_compile()
     if compile_ is None or has_host_part(model.graph):
         return generic
+    from spikedeploy.simulate.dispatch import _check_target
     from spikedeploy.simulate.result import model_layout
 
     programs: list = []
 
     def fast(xs):
-        if programs and all(_spikes(x) for x in xs.values()):
-            return model_layout(model.graph, be.load()(programs[0], xs, steps=steps, probes=probes))
-        run = generic(xs)
+        if not all(_spikes(x) for x in xs.values()):
+            return generic(xs)
         if not programs:
+            _check_target(model, target, backend)
             programs.append(compile_(model, probes=probes))
-        return run
+        return model_layout(model.graph, be.load()(programs[0], xs, steps=steps, probes=probes))
 
     return fast
 
