@@ -22,8 +22,8 @@ from spikedeploy.targets.backends import backend_names
 
 @cache
 def _console():
-    """rich's console on stdout, made at first use: importing rich takes 20-40 ms that a --json run or a
-    run without a terminal never needs."""
+    """rich's console on stdout, made at first use: importing rich takes 20-40 ms that a --json run never
+    needs."""
     from rich.console import Console
 
     return Console()
