@@ -166,6 +166,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--big", action="store_true", help="also the 100,000-sample runs (writes a 7.8 GB input)")
     ap.add_argument("--baseline", default=None, help="another interpreter (checkout) to time the same commands")
+    ap.add_argument("--nets", default="ab", help="which of the batch-2048 rows to run ('' for none, e.g. --big only)")
     ap.add_argument("--dir", default=None, help="where the inputs go (default: a temporary directory)")
     ap.add_argument("--out", default=str(HERE / "results" / "cli_simulate.json"))
     args = ap.parse_args()
@@ -178,7 +179,7 @@ def main() -> None:
 
     py = sys.executable
     rows = []
-    for k in ("a", "b"):
+    for k in args.nets:
         net = d / f"net_{k}.npz"
         save_qgraph(build(NETS[k], VTH[k]), net)
         x = d / f"x_{k}.npy"
@@ -223,6 +224,8 @@ def main() -> None:
     big = []
     if args.big:
         net = d / "net_a.npz"
+        if not net.exists():
+            save_qgraph(build(NETS["a"], VTH["a"]), net)
         for shard in (None, 10_000):
             for tag, p in (("", py), *((("_baseline", args.baseline),) if args.baseline else ())):
                 r = big_run(p, net, d, shard, tag)

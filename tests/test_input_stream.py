@@ -120,6 +120,19 @@ def test_a_chunk_is_read_not_the_whole_file(tmp_path):
         src.close()
 
 
+def test_integer_chunks_are_read_into_their_own_array_without_mapping_the_file(tmp_path):
+    x = (np.arange(4 * 1000 * 6).reshape(4, 1000, 6) % 7).astype(np.uint8)
+    np.save(tmp_path / "x.npy", x)
+    np.savez(tmp_path / "x.npz", x=x)
+    for spec in ("x.npy", "x.npz"):
+        src = open_source(str(tmp_path / spec))
+        for b0, b1 in ((0, 1), (10, 20), (990, 1000), (5, 5)):
+            part = src.read(b0, b1)
+            assert np.array_equal(part, x[:, b0:b1]) and part.dtype == np.uint8
+            assert part.flags.owndata and part.flags.writeable  # no copy needed for the backends
+        src.close()
+
+
 @pytest.mark.parametrize("fmt", ["npy", "h5", "dir"])
 @pytest.mark.parametrize("bad, what", [(np.nan, "NaN or infinite"), (np.inf, "NaN or infinite"),
                                        (2.5, "not integers")])

@@ -117,9 +117,13 @@ def _npy_source(p: Path) -> Source:
 
 
 def _file_source(label: str, p: Path, offset: int, shape: tuple[int, ...], dtype: np.dtype) -> Source:
-    """A C-ordered array stored at `offset` in `p`, memory-mapped. Chunks are views; after each chunk is
-    copied out, release() unmaps its pages (they stay in the page cache), for a mapping keeps every page it
-    touched resident, counted in the process's memory, so a dataset larger than memory could not run."""
+    """A C-ordered array stored at `offset` in `p`. Float chunks are views of a memory map, which the check
+    converts to int8 in one pass without a copy; after each chunk, release() unmaps its pages (they stay in
+    the page cache), for a mapping keeps every page it touched resident, counted in the process's memory, so
+    a dataset larger than memory could not run. Other dtypes, which the backends get as a copy anyway, are
+    read into that copy with one pread per time step: the kernel maps whole page-cache folios (up to a few
+    MB) around each faulting page of a file read from disk, which made a mapped uint8 chunk of 64 MB occupy
+    up to 250 MB (bench_cli_simulate --big)."""
     import mmap
 
     with open(p, "rb") as f:
@@ -128,6 +132,25 @@ def _file_source(label: str, p: Path, offset: int, shape: tuple[int, ...], dtype
     src = Source(label, shape, dtype, lambda b0, b1: a[:, b0:b1], [p], [mm])
     if hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
         src.release = lambda: mm.madvise(mmap.MADV_DONTNEED)
+    if dtype.kind != "f" and hasattr(os, "preadv"):
+        f = open(p, "rb", buffering=0)  # noqa: SIM115 - closed by Source.close
+        src.keep.append(f)
+        sample = int(np.prod(shape[2:], dtype=np.int64)) * dtype.itemsize  # bytes of one sample at one step
+
+        def read(b0: int, b1: int) -> np.ndarray:
+            out = np.empty((shape[0], b1 - b0, *shape[2:]), dtype)
+            for t in range(shape[0]):
+                row = memoryview(out[t].reshape(-1)).cast("B")
+                at = offset + (t * shape[1] + b0) * sample
+                while row:
+                    n = os.preadv(f.fileno(), [row], at)
+                    if n <= 0:
+                        raise InputError(f"{label}: the file ended before sample {b1 - 1} of step {t}; it is "
+                                         "truncated (or changed while read); write it again")
+                    row, at = row[n:], at + n
+            return out
+
+        src.read = read
     return src
 
 
