@@ -314,10 +314,10 @@ def _as_int8(x: np.ndarray) -> np.ndarray | None:
     (kernels.c as_int8_*, the time steps split over the emulator's threads) where it is built and x's steps
     are contiguous rows, else with numpy a time step at a time, in blocks (a step of a chunk is contiguous
     in the file)."""
-    from spikedeploy.targets.emulator.kernels import as_int8
+    from spikedeploy.targets.backends import as_int8_kernel
 
     out = np.empty(x.shape, np.int8)
-    converted = as_int8(x, out)
+    converted = as_int8_kernel()(x, out)
     if converted is not None:
         return out if converted else None
     same = np.empty(BLOCK, bool)
