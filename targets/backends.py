@@ -49,6 +49,16 @@ _BACKENDS: dict[str, Backend] = {
 FLOAT = "float"  # the float reference (spikedeploy.simulate.float_ref), which runs the float Graph
 
 
+# the emulator's compiled kernels also convert float spikes to int8 in one pass (input_stream.check_chunk)
+AS_INT8 = "spikedeploy.targets.emulator.kernels:as_int8"
+
+
+def as_int8_kernel() -> Callable:
+    """(x, out) -> True when x [T, ...] (float) went into out as int8, False when a value does not fit, None
+    when the kernel cannot take x (not built, another dtype, steps not contiguous): see kernels.as_int8."""
+    return _resolve(AS_INT8)
+
+
 def _resolve(entry: str) -> Callable:
     module, func = entry.split(":")
     return getattr(importlib.import_module(module), func)

@@ -131,3 +131,26 @@ def test_doctor_reports_lava_runs_and_netx_imports():
     d = json.loads(r.stdout)
     assert d["lava_runs"]["ok"] and d["lava_runs"]["output_spikes"] > 0
     assert d["netx_imports"]["ok"]
+
+
+def test_simulate_json_imports_only_what_it_uses(tmp_path):
+    """Start-up is part of every command's time: rich (the tables), torch, onnx, h5py and the report modules
+    stay unimported for `simulate --input X.npy --json` on a quantized graph (what the CLI speed benchmark runs)."""
+    import numpy as np
+    from random_qgraphs import dense_chain
+
+    from spikedeploy.io.qgraph_file import save_qgraph
+
+    qg, x, _ = dense_chain(3, steps=10, batch=4, sizes=[16, 12, 6])
+    save_qgraph(qg, tmp_path / "net.npz")
+    np.save(tmp_path / "x.npy", x["in"].astype(np.float32))
+    probe = ("import sys\nfrom spikedeploy.cli.main import cli\n"
+             "try:\n    cli.main(sys.argv[1:], standalone_mode=False)\nfinally:\n"
+             "    print(sorted({m.split('.')[0] if not m.startswith('spikedeploy.') else '.'.join(m.split('.')[:2])"
+             " for m in sys.modules}), file=sys.stderr)")
+    p = subprocess.run([sys.executable, "-c", probe, "simulate", "net.npz", "--input", "x.npy", "-o", "run.npz",
+                        "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    loaded = set(eval(p.stderr.strip().splitlines()[-1]))  # noqa: S307 - our own child's list
+    assert {"numpy", "click", "spikedeploy.simulate"} <= loaded  # the probe sees what was imported
+    assert not loaded & {"rich", "torch", "onnx", "onnxruntime", "h5py", "spikedeploy.report", "lava", "nir"}, loaded

@@ -111,6 +111,24 @@ def test_count_nonzero_rows(shape):
     np.testing.assert_array_equal(kernels.count_nonzero_rows(x), want)
 
 
+@needs_kernels
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_as_int8_converts_exactly_the_values_int8_holds(kernel_build, dtype):
+    rng = np.random.default_rng(2)
+    big = rng.integers(-128, 128, (9, 40, 3)).astype(dtype)
+    big[0, :4, 0] = [-128, 127, -0.0, 0]
+    x = big[:, 5:31]  # a chunk of samples: each step contiguous, steps 40 samples apart
+    out = np.empty(x.shape, np.int8)
+    assert kernels.as_int8(x, out) is True
+    np.testing.assert_array_equal(out, x.astype(np.int64))  # -0.0 is 0
+    for bad in (np.nan, np.inf, -np.inf, 0.5, -1e-30, 127.5, -128.5, 128, -129, 1e30):
+        y = x.copy()
+        y[8, 25, 2] = bad  # the last value of the last step
+        assert kernels.as_int8(y, np.empty(y.shape, np.int8)) is False, bad
+    assert kernels.as_int8(x.astype(np.float16), out) is None  # no kernel: the caller's numpy path
+    assert kernels.as_int8(big[:, :, ::2], np.empty((9, 40, 2), np.int8)) is None  # a step not contiguous
+
+
 NEARES = Arith(rounding="nearest", name="nearest")
 NARROW = Arith(state_bits=12, name="narrow")  # u wraps and v saturates at +-2048
 

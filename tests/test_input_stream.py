@@ -12,7 +12,7 @@ from random_qgraphs import dense_chain, two_input_net
 
 from spikedeploy.errors import InputError
 from spikedeploy.simulate.dispatch import simulate
-from spikedeploy.simulate.input_stream import open_source, open_sources, simulate_chunks
+from spikedeploy.simulate.input_stream import check_chunk, open_source, open_sources, simulate_chunks
 
 BATCH = 37  # not a multiple of the chunk, so the last chunk is short
 
@@ -120,6 +120,19 @@ def test_a_chunk_is_read_not_the_whole_file(tmp_path):
         src.close()
 
 
+def test_integer_chunks_are_read_into_their_own_array_without_mapping_the_file(tmp_path):
+    x = (np.arange(4 * 1000 * 6).reshape(4, 1000, 6) % 7).astype(np.uint8)
+    np.save(tmp_path / "x.npy", x)
+    np.savez(tmp_path / "x.npz", x=x)
+    for spec in ("x.npy", "x.npz"):
+        src = open_source(str(tmp_path / spec))
+        for b0, b1 in ((0, 1), (10, 20), (990, 1000), (5, 5)):
+            part = src.read(b0, b1)
+            assert np.array_equal(part, x[:, b0:b1]) and part.dtype == np.uint8
+            assert part.flags.owndata and part.flags.writeable  # no copy needed for the backends
+        src.close()
+
+
 @pytest.mark.parametrize("fmt", ["npy", "h5", "dir"])
 @pytest.mark.parametrize("bad, what", [(np.nan, "NaN or infinite"), (np.inf, "NaN or infinite"),
                                        (2.5, "not integers")])
@@ -133,6 +146,23 @@ def test_bad_value_names_file_and_sample(tmp_path, fmt, bad, what):
     msg = str(e.value)
     assert "\n" not in msg and "sample 33" in msg and "step 4" in msg and what in msg
     assert ("part03.npy" if fmt == "dir" else os.path.basename(spec.split(":")[0])) in msg
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["kernel", "numpy"])
+def test_float_spikes_become_the_same_int8_with_or_without_the_kernel(tmp_path, monkeypatch, compiled):
+    from spikedeploy.targets import backends
+
+    if not compiled:  # as where kernels.c is not built
+        monkeypatch.setattr(backends, "as_int8_kernel", lambda: lambda x, out: None)
+    qg, x, _ = dense_chain(3, steps=10, batch=BATCH, sizes=[16, 12, 6])
+    x = x["in"].astype(np.float64) * np.where(np.arange(16) % 3, 1, -128)  # -128, 0 and 1
+    src = open_source(_write("npy", x, tmp_path))
+    got = check_chunk(src, src.read(8, 16), 8, integers=True)
+    assert got.dtype == np.int8 and np.array_equal(got, x[:, 8:16]) and got.min() == -128
+    x[2, 9, 5] = 0.5
+    src = open_source(_write("npy", x, tmp_path))
+    with pytest.raises(InputError, match="sample 9 .*step 2 holds values that are not integers"):
+        check_chunk(src, src.read(8, 16), 8, integers=True)
 
 
 def test_graded_values_are_refused_where_a_program_takes_spikes(tmp_path):

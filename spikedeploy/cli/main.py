@@ -9,19 +9,37 @@ from __future__ import annotations
 import os
 import sys
 from contextlib import contextmanager, nullcontext
+from functools import cache
 
 import click
 import numpy as np
-from rich.console import Console
-from rich.table import Table
 
 from spikedeploy import __version__
 from spikedeploy.cli.jsonout import dumps
 from spikedeploy.errors import SpikeDeployError
 from spikedeploy.targets.backends import backend_names
 
-console = Console()
-err_console = Console(stderr=True)
+
+@cache
+def _console():
+    """rich's console on stdout, made at first use: importing rich takes 20-40 ms that a --json run never
+    needs."""
+    from rich.console import Console
+
+    return Console()
+
+
+@cache
+def _err_console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _table(*args, **kw):
+    from rich.table import Table
+
+    return Table(*args, **kw)
 
 
 def _emit_json(obj) -> None:
@@ -42,13 +60,13 @@ netx_layers_option = click.option(
 def _progress(what: str, quiet: bool):
     """A progress bar on stderr for long work; yields the callback that takes the fraction done (None when
     quiet, e.g. under --json, or when stderr is not a terminal)."""
-    if quiet or not err_console.is_terminal:
+    if quiet or not _err_console().is_terminal:
         yield None
         return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn(what), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
-                  console=err_console, transient=True) as bar:
+                  console=_err_console(), transient=True) as bar:
         task = bar.add_task(what, total=1.0)
         yield lambda f: bar.update(task, completed=f)
 
@@ -56,7 +74,7 @@ def _progress(what: str, quiet: bool):
 @contextmanager
 def _sample_progress(what: str, quiet: bool):
     """A progress bar over samples, with rate and time left; yields the callback (samples done, samples)."""
-    if quiet or not err_console.is_terminal:
+    if quiet or not _err_console().is_terminal:
         yield None
         return
     import time
@@ -64,7 +82,7 @@ def _sample_progress(what: str, quiet: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-                  TimeRemainingColumn(), console=err_console, transient=True) as bar:
+                  TimeRemainingColumn(), console=_err_console(), transient=True) as bar:
         task = bar.add_task(what, total=None, rate="")
         start: list[float] = []
 
@@ -138,7 +156,7 @@ def inspect(file: str, as_json: bool) -> None:
     if as_json:
         _emit_json(info)
         return
-    t = Table(title=f"{file}  ({info['format']})", show_lines=False)
+    t = _table(title=f"{file}  ({info['format']})", show_lines=False)
     has_modality = any(r["modality"] for r in info["nodes"].values())
     cols = ("node", "op", "shape", "neurons", "synapses", "params", "fan-in", "where") + (("modality",) if has_modality else ())
     for col in cols:
@@ -152,11 +170,11 @@ def inspect(file: str, as_json: bool) -> None:
     t.add_section()
     t.add_row("total", f"{tot['nodes']} nodes", "", f"{tot['neurons']:,}", f"{tot['synapses']:,}",
               f"{tot['parameters']:,}", "", f"{tot['host_nodes']} host", *(("",) if has_modality else ()))
-    console.print(t)
-    console.print(f"inputs: {', '.join(info['inputs'])}   outputs: {', '.join(info['outputs'])}   "
+    _console().print(t)
+    _console().print(f"inputs: {', '.join(info['inputs'])}   outputs: {', '.join(info['outputs'])}   "
                   f"dt: {info['dt'] if info['dt'] is not None else 'not recorded'}   reset: {info['reset']}")
     for r in info.get("repairs", []):
-        console.print(f"[yellow]repaired:[/] {r}")
+        _console().print(f"[yellow]repaired:[/] {r}")
 
 
 # ---- targets --------------------------------------------------------------------------------------
@@ -170,7 +188,7 @@ def targets(as_json: bool) -> None:
     if as_json:
         _emit_json(specs)
         return
-    t = Table(title="targets")
+    t = _table(title="targets")
     for col in ("target", "weight bits", "state bits", "neurons/core", "syn. memory/core", "axons in/out",
                 "cores/chip", "simulators"):
         t.add_column(col)
@@ -179,8 +197,8 @@ def targets(as_json: bool) -> None:
         t.add_row(n, str(s["numeric"]["weight_bits"]), str(s["numeric"]["state_bits"]), f"{c['neurons']:,}",
                   f"{c['synapse_memory_bits'] // 8 // 1024} KiB", f"{c['input_axons']}/{c['output_axons']}",
                   str(s["cores_per_chip"]), ", ".join(s["simulators"]) or "-")
-    console.print(t)
-    console.print("Constants marked as estimates are listed with their sources in `spikedeploy targets --json`.")
+    _console().print(t)
+    _console().print("Constants marked as estimates are listed with their sources in `spikedeploy targets --json`.")
 
 
 # ---- doctor ---------------------------------------------------------------------------------------
@@ -190,12 +208,12 @@ def doctor(as_json: bool) -> None:
     """Check the installation: package versions, whether Lava runs a 3-layer network, whether netx imports."""
     from spikedeploy.cli.doctor import doctor as run_doctor
 
-    with console.status("running a 3-layer Lava network…") if not as_json else nullcontext():
+    with _console().status("running a 3-layer Lava network…") if not as_json else nullcontext():
         rep = run_doctor()
     if as_json:
         _emit_json(rep)
     else:
-        t = Table(title="spikedeploy doctor")
+        t = _table(title="spikedeploy doctor")
         t.add_column("check")
         t.add_column("result")
         t.add_row("python", rep["python"])
@@ -204,7 +222,7 @@ def doctor(as_json: bool) -> None:
         for c in _backend_checks(rep):
             bad = "[red]no[/]" if c["required"] else "[yellow]no[/]"
             t.add_row(c["label"], f"[green]yes[/] ({c['summary']})" if c["ok"] else f"{bad}: {c['summary']}")
-        console.print(t)
+        _console().print(t)
     if any(c["required"] and not c["ok"] for c in _backend_checks(rep)):
         sys.exit(1)
 
@@ -304,24 +322,25 @@ def simulate(graph_file, backend, target, input_specs, steps, batch, density, se
         with _about(graph_file), _sample_progress(f"simulating ({backend})", as_json) as advance:
             run = simulate_specs(model, graph_file, named_specs(graph, input_specs), backend=backend, target=target,
                                  steps=steps, batch=batch, out_path=out_path, shard_size=shard_size, resume=resume,
-                                 executor=executor, address=address, options=options, progress=advance)
+                                 executor=executor, address=address, options=options, progress=advance,
+                                 notes=notes)
         inputs = None
     else:
         inputs = random_inputs(graph, steps=100 if steps is None else steps, batch=8 if batch is None else batch,
                                density=density, seed=seed)
-    if inputs is not None:
+    if inputs is not None:  # (streamed inputs were written to out_path as they were simulated)
         with _about(graph_file), _progress(f"simulating ({backend})", as_json) as advance:
             run = run_sim(model, inputs, backend=backend, target=target, steps=steps, progress=advance)
-    run.meta["notes"] = notes + list(run.meta.get("notes", []))
-    if out_path:
-        save_run(run, out_path)
+        run.meta["notes"] = notes + list(run.meta.get("notes", []))
+        if out_path:
+            save_run(run, out_path)
     spikes = run.spikes_per_node()
     if as_json:
         _emit_json({"backend": run.backend, "steps": run.steps, "batch": run.batch, "spikes": spikes,
                     "outputs": sorted(run.outputs), "file": out_path, "notes": run.meta.get("notes", []),
                     "shards": run.meta.get("shards")})
         return
-    t = Table(title=f"{graph_file}: {run.backend}, {run.steps} steps × {run.batch} samples")
+    t = _table(title=f"{graph_file}: {run.backend}, {run.steps} steps × {run.batch} samples")
     for col in ("node", "neurons", "spikes", "spikes/sample", "rate/neuron/step"):
         t.add_column(col, justify="left" if col == "node" else "right")
     graph.infer_shapes()
@@ -329,11 +348,11 @@ def simulate(graph_file, backend, target, input_specs, steps, batch, density, se
         size = int(np.prod(graph.nodes[node].out_shape)) if node in graph.nodes else 0
         rate = n / max(size * run.steps * run.batch, 1)
         t.add_row(node, f"{size:,}", f"{n:,}", f"{n / max(run.batch, 1):,.1f}", f"{rate:.4f}")
-    console.print(t)
+    _console().print(t)
     for note in run.meta.get("notes", []):
-        console.print(f"[yellow]note:[/] {note}")
+        _console().print(f"[yellow]note:[/] {note}")
     if out_path:
-        console.print(f"wrote {out_path}")
+        _console().print(f"wrote {out_path}")
 
 
 # ---- export ---------------------------------------------------------------------------------------
@@ -376,7 +395,7 @@ def export(model, checkpoint, out_path, onnx_path, input_names, input_specs, sha
             raise click.BadParameter(f"{spec}: write NAME=D1,D2,... with integer sizes", param_hint="--input-shape") from None
         if not name or not shapes[name]:
             raise click.BadParameter(f"{spec}: write NAME=D1,D2,...", param_hint="--input-shape")
-    with console.status("tracing, exporting and checking spikes…") if not as_json else nullcontext():
+    with _console().status("tracing, exporting and checking spikes…") if not as_json else nullcontext():
         res = export_model(model, checkpoint=checkpoint, example_inputs=examples, input_names=list(input_names) or None,
                            dt=dt, steps=steps, allow_approximate=allow_approximate, out_path=out_path,
                            onnx_path=onnx_path, seed=seed, input_shapes=shapes or None,
@@ -388,16 +407,16 @@ def export(model, checkpoint, out_path, onnx_path, input_names, input_specs, sha
     from spikedeploy.graph.inspect import describe
 
     info = describe(res.graph, fmt="exported")
-    console.print(f"exported [bold]{model}[/] → {summ['out_path']}"
+    _console().print(f"exported [bold]{model}[/] → {summ['out_path']}"
                   + (f" + host part {summ['onnx_path']}" if summ["onnx_path"] else ""))
-    console.print(f"inputs: {', '.join(info['inputs'])}   outputs: {', '.join(info['outputs'])}   dt: {res.graph.dt}")
-    console.print(f"chip nodes: {len(info['chip_nodes'])}   host nodes: {len(info['host_nodes'])} "
+    _console().print(f"inputs: {', '.join(info['inputs'])}   outputs: {', '.join(info['outputs'])}   dt: {res.graph.dt}")
+    _console().print(f"chip nodes: {len(info['chip_nodes'])}   host nodes: {len(info['host_nodes'])} "
                   f"({', '.join(info['host_nodes']) or '-'})   neurons: {info['total']['neurons']:,}")
-    console.print(f"self-check: {summ['check']}")
+    _console().print(f"self-check: {summ['check']}")
     for r in summ["rewrites"]:
-        console.print(f"[cyan]rewrite:[/] {r}")
+        _console().print(f"[cyan]rewrite:[/] {r}")
     for d in summ["deviations"]:
-        console.print(f"[yellow]deviation:[/] {d}")
+        _console().print(f"[yellow]deviation:[/] {d}")
 
 
 # ---- quantize -------------------------------------------------------------------------------------
@@ -439,7 +458,7 @@ def quantize(graph_file, target, method, calib_specs, weight_bits, allow_approxi
     if dt is not None:
         set_dt(graph, dt)
     calib = parse_input_args(graph, calib_specs) if calib_specs else None
-    with _about(graph_file), console.status(f"quantizing for {target} ({method})…") if not as_json else nullcontext():
+    with _about(graph_file), _console().status(f"quantizing for {target} ({method})…") if not as_json else nullcontext():
         # netx stores biases at a fixed exponent: quantize them on that grid so that the file and the
         # quantized graph (and the fidelity report) hold the same network
         bias_exp_min = 0
@@ -466,12 +485,12 @@ def quantize(graph_file, target, method, calib_specs, weight_bits, allow_approxi
         return
     from spikedeploy.report.build import render_fidelity
 
-    render_fidelity(fid["fidelity"], console)
+    render_fidelity(fid["fidelity"], _console())
     for w in res["warnings"]:
-        console.print(f"[yellow]warning:[/] {w}")
+        _console().print(f"[yellow]warning:[/] {w}")
     for d in qg.deviations:
-        console.print(f"[yellow]deviation:[/] {d}")
-    console.print(f"wrote {out_path}" + (f" and {netx_path}" if netx_path else ""))
+        _console().print(f"[yellow]deviation:[/] {d}")
+    _console().print(f"wrote {out_path}" + (f" and {netx_path}" if netx_path else ""))
 
 
 # ---- partition ------------------------------------------------------------------------------------
@@ -513,23 +532,23 @@ def partition(graph_file, target, run_path, chips, max_cores, allocator, out_pat
     if as_json:
         _emit_json(d)
         return
-    t = Table(title=f"{graph_file} on {d['target']}: {d['cores_used']} cores (lower bound {d['cores_lower_bound']}), "
+    t = _table(title=f"{graph_file} on {d['target']}: {d['cores_used']} cores (lower bound {d['cores_lower_bound']}), "
                     f"{d['chips']} chip(s)")
     for col in ("layer", "neurons", "cores"):
         t.add_column(col, justify="left" if col == "layer" else "right")
     for name, lay in d["layers"].items():
         t.add_row(name, f"{lay.get('neurons', 0):,}", str(len({g[0] for g in lay["groups"]})))
-    console.print(t)
-    u = Table(title="utilisation per resource (used / capacity of the cores used)")
+    _console().print(t)
+    u = _table(title="utilisation per resource (used / capacity of the cores used)")
     for col in ("resource", "mean", "max"):
         u.add_column(col, justify="left" if col == "resource" else "right")
     for res, v in d["utilisation"].items():
         u.add_row(res, f"{v.get('mean', 0):.1%}", f"{v.get('max', 0):.1%}")
-    console.print(u)
+    _console().print(u)
     for v in d["violations"]:
-        console.print(f"[red]violation:[/] {v}")
+        _console().print(f"[red]violation:[/] {v}")
     if out_path:
-        console.print(f"wrote {out_path}")
+        _console().print(f"wrote {out_path}")
 
 
 # ---- report ---------------------------------------------------------------------------------------
@@ -642,9 +661,9 @@ def _finish(result, json_view, as_json: bool, html_path, write_html, render_term
     if as_json:
         _emit_json(json_view)
         return
-    render_terminal(result, console)
+    render_terminal(result, _console())
     if html_path:
-        console.print(f"wrote {html_path}")
+        _console().print(f"wrote {html_path}")
 
 
 # ---- sweep ----------------------------------------------------------------------------------------
@@ -692,11 +711,11 @@ def sweep(graph_file, input_specs, labels_path, metric, calib_specs, target_list
     if as_json:
         _emit_json(res)
         return
-    render_terminal(res, console)
+    render_terminal(res, _console())
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    _err_console().print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
 
 def main() -> None:
@@ -709,24 +728,24 @@ def main() -> None:
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
-        err_console.print("aborted")
+        _err_console().print("aborted")
         sys.exit(130)
     except click.exceptions.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
     except SpikeDeployError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        _err_console().print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
-        err_console.print("interrupted")
+        _err_console().print("interrupted")
         sys.exit(130)
     except Terminated:
-        err_console.print("terminated")
+        _err_console().print("terminated")
         sys.exit(143)
     except Exception as e:
         if os.environ.get("SPIKEDEPLOY_DEBUG"):
             raise
-        err_console.print(f"[bold red]internal error:[/] {type(e).__name__}: {e} (this is a bug in spikedeploy; "
+        _err_console().print(f"[bold red]internal error:[/] {type(e).__name__}: {e} (this is a bug in spikedeploy; "
                           "rerun with SPIKEDEPLOY_DEBUG=1 for the traceback)", highlight=False, soft_wrap=True)
         sys.exit(3)
     sys.exit(0)

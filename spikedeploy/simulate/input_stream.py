@@ -16,6 +16,7 @@ bytes), so the backends' own checks of the chunk cost little.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import struct
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from spikedeploy.errors import InputError
-from spikedeploy.simulate.result import Run
+from spikedeploy.simulate.result import Run, RunWriter, run_arrays
 
 CHUNK_BYTES = 64 << 20  # input bytes per chunk (all inputs together): large batches keep the kernels busy
 HDF5_SUFFIXES = (".h5", ".hdf5")
@@ -116,9 +117,13 @@ def _npy_source(p: Path) -> Source:
 
 
 def _file_source(label: str, p: Path, offset: int, shape: tuple[int, ...], dtype: np.dtype) -> Source:
-    """A C-ordered array stored at `offset` in `p`, memory-mapped. Chunks are views; after each chunk is
-    copied out, release() unmaps its pages (they stay in the page cache), for a mapping keeps every page it
-    touched resident, counted in the process's memory, so a dataset larger than memory could not run."""
+    """A C-ordered array stored at `offset` in `p`. Float chunks are views of a memory map, which the check
+    converts to int8 in one pass without a copy; after each chunk, release() unmaps its pages (they stay in
+    the page cache), for a mapping keeps every page it touched resident, counted in the process's memory, so
+    a dataset larger than memory could not run. Other dtypes, which the backends get as a copy anyway, are
+    read into that copy with one pread per time step: the kernel maps whole page-cache folios (up to a few
+    MB) around each faulting page of a file read from disk, which made a mapped uint8 chunk of 64 MB occupy
+    up to 250 MB (bench_cli_simulate --big)."""
     import mmap
 
     with open(p, "rb") as f:
@@ -127,6 +132,25 @@ def _file_source(label: str, p: Path, offset: int, shape: tuple[int, ...], dtype
     src = Source(label, shape, dtype, lambda b0, b1: a[:, b0:b1], [p], [mm])
     if hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
         src.release = lambda: mm.madvise(mmap.MADV_DONTNEED)
+    if dtype.kind != "f" and hasattr(os, "preadv"):
+        f = open(p, "rb", buffering=0)  # noqa: SIM115 - closed by Source.close
+        src.keep.append(f)
+        sample = int(np.prod(shape[2:], dtype=np.int64)) * dtype.itemsize  # bytes of one sample at one step
+
+        def read(b0: int, b1: int) -> np.ndarray:
+            out = np.empty((shape[0], b1 - b0, *shape[2:]), dtype)
+            for t in range(shape[0]):
+                row = memoryview(out[t].reshape(-1)).cast("B")
+                at = offset + (t * shape[1] + b0) * sample
+                while row:
+                    n = os.preadv(f.fileno(), [row], at)
+                    if n <= 0:
+                        raise InputError(f"{label}: the file ended before sample {b1 - 1} of step {t}; it is "
+                                         "truncated (or changed while read); write it again")
+                    row, at = row[n:], at + n
+            return out
+
+        src.read = read
     return src
 
 
@@ -286,9 +310,16 @@ def check_chunk(src: Source, x: np.ndarray, b0: int, *, integers: bool) -> np.nd
 
 
 def _as_int8(x: np.ndarray) -> np.ndarray | None:
-    """x as int8 when every value is an integer in [-128, 127], else None; a time step at a time, in blocks
-    (a step of a chunk is contiguous in the file)."""
+    """x as int8 when every value is an integer in [-128, 127], else None: in one pass of the compiled kernel
+    (kernels.c as_int8_*, the time steps split over the emulator's threads) where it is built and x's steps
+    are contiguous rows, else with numpy a time step at a time, in blocks (a step of a chunk is contiguous
+    in the file)."""
+    from spikedeploy.targets.backends import as_int8_kernel
+
     out = np.empty(x.shape, np.int8)
+    converted = as_int8_kernel()(x, out)
+    if converted is not None:
+        return out if converted else None
     same = np.empty(BLOCK, bool)
     with np.errstate(invalid="ignore", over="ignore"):
         for t in range(x.shape[0]):
@@ -356,31 +387,42 @@ def iter_chunks(sources: Mapping[str, Source], b0: int, b1: int, size: int, *, i
 
 def simulate_chunks(model, sources: Mapping[str, Source], *, b0: int = 0, b1: int | None = None,
                     backend: str = "emulator", target: str | None = None, steps: int | None = None, probes=(),
-                    chunk: int | None = None, progress: Callable[[int, int], None] | None = None) -> Run:
+                    chunk: int | None = None, progress: Callable[[int, int], None] | None = None,
+                    out: str | os.PathLike | None = None, notes: list[str] | None = None) -> Run:
     """The Run of samples [b0, b1) of `sources`, simulated a chunk of samples at a time and assembled in place:
     the same Run as one call on the whole arrays (samples are independent). progress(samples done, samples)
-    after each chunk."""
+    after each chunk. out: the run file, written a chunk at a time as the chunks finish (result.RunWriter),
+    so that memory is bounded by the chunk; the Run returned then maps that file. notes: put before the
+    run's own in meta["notes"]."""
     from spikedeploy.simulate.dispatch import as_fixed_point
+    from spikedeploy.simulate.result import writing_run
 
     b1 = batch_of(sources) if b1 is None else b1
     chunk = chunk or chunk_samples(sources)
     model, note = as_fixed_point(model, target, backend)
     run_chunk = _chunk_runner(model, backend=backend, target=target, steps=steps, probes=tuple(probes))
-    acc = RunAssembler(b1 - b0)
-    for c0, c1, xs in iter_chunks(sources, b0, b1, chunk, integers=backend != "float"):
-        acc.add(c0 - b0, run_chunk(xs))
-        if progress:
-            progress(c1 - b0, b1 - b0)
-    run = acc.run()
-    if note:
-        run.meta.setdefault("notes", []).insert(0, note)
-    return run
+    with writing_run(out, b1 - b0) if out is not None else contextlib.nullcontext() as writer:
+        acc = RunAssembler(b1 - b0, into=writer)
+        for c0, c1, xs in iter_chunks(sources, b0, b1, chunk, integers=backend != "float"):
+            acc.add(c0 - b0, run_chunk(xs))
+            if progress:
+                progress(c1 - b0, b1 - b0)
+        run = acc.run()
+        if note:
+            run.meta.setdefault("notes", []).insert(0, note)
+        if notes is not None:
+            run.meta["notes"] = [*notes, *run.meta.get("notes", [])]
+        if writer is None:
+            return run
+        writer.finish(run)
+    return writer.mapped()
 
 
 def _chunk_runner(model, *, backend: str, target: str | None, steps: int | None, probes: tuple[str, ...]):
     """simulate() for one chunk. A backend that can compile a QGraph (the emulator: it prepares every weight
-    matrix, 16 ms a call for bench_engine's network (b)) compiles it once for all chunks of 0/1 spikes; the
-    first chunk, and any chunk of graded values, goes through simulate() with its checks of the target."""
+    matrix, 60 ms for bench_engine's network (b)) compiles it once, after simulate()'s checks of the target,
+    for all chunks of 0/1 spikes; a chunk of graded values goes through simulate(), which compiles for
+    their range."""
     from spikedeploy.graph.qgraph import QGraph
     from spikedeploy.simulate.dispatch import simulate
 
@@ -397,17 +439,18 @@ def _chunk_runner(model, *, backend: str, target: str | None, steps: int | None,
     compile_ = be.load_compile()
     if compile_ is None or has_host_part(model.graph):
         return generic
+    from spikedeploy.simulate.dispatch import _check_target
     from spikedeploy.simulate.result import model_layout
 
     programs: list = []
 
     def fast(xs):
-        if programs and all(_spikes(x) for x in xs.values()):
-            return model_layout(model.graph, be.load()(programs[0], xs, steps=steps, probes=probes))
-        run = generic(xs)
+        if not all(_spikes(x) for x in xs.values()):
+            return generic(xs)
         if not programs:
+            _check_target(model, target, backend)
             programs.append(compile_(model, probes=probes))
-        return run
+        return model_layout(model.graph, be.load()(programs[0], xs, steps=steps, probes=probes))
 
     return fast
 
@@ -418,13 +461,15 @@ def _spikes(x: np.ndarray) -> bool:
 
 
 class RunAssembler:
-    """Runs of consecutive sample ranges written into one Run of `batch` samples, allocated at the first."""
+    """Runs of consecutive sample ranges written into one Run of `batch` samples, allocated at the first; with
+    `into`, their arrays go to that RunWriter's file instead, and run() holds the header and meta only."""
 
     SUMMED = ("u_wraps", "v_saturations")  # event counters: the whole run's are the sum of its parts'
     PER_CALL = ("threads", "chunk_steps", "shard")  # how one call was executed, not what it computed
 
-    def __init__(self, batch: int):
+    def __init__(self, batch: int, into: RunWriter | None = None):
         self.batch = batch
+        self.into = into
         self.out: Run | None = None
 
     def add(self, at: int, part: Run) -> None:
@@ -436,19 +481,17 @@ class RunAssembler:
                     meta[k] = {n: 0 for n in meta[k]}
         o = self.out
         n = part.batch
-        for dst, src in ((o.outputs, part.outputs), (o.counts, part.counts)):
-            for k, v in src.items():
-                v = np.asarray(v)
-                if k not in dst:
-                    dst[k] = np.zeros((v.shape[0], self.batch, *v.shape[2:]), v.dtype)
-                dst[k][:, at:at + n] = v
-        for node, tr in part.traces.items():
-            d = o.traces.setdefault(node, {})
-            for k, v in tr.items():
-                v = np.asarray(v)
-                if k not in d:
-                    d[k] = np.zeros((v.shape[0], self.batch, *v.shape[2:]), v.dtype)
-                d[k][:, at:at + n] = v
+        if self.into is not None:
+            for key, v in run_arrays(part).items():
+                self.into.put(key, at, v)
+        else:
+            for dst, src in ((o.outputs, part.outputs), (o.counts, part.counts),
+                             *((o.traces.setdefault(node, {}), tr) for node, tr in part.traces.items())):
+                for k, v in src.items():
+                    v = np.asarray(v)
+                    if k not in dst:
+                        dst[k] = np.zeros((v.shape[0], self.batch, *v.shape[2:]), v.dtype)
+                    dst[k][:, at:at + n] = v
         for k in self.SUMMED:
             if isinstance(part.meta.get(k), dict):
                 for node, c in part.meta[k].items():

@@ -184,20 +184,27 @@ def execute(job: ShardJob, p: ShardPlan, *, executor=None, progress: Callable[[i
             progress(done, total)
 
 
-def merge(p: ShardPlan) -> Run:
-    """The whole run, from its shards in order (each checked again)."""
+def merge(p: ShardPlan, out_path: str | os.PathLike, notes: list[str] | None = None) -> Run:
+    """The whole run, from its shards in order (each checked again), written to `out_path` a shard at a time;
+    the Run returned maps that file. notes: put before the run's own in meta["notes"]."""
     from spikedeploy.simulate.input_stream import RunAssembler
+    from spikedeploy.simulate.result import writing_run
 
-    acc = RunAssembler(sum(b1 - b0 for _, b0, b1 in p.shards))
-    for shard in p.shards:
-        path = shard_path(p.directory, shard[0])
-        if not path.exists():
-            raise ShardError(f"{path}: shard {shard[0]} is missing; rerun the command with --resume")
-        acc.add(shard[1], check_shard(path, shard, p.manifest["key"]))
-    run = acc.run()
-    run.meta["shards"] = {"directory": str(p.directory), "count": len(p.shards),
-                          "size": p.manifest["options"]["shard_size"]}
-    return run
+    batch = sum(b1 - b0 for _, b0, b1 in p.shards)
+    with writing_run(out_path, batch) as w:
+        acc = RunAssembler(batch, into=w)
+        for shard in p.shards:
+            path = shard_path(p.directory, shard[0])
+            if not path.exists():
+                raise ShardError(f"{path}: shard {shard[0]} is missing; rerun the command with --resume")
+            acc.add(shard[1], check_shard(path, shard, p.manifest["key"]))
+        run = acc.run()
+        run.meta["shards"] = {"directory": str(p.directory), "count": len(p.shards),
+                              "size": p.manifest["options"]["shard_size"]}
+        if notes is not None:
+            run.meta["notes"] = [*notes, *run.meta.get("notes", [])]
+        w.finish(run)
+    return w.mapped()
 
 
 def _differences(old: dict, new: dict) -> str:
@@ -224,13 +231,13 @@ def simulate_specs(model, graph_file: str, specs: Mapping[str, str], *, backend:
                    target: str | None = None, steps: int | None = None, batch: int | None = None,
                    out_path: str | None = None, shard_size: int | None = None, resume: bool = False,
                    executor: str = "local", address: str | None = None, options: Mapping[str, Any] | None = None,
-                   progress: Callable[[int, int], None] | None = None) -> Run:
+                   progress: Callable[[int, int], None] | None = None, notes: list[str] | None = None) -> Run:
     """The command line's run on input files: streamed a chunk at a time, and with shard_size, in resumable
-    shards beside `out_path` (the merged Run is also written there), computed by `executor` ("ray": Ray tasks
-    on the cluster at `address`, or a local one). batch: the first samples only."""
+    shards beside `out_path`, computed by `executor` ("ray": Ray tasks on the cluster at `address`, or a local
+    one). The run goes to `out_path` as it is computed (the Run returned then maps that file). batch: the
+    first samples only. notes: put before the run's own in meta["notes"]."""
     from spikedeploy.simulate.dispatch import as_fixed_point
     from spikedeploy.simulate.input_stream import batch_of, open_sources, simulate_chunks
-    from spikedeploy.simulate.result import save_run
 
     sources = open_sources(specs)
     try:
@@ -238,11 +245,8 @@ def simulate_specs(model, graph_file: str, specs: Mapping[str, str], *, backend:
         if batch is not None:
             n = min(n, batch)
         if shard_size is None:
-            run = simulate_chunks(model, sources, b1=n, backend=backend, target=target, steps=steps,
-                                  progress=progress)
-            if out_path:
-                save_run(run, out_path)
-            return run
+            return simulate_chunks(model, sources, b1=n, backend=backend, target=target, steps=steps,
+                                   progress=progress, out=out_path or None, notes=notes)
         if not out_path:
             raise InputError("a sharded run needs an output path (-o RUN.npz): its shards go beside it")
         fingerprints = {name: s.fingerprint() for name, s in sources.items()}
@@ -258,8 +262,6 @@ def simulate_specs(model, graph_file: str, specs: Mapping[str, str], *, backend:
     fixed, note = as_fixed_point(model, target, backend)
     job = ShardJob(fixed, dict(specs), p.manifest["key"], str(p.directory), backend, target, steps)
     execute(job, p, executor=ex, progress=progress)
-    run = merge(p)
     if note:
-        run.meta.setdefault("notes", []).insert(0, note)
-    save_run(run, out_path)
-    return run
+        notes = [*(notes or []), note]
+    return merge(p, out_path, notes)

@@ -527,3 +527,28 @@ void lif_scan(long tc, long batch, long n, long b0, long b1, const void *a, int 
     events[0] += wraps;
     events[1] += sats;
 }
+
+/* as_int8_f32/f64: rows r0..r1 of float spikes (row r at x + r * ld, n values) converted to int8 at out + r * n,
+ * when every value is an integer in [-128, 127]; returns 1 as soon as a row holds another value (NaN, inf, a
+ * fraction, out of range: the caller then finds and names it). One pass over the input instead of numpy's
+ * cast, compare and reduction, and threads can split the rows. -0.0 becomes 0, as numpy's cast makes it. */
+#define AS_INT8(NAME, T)                                                                                      \
+    int NAME(const T *x, long n, long ld, int8_t *out, long r0, long r1) {                                    \
+        for (long r = r0; r < r1; r++) {                                                                      \
+            const T *xr = x + r * ld;                                                                         \
+            int8_t *o = out + r * n;                                                                          \
+            int bad = 0;                                                                                      \
+            for (long i = 0; i < n; i++) {                                                                    \
+                T v = xr[i];                                                                                  \
+                int in = v >= (T)-128 && v <= (T)127; /* false for NaN */                                     \
+                int32_t k = (int32_t)(in ? v : (T)0);                                                         \
+                bad |= !in | ((T)k != v);                                                                     \
+                o[i] = (int8_t)k;                                                                             \
+            }                                                                                                 \
+            if (bad)                                                                                          \
+                return 1;                                                                                     \
+        }                                                                                                     \
+        return 0;                                                                                             \
+    }
+AS_INT8(as_int8_f32, float)
+AS_INT8(as_int8_f64, double)

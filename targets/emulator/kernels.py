@@ -49,6 +49,9 @@ def load_library(path) -> ctypes.CDLL | None:
     lib.lif_scan.argtypes = [_L, _L, _L, _L, _L, _P, _I, _P, _P, _P, _P, _P, _P, ctypes.c_int32, _I, _I, _I,
                              _L, _L, _L, _P, _P, _P, _P, _P]
     lib.lif_scan.restype = None
+    for fn in (lib.as_int8_f32, lib.as_int8_f64):
+        fn.argtypes = [_P, _L, _L, _P, _L, _L]
+        fn.restype = _I
     return lib
 
 
@@ -114,6 +117,22 @@ def _run_parts(fn, parts) -> list:
     if len(parts) == 1:
         return [fn(*parts[0])]
     return list(_pool().map(lambda p: fn(*p), parts))
+
+
+def as_int8(x: np.ndarray, out: np.ndarray) -> bool | None:
+    """x [T, ...] (float32 or float64) into out (int8, C order, x's shape) when every value is an integer in
+    [-128, 127]: True, or False as soon as one is not (out then holds garbage); the time steps split over the
+    threads. None (nothing done) without the compiled kernels, or when a step of x is not contiguous."""
+    lib = _lib()
+    fn = {np.dtype(np.float32): getattr(lib, "as_int8_f32", None),
+          np.dtype(np.float64): getattr(lib, "as_int8_f64", None)}.get(x.dtype)
+    if fn is None or x.ndim < 2 or x.size == 0 or not x[0].flags.c_contiguous or x.strides[0] % x.itemsize \
+            or out.shape != x.shape or out.dtype != np.int8 or not out.flags.c_contiguous:
+        return None
+    n, ld = x[0].size, x.strides[0] // x.itemsize
+    bad = _run_parts(lambda r0, r1: fn(x.ctypes.data, n, ld, out.ctypes.data, r0, r1),
+                     split_range(x.shape[0], 1))
+    return not any(bad)
 
 
 def aligned_empty(shape, dtype) -> np.ndarray:
