@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 import pytest
 from paths import FIXTURES, REPO
+from qgraph_header import read_header, write_with_header
 
 NIR = FIXTURES / "nir-paper" / "two_lif_neurons.nir"
 CNN = FIXTURES / "nir-paper" / "cnn_sinabs.nir"
@@ -226,15 +227,7 @@ def test_empty_or_malformed_placement(work, tmp_path):
 
 # ---- quantized graph files -------------------------------------------------------------------------------------------
 def _qheader(work):
-    with np.load(work / "g.q.npz") as z:
-        return json.loads(bytes(z["__header__"]).decode()), {k: z[k] for k in z.files}
-
-
-def _write_q(arrays, header, dst):
-    arrays = dict(arrays)
-    arrays["__header__"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
-    with open(dst, "wb") as f:
-        np.savez(f, **arrays)
+    return read_header(work / "g.q.npz")
 
 
 def test_qgraph_corrupt_header_and_non_string_names(work, tmp_path):
@@ -245,7 +238,7 @@ def test_qgraph_corrupt_header_and_non_string_names(work, tmp_path):
     refused("inspect", tmp_path / "a.q.npz", needles=["a.q.npz"])
     h, arrays = _qheader(work)
     h["graph"]["nodes"][0]["name"] = 7
-    _write_q(arrays, h, tmp_path / "b.q.npz")
+    write_with_header(arrays, h, tmp_path / "b.q.npz")
     refused("inspect", tmp_path / "b.q.npz", needles=["b.q.npz", "node 0"])
 
 
@@ -256,7 +249,7 @@ def test_qgraph_bad_quantized_weights(work, tmp_path, kind):
     a = arrays[key]
     arrays[key] = {"nan": np.full(a.shape, np.nan), "complex": a.astype(complex) + 1j, "empty": a.ravel()[:0],
                    "text": np.array(["x"] * a.size).reshape(a.shape)}[kind]
-    _write_q(arrays, h, tmp_path / "w.q.npz")
+    write_with_header(arrays, h, tmp_path / "w.q.npz")
     refused("simulate", tmp_path / "w.q.npz", "--steps", "3", needles=["w.q.npz", "linear1"])
 
 
@@ -365,7 +358,7 @@ def test_qgraph_header_values_found_by_the_long_fuzz_run(work, tmp_path, path, v
         del d[path[-1]]
     else:
         d[path[-1]] = value
-    _write_q(arrays, h, tmp_path / "h.q.npz")
+    write_with_header(arrays, h, tmp_path / "h.q.npz")
     refused("inspect", tmp_path / "h.q.npz", needles=["h.q.npz", needle])
 
 

@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import pytest
+from qgraph_header import read_header, write_with_header
 
 from spikedeploy.errors import FileFormatError
 from spikedeploy.graph.ir import Graph, Node
@@ -62,19 +63,6 @@ def every_kind() -> QGraph:
     return QGraph(graph=g, target="loihi2", q=q, scale={"lif": 1.0, "sd": 1.0, "rf": 1.0})
 
 
-def _header(path):
-    with np.load(path) as z:
-        return json.loads(bytes(z["__header__"]).decode()), {k: z[k] for k in z.files}
-
-
-def _write(arrays, header, path):
-    arrays = dict(arrays)
-    arrays["__header__"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
-    with open(path, "wb") as f:
-        np.savez(f, **arrays)
-    return path
-
-
 @pytest.mark.parametrize("cls", list(KINDS.values()), ids=list(KINDS))
 def test_a_misspelt_field_raises_where_it_is_written(cls):
     p = every_kind().q[{"synapse": "fc", "folded": "d", "cuba": "lif", "sigma_delta": "sd", "rf": "rf"}[cls.kind]]
@@ -95,7 +83,7 @@ def test_programmable_means_a_rule_field_is_set():
 def test_every_kind_round_trips_through_the_file_exactly(tmp_path):
     qg = every_kind()
     save_qgraph(qg, tmp_path / "k.q.npz")
-    header, _ = _header(tmp_path / "k.q.npz")
+    header, _ = read_header(tmp_path / "k.q.npz")
     assert {n: e["kind"] for n, e in header["q"].items()} == {n: p.kind for n, p in qg.q.items()}
     back = load_qgraph(tmp_path / "k.q.npz")
     assert set(back.q) == set(qg.q)
@@ -129,7 +117,7 @@ def _version1(tmp_path, qg) -> object:
             e["rf"] = e.pop("mode")
         if kind == "cuba":
             e["input_transform"] = {"weight": e.pop("input_weight"), "bias": e.pop("input_bias")}
-    return _write(arrays, header, tmp_path / "v1.q.npz")
+    return write_with_header(arrays, header, tmp_path / "v1.q.npz")
 
 
 def test_a_version_1_file_loads_to_the_same_objects(tmp_path):
@@ -138,10 +126,10 @@ def test_a_version_1_file_loads_to_the_same_objects(tmp_path):
     assert set(back.q) == set(qg.q)
     for name, p in qg.q.items():
         assert type(back.q[name]) is type(p) and back.q[name] == p, name
-    header, arrays = _header(tmp_path / "v1.q.npz")
+    header, arrays = read_header(tmp_path / "v1.q.npz")
     header["q"]["fc2"] = {"bias_exp": 3}  # no key tells a kind
     with pytest.raises(FileFormatError, match=r"v1\.q\.npz: node 'fc2': the kind of quantized parameters"):
-        load_qgraph(_write(arrays, header, tmp_path / "v1.q.npz"))
+        load_qgraph(write_with_header(arrays, header, tmp_path / "v1.q.npz"))
 
 
 def test_a_file_the_previous_version_wrote_loads_as_the_quantizer_makes_it_now(fixtures_dir):
@@ -153,7 +141,7 @@ def test_a_file_the_previous_version_wrote_loads_as_the_quantizer_makes_it_now(f
     from spikedeploy.quantize.quantizer import quantize
 
     path = Path(__file__).parent / "data" / "two_lif_v1.q.npz"
-    assert _header(path)[0]["version"] == 1 and "kind" not in _header(path)[0]["q"]["lif1"]
+    assert read_header(path)[0]["version"] == 1 and "kind" not in read_header(path)[0]["q"]["lif1"]
     old = load_qgraph(path)
     now = quantize(load_any(fixtures_dir / "nir-paper" / "two_lif_neurons.nir"), "loihi2", dt=1e-3)
     assert set(old.q) == set(now.q) == {"linear1", "lif1", "linear2", "lif2"}
@@ -164,10 +152,10 @@ def test_a_file_the_previous_version_wrote_loads_as_the_quantizer_makes_it_now(f
 
 def _refused(tmp_path, edit, *needles):
     save_qgraph(every_kind(), tmp_path / "ok.q.npz")
-    header, arrays = _header(tmp_path / "ok.q.npz")
+    header, arrays = read_header(tmp_path / "ok.q.npz")
     edit(header["q"])
     with pytest.raises(FileFormatError) as e:
-        load_qgraph(_write(arrays, header, tmp_path / "bad.q.npz"))
+        load_qgraph(write_with_header(arrays, header, tmp_path / "bad.q.npz"))
     msg = str(e.value)
     assert "\n" not in msg and "bad.q.npz" in msg, msg
     for n in needles:
