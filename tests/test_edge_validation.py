@@ -348,6 +348,8 @@ DELETED = object()
     (("q", "linear2", "num_weight_bits"), [1, 2], "num_weight_bits"),
     (("deviations",), DELETED, "deviations"),  # seed 7, case 44,537
     (("q", "lif1", "bias_onset"), [1, 2], "bias_onset"),  # seed 7, case 67,600
+    (("q", "linear1", "delay"), [1, 2], "delay"),  # seed 7, case 7,929 (after typed parameters)
+    (("q", "linear1", "delay"), [[-1]], "delay"),
 ])
 def test_qgraph_header_values_found_by_the_long_fuzz_run(work, tmp_path, path, value, needle):
     h, arrays = _qheader(work)

@@ -80,6 +80,12 @@ def validate_qgraph(qg, path) -> None:
                                   f"the graph's weight {list(w.shape)}; they must agree")
         for f in dataclasses.fields(q):
             _check_field(path, node, f, getattr(q, f.name))
+        if isinstance(q, SynapseParams) and q.delay is not None:
+            d = np.asarray(q.delay)
+            if d.shape != np.shape(q.weight) or d.dtype.kind not in "iu" and np.any(d != np.rint(d)) or np.any(d < 0):
+                raise FileFormatError(f"{path}: node '{node}' quantized delay has shape {list(d.shape)} (min "
+                                      f"{d.min(initial=0):g}); it must be whole steps >= 0, one per synapse, in the "
+                                      f"weight's shape {list(np.shape(q.weight))}")
         if isinstance(q, FoldedParams) and not isinstance(qg.q.get(q.folded_into), SynapseParams):
             raise FileFormatError(f"{path}: node '{node}' quantized 'folded_into' names '{q.folded_into:.40}', "
                                   "which has no synapse parameters; it must name the synapse that holds the delays")
