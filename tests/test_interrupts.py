@@ -15,6 +15,7 @@ import pytest
 from paths import FIXTURES
 
 from spikedeploy.errors import OutputPathError
+from spikedeploy.io import atomic
 from spikedeploy.io.atomic import atomic_write, sweep_stale
 
 NIR = FIXTURES / "nir-paper" / "two_lif_neurons.nir"
@@ -102,7 +103,8 @@ def test_killed_writer_leaves_old_file_and_no_temporary_after_next_run(tmp_path,
 def test_sweep_keeps_temporary_files_of_live_writers(tmp_path):
     live = tmp_path / f".out.bin.pid{os.getppid()}.abc.tmp"  # a running process (our parent)
     live.write_bytes(b"x")
-    os.utime(live, (0, 0))
+    before_us = atomic._STARTED - 0.001  # our parent was running then, and we were not
+    os.utime(live, (before_us, before_us))
     dead = tmp_path / ".out.bin.pid999999999.abc.tmp"
     dead.write_bytes(b"x")
     os.utime(dead, (0, 0))
@@ -111,6 +113,21 @@ def test_sweep_keeps_temporary_files_of_live_writers(tmp_path):
     os.utime(other, (0, 0))
     assert sweep_stale(tmp_path / "out.bin") == [dead]
     assert live.exists() and other.exists()
+
+
+def test_sweep_removes_a_temporary_whose_pid_now_belongs_to_another_process(tmp_path):
+    """A killed writer's PID reused by a process that started after the temporary was last written (a busy
+    machine wraps the 32,768 PIDs within minutes) does not keep the temporary alive."""
+    newer = subprocess.Popen(["sleep", "30"])
+    try:
+        time.sleep(0.1)
+        reused = tmp_path / f".out.bin.pid{newer.pid}.abc.tmp"
+        reused.write_bytes(b"x")
+        os.utime(reused, (atomic._STARTED - 60, atomic._STARTED - 60))  # written before `newer` started
+        assert sweep_stale(tmp_path / "out.bin") == [reused]
+    finally:
+        newer.kill()
+        newer.wait()
 
 
 # ---- the commands, killed at random points ---------------------------------------------------------------

@@ -27,14 +27,21 @@ from typing import IO, Any
 
 from spikedeploy.errors import OutputPathError
 
-# when this process started (seconds since the epoch): temporary files older than this cannot be ours
-_STARTED = time.time()
-try:
-    with open(f"/proc/{os.getpid()}/stat") as _f:
-        _STARTED = min(_STARTED, time.time() - (time.monotonic() - int(_f.read().rsplit(")", 1)[1].split()[19])
-                                                / os.sysconf("SC_CLK_TCK")))
-except (OSError, ValueError, IndexError):
-    pass
+
+def _process_start(pid: int) -> float | None:
+    """When process `pid` started (seconds since the epoch, rounded down to the kernel's clock tick), or None
+    where /proc cannot tell."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        return time.time() - (time.monotonic() - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+# when this process started: temporary files older than this cannot be ours
+_STARTED = min(time.time(), _process_start(os.getpid()) or time.time())
+_TICK = 0.02  # two clock ticks (10 ms each): the rounding of a process's start time
 
 
 def _umask_mode() -> int:
@@ -133,7 +140,7 @@ def sweep_stale(path: str | os.PathLike) -> list[Path]:
         if not stat.S_ISREG(st.st_mode) or st.st_mtime >= _STARTED:
             continue
         m = _TMP_PID.search(tmp.name)
-        if m and _alive(int(m.group(1))):
+        if m and _alive(int(m.group(1)), st.st_mtime):
             continue
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -145,7 +152,9 @@ def glob_escape(name: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", name)
 
 
-def _alive(pid: int) -> bool:
+def _alive(pid: int, written: float) -> bool:
+    """Whether the process that last wrote a temporary at time `written` may still be running: process `pid`
+    exists and started before that write (a busy machine reuses the PID of a killed writer within minutes)."""
     if pid == os.getpid():
         return True
     try:
@@ -154,4 +163,5 @@ def _alive(pid: int) -> bool:
         return False
     except (PermissionError, OverflowError):
         return True
-    return True
+    started = _process_start(pid)
+    return started is None or started <= written + _TICK
