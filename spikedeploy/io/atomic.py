@@ -123,7 +123,8 @@ _TMP_PID = re.compile(r"\.pid(\d+)\.[^.]+\.tmp$")
 
 def sweep_stale(path: str | os.PathLike) -> list[Path]:
     """Remove the temporary files of `path` left by writers that were killed (kill -9): those named
-    `.NAME.*.tmp`, last modified before this process started, whose writer process is gone (or unknown).
+    `.NAME.*.tmp` whose writer process is gone, or, where the name gives no writer, last modified before
+    this process started.
     Returns what was removed."""
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
@@ -137,10 +138,13 @@ def sweep_stale(path: str | os.PathLike) -> list[Path]:
             st = tmp.lstat()
         except OSError:
             continue
-        if not stat.S_ISREG(st.st_mode) or st.st_mtime >= _STARTED:
+        if not stat.S_ISREG(st.st_mode):
             continue
         m = _TMP_PID.search(tmp.name)
-        if m and _alive(int(m.group(1)), st.st_mtime):
+        # a named writer is judged by its process alone; an unnamed temporary only when it is older than us
+        # (our start time is rounded down to a clock tick, so a writer killed just before we started would
+        # otherwise look newer)
+        if (_alive(int(m.group(1)), st.st_mtime) if m else st.st_mtime >= _STARTED):
             continue
         with contextlib.suppress(OSError):
             tmp.unlink()
