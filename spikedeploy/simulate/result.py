@@ -49,6 +49,18 @@ def run_arrays(run: Run) -> dict[str, np.ndarray]:
     return arrays
 
 
+def place_array(run: Run, key: str, a) -> None:
+    """Put member `key` (run_arrays' names) into `run`; other members (the header) are left out."""
+    kind, _, name = key.partition("/")
+    if kind == "out":
+        run.outputs[name] = a
+    elif kind == "counts":
+        run.counts[name] = a
+    elif kind == "trace":
+        node, _, var = name.rpartition("/")
+        run.traces.setdefault(node, {})[var] = a
+
+
 def save_run(run: Run, path) -> None:
     """RUN.npz: `out/<output>` [T,B,...], `counts/<node>` [T,B], `trace/<node>/<var>`, and a JSON header."""
     with writing_run(path, run.batch) as w:
@@ -166,14 +178,7 @@ class RunWriter:
             if key == "header":
                 continue
             a = np.memmap(self.path, m.dtype, "r", m.data_at, m.shape) if m.nbytes else np.zeros(m.shape, m.dtype)
-            kind, _, name = key.partition("/")
-            if kind == "out":
-                run.outputs[name] = a
-            elif kind == "counts":
-                run.counts[name] = a
-            else:
-                node, _, var = name.rpartition("/")
-                run.traces.setdefault(node, {})[var] = a
+            place_array(run, key, a)
         return run
 
     def _allocate(self, key: str, shape: tuple[int, ...], dtype: np.dtype) -> _Member:
@@ -278,13 +283,7 @@ def load_run(path) -> Run:
             raise FileFormatError(f"{path}: not a spikedeploy run file (format {header.get('format')!r})")
         run = Run(header["backend"], _int(header["steps"]), _int(header["batch"]), meta=header.get("meta", {}))
         for key in z.files:
-            parts = key.split("/")
-            if parts[0] == "out":
-                run.outputs["/".join(parts[1:])] = z[key]
-            elif parts[0] == "counts":
-                run.counts["/".join(parts[1:])] = z[key]
-            elif parts[0] == "trace":
-                run.traces.setdefault("/".join(parts[1:-1]), {})[parts[-1]] = z[key]
+            place_array(run, key, z[key])
     except FileFormatError:
         raise
     except (OSError, KeyError, ValueError, TypeError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as e:
